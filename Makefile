@@ -1,0 +1,23 @@
+# The two commands a newcomer needs (see README.md):
+#   make serve   start the daemon with the bundled demo models and plugins (127.0.0.1:50051)
+#   make test    run the whole test suite (Rust, C plugins, Python gRPC client)
+# Both set up what they need first: scripts/setup.sh installs the pinned Python packages and the
+# ONNX Runtime library (checksums verified); cargo builds the daemon and the plugins.
+
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:50051
+
+.PHONY: setup build serve test
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace
+
+serve: build
+	target/debug/explaind serve --listen $(LISTEN)
+
+test: build
+	$(CARGO) test --workspace
+	.venv/bin/python -m pytest tests/python -q

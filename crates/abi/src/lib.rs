@@ -1,0 +1,353 @@
+//! The explaind plugin ABI, mirrored in Rust.
+//!
+//! `include/explaind_plugin.h` is the source of truth; every type here copies one struct of it
+//! field by field (`#[repr(C)]`), and the layout tests at the bottom of this file (and the C
+//! layout program in `tests/c/layout_check.c`) keep the two in step. Read the header for the
+//! ownership and lifetime of every pointer; the comments here only point back to it.
+//!
+//! Status codes and flags are plain integer constants rather than Rust enums: a plugin may send
+//! a value this build does not know, and an unknown discriminant in a Rust enum is undefined
+//! behaviour.
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
+
+use std::ffi::{c_char, c_void};
+
+/// ABI major version this crate mirrors. The entry symbol carries it in its name.
+pub const ABI_MAJOR: u16 = 1;
+/// ABI minor version this crate mirrors. Grows when a struct gains appended fields.
+pub const ABI_MINOR: u16 = 0;
+/// Name of the single symbol a plugin exports (NUL-terminated for `dlsym`).
+pub const ENTRY_SYMBOL_V1: &[u8] = b"explaind_plugin_v1\0";
+/// Path of the C header, for tools and tests that compile C plugins.
+pub const HEADER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/include/explaind_plugin.h");
+
+// ----- DLPack -----------------------------------------------------------------------------
+
+pub const kDLCPU: i32 = 1;
+pub const kDLCUDA: i32 = 2;
+pub const kDLInt: u8 = 0;
+pub const kDLUInt: u8 = 1;
+pub const kDLFloat: u8 = 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DLDevice {
+    pub device_type: i32,
+    pub device_id: i32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DLDataType {
+    pub code: u8,
+    pub bits: u8,
+    pub lanes: u16,
+}
+
+impl DLDataType {
+    pub const FLOAT32: DLDataType = DLDataType { code: kDLFloat, bits: 32, lanes: 1 };
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct DLTensor {
+    pub data: *mut c_void,
+    pub device: DLDevice,
+    pub ndim: i32,
+    pub dtype: DLDataType,
+    pub shape: *mut i64,
+    pub strides: *mut i64,
+    pub byte_offset: u64,
+}
+
+// ----- Common pieces ----------------------------------------------------------------------
+
+/// The frozen first member of every versioned struct.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExdStructHeader {
+    pub struct_size: u32,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+}
+
+impl ExdStructHeader {
+    /// The header a writer built against this crate puts into a struct of type `T`.
+    pub const fn current<T>() -> Self {
+        ExdStructHeader {
+            struct_size: std::mem::size_of::<T>() as u32,
+            abi_major: ABI_MAJOR,
+            abi_minor: ABI_MINOR,
+        }
+    }
+}
+
+pub type ExdCode = i32;
+pub const EXD_OK: ExdCode = 0;
+pub const EXD_CANCELLED: ExdCode = 1;
+pub const EXD_UNKNOWN: ExdCode = 2;
+pub const EXD_INVALID_ARGUMENT: ExdCode = 3;
+pub const EXD_DEADLINE_EXCEEDED: ExdCode = 4;
+pub const EXD_NOT_FOUND: ExdCode = 5;
+pub const EXD_RESOURCE_EXHAUSTED: ExdCode = 8;
+pub const EXD_FAILED_PRECONDITION: ExdCode = 9;
+pub const EXD_UNIMPLEMENTED: ExdCode = 12;
+pub const EXD_INTERNAL: ExdCode = 13;
+pub const EXD_PLUGIN_PANICKED: ExdCode = 1000;
+
+/// Opaque error object; only the host creates one (see the header).
+#[repr(C)]
+pub struct ExdError {
+    _opaque: [u8; 0],
+}
+
+pub type ExdLogLevel = i32;
+pub const EXD_LOG_ERROR: ExdLogLevel = 1;
+pub const EXD_LOG_WARN: ExdLogLevel = 2;
+pub const EXD_LOG_INFO: ExdLogLevel = 3;
+pub const EXD_LOG_DEBUG: ExdLogLevel = 4;
+
+/// Opaque per-call context, created by the host.
+#[repr(C)]
+pub struct ExdContext {
+    _opaque: [u8; 0],
+}
+
+/// Opaque plugin instance, created by the plugin.
+#[repr(C)]
+pub struct ExdInstance {
+    _opaque: [u8; 0],
+}
+
+// ----- Parameters -------------------------------------------------------------------------
+
+pub type ExdParamKind = i32;
+pub const EXD_PARAM_NONE: ExdParamKind = 0;
+pub const EXD_PARAM_NUMBER: ExdParamKind = 1;
+pub const EXD_PARAM_INTEGER: ExdParamKind = 2;
+pub const EXD_PARAM_FLAG: ExdParamKind = 3;
+pub const EXD_PARAM_TEXT: ExdParamKind = 4;
+pub const EXD_PARAM_NUMBERS: ExdParamKind = 5;
+pub const EXD_PARAM_INTEGERS: ExdParamKind = 6;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdParamValue {
+    pub kind: ExdParamKind,
+    pub reserved: i32,
+    pub number: f64,
+    pub integer: i64,
+    pub text: *const c_char,
+    pub numbers: *const f64,
+    pub integers: *const i64,
+    pub len: usize,
+}
+
+impl ExdParamValue {
+    /// A value of kind 0: no value.
+    pub const NONE: ExdParamValue = ExdParamValue {
+        kind: EXD_PARAM_NONE,
+        reserved: 0,
+        number: 0.0,
+        integer: 0,
+        text: std::ptr::null(),
+        numbers: std::ptr::null(),
+        integers: std::ptr::null(),
+        len: 0,
+    };
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdParamSpec {
+    pub name: *const c_char,
+    pub description: *const c_char,
+    pub kind: ExdParamKind,
+    pub required: i32,
+    pub default_value: ExdParamValue,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdParam {
+    pub name: *const c_char,
+    pub value: ExdParamValue,
+}
+
+// ----- Model and request ------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdTensorInfo {
+    pub name: *const c_char,
+    pub element_type: i32,
+    pub ndim: i32,
+    pub shape: *const i64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdModelInfo {
+    pub header: ExdStructHeader,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub sha256: *const c_char,
+    pub num_inputs: usize,
+    pub inputs: *const ExdTensorInfo,
+    pub num_outputs: usize,
+    pub outputs: *const ExdTensorInfo,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdExplainRequest {
+    pub header: ExdStructHeader,
+    pub model: *const ExdModelInfo,
+    pub num_inputs: usize,
+    pub inputs: *const DLTensor,
+    pub output_index: usize,
+    pub output_row_size: i64,
+    pub num_targets: usize,
+    pub targets: *const i64,
+    pub outputs: *const DLTensor,
+    pub num_params: usize,
+    pub params: *const ExdParam,
+    pub background: *const DLTensor,
+    pub max_batch_rows: i64,
+}
+
+// ----- Function tables --------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExdHostApi {
+    pub header: ExdStructHeader,
+    pub error_new: Option<unsafe extern "C" fn(code: ExdCode, message: *const c_char) -> *mut ExdError>,
+    pub error_free: Option<unsafe extern "C" fn(error: *mut ExdError)>,
+    pub error_code: Option<unsafe extern "C" fn(error: *const ExdError) -> ExdCode>,
+    pub error_message: Option<unsafe extern "C" fn(error: *const ExdError) -> *const c_char>,
+    pub log: Option<unsafe extern "C" fn(context: *mut ExdContext, level: ExdLogLevel, message: *const c_char)>,
+    pub is_cancelled: Option<unsafe extern "C" fn(context: *mut ExdContext) -> i32>,
+    pub forward: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            inputs: *const DLTensor,
+            num_inputs: usize,
+            out_output: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
+    pub tensor_alloc: Option<
+        unsafe extern "C" fn(context: *mut ExdContext, shape: *const i64, ndim: i32, out: *mut *mut DLTensor) -> *mut ExdError,
+    >,
+    pub tensor_release: Option<unsafe extern "C" fn(context: *mut ExdContext, tensor: *mut DLTensor)>,
+    pub result_attributions:
+        Option<unsafe extern "C" fn(context: *mut ExdContext, input_index: usize, out: *mut *mut DLTensor) -> *mut ExdError>,
+    pub result_base_values: Option<unsafe extern "C" fn(context: *mut ExdContext, out: *mut *mut DLTensor) -> *mut ExdError>,
+    pub result_extra: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            name: *const c_char,
+            shape: *const i64,
+            ndim: i32,
+            out: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
+    pub result_info:
+        Option<unsafe extern "C" fn(context: *mut ExdContext, key: *const c_char, value: *const c_char) -> *mut ExdError>,
+}
+
+pub const EXD_CAP_REENTRANT: u64 = 1 << 0;
+pub const EXD_NEEDS_BACKGROUND: u64 = 1 << 1;
+pub const EXD_NEEDS_GRADIENTS: u64 = 1 << 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdPluginInfo {
+    pub header: ExdStructHeader,
+    pub name: *const c_char,
+    pub version: *const c_char,
+    pub description: *const c_char,
+    pub flags: u64,
+    pub num_params: usize,
+    pub params: *const ExdParamSpec,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExdPluginApi {
+    pub header: ExdStructHeader,
+    pub info: *const ExdPluginInfo,
+    pub create: Option<unsafe extern "C" fn(out_instance: *mut *mut ExdInstance) -> *mut ExdError>,
+    pub destroy: Option<unsafe extern "C" fn(instance: *mut ExdInstance)>,
+    pub explain: Option<
+        unsafe extern "C" fn(
+            instance: *mut ExdInstance,
+            context: *mut ExdContext,
+            request: *const ExdExplainRequest,
+        ) -> *mut ExdError,
+    >,
+}
+
+/// Type of the `explaind_plugin_v1` entry point.
+pub type ExdPluginEntryV1 =
+    unsafe extern "C" fn(host: *const ExdHostApi, out_plugin: *mut *const ExdPluginApi) -> *mut ExdError;
+
+// The tables and descriptions a plugin returns are STATIC and read-only; they hold raw pointers
+// only to other STATIC data, so sharing them between threads is sound.
+unsafe impl Sync for ExdPluginApi {}
+unsafe impl Sync for ExdPluginInfo {}
+unsafe impl Sync for ExdParamSpec {}
+unsafe impl Sync for ExdHostApi {}
+
+/// The size of each struct as ABI 1.0 defined it: the smallest `struct_size` a reader accepts.
+pub mod v1_0_sizes {
+    pub const MODEL_INFO: u32 = 64;
+    pub const EXPLAIN_REQUEST: u32 = 104;
+    pub const HOST_API: u32 = 112;
+    pub const PLUGIN_INFO: u32 = 56;
+    pub const PLUGIN_API: u32 = 40;
+}
+
+/// Field offsets and sizes of every struct, as `(struct.field, offset, size)` and
+/// `(struct, size)`; the layout tests compare these with what a C compiler says of the header.
+pub fn layout_table() -> Vec<(String, usize, usize)> {
+    use std::mem::{offset_of, size_of};
+    macro_rules! fields {
+        ($out:ident, $ty:ident { $($field:ident : $fty:ty),* $(,)? }) => {
+            $( $out.push((format!("{}.{}", stringify!($ty), stringify!($field)), offset_of!($ty, $field), size_of::<$fty>())); )*
+            $out.push((stringify!($ty).to_string(), 0, size_of::<$ty>()));
+        };
+    }
+    let mut out = Vec::new();
+    fields!(out, DLDevice { device_type: i32, device_id: i32 });
+    fields!(out, DLDataType { code: u8, bits: u8, lanes: u16 });
+    fields!(out, ExdStructHeader { struct_size: u32, abi_major: u16, abi_minor: u16 });
+    fields!(out, DLTensor { data: usize, device: DLDevice, ndim: i32, dtype: DLDataType, shape: usize, strides: usize, byte_offset: u64 });
+    fields!(out, ExdParamValue { kind: i32, reserved: i32, number: f64, integer: i64, text: usize, numbers: usize, integers: usize, len: usize });
+    fields!(out, ExdParamSpec { name: usize, description: usize, kind: i32, required: i32, default_value: ExdParamValue });
+    fields!(out, ExdParam { name: usize, value: ExdParamValue });
+    fields!(out, ExdTensorInfo { name: usize, element_type: i32, ndim: i32, shape: usize });
+    fields!(out, ExdModelInfo { header: ExdStructHeader, name: usize, version: usize, sha256: usize, num_inputs: usize, inputs: usize, num_outputs: usize, outputs: usize });
+    fields!(out, ExdExplainRequest { header: ExdStructHeader, model: usize, num_inputs: usize, inputs: usize, output_index: usize, output_row_size: i64, num_targets: usize, targets: usize, outputs: usize, num_params: usize, params: usize, background: usize, max_batch_rows: i64 });
+    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize });
+    fields!(out, ExdPluginInfo { header: ExdStructHeader, name: usize, version: usize, description: usize, flags: u64, num_params: usize, params: usize });
+    fields!(out, ExdPluginApi { header: ExdStructHeader, info: usize, create: usize, destroy: usize, explain: usize });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    #[test]
+    fn v1_0_sizes_match_the_structs() {
+        assert_eq!(size_of::<ExdModelInfo>() as u32, v1_0_sizes::MODEL_INFO);
+        assert_eq!(size_of::<ExdExplainRequest>() as u32, v1_0_sizes::EXPLAIN_REQUEST);
+        assert_eq!(size_of::<ExdHostApi>() as u32, v1_0_sizes::HOST_API);
+        assert_eq!(size_of::<ExdPluginInfo>() as u32, v1_0_sizes::PLUGIN_INFO);
+        assert_eq!(size_of::<ExdPluginApi>() as u32, v1_0_sizes::PLUGIN_API);
+        assert_eq!(size_of::<DLTensor>(), 48);
+        assert_eq!(size_of::<ExdParamValue>(), 56);
+    }
+}

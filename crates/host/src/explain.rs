@@ -1,0 +1,416 @@
+//! One explain request, from validated inputs to collected results.
+
+use crate::Failure;
+use crate::host_api::{BorrowedTensor, CallContext, OwnedTensor, Results};
+use crate::plugin::{Plugin, kind_name};
+use explaind_abi as abi;
+use explaind_runtime::{Model, RunStats};
+use ndarray::{Array2, ArrayD, ArrayViewD};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A parameter value as a request gives it (before conversion to the declared kind).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Number(f64),
+    Integer(i64),
+    Flag(bool),
+    Text(String),
+    Numbers(Vec<f64>),
+    Integers(Vec<i64>),
+}
+
+impl ParamValue {
+    pub fn kind(&self) -> abi::ExdParamKind {
+        match self {
+            ParamValue::Number(_) => abi::EXD_PARAM_NUMBER,
+            ParamValue::Integer(_) => abi::EXD_PARAM_INTEGER,
+            ParamValue::Flag(_) => abi::EXD_PARAM_FLAG,
+            ParamValue::Text(_) => abi::EXD_PARAM_TEXT,
+            ParamValue::Numbers(_) => abi::EXD_PARAM_NUMBERS,
+            ParamValue::Integers(_) => abi::EXD_PARAM_INTEGERS,
+        }
+    }
+    pub fn kind_name(&self) -> &'static str {
+        kind_name(self.kind())
+    }
+
+    /// Converts to `kind` where that loses nothing (integer to number, integers to numbers).
+    fn convert(self, kind: abi::ExdParamKind, field: &str) -> Result<ParamValue, Failure> {
+        let converted = match (self, kind) {
+            (v, k) if v.kind() == k => v,
+            (ParamValue::Integer(i), abi::EXD_PARAM_NUMBER) => ParamValue::Number(i as f64),
+            (ParamValue::Integers(v), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(v.into_iter().map(|i| i as f64).collect()),
+            (v, k) => {
+                return Err(Failure::invalid_argument(format!(
+                    "{field}: expected {}, got {}",
+                    kind_name(k),
+                    v.kind_name()
+                )));
+            }
+        };
+        let finite = match &converted {
+            ParamValue::Number(x) => x.is_finite(),
+            ParamValue::Numbers(xs) => xs.iter().all(|x| x.is_finite()),
+            _ => true,
+        };
+        if !finite {
+            return Err(Failure::invalid_argument(format!("{field}: must be finite (no NaN or infinity)")));
+        }
+        Ok(converted)
+    }
+}
+
+/// Which outputs to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSelection {
+    /// The same flat output indices for every input.
+    Indices(Vec<i64>),
+    /// The highest-scoring index per input.
+    Predicted,
+    /// Every element of the output row.
+    All,
+    /// The k highest-scoring indices per input, highest first.
+    TopK(usize),
+}
+
+/// Cancellation: a deadline and a flag the server sets when the client goes away.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken {
+    pub deadline: Option<Instant>,
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl CancelToken {
+    pub fn is_cancelled(&self) -> bool {
+        self.failure().is_some()
+    }
+    /// The failure to report if the request should stop now.
+    pub fn failure(&self) -> Option<Failure> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Some(Failure::new(abi::EXD_CANCELLED, "the request was cancelled"));
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => {
+                Some(Failure::new(abi::EXD_DEADLINE_EXCEEDED, "the request's deadline passed"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A validated explain request: inputs match the model, the output exists.
+pub struct ExplainJob {
+    pub model: Arc<Model>,
+    pub plugin: Arc<Plugin>,
+    /// One array per model input, in the model's order, batch first, standard layout.
+    pub inputs: Vec<ArrayD<f32>>,
+    pub output_index: usize,
+    pub targets: TargetSelection,
+    pub params: BTreeMap<String, ParamValue>,
+    /// One array per model input, rows first; `None`: the model's default, if any.
+    pub background: Option<Vec<ArrayD<f32>>>,
+    pub cancel: CancelToken,
+}
+
+pub struct ExplainOutcome {
+    /// Per model input index that the plugin wrote: [N, T, *input_shape_without_batch].
+    pub attributions: Vec<(usize, ArrayD<f32>)>,
+    /// [N, T]
+    pub target_indices: Array2<i64>,
+    /// Every model output for the inputs.
+    pub outputs: Vec<ArrayD<f32>>,
+    pub base_values: Option<ArrayD<f32>>,
+    pub extras: Vec<(String, ArrayD<f32>)>,
+    pub info: BTreeMap<String, String>,
+    /// Forward passes, including the one on the inputs.
+    pub stats: RunStats,
+}
+
+/// Resolves `selection` against the model's output rows `[N, row]`.
+pub fn resolve_targets(selection: &TargetSelection, rows: ArrayViewD<'_, f32>) -> Result<Array2<i64>, Failure> {
+    let n = rows.shape()[0];
+    let row_len = rows.len() / n.max(1);
+    let rows = rows.to_shape((n, row_len)).expect("output is standard layout");
+    let ranked = |r: usize| {
+        let mut order: Vec<usize> = (0..row_len).collect();
+        // Highest first; ties keep the lower index first (stable sort).
+        order.sort_by(|&a, &b| rows[[r, b]].total_cmp(&rows[[r, a]]));
+        order
+    };
+    let table = match selection {
+        TargetSelection::Indices(indices) => {
+            if indices.is_empty() {
+                return Err(Failure::invalid_argument("targets.indices: give at least one index"));
+            }
+            for (i, &t) in indices.iter().enumerate() {
+                if t < 0 || t as usize >= row_len {
+                    return Err(Failure::invalid_argument(format!(
+                        "targets.indices[{i}]: {t} is out of range for an output row of {row_len} elements"
+                    )));
+                }
+            }
+            Array2::from_shape_fn((n, indices.len()), |(_, t)| indices[t])
+        }
+        TargetSelection::Predicted => Array2::from_shape_fn((n, 1), |(r, _)| ranked(r)[0] as i64),
+        TargetSelection::All => Array2::from_shape_fn((n, row_len), |(_, t)| t as i64),
+        TargetSelection::TopK(k) => {
+            if *k == 0 || *k > row_len {
+                return Err(Failure::invalid_argument(format!(
+                    "targets.top_k: {k} must be between 1 and the output row size {row_len}"
+                )));
+            }
+            let mut table = Array2::zeros((n, *k));
+            for r in 0..n {
+                for (t, idx) in ranked(r).into_iter().take(*k).enumerate() {
+                    table[[r, t]] = idx as i64;
+                }
+            }
+            table
+        }
+    };
+    Ok(table)
+}
+
+/// Owned storage behind the `ExdParam` array handed to the plugin: the raw entries point
+/// into `names`, `texts` and `values`, which never change after construction.
+struct ParamStorage {
+    _names: Vec<CString>,
+    _texts: Vec<Option<CString>>,
+    _values: Vec<Option<ParamValue>>,
+    raw: Vec<abi::ExdParam>,
+}
+
+/// Checks request parameters against the plugin's declarations and fills in defaults.
+fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Result<ParamStorage, Failure> {
+    if let Some(unknown) = given.keys().find(|k| !plugin.params.iter().any(|p| &p.name == *k)) {
+        let known: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
+        return Err(Failure::invalid_argument(format!(
+            "parameters.{unknown}: explainer {} has no such parameter (it takes: {})",
+            plugin.name,
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        )));
+    }
+    let mut names = Vec::new();
+    let mut texts = Vec::new();
+    let mut values = Vec::new();
+    for spec in &plugin.params {
+        let field = format!("parameters.{}", spec.name);
+        let value = match given.remove(&spec.name) {
+            Some(v) => Some(v.convert(spec.kind, &field)?),
+            None if spec.required => {
+                return Err(Failure::invalid_argument(format!("{field}: required by explainer {}", plugin.name)));
+            }
+            None => spec.default.clone(),
+        };
+        let text = match &value {
+            Some(ParamValue::Text(t)) => Some(
+                CString::new(t.clone())
+                    .map_err(|_| Failure::invalid_argument(format!("{field}: text contains a NUL character")))?,
+            ),
+            _ => None,
+        };
+        names.push(CString::new(spec.name.clone()).expect("validated at load"));
+        texts.push(text);
+        values.push(value);
+    }
+    let raw = names
+        .iter()
+        .zip(&texts)
+        .zip(&values)
+        .map(|((name, text), value)| {
+            let mut v = abi::ExdParamValue::NONE;
+            match value {
+                None => {}
+                Some(ParamValue::Number(x)) => {
+                    v.kind = abi::EXD_PARAM_NUMBER;
+                    v.number = *x;
+                }
+                Some(ParamValue::Integer(x)) => {
+                    v.kind = abi::EXD_PARAM_INTEGER;
+                    v.integer = *x;
+                }
+                Some(ParamValue::Flag(x)) => {
+                    v.kind = abi::EXD_PARAM_FLAG;
+                    v.integer = *x as i64;
+                }
+                Some(ParamValue::Text(_)) => {
+                    v.kind = abi::EXD_PARAM_TEXT;
+                    v.text = text.as_ref().expect("text stored").as_ptr();
+                }
+                Some(ParamValue::Numbers(xs)) => {
+                    v.kind = abi::EXD_PARAM_NUMBERS;
+                    v.numbers = xs.as_ptr();
+                    v.len = xs.len();
+                }
+                Some(ParamValue::Integers(xs)) => {
+                    v.kind = abi::EXD_PARAM_INTEGERS;
+                    v.integers = xs.as_ptr();
+                    v.len = xs.len();
+                }
+            }
+            abi::ExdParam { name: name.as_ptr(), value: v }
+        })
+        .collect();
+    Ok(ParamStorage { _names: names, _texts: texts, _values: values, raw })
+}
+
+/// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
+/// Blocking: call it from a blocking thread.
+pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
+    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel } = job;
+    let params = bind_params(&plugin, params)?;
+
+    let background = match background {
+        Some(b) => Some(b),
+        None => model.background.as_ref().filter(|_| model.inputs.len() == 1).map(|b| vec![b.clone()]),
+    };
+    if plugin.needs_background() && background.is_none() {
+        return Err(Failure::failed_precondition(format!(
+            "background: explainer {} needs a background set, and the request has none (nor does model {})",
+            plugin.name, model.name
+        )));
+    }
+
+    let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
+    let (outputs, mut stats) = model.run(&views).map_err(|e| Failure::invalid_argument(format!("inputs: {e}")))?;
+    let n = inputs[0].shape()[0];
+    let explained = &outputs[output_index];
+    let output_row_size = explained.len() / n.max(1);
+    let target_indices = resolve_targets(&targets, explained.view())?;
+    let num_targets = target_indices.ncols();
+
+    let explained_rows = explained.as_standard_layout().into_owned();
+    let input_tensors: Vec<BorrowedTensor> = inputs.iter().map(BorrowedTensor::of).collect();
+    let input_dl: Vec<abi::DLTensor> = input_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
+    let output_tensor = BorrowedTensor::of(&explained_rows);
+    let background_tensors: Vec<BorrowedTensor> =
+        background.iter().flatten().map(BorrowedTensor::of).collect();
+    let background_dl: Vec<abi::DLTensor> = background_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
+    let targets_flat: Vec<i64> = target_indices.iter().copied().collect();
+
+    let model_info = ModelInfoStorage::new(&model);
+    let request = abi::ExdExplainRequest {
+        header: abi::ExdStructHeader::current::<abi::ExdExplainRequest>(),
+        model: &model_info.raw,
+        num_inputs: input_dl.len(),
+        inputs: input_dl.as_ptr(),
+        output_index,
+        output_row_size: output_row_size as i64,
+        num_targets,
+        targets: targets_flat.as_ptr(),
+        outputs: &output_tensor.dl,
+        num_params: params.raw.len(),
+        params: params.raw.as_ptr(),
+        background: if background_dl.is_empty() { std::ptr::null() } else { background_dl.as_ptr() },
+        max_batch_rows: model.max_batch_rows() as i64,
+    };
+
+    let attribution_shapes = inputs
+        .iter()
+        .map(|a| {
+            let mut shape = vec![n as i64, num_targets as i64];
+            shape.extend(a.shape()[1..].iter().map(|&d| d as i64));
+            shape
+        })
+        .collect();
+    let context = CallContext {
+        plugin_name: plugin.name.clone(),
+        model: model.clone(),
+        output_index,
+        output_row_size,
+        attribution_shapes,
+        base_value_shape: vec![n as i64, num_targets as i64],
+        cancel: cancel.clone(),
+        stats: Mutex::new(RunStats::default()),
+        scratch: Mutex::new(Default::default()),
+        results: Mutex::new(Results::default()),
+    };
+
+    if let Some(f) = cancel.failure() {
+        return Err(f);
+    }
+    let outcome = plugin.call_explain(context.as_raw(), &request);
+    // A plugin that saw the deadline pass reports CANCELLED; say which it was.
+    if let Err(f) = outcome {
+        return Err(match (f.code, cancel.failure()) {
+            (abi::EXD_CANCELLED, Some(reason)) => reason,
+            _ => f,
+        });
+    }
+    stats.add(*context.stats.lock().unwrap());
+    let results = std::mem::take(&mut *context.results.lock().unwrap());
+    if results.attributions.is_empty() {
+        return Err(Failure::internal(format!("explainer {} returned no attributions", plugin.name)));
+    }
+    // Keep the input buffers alive until the plugin is done with them.
+    drop((input_tensors, background_tensors, output_tensor, params, model_info));
+    Ok(ExplainOutcome {
+        attributions: results.attributions.into_iter().map(|(i, t)| (i, t.into_array())).collect(),
+        target_indices,
+        outputs,
+        base_values: results.base_values.map(OwnedTensor::into_array),
+        extras: results.extras.into_iter().map(|(k, t)| (k, t.into_array())).collect(),
+        info: results.info,
+        stats,
+    })
+}
+
+fn copy_dl(t: &abi::DLTensor) -> abi::DLTensor {
+    abi::DLTensor { ..*t }
+}
+
+/// Owned storage behind the `ExdModelInfo` handed to the plugin.
+struct ModelInfoStorage {
+    _strings: Vec<CString>,
+    _shapes: Vec<Vec<i64>>,
+    _inputs: Vec<abi::ExdTensorInfo>,
+    _outputs: Vec<abi::ExdTensorInfo>,
+    raw: abi::ExdModelInfo,
+}
+
+impl ModelInfoStorage {
+    fn new(model: &Model) -> Box<Self> {
+        let mut strings = Vec::new();
+        let mut shapes = Vec::new();
+        let mut cstr = |s: &str| {
+            let c = CString::new(s.replace('\0', " ")).unwrap();
+            let p = c.as_ptr();
+            strings.push(c);
+            p
+        };
+        let mut infos = |specs: &[explaind_runtime::TensorSpec], strings: &mut dyn FnMut(&str) -> *const std::ffi::c_char| {
+            specs
+                .iter()
+                .map(|s| {
+                    let shape = s.shape_i64();
+                    let info = abi::ExdTensorInfo {
+                        name: strings(&s.name),
+                        element_type: s.element_type,
+                        ndim: shape.len() as i32,
+                        shape: shape.as_ptr(),
+                    };
+                    shapes.push(shape);
+                    info
+                })
+                .collect::<Vec<_>>()
+        };
+        let inputs = infos(&model.inputs, &mut cstr);
+        let outputs = infos(&model.outputs, &mut cstr);
+        let raw = abi::ExdModelInfo {
+            header: abi::ExdStructHeader::current::<abi::ExdModelInfo>(),
+            name: cstr(&model.name),
+            version: cstr(&model.version),
+            sha256: cstr(&model.sha256),
+            num_inputs: inputs.len(),
+            inputs: inputs.as_ptr(),
+            num_outputs: outputs.len(),
+            outputs: outputs.as_ptr(),
+        };
+        Box::new(ModelInfoStorage { _strings: strings, _shapes: shapes, _inputs: inputs, _outputs: outputs, raw })
+    }
+}
+

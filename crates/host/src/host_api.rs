@@ -1,0 +1,417 @@
+//! The host's side of the ABI: the function table plugins call, and the per-call context.
+//!
+//! Every function here is `extern "C"`, checks its pointers, and never unwinds: the bodies
+//! that could panic run inside `catch_unwind` and turn a panic into an `EXD_INTERNAL` error.
+
+use crate::Failure;
+use crate::explain::CancelToken;
+use explaind_abi as abi;
+use explaind_runtime::{Model, RunStats};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+// ----- Errors -----------------------------------------------------------------------------
+
+/// What an `ExdError*` points to.
+struct HostError {
+    code: abi::ExdCode,
+    message: CString,
+}
+
+pub(crate) fn new_error(code: abi::ExdCode, message: &str) -> *mut abi::ExdError {
+    let message = CString::new(message.replace('\0', " ")).expect("NULs replaced");
+    Box::into_raw(Box::new(HostError { code, message })) as *mut abi::ExdError
+}
+
+/// Takes ownership of an error a plugin returned.
+pub(crate) fn take_error(err: *mut abi::ExdError) -> Failure {
+    let boxed = unsafe { Box::from_raw(err as *mut HostError) };
+    Failure { code: boxed.code, message: boxed.message.to_string_lossy().into_owned() }
+}
+
+unsafe extern "C" fn error_new(code: abi::ExdCode, message: *const c_char) -> *mut abi::ExdError {
+    let text = if message.is_null() { "(no message)".into() } else { unsafe { CStr::from_ptr(message) }.to_string_lossy() };
+    new_error(code, &text)
+}
+
+unsafe extern "C" fn error_free(error: *mut abi::ExdError) {
+    if !error.is_null() {
+        drop(unsafe { Box::from_raw(error as *mut HostError) });
+    }
+}
+
+unsafe extern "C" fn error_code(error: *const abi::ExdError) -> abi::ExdCode {
+    if error.is_null() { abi::EXD_OK } else { unsafe { (*(error as *const HostError)).code } }
+}
+
+unsafe extern "C" fn error_message(error: *const abi::ExdError) -> *const c_char {
+    if error.is_null() { c"".as_ptr() } else { unsafe { (*(error as *const HostError)).message.as_ptr() } }
+}
+
+// ----- Tensors the host owns --------------------------------------------------------------
+
+/// A float32 tensor whose `DLTensor` view is handed to a plugin. Boxed so that the view's
+/// pointers stay put while the tensor lives.
+pub(crate) struct OwnedTensor {
+    pub data: Vec<f32>,
+    pub shape: Vec<i64>,
+    pub dl: abi::DLTensor,
+}
+
+// SAFETY: the raw pointers in `dl` point into the tensor's own vectors.
+unsafe impl Send for OwnedTensor {}
+
+impl OwnedTensor {
+    pub fn new(shape: Vec<i64>, data: Vec<f32>) -> Box<Self> {
+        let mut t = Box::new(OwnedTensor {
+            data,
+            shape,
+            dl: abi::DLTensor {
+                data: std::ptr::null_mut(),
+                device: abi::DLDevice { device_type: abi::kDLCPU, device_id: 0 },
+                ndim: 0,
+                dtype: abi::DLDataType::FLOAT32,
+                shape: std::ptr::null_mut(),
+                strides: std::ptr::null_mut(),
+                byte_offset: 0,
+            },
+        });
+        t.dl.data = t.data.as_mut_ptr() as *mut _;
+        t.dl.ndim = t.shape.len() as i32;
+        t.dl.shape = t.shape.as_mut_ptr();
+        t
+    }
+
+    pub fn zeros(shape: Vec<i64>) -> Box<Self> {
+        let len = shape.iter().product::<i64>().max(0) as usize;
+        Self::new(shape, vec![0.0; len])
+    }
+
+    pub fn into_array(self: Box<Self>) -> ArrayD<f32> {
+        let shape: Vec<usize> = self.shape.iter().map(|&d| d as usize).collect();
+        ArrayD::from_shape_vec(IxDyn(&shape), self.data).expect("shape matches data")
+    }
+}
+
+/// A read-only `DLTensor` over memory the host keeps alive for the call (inputs, outputs,
+/// background). The shape vector is kept beside it.
+pub(crate) struct BorrowedTensor {
+    _shape: Box<[i64]>,
+    pub dl: abi::DLTensor,
+}
+
+impl BorrowedTensor {
+    /// # Safety of use
+    /// The returned view borrows `array`'s memory; `array` must outlive every use of `dl`.
+    pub fn of(array: &ArrayD<f32>) -> Self {
+        assert!(array.is_standard_layout(), "host tensors are row-major");
+        let mut shape: Box<[i64]> = array.shape().iter().map(|&d| d as i64).collect();
+        let dl = abi::DLTensor {
+            data: array.as_ptr() as *mut _,
+            device: abi::DLDevice { device_type: abi::kDLCPU, device_id: 0 },
+            ndim: shape.len() as i32,
+            dtype: abi::DLDataType::FLOAT32,
+            shape: shape.as_mut_ptr(),
+            strides: std::ptr::null_mut(),
+            byte_offset: 0,
+        };
+        BorrowedTensor { _shape: shape, dl }
+    }
+}
+
+// ----- The per-call context ---------------------------------------------------------------
+
+/// Results a plugin writes during one call.
+#[derive(Default)]
+pub(crate) struct Results {
+    pub attributions: BTreeMap<usize, Box<OwnedTensor>>,
+    pub base_values: Option<Box<OwnedTensor>>,
+    pub extras: BTreeMap<String, Box<OwnedTensor>>,
+    pub info: BTreeMap<String, String>,
+}
+
+/// What an `ExdContext*` points to during one `explain` call.
+pub(crate) struct CallContext {
+    pub plugin_name: String,
+    pub model: Arc<Model>,
+    pub output_index: usize,
+    pub output_row_size: usize,
+    /// Shapes of the attribution tensors, per model input: [N, T, *input_shape_without_batch].
+    pub attribution_shapes: Vec<Vec<i64>>,
+    /// [N, T]
+    pub base_value_shape: Vec<i64>,
+    pub cancel: CancelToken,
+    pub stats: Mutex<RunStats>,
+    /// Scratch and forward-output tensors, by the address of their DLTensor.
+    pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
+    pub results: Mutex<Results>,
+}
+
+impl CallContext {
+    pub fn as_raw(&self) -> *mut abi::ExdContext {
+        self as *const CallContext as *mut abi::ExdContext
+    }
+}
+
+/// Runs `body` on the context behind `context`, turning a NULL context and any panic into an
+/// error for the plugin.
+fn with_context(
+    context: *mut abi::ExdContext,
+    body: impl FnOnce(&CallContext) -> Result<(), Failure>,
+) -> *mut abi::ExdError {
+    if context.is_null() {
+        return new_error(abi::EXD_INVALID_ARGUMENT, "context is NULL");
+    }
+    let ctx = unsafe { &*(context as *const CallContext) };
+    match catch_unwind(AssertUnwindSafe(|| body(ctx))) {
+        Ok(Ok(())) => std::ptr::null_mut(),
+        Ok(Err(f)) => new_error(f.code, &f.message),
+        Err(_) => new_error(abi::EXD_INTERNAL, "internal error in the host (a bug: please report it)"),
+    }
+}
+
+fn shape_from_raw(shape: *const i64, ndim: i32) -> Result<Vec<i64>, Failure> {
+    if ndim < 0 || (ndim > 0 && shape.is_null()) {
+        return Err(Failure::invalid_argument("shape is NULL or ndim is negative"));
+    }
+    let shape = if ndim == 0 { Vec::new() } else { unsafe { std::slice::from_raw_parts(shape, ndim as usize) }.to_vec() };
+    if shape.iter().any(|&d| d < 0) {
+        return Err(Failure::invalid_argument(format!("shape {shape:?} has a negative size")));
+    }
+    let elements = shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d));
+    match elements {
+        Some(n) if n <= (1i64 << 34) => Ok(shape),
+        _ => Err(Failure::new(abi::EXD_RESOURCE_EXHAUSTED, format!("tensor of shape {shape:?} is too large"))),
+    }
+}
+
+/// Checks a plugin-supplied tensor and views it as an array.
+///
+/// # Safety
+/// `t` must point to a DLTensor whose data stays valid for `'a`.
+unsafe fn view_input<'a>(t: &'a abi::DLTensor, what: &str) -> Result<ArrayViewD<'a, f32>, Failure> {
+    if t.dtype != abi::DLDataType::FLOAT32 {
+        return Err(Failure::invalid_argument(format!("{what}: element type must be float32")));
+    }
+    if t.device.device_type != abi::kDLCPU {
+        return Err(Failure::invalid_argument(format!("{what}: tensors must be in CPU memory in ABI 1.x")));
+    }
+    if !t.strides.is_null() {
+        return Err(Failure::invalid_argument(format!("{what}: strided tensors are not supported; pass dense row-major data")));
+    }
+    let shape = shape_from_raw(t.shape, t.ndim)?;
+    if shape.is_empty() {
+        return Err(Failure::invalid_argument(format!("{what}: needs a batch axis")));
+    }
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let len: usize = dims.iter().product();
+    if len > 0 && t.data.is_null() {
+        return Err(Failure::invalid_argument(format!("{what}: data is NULL")));
+    }
+    let ptr = unsafe { (t.data as *const u8).add(t.byte_offset as usize) as *const f32 };
+    let data: &[f32] = if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } };
+    Ok(ArrayViewD::from_shape(IxDyn(&dims), data).expect("length matches shape"))
+}
+
+// ----- Host functions ---------------------------------------------------------------------
+
+unsafe extern "C" fn log(context: *mut abi::ExdContext, level: abi::ExdLogLevel, message: *const c_char) {
+    if message.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+        let plugin = if context.is_null() {
+            "?".to_string()
+        } else {
+            unsafe { &*(context as *const CallContext) }.plugin_name.clone()
+        };
+        match level {
+            abi::EXD_LOG_ERROR => tracing::error!(plugin, "{text}"),
+            abi::EXD_LOG_WARN => tracing::warn!(plugin, "{text}"),
+            abi::EXD_LOG_INFO => tracing::info!(plugin, "{text}"),
+            _ => tracing::debug!(plugin, "{text}"),
+        }
+    }));
+}
+
+unsafe extern "C" fn is_cancelled(context: *mut abi::ExdContext) -> i32 {
+    if context.is_null() {
+        return 0;
+    }
+    unsafe { &*(context as *const CallContext) }.cancel.is_cancelled() as i32
+}
+
+unsafe extern "C" fn forward(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    out_output: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_output.is_null() || (num_inputs > 0 && inputs.is_null()) {
+            return Err(Failure::invalid_argument("forward: inputs or out_output is NULL"));
+        }
+        if let Some(f) = ctx.cancel.failure() {
+            return Err(f);
+        }
+        if num_inputs != ctx.model.inputs.len() {
+            return Err(Failure::invalid_argument(format!(
+                "forward: the model takes {} inputs, got {num_inputs}",
+                ctx.model.inputs.len()
+            )));
+        }
+        let raw = unsafe { std::slice::from_raw_parts(inputs, num_inputs) };
+        let views = raw
+            .iter()
+            .enumerate()
+            .map(|(i, t)| unsafe { view_input(t, &format!("forward input {i}")) })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = views[0].shape()[0];
+        if views.iter().any(|v| v.shape()[0] != rows) {
+            return Err(Failure::invalid_argument("forward: inputs have different batch sizes"));
+        }
+        let (outputs, stats) =
+            ctx.model.run(&views).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
+        ctx.stats.lock().unwrap().add(stats);
+        let output = outputs.into_iter().nth(ctx.output_index).expect("output index checked at request time");
+        if output.len() != rows * ctx.output_row_size {
+            return Err(Failure::internal(format!(
+                "forward: the model's output has shape {:?} for {rows} rows, not rows of {} elements as for the request",
+                output.shape(),
+                ctx.output_row_size
+            )));
+        }
+        let data = output.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+        let mut tensor = OwnedTensor::new(vec![rows as i64, ctx.output_row_size as i64], data);
+        let ptr = &mut tensor.dl as *mut abi::DLTensor;
+        ctx.scratch.lock().unwrap().insert(ptr as usize, tensor);
+        unsafe { *out_output = ptr };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn tensor_alloc(
+    context: *mut abi::ExdContext,
+    shape: *const i64,
+    ndim: i32,
+    out: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out.is_null() {
+            return Err(Failure::invalid_argument("tensor_alloc: out is NULL"));
+        }
+        let mut tensor = OwnedTensor::zeros(shape_from_raw(shape, ndim)?);
+        let ptr = &mut tensor.dl as *mut abi::DLTensor;
+        ctx.scratch.lock().unwrap().insert(ptr as usize, tensor);
+        unsafe { *out = ptr };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn tensor_release(context: *mut abi::ExdContext, tensor: *mut abi::DLTensor) {
+    if context.is_null() || tensor.is_null() {
+        return;
+    }
+    let ctx = unsafe { &*(context as *const CallContext) };
+    let _ = catch_unwind(AssertUnwindSafe(|| ctx.scratch.lock().unwrap().remove(&(tensor as usize))));
+}
+
+/// Hands out the result tensor in `slot`, allocating it zero-filled on first use.
+fn result_slot(slot: &mut Option<Box<OwnedTensor>>, shape: &[i64], out: *mut *mut abi::DLTensor) {
+    let tensor = slot.get_or_insert_with(|| OwnedTensor::zeros(shape.to_vec()));
+    unsafe { *out = &mut tensor.dl };
+}
+
+unsafe extern "C" fn result_attributions(
+    context: *mut abi::ExdContext,
+    input_index: usize,
+    out: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out.is_null() {
+            return Err(Failure::invalid_argument("result_attributions: out is NULL"));
+        }
+        let shape = ctx.attribution_shapes.get(input_index).ok_or_else(|| {
+            Failure::invalid_argument(format!(
+                "result_attributions: input_index {input_index} is out of range (the model has {} inputs)",
+                ctx.attribution_shapes.len()
+            ))
+        })?;
+        let mut results = ctx.results.lock().unwrap();
+        let mut slot = results.attributions.remove(&input_index);
+        result_slot(&mut slot, shape, out);
+        results.attributions.insert(input_index, slot.expect("filled"));
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn result_base_values(context: *mut abi::ExdContext, out: *mut *mut abi::DLTensor) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out.is_null() {
+            return Err(Failure::invalid_argument("result_base_values: out is NULL"));
+        }
+        let mut results = ctx.results.lock().unwrap();
+        result_slot(&mut results.base_values, &ctx.base_value_shape, out);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn result_extra(
+    context: *mut abi::ExdContext,
+    name: *const c_char,
+    shape: *const i64,
+    ndim: i32,
+    out: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out.is_null() || name.is_null() {
+            return Err(Failure::invalid_argument("result_extra: name or out is NULL"));
+        }
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let shape = shape_from_raw(shape, ndim)?;
+        let mut results = ctx.results.lock().unwrap();
+        let tensor = results.extras.entry(name.clone()).or_insert_with(|| OwnedTensor::zeros(shape.clone()));
+        if tensor.shape != shape {
+            return Err(Failure::invalid_argument(format!(
+                "result_extra: {name:?} was first allocated with shape {:?}, now asked for {shape:?}",
+                tensor.shape
+            )));
+        }
+        unsafe { *out = &mut tensor.dl };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn result_info(context: *mut abi::ExdContext, key: *const c_char, value: *const c_char) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if key.is_null() || value.is_null() {
+            return Err(Failure::invalid_argument("result_info: key or value is NULL"));
+        }
+        let key = unsafe { CStr::from_ptr(key) }.to_string_lossy().into_owned();
+        let value = unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned();
+        ctx.results.lock().unwrap().info.insert(key, value);
+        Ok(())
+    })
+}
+
+/// The table every plugin receives. STATIC: it lives for the whole process.
+pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
+    header: abi::ExdStructHeader::current::<abi::ExdHostApi>(),
+    error_new: Some(error_new),
+    error_free: Some(error_free),
+    error_code: Some(error_code),
+    error_message: Some(error_message),
+    log: Some(log),
+    is_cancelled: Some(is_cancelled),
+    forward: Some(forward),
+    tensor_alloc: Some(tensor_alloc),
+    tensor_release: Some(tensor_release),
+    result_attributions: Some(result_attributions),
+    result_base_values: Some(result_base_values),
+    result_extra: Some(result_extra),
+    result_info: Some(result_info),
+};

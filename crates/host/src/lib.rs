@@ -1,0 +1,52 @@
+//! The plugin host: loads explainer plugins through the C ABI and runs explain requests.
+//!
+//! - [`plugin`] finds, checks and loads plugin libraries (never unloading them) and keeps one
+//!   instance per plugin, replaced after a panic.
+//! - [`host_api`] is the host's side of the ABI: the function table handed to plugins and the
+//!   per-call context behind it (forward passes, result tensors, cancellation).
+//! - [`explain`] turns a validated request into one plugin call: it runs the model on the
+//!   inputs, resolves targets, checks parameters against the plugin's declaration, and collects
+//!   the results.
+//!
+//! Nothing here knows about gRPC: errors are [`Failure`]s carrying gRPC-compatible codes, which
+//! the server maps to statuses.
+
+pub mod explain;
+pub mod host_api;
+pub mod plugin;
+
+pub use explain::{CancelToken, ExplainJob, ExplainOutcome, ParamValue, TargetSelection, explain};
+pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
+
+/// An error with a gRPC-compatible status code (the ABI's `EXD_*` codes are the same numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(explaind_abi::EXD_INVALID_ARGUMENT, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(explaind_abi::EXD_NOT_FOUND, message)
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(explaind_abi::EXD_FAILED_PRECONDITION, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(explaind_abi::EXD_INTERNAL, message)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Failure {}

@@ -1,0 +1,736 @@
+//! Safe Rust SDK for explaind explainer plugins.
+//!
+//! A plugin implements [`Explainer`] and exports it with [`export_plugin!`]:
+//!
+//! ```ignore
+//! use explaind_plugin_sdk::*;
+//!
+//! #[derive(Default)]
+//! struct Twice;
+//! impl Explainer for Twice {
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("twice", env!("CARGO_PKG_VERSION")).reentrant()
+//!     }
+//!     fn create() -> Result<Self, Error> { Ok(Twice) }
+//!     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
+//!         let input = &request.inputs()[0];
+//!         let out = ctx.attributions(0)?;
+//!         // ... fill `out` ...
+//!         Ok(())
+//!     }
+//! }
+//! export_plugin!(Twice);
+//! ```
+//!
+//! The macro writes the one C entry point (`explaind_plugin_v1`) and the function table. Every
+//! call from the host runs inside `catch_unwind`: a panic becomes an `EXD_PLUGIN_PANICKED`
+//! error, the instance is marked poisoned and refuses further calls, and the host replaces it.
+//! Nothing unwinds across the C boundary.
+
+pub use explaind_abi as abi;
+use std::ffi::{CStr, CString};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use abi::{
+    EXD_CANCELLED, EXD_FAILED_PRECONDITION, EXD_INTERNAL, EXD_INVALID_ARGUMENT, EXD_NOT_FOUND,
+    EXD_RESOURCE_EXHAUSTED, EXD_UNIMPLEMENTED, ExdCode,
+};
+
+// ----- Errors -----------------------------------------------------------------------------
+
+/// An error a plugin returns; it becomes a gRPC status with the same code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    pub code: ExdCode,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: ExdCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
+    }
+    /// A bad parameter or input; the message should name it.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(EXD_INVALID_ARGUMENT, message)
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(EXD_FAILED_PRECONDITION, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(EXD_INTERNAL, message)
+    }
+    pub fn cancelled() -> Self {
+        Self::new(EXD_CANCELLED, "the request was cancelled")
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Error {}
+
+// ----- Plugin description -----------------------------------------------------------------
+
+/// The kind and default of a declared parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamDefault {
+    /// The request must set the parameter.
+    Required,
+    /// Optional; absent unless the request sets it.
+    Optional,
+    Number(f64),
+    Integer(i64),
+    Flag(bool),
+    Text(String),
+    Numbers(Vec<f64>),
+    Integers(Vec<i64>),
+}
+
+/// Kinds of parameters, as in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Number,
+    Integer,
+    Flag,
+    Text,
+    Numbers,
+    Integers,
+}
+
+impl ParamKind {
+    fn code(self) -> abi::ExdParamKind {
+        match self {
+            ParamKind::Number => abi::EXD_PARAM_NUMBER,
+            ParamKind::Integer => abi::EXD_PARAM_INTEGER,
+            ParamKind::Flag => abi::EXD_PARAM_FLAG,
+            ParamKind::Text => abi::EXD_PARAM_TEXT,
+            ParamKind::Numbers => abi::EXD_PARAM_NUMBERS,
+            ParamKind::Integers => abi::EXD_PARAM_INTEGERS,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub kind: ParamKind,
+    pub default: ParamDefault,
+}
+
+/// What a plugin says about itself. Built once, when the library is loaded.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub description: &'static str,
+    pub flags: u64,
+    pub params: Vec<ParamSpec>,
+}
+
+impl PluginInfo {
+    pub fn new(name: &'static str, version: &'static str) -> Self {
+        PluginInfo { name, version, description: "", flags: 0, params: Vec::new() }
+    }
+    pub fn description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
+    }
+    /// `explain` may run concurrently on one instance.
+    pub fn reentrant(mut self) -> Self {
+        self.flags |= abi::EXD_CAP_REENTRANT;
+        self
+    }
+    /// The host refuses requests that bring no background.
+    pub fn needs_background(mut self) -> Self {
+        self.flags |= abi::EXD_NEEDS_BACKGROUND;
+        self
+    }
+    pub fn param(
+        mut self,
+        name: &'static str,
+        kind: ParamKind,
+        default: ParamDefault,
+        description: &'static str,
+    ) -> Self {
+        self.params.push(ParamSpec { name, description, kind, default });
+        self
+    }
+}
+
+// ----- The trait --------------------------------------------------------------------------
+
+/// An explainer. One instance is created per plugin load (and again after a panic).
+pub trait Explainer: Sized + Send + Sync + 'static {
+    fn info() -> PluginInfo;
+    fn create() -> Result<Self, Error>;
+    /// Explains `request.inputs()` and writes the results through `ctx`.
+    fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error>;
+}
+
+// ----- Tensors ----------------------------------------------------------------------------
+
+/// A borrowed float32 tensor: a shape and its row-major elements.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    pub shape: &'a [i64],
+    pub data: &'a [f32],
+}
+
+impl<'a> TensorView<'a> {
+    pub fn new(shape: &'a [i64], data: &'a [f32]) -> Self {
+        TensorView { shape, data }
+    }
+    /// Size of the first (batch) axis.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1) as usize
+    }
+    /// Elements per row (product of the axes after the first).
+    pub fn row_len(&self) -> usize {
+        self.shape.iter().skip(1).product::<i64>() as usize
+    }
+    pub fn row(&self, n: usize) -> &'a [f32] {
+        let len = self.row_len();
+        &self.data[n * len..(n + 1) * len]
+    }
+
+    /// # Safety
+    /// `t` must be a valid dense float32 CPU DLTensor that outlives `'a`.
+    unsafe fn from_dl(t: &'a abi::DLTensor) -> Result<Self, Error> {
+        if t.dtype != abi::DLDataType::FLOAT32 || !t.strides.is_null() || t.device.device_type != abi::kDLCPU {
+            return Err(Error::internal("host passed a tensor that is not dense float32 on the CPU"));
+        }
+        let ndim = t.ndim.max(0) as usize;
+        let shape: &[i64] = if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(t.shape, ndim) } };
+        let len = shape.iter().product::<i64>().max(0) as usize;
+        let base = unsafe { (t.data as *const u8).add(t.byte_offset as usize) as *const f32 };
+        let data = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(base, len) } };
+        Ok(TensorView { shape, data })
+    }
+}
+
+/// A tensor owned by the host (a forward output or scratch space), released when dropped.
+pub struct HostTensor<'c> {
+    host: &'c abi::ExdHostApi,
+    ctx: *mut abi::ExdContext,
+    raw: *mut abi::DLTensor,
+}
+
+impl<'c> HostTensor<'c> {
+    pub fn view(&self) -> TensorView<'_> {
+        // SAFETY: the host keeps the tensor alive until released (on drop) or the call ends.
+        unsafe { TensorView::from_dl(&*self.raw).expect("host tensors are float32") }
+    }
+    pub fn shape(&self) -> &[i64] {
+        self.view().shape
+    }
+    pub fn data(&self) -> &[f32] {
+        self.view().data
+    }
+}
+
+impl Drop for HostTensor<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.host.tensor_release {
+            unsafe { release(self.ctx, self.raw) };
+        }
+    }
+}
+
+// ----- Request ----------------------------------------------------------------------------
+
+/// A parameter value as the host passes it (already converted to the declared kind).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue<'a> {
+    None,
+    Number(f64),
+    Integer(i64),
+    Flag(bool),
+    Text(&'a str),
+    Numbers(&'a [f64]),
+    Integers(&'a [i64]),
+}
+
+/// The request, borrowed for one `explain` call.
+pub struct Request<'a> {
+    raw: &'a abi::ExdExplainRequest,
+    inputs: Vec<TensorView<'a>>,
+    background: Option<Vec<TensorView<'a>>>,
+    outputs: TensorView<'a>,
+}
+
+impl<'a> Request<'a> {
+    unsafe fn from_raw(raw: &'a abi::ExdExplainRequest) -> Result<Self, Error> {
+        if raw.header.struct_size < abi::v1_0_sizes::EXPLAIN_REQUEST {
+            return Err(Error::internal("explain request struct is smaller than ABI 1.0's"));
+        }
+        let views = |ptr: *const abi::DLTensor| -> Result<Vec<TensorView<'a>>, Error> {
+            (0..raw.num_inputs).map(|i| unsafe { TensorView::from_dl(&*ptr.add(i)) }).collect()
+        };
+        let inputs = views(raw.inputs)?;
+        let background = if raw.background.is_null() { None } else { Some(views(raw.background)?) };
+        let outputs = unsafe { TensorView::from_dl(&*raw.outputs)? };
+        Ok(Request { raw, inputs, background, outputs })
+    }
+
+    /// One tensor per model input, batch first.
+    pub fn inputs(&self) -> &[TensorView<'a>] {
+        &self.inputs
+    }
+    /// Batch size N.
+    pub fn batch_size(&self) -> usize {
+        self.inputs.first().map(|t| t.rows()).unwrap_or(0)
+    }
+    /// Number of targets per input, T.
+    pub fn num_targets(&self) -> usize {
+        self.raw.num_targets
+    }
+    /// The T flat output indices to explain for input `n`.
+    pub fn targets(&self, n: usize) -> &'a [i64] {
+        let t = self.raw.num_targets;
+        if t == 0 {
+            return &[];
+        }
+        unsafe { std::slice::from_raw_parts(self.raw.targets.add(n * t), t) }
+    }
+    /// The explained output for the inputs, [N, output_row_size].
+    pub fn outputs(&self) -> TensorView<'a> {
+        self.outputs
+    }
+    pub fn output_row_size(&self) -> usize {
+        self.raw.output_row_size as usize
+    }
+    /// Background rows per model input, if the request has a background.
+    pub fn background(&self) -> Option<&[TensorView<'a>]> {
+        self.background.as_deref()
+    }
+    pub fn max_batch_rows(&self) -> usize {
+        self.raw.max_batch_rows.max(1) as usize
+    }
+
+    /// The value of a declared parameter (defaults already applied by the host).
+    pub fn param(&self, name: &str) -> ParamValue<'a> {
+        let params = if self.raw.num_params == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(self.raw.params, self.raw.num_params) }
+        };
+        for p in params {
+            let pname = unsafe { CStr::from_ptr(p.name) };
+            if pname.to_bytes() != name.as_bytes() {
+                continue;
+            }
+            let v = &p.value;
+            return unsafe {
+                match v.kind {
+                    abi::EXD_PARAM_NUMBER => ParamValue::Number(v.number),
+                    abi::EXD_PARAM_INTEGER => ParamValue::Integer(v.integer),
+                    abi::EXD_PARAM_FLAG => ParamValue::Flag(v.integer != 0),
+                    abi::EXD_PARAM_TEXT => ParamValue::Text(CStr::from_ptr(v.text).to_str().unwrap_or("")),
+                    abi::EXD_PARAM_NUMBERS => ParamValue::Numbers(slice_or_empty(v.numbers, v.len)),
+                    abi::EXD_PARAM_INTEGERS => ParamValue::Integers(slice_or_empty(v.integers, v.len)),
+                    _ => ParamValue::None,
+                }
+            };
+        }
+        ParamValue::None
+    }
+
+    pub fn number(&self, name: &str) -> Result<f64, Error> {
+        match self.param(name) {
+            ParamValue::Number(v) => Ok(v),
+            ParamValue::Integer(v) => Ok(v as f64),
+            other => Err(Error::invalid_argument(format!("parameters.{name}: expected a number, got {other:?}"))),
+        }
+    }
+    pub fn integers(&self, name: &str) -> Result<Option<&'a [i64]>, Error> {
+        match self.param(name) {
+            ParamValue::Integers(v) => Ok(Some(v)),
+            ParamValue::None => Ok(None),
+            other => Err(Error::invalid_argument(format!("parameters.{name}: expected integers, got {other:?}"))),
+        }
+    }
+}
+
+unsafe fn slice_or_empty<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() || len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } }
+}
+
+// ----- Context ----------------------------------------------------------------------------
+
+/// The host's services for one `explain` call.
+pub struct Context<'a> {
+    host: &'a abi::ExdHostApi,
+    raw: *mut abi::ExdContext,
+}
+
+// SAFETY: the header promises every host function is thread-safe during the call.
+unsafe impl Sync for Context<'_> {}
+unsafe impl Send for Context<'_> {}
+
+impl<'a> Context<'a> {
+    fn take_error(&self, err: *mut abi::ExdError) -> Error {
+        take_host_error(self.host, err)
+    }
+
+    /// Whether the request was cancelled or its deadline passed.
+    pub fn is_cancelled(&self) -> bool {
+        self.host.is_cancelled.map(|f| unsafe { f(self.raw) } != 0).unwrap_or(false)
+    }
+
+    /// `Err(cancelled)` once the request is cancelled: call it between chunks of work.
+    pub fn check_cancelled(&self) -> Result<(), Error> {
+        if self.is_cancelled() { Err(Error::cancelled()) } else { Ok(()) }
+    }
+
+    pub fn log(&self, level: abi::ExdLogLevel, message: &str) {
+        if let (Some(log), Ok(msg)) = (self.host.log, CString::new(message.replace('\0', " "))) {
+            unsafe { log(self.raw, level, msg.as_ptr()) };
+        }
+    }
+
+    /// Runs the model on a batch (one tensor per model input, same number of rows) and returns
+    /// the explained output, [rows, output_row_size].
+    pub fn forward(&self, inputs: &[TensorView<'_>]) -> Result<HostTensor<'_>, Error> {
+        let forward = self.host.forward.ok_or_else(|| Error::internal("host has no forward"))?;
+        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let mut out: *mut abi::DLTensor = std::ptr::null_mut();
+        let err = unsafe { forward(self.raw, dl.as_ptr(), dl.len(), &mut out) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(HostTensor { host: self.host, ctx: self.raw, raw: out })
+    }
+
+    /// The attributions for model input `input_index`: [N, T, *input_shape_without_batch],
+    /// zero-filled, to be written by the plugin.
+    pub fn attributions(&self, input_index: usize) -> Result<&mut [f32], Error> {
+        let f = self.host.result_attributions.ok_or_else(|| Error::internal("host has no result_attributions"))?;
+        let mut out = std::ptr::null_mut();
+        let err = unsafe { f(self.raw, input_index, &mut out) };
+        self.result_slice(err, out)
+    }
+
+    /// The base values, [N, T].
+    pub fn base_values(&self) -> Result<&mut [f32], Error> {
+        let f = self.host.result_base_values.ok_or_else(|| Error::internal("host has no result_base_values"))?;
+        let mut out = std::ptr::null_mut();
+        let err = unsafe { f(self.raw, &mut out) };
+        self.result_slice(err, out)
+    }
+
+    /// A named extra result of any shape.
+    pub fn extra(&self, name: &str, shape: &[i64]) -> Result<&mut [f32], Error> {
+        let f = self.host.result_extra.ok_or_else(|| Error::internal("host has no result_extra"))?;
+        let cname = CString::new(name).map_err(|_| Error::internal("extra name has a NUL byte"))?;
+        let mut out = std::ptr::null_mut();
+        let err = unsafe { f(self.raw, cname.as_ptr(), shape.as_ptr(), shape.len() as i32, &mut out) };
+        self.result_slice(err, out)
+    }
+
+    /// A fact to report in the response.
+    pub fn info(&self, key: &str, value: &str) -> Result<(), Error> {
+        let f = self.host.result_info.ok_or_else(|| Error::internal("host has no result_info"))?;
+        let (k, v) = (CString::new(key.replace('\0', " ")).unwrap(), CString::new(value.replace('\0', " ")).unwrap());
+        let err = unsafe { f(self.raw, k.as_ptr(), v.as_ptr()) };
+        if err.is_null() { Ok(()) } else { Err(self.take_error(err)) }
+    }
+
+    #[allow(clippy::mut_from_ref)] // each result tensor is handed out once per name by the host
+    fn result_slice(&self, err: *mut abi::ExdError, out: *mut abi::DLTensor) -> Result<&mut [f32], Error> {
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        let t = unsafe { &*out };
+        let view = unsafe { TensorView::from_dl(t)? };
+        let len = view.data.len();
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        Ok(unsafe { std::slice::from_raw_parts_mut(t.data as *mut f32, len) })
+    }
+}
+
+/// A DLTensor that borrows a view (the host only reads it during the call).
+fn dl_borrow(v: &TensorView<'_>) -> abi::DLTensor {
+    abi::DLTensor {
+        data: v.data.as_ptr() as *mut _,
+        device: abi::DLDevice { device_type: abi::kDLCPU, device_id: 0 },
+        ndim: v.shape.len() as i32,
+        dtype: abi::DLDataType::FLOAT32,
+        shape: v.shape.as_ptr() as *mut i64,
+        strides: std::ptr::null_mut(),
+        byte_offset: 0,
+    }
+}
+
+fn take_host_error(host: &abi::ExdHostApi, err: *mut abi::ExdError) -> Error {
+    unsafe {
+        let code = host.error_code.map(|f| f(err)).unwrap_or(abi::EXD_INTERNAL);
+        let message = host
+            .error_message
+            .map(|f| CStr::from_ptr(f(err)).to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(free) = host.error_free {
+            free(err);
+        }
+        Error { code, message }
+    }
+}
+
+// ----- What export_plugin! expands to -------------------------------------------------------
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    /// The C-side description of a plugin, built once and kept for the life of the process.
+    pub struct Statics {
+        pub api: abi::ExdPluginApi,
+        pub info: abi::ExdPluginInfo,
+        _strings: Vec<CString>,
+        _params: Vec<abi::ExdParamSpec>,
+        _numbers: Vec<Vec<f64>>,
+        _integers: Vec<Vec<i64>>,
+    }
+    // SAFETY: read-only after construction; the raw pointers point into the owned vectors.
+    unsafe impl Sync for Statics {}
+    unsafe impl Send for Statics {}
+
+    /// The host table, kept by the plugin (STATIC per the header).
+    pub struct HostRef(pub &'static abi::ExdHostApi);
+    unsafe impl Sync for HostRef {}
+    unsafe impl Send for HostRef {}
+
+    /// A live instance: the explainer and whether it panicked.
+    pub struct Instance<T> {
+        pub explainer: T,
+        pub poisoned: AtomicBool,
+    }
+
+    pub fn build_statics(
+        info: PluginInfo,
+        create: Option<unsafe extern "C" fn(*mut *mut abi::ExdInstance) -> *mut abi::ExdError>,
+        destroy: Option<unsafe extern "C" fn(*mut abi::ExdInstance)>,
+        explain: Option<
+            unsafe extern "C" fn(*mut abi::ExdInstance, *mut abi::ExdContext, *const abi::ExdExplainRequest) -> *mut abi::ExdError,
+        >,
+    ) -> Box<Statics> {
+        let mut strings = Vec::new();
+        let mut cstr = |s: &str| {
+            let c = CString::new(s.replace('\0', " ")).unwrap();
+            let p = c.as_ptr();
+            strings.push(c);
+            p
+        };
+        let mut numbers = Vec::new();
+        let mut integers = Vec::new();
+        let mut params = Vec::new();
+        for p in &info.params {
+            let mut default_value = abi::ExdParamValue::NONE;
+            let mut required = 0;
+            match &p.default {
+                ParamDefault::Required => required = 1,
+                ParamDefault::Optional => {}
+                ParamDefault::Number(v) => {
+                    default_value.kind = abi::EXD_PARAM_NUMBER;
+                    default_value.number = *v;
+                }
+                ParamDefault::Integer(v) => {
+                    default_value.kind = abi::EXD_PARAM_INTEGER;
+                    default_value.integer = *v;
+                }
+                ParamDefault::Flag(v) => {
+                    default_value.kind = abi::EXD_PARAM_FLAG;
+                    default_value.integer = *v as i64;
+                }
+                ParamDefault::Text(v) => {
+                    default_value.kind = abi::EXD_PARAM_TEXT;
+                    default_value.text = cstr(v);
+                }
+                ParamDefault::Numbers(v) => {
+                    default_value.kind = abi::EXD_PARAM_NUMBERS;
+                    default_value.len = v.len();
+                    numbers.push(v.clone());
+                    default_value.numbers = numbers.last().unwrap().as_ptr();
+                }
+                ParamDefault::Integers(v) => {
+                    default_value.kind = abi::EXD_PARAM_INTEGERS;
+                    integers.push(v.clone());
+                    default_value.integers = integers.last().unwrap().as_ptr();
+                    default_value.len = v.len();
+                }
+            }
+            params.push(abi::ExdParamSpec {
+                name: cstr(p.name),
+                description: cstr(p.description),
+                kind: p.kind.code(),
+                required,
+                default_value,
+            });
+        }
+        let info_c = abi::ExdPluginInfo {
+            header: abi::ExdStructHeader::current::<abi::ExdPluginInfo>(),
+            name: cstr(info.name),
+            version: cstr(info.version),
+            description: cstr(info.description),
+            flags: info.flags,
+            num_params: params.len(),
+            params: params.as_ptr(),
+        };
+        let mut statics = Box::new(Statics {
+            api: abi::ExdPluginApi {
+                header: abi::ExdStructHeader::current::<abi::ExdPluginApi>(),
+                info: std::ptr::null(),
+                create,
+                destroy,
+                explain,
+            },
+            info: info_c,
+            _strings: strings,
+            _params: params,
+            _numbers: numbers,
+            _integers: integers,
+        });
+        statics.api.info = &statics.info;
+        statics
+    }
+
+    fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            s.to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "unknown panic payload".to_string()
+        }
+    }
+
+    fn host_error(host: &abi::ExdHostApi, code: ExdCode, message: &str) -> *mut abi::ExdError {
+        let msg = CString::new(message.replace('\0', " ")).unwrap();
+        match host.error_new {
+            Some(f) => unsafe { f(code, msg.as_ptr()) },
+            None => std::ptr::null_mut(),
+        }
+    }
+
+    pub unsafe fn entry<T: Explainer>(
+        host: *const abi::ExdHostApi,
+        out: *mut *const abi::ExdPluginApi,
+        host_slot: &'static OnceLock<HostRef>,
+        statics: &'static OnceLock<Box<Statics>>,
+        make: fn() -> Box<Statics>,
+    ) -> *mut abi::ExdError {
+        if host.is_null() || out.is_null() {
+            return std::ptr::null_mut();
+        }
+        let host: &'static abi::ExdHostApi = unsafe { &*host };
+        if host.header.abi_major != abi::ABI_MAJOR || host.header.struct_size < abi::v1_0_sizes::HOST_API {
+            // Cannot even make an error object safely with an unknown table; refuse silently.
+            return std::ptr::null_mut();
+        }
+        let _ = host_slot.set(HostRef(host));
+        match catch_unwind(AssertUnwindSafe(|| statics.get_or_init(make).as_ref() as *const Statics)) {
+            Ok(s) => {
+                unsafe { *out = &(*s).api };
+                std::ptr::null_mut()
+            }
+            Err(p) => host_error(host, abi::EXD_PLUGIN_PANICKED, &format!("plugin panicked while loading: {}", panic_message(p))),
+        }
+    }
+
+    pub unsafe fn create<T: Explainer>(host_slot: &'static OnceLock<HostRef>, out: *mut *mut abi::ExdInstance) -> *mut abi::ExdError {
+        let Some(HostRef(host)) = host_slot.get() else { return std::ptr::null_mut() };
+        match catch_unwind(T::create) {
+            Ok(Ok(explainer)) => {
+                let boxed = Box::new(Instance { explainer, poisoned: AtomicBool::new(false) });
+                unsafe { *out = Box::into_raw(boxed) as *mut abi::ExdInstance };
+                std::ptr::null_mut()
+            }
+            Ok(Err(e)) => host_error(host, e.code, &e.message),
+            Err(p) => host_error(host, abi::EXD_PLUGIN_PANICKED, &format!("plugin panicked in create: {}", panic_message(p))),
+        }
+    }
+
+    pub unsafe fn destroy<T: Explainer>(instance: *mut abi::ExdInstance) {
+        if instance.is_null() {
+            return;
+        }
+        let boxed = unsafe { Box::from_raw(instance as *mut Instance<T>) };
+        // A panicking Drop must not unwind into the host; the instance is gone either way.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
+    }
+
+    pub unsafe fn explain<T: Explainer>(
+        host_slot: &'static OnceLock<HostRef>,
+        instance: *mut abi::ExdInstance,
+        context: *mut abi::ExdContext,
+        request: *const abi::ExdExplainRequest,
+    ) -> *mut abi::ExdError {
+        let Some(HostRef(host)) = host_slot.get() else { return std::ptr::null_mut() };
+        if instance.is_null() || request.is_null() {
+            return host_error(host, abi::EXD_INTERNAL, "explain called without an instance or request");
+        }
+        let inst = unsafe { &*(instance as *const Instance<T>) };
+        if inst.poisoned.load(Ordering::Acquire) {
+            return host_error(host, abi::EXD_PLUGIN_PANICKED, "instance is poisoned by an earlier panic");
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let request = unsafe { Request::from_raw(&*request) }?;
+            let ctx = Context { host, raw: context };
+            inst.explainer.explain(&ctx, &request)
+        }));
+        match result {
+            Ok(Ok(())) => std::ptr::null_mut(),
+            Ok(Err(e)) => host_error(host, e.code, &e.message),
+            Err(p) => {
+                inst.poisoned.store(true, Ordering::Release);
+                host_error(host, abi::EXD_PLUGIN_PANICKED, &format!("plugin panicked in explain: {}", panic_message(p)))
+            }
+        }
+    }
+}
+
+/// Exports `$ty` (an [`Explainer`]) as an explaind plugin: defines the `explaind_plugin_v1`
+/// entry symbol and the function table behind it. Use once per library.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::__private as p;
+            static HOST: ::std::sync::OnceLock<p::HostRef> = ::std::sync::OnceLock::new();
+            static STATICS: ::std::sync::OnceLock<::std::boxed::Box<p::Statics>> = ::std::sync::OnceLock::new();
+
+            unsafe extern "C" fn create(out: *mut *mut $crate::abi::ExdInstance) -> *mut $crate::abi::ExdError {
+                unsafe { p::create::<$ty>(&HOST, out) }
+            }
+            unsafe extern "C" fn destroy(instance: *mut $crate::abi::ExdInstance) {
+                unsafe { p::destroy::<$ty>(instance) }
+            }
+            unsafe extern "C" fn explain(
+                instance: *mut $crate::abi::ExdInstance,
+                context: *mut $crate::abi::ExdContext,
+                request: *const $crate::abi::ExdExplainRequest,
+            ) -> *mut $crate::abi::ExdError {
+                unsafe { p::explain::<$ty>(&HOST, instance, context, request) }
+            }
+            fn make() -> ::std::boxed::Box<p::Statics> {
+                p::build_statics(<$ty as $crate::Explainer>::info(), Some(create), Some(destroy), Some(explain))
+            }
+
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn explaind_plugin_v1(
+                host: *const $crate::abi::ExdHostApi,
+                out: *mut *const $crate::abi::ExdPluginApi,
+            ) -> *mut $crate::abi::ExdError {
+                unsafe { p::entry::<$ty>(host, out, &HOST, &STATICS, make) }
+            }
+        };
+    };
+}
+

@@ -1,0 +1,153 @@
+//! ONNX Runtime for explaind: one process-wide runtime, models loaded from a repository
+//! directory, and batched forward passes on float32 tensors.
+//!
+//! - [`OrtRuntime`] loads the ONNX Runtime shared library (`ort` with `load-dynamic`) once per
+//!   process and decides the execution provider (`--device auto|cpu|cuda`).
+//! - [`Model`] is one loaded `model.onnx` with its metadata, a small pool of sessions and an
+//!   optional default background; [`Model::run`] runs a batch in chunks of bounded size.
+//! - [`ModelRepository`] maps `models/<name>/<version>/` to loaded models and reloads them on
+//!   request; requests can only name models, never paths.
+
+pub mod npy;
+mod model;
+mod repository;
+
+pub use model::{Dim, ElementType, FLOAT, Model, ModelConfig, ModelError, RunStats, TensorSpec};
+pub use repository::{ModelRepository, RepositoryError};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Which execution provider to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CUDA when the loaded library has it and a GPU answers, otherwise the CPU.
+    Auto,
+    Cpu,
+    /// CUDA or fail.
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            other => Err(format!("unknown device {other:?}: expected auto, cpu or cuda")),
+        }
+    }
+}
+
+/// The execution provider a model actually runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    Cpu,
+    Cuda,
+}
+
+impl ExecutionProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "CPU",
+            ExecutionProvider::Cuda => "CUDA",
+        }
+    }
+}
+
+/// Settings for sessions.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub device: DeviceChoice,
+    /// Threads ONNX Runtime uses inside one operator (0: one per core).
+    pub intra_threads: usize,
+    /// Sessions per model, i.e. how many forward passes of one model may run at once.
+    pub sessions_per_model: usize,
+    /// The most rows sent to ONNX Runtime in one call; larger batches are split.
+    pub max_batch_rows: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { device: DeviceChoice::Auto, intra_threads: 0, sessions_per_model: 1, max_batch_rows: 1024 }
+    }
+}
+
+/// The process-wide ONNX Runtime.
+pub struct OrtRuntime {
+    pub library: PathBuf,
+    pub options: RuntimeOptions,
+    /// Whether the loaded library was built with the CUDA execution provider.
+    pub cuda_compiled: bool,
+    env: ort::environment::Environment,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(
+        "ONNX Runtime library not found at {0}: run `scripts/setup.sh` to fetch it, or point ORT_DYLIB_PATH or --ort-lib at libonnxruntime.so"
+    )]
+    NotFound(PathBuf),
+    #[error(
+        "could not load ONNX Runtime from {path}: {reason}. Run `scripts/setup.sh` to fetch the pinned library, or point ORT_DYLIB_PATH or --ort-lib at a libonnxruntime.so 1.31"
+    )]
+    Load { path: PathBuf, reason: String },
+    #[error("ONNX Runtime is already initialised from {existing}; one process can load only one library (asked for {requested})")]
+    AlreadyInitialised { existing: PathBuf, requested: PathBuf },
+}
+
+static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
+
+/// Where to look for the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then `.ort/libonnxruntime.so`
+/// in the current directory or any ancestor of the executable (where `scripts/setup.sh` puts it).
+pub fn find_library(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let relative = Path::new(".ort").join("libonnxruntime.so");
+    let mut candidates = vec![relative.clone()];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).map(|dir| dir.join(&relative)));
+    }
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or(relative)
+}
+
+impl OrtRuntime {
+    /// Loads the library and builds the environment, once per process. A second call with the
+    /// same library returns the existing runtime; with another library, an error.
+    pub fn init(library: &Path, options: RuntimeOptions) -> Result<&'static OrtRuntime, InitError> {
+        if let Some(rt) = RUNTIME.get() {
+            if rt.library != library {
+                return Err(InitError::AlreadyInitialised { existing: rt.library.clone(), requested: library.into() });
+            }
+            return Ok(rt);
+        }
+        if !library.is_file() {
+            return Err(InitError::NotFound(library.to_path_buf()));
+        }
+        let load_err = |reason: String| InitError::Load { path: library.to_path_buf(), reason };
+        // ort panics (rather than erroring) on some malformed libraries; keep that out of callers.
+        let builder = std::panic::catch_unwind(|| ort::init_from(library))
+            .map_err(|_| load_err("the library panicked while loading".into()))?
+            .map_err(|e| load_err(format!("{e:?}")))?;
+        let env = builder.with_name("explaind").build().map_err(|e| load_err(e.to_string()))?;
+        use ort::ep::ExecutionProvider as _;
+        let cuda_compiled = ort::ep::CUDA::is_available().unwrap_or(false);
+        let rt = OrtRuntime { library: library.to_path_buf(), options, cuda_compiled, env };
+        let _ = RUNTIME.set(rt);
+        Ok(RUNTIME.get().expect("just set"))
+    }
+
+    /// The runtime, if [`OrtRuntime::init`] has run.
+    pub fn get() -> Option<&'static OrtRuntime> {
+        RUNTIME.get()
+    }
+
+    pub(crate) fn environment(&self) -> &ort::environment::Environment {
+        &self.env
+    }
+}

@@ -1,0 +1,301 @@
+//! One loaded model: metadata, sessions, and chunked forward passes.
+
+use crate::{DeviceChoice, ExecutionProvider, OrtRuntime};
+use ndarray::{ArrayD, ArrayViewD, Axis};
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Element types, numbered as ONNX's `TensorProto.DataType` (and as the gRPC API's enum).
+pub type ElementType = i32;
+pub const FLOAT: ElementType = 1;
+
+/// One axis of a declared tensor shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    Symbolic(String),
+    Unknown,
+}
+
+/// A model input or output as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub element_type: ElementType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    /// Declared sizes with `-1` for symbolic and unknown axes.
+    pub fn shape_i64(&self) -> Vec<i64> {
+        self.shape.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { -1 }).collect()
+    }
+}
+
+/// The optional `config.toml` beside a model version.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default)]
+    pub description: String,
+    /// Names of the output elements (classes), index i naming output element i.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// A `.npy` file in the version directory holding the default background (single-input
+    /// models): rows on the first axis.
+    #[serde(default)]
+    pub default_background: Option<String>,
+    /// Names of the input features for tabular models.
+    #[serde(default)]
+    pub feature_names: Vec<String>,
+}
+
+/// What one [`Model::run`] cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunStats {
+    pub calls: u64,
+    pub rows: u64,
+    pub elapsed: Duration,
+}
+
+impl RunStats {
+    pub fn add(&mut self, other: RunStats) {
+        self.calls += other.calls;
+        self.rows += other.rows;
+        self.elapsed += other.elapsed;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("ONNX Runtime could not load {path}: {message}")]
+    Session { path: PathBuf, message: String },
+    #[error("model {model} output {output:?} has element type {element_type}; explaind serves float32 outputs only")]
+    UnsupportedOutput { model: String, output: String, element_type: ElementType },
+    #[error("ONNX Runtime failed running {model}: {message}")]
+    Run { model: String, message: String },
+}
+
+/// A loaded model version.
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    pub dir: PathBuf,
+    /// Lower-case hex SHA-256 of `model.onnx`.
+    pub sha256: String,
+    pub execution_provider: ExecutionProvider,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub config: ModelConfig,
+    /// The default background (from `config.default_background`), rows first.
+    pub background: Option<ArrayD<f32>>,
+    sessions: Vec<Mutex<Session>>,
+    next_session: AtomicUsize,
+    max_batch_rows: usize,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.name).field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+fn element_type_code(t: TensorElementType) -> ElementType {
+    use TensorElementType as T;
+    match t {
+        T::Float32 => 1,
+        T::Uint8 => 2,
+        T::Int8 => 3,
+        T::Uint16 => 4,
+        T::Int16 => 5,
+        T::Int32 => 6,
+        T::Int64 => 7,
+        T::String => 8,
+        T::Bool => 9,
+        T::Float16 => 10,
+        T::Float64 => 11,
+        T::Uint32 => 12,
+        T::Uint64 => 13,
+        T::Bfloat16 => 16,
+        _ => 0,
+    }
+}
+
+fn spec_of(name: &str, ty: &ValueType) -> TensorSpec {
+    match ty {
+        ValueType::Tensor { ty, shape, dimension_symbols } => TensorSpec {
+            name: name.to_string(),
+            element_type: element_type_code(*ty),
+            shape: shape
+                .iter()
+                .zip(dimension_symbols.iter())
+                .map(|(&size, symbol)| match (size, symbol.as_str()) {
+                    (n, _) if n >= 0 => Dim::Fixed(n),
+                    (_, "") => Dim::Unknown,
+                    (_, s) => Dim::Symbolic(s.to_string()),
+                })
+                .collect(),
+        },
+        _ => TensorSpec { name: name.to_string(), element_type: 0, shape: Vec::new() },
+    }
+}
+
+impl Model {
+    /// Loads `dir/model.onnx` (and `dir/config.toml` if present) as `name`/`version`.
+    pub fn load(rt: &OrtRuntime, name: &str, version: &str, dir: &Path) -> Result<Model, ModelError> {
+        let model_path = dir.join("model.onnx");
+        let bytes = std::fs::read(&model_path).map_err(|source| ModelError::Io { path: model_path.clone(), source })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+
+        let config_path = dir.join("config.toml");
+        let config: ModelConfig = match std::fs::read_to_string(&config_path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ModelError::Config { path: config_path.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelConfig::default(),
+            Err(source) => return Err(ModelError::Io { path: config_path, source }),
+        };
+
+        let count = rt.options.sessions_per_model.max(1);
+        let mut sessions = Vec::with_capacity(count);
+        let mut execution_provider = ExecutionProvider::Cpu;
+        for _ in 0..count {
+            let (session, ep) = build_session(rt, &bytes, &model_path)?;
+            execution_provider = ep;
+            sessions.push(Mutex::new(session));
+        }
+        let inputs = sessions[0].lock().unwrap().inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+        let outputs = sessions[0].lock().unwrap().outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+
+        let background = match &config.default_background {
+            Some(file) => {
+                let path = dir.join(file);
+                Some(crate::npy::read_f32_file(&path).map_err(|e| ModelError::Config {
+                    path: config_path.clone(),
+                    message: format!("default_background {}: {e}", path.display()),
+                })?)
+            }
+            None => None,
+        };
+
+        Ok(Model {
+            name: name.to_string(),
+            version: version.to_string(),
+            dir: dir.to_path_buf(),
+            sha256,
+            execution_provider,
+            inputs,
+            outputs,
+            config,
+            background,
+            sessions,
+            next_session: AtomicUsize::new(0),
+            max_batch_rows: rt.options.max_batch_rows.max(1),
+        })
+    }
+
+    /// The most rows one ONNX Runtime call receives.
+    pub fn max_batch_rows(&self) -> usize {
+        self.max_batch_rows
+    }
+
+    /// Runs the model on `inputs` (one per model input, in order, same batch size) and returns
+    /// every output as float32, batch first. Batches larger than `max_batch_rows` run in chunks.
+    /// Blocking: call it from a blocking thread.
+    pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<(Vec<ArrayD<f32>>, RunStats), ModelError> {
+        let rows = inputs.first().map(|a| a.shape()[0]).unwrap_or(0);
+        let mut stats = RunStats::default();
+        let mut chunks: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); self.outputs.len()];
+        let mut start = 0;
+        loop {
+            let end = (start + self.max_batch_rows).min(rows);
+            let slice: Vec<ArrayViewD<f32>> =
+                inputs.iter().map(|a| a.slice_axis(Axis(0), (start..end).into())).collect();
+            let began = Instant::now();
+            let outputs = self.run_once(&slice)?;
+            stats.add(RunStats { calls: 1, rows: (end - start) as u64, elapsed: began.elapsed() });
+            for (slot, out) in chunks.iter_mut().zip(outputs) {
+                slot.push(out);
+            }
+            start = end;
+            if start >= rows {
+                break;
+            }
+        }
+        let outputs = chunks
+            .into_iter()
+            .map(|parts| {
+                if parts.len() == 1 {
+                    parts.into_iter().next().unwrap()
+                } else {
+                    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                    ndarray::concatenate(Axis(0), &views).expect("chunks share trailing axes")
+                }
+            })
+            .collect();
+        Ok((outputs, stats))
+    }
+
+    fn run_once(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, ModelError> {
+        let run_err = |message: String| ModelError::Run { model: format!("{}/{}", self.name, self.version), message };
+        // ORT reads the caller's memory in place; slices along axis 0 of a standard-layout
+        // array are contiguous, so `as_standard_layout` copies only views that are not.
+        let contiguous: Vec<_> = inputs.iter().map(|a| a.as_standard_layout()).collect();
+        let mut values = Vec::with_capacity(inputs.len());
+        for (spec, array) in self.inputs.iter().zip(&contiguous) {
+            let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+            let data = array.as_slice().expect("standard layout");
+            let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| run_err(e.to_string()))?;
+            values.push((spec.name.as_str(), ort::session::SessionInputValue::from(tensor)));
+        }
+        let index = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
+        let mut session = self.sessions[index].lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(values).map_err(|e| run_err(e.to_string()))?;
+        let mut result = Vec::with_capacity(self.outputs.len());
+        for spec in &self.outputs {
+            let value = outputs.get(&spec.name).ok_or_else(|| run_err(format!("no output {}", spec.name)))?;
+            let array = value.try_extract_array::<f32>().map_err(|_| ModelError::UnsupportedOutput {
+                model: self.name.clone(),
+                output: spec.name.clone(),
+                element_type: spec.element_type,
+            })?;
+            result.push(array.to_owned());
+        }
+        Ok(result)
+    }
+}
+
+fn build_session(rt: &OrtRuntime, bytes: &[u8], path: &Path) -> Result<(Session, ExecutionProvider), ModelError> {
+    let session_err = |e: ort::Error| ModelError::Session { path: path.to_path_buf(), message: e.to_string() };
+    let builder = || -> Result<_, ort::Error> {
+        let mut b = Session::builder(rt.environment())?;
+        if rt.options.intra_threads > 0 {
+            b = b.with_intra_threads(rt.options.intra_threads)?;
+        }
+        // Idle ONNX Runtime workers spin by default; on small machines that costs more than it saves.
+        Ok(b.with_intra_op_spinning(false)?)
+    };
+    let with_cuda = || -> Result<Session, ort::Error> {
+        let mut b = builder()?.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;
+        b.commit_from_memory(bytes)
+    };
+    match rt.options.device {
+        DeviceChoice::Cpu => {}
+        DeviceChoice::Cuda => return with_cuda().map(|s| (s, ExecutionProvider::Cuda)).map_err(session_err),
+        DeviceChoice::Auto if rt.cuda_compiled => match with_cuda() {
+            Ok(s) => return Ok((s, ExecutionProvider::Cuda)),
+            Err(e) => tracing::warn!(model = %path.display(), "CUDA execution provider unavailable, using the CPU: {e}"),
+        },
+        DeviceChoice::Auto => {}
+    }
+    let session = builder().and_then(|mut b| b.commit_from_memory(bytes)).map_err(session_err)?;
+    Ok((session, ExecutionProvider::Cpu))
+}

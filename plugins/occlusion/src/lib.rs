@@ -1,0 +1,255 @@
+//! Occlusion explainer plugin, with captum's `Occlusion` semantics.
+//!
+//! A window of shape `window` (given without the batch axis) slides over each input with
+//! `strides`. Along an axis of size `d`, windows start at `0, s, 2s, ...` and there are
+//! `ceil((d - w) / s) + 1` of them, so the last one may be cut at the edge (as in captum).
+//! The occluded input is `x * (1 - mask) + baseline * mask`. The attribution of an element is
+//! the mean, over every window covering it, of `f(x)[t] - f(x_occluded)[t]`.
+//!
+//! All windows of one input go to the host's `forward` in chunks of `max_batch_rows` rows, so a
+//! request costs `ceil(windows / max_batch_rows)` model calls per input.
+
+use explaind_plugin_sdk::{
+    Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
+};
+
+#[derive(Default)]
+pub struct Occlusion;
+
+impl Explainer for Occlusion {
+    fn info() -> PluginInfo {
+        PluginInfo::new("occlusion", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Occlusion (captum semantics): the mean change of the target output when a sliding \
+                 window around each element is replaced by a baseline value.",
+            )
+            .reentrant()
+            .param(
+                "window",
+                ParamKind::Integers,
+                ParamDefault::Required,
+                "Window shape, without the batch axis (one size per input axis).",
+            )
+            .param(
+                "strides",
+                ParamKind::Integers,
+                ParamDefault::Optional,
+                "Step between window starts per axis; default 1 on every axis.",
+            )
+            .param("baseline", ParamKind::Number, ParamDefault::Number(0.0), "Value written into the window.")
+    }
+
+    fn create() -> Result<Self, Error> {
+        Ok(Occlusion)
+    }
+
+    fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
+        if request.inputs().len() != 1 {
+            return Err(Error::new(
+                explaind_plugin_sdk::EXD_UNIMPLEMENTED,
+                format!("occlusion explains models with one input; this model has {}", request.inputs().len()),
+            ));
+        }
+        let input = request.inputs()[0];
+        let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
+        let windows = WindowGrid::new(
+            &item_shape,
+            request.integers("window")?.unwrap_or(&[]),
+            request.integers("strides")?,
+        )?;
+        let baseline = request.number("baseline")? as f32;
+
+        let n_targets = request.num_targets();
+        let row_len = input.row_len();
+        let out_row = request.output_row_size();
+        let chunk_rows = request.max_batch_rows().min(windows.count()).max(1);
+        let attributions = ctx.attributions(0)?;
+
+        // Per input: summed deltas per target and element, and how many windows cover each element.
+        let mut sums = vec![0f64; n_targets * row_len];
+        let mut coverage = vec![0u32; row_len];
+        let mut batch = vec![0f32; chunk_rows * row_len];
+        let mut batch_shape = input.shape.to_vec();
+        let mut window_elements = Vec::new();
+
+        for n in 0..request.batch_size() {
+            ctx.check_cancelled()?;
+            let x = input.row(n);
+            let targets = request.targets(n);
+            let original = request.outputs().row(n);
+            sums.iter_mut().for_each(|v| *v = 0.0);
+            coverage.iter_mut().for_each(|v| *v = 0);
+
+            let mut first = 0;
+            while first < windows.count() {
+                let rows = chunk_rows.min(windows.count() - first);
+                for r in 0..rows {
+                    let row = &mut batch[r * row_len..(r + 1) * row_len];
+                    row.copy_from_slice(x);
+                    windows.elements(first + r, &mut window_elements);
+                    for &e in &window_elements {
+                        row[e] = baseline;
+                    }
+                }
+                batch_shape[0] = rows as i64;
+                let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
+                let out = out.data();
+                for r in 0..rows {
+                    windows.elements(first + r, &mut window_elements);
+                    for &e in &window_elements {
+                        coverage[e] += 1;
+                    }
+                    for (t, &target) in targets.iter().enumerate() {
+                        let delta = (original[target as usize] - out[r * out_row + target as usize]) as f64;
+                        let sum_t = &mut sums[t * row_len..(t + 1) * row_len];
+                        for &e in &window_elements {
+                            sum_t[e] += delta;
+                        }
+                    }
+                }
+                first += rows;
+                ctx.check_cancelled()?;
+            }
+
+            for t in 0..n_targets {
+                let dst = &mut attributions[(n * n_targets + t) * row_len..(n * n_targets + t + 1) * row_len];
+                for (e, value) in dst.iter_mut().enumerate() {
+                    *value = if coverage[e] == 0 { 0.0 } else { (sums[t * row_len + e] / coverage[e] as f64) as f32 };
+                }
+            }
+        }
+        ctx.info("windows_per_input", &windows.count().to_string())?;
+        Ok(())
+    }
+}
+
+/// The windows over one input item (an input without its batch axis).
+struct WindowGrid {
+    shape: Vec<usize>,
+    window: Vec<usize>,
+    strides: Vec<usize>,
+    /// Windows along each axis.
+    counts: Vec<usize>,
+}
+
+impl WindowGrid {
+    fn new(shape: &[usize], window: &[i64], strides: Option<&[i64]>) -> Result<Self, Error> {
+        let rank = shape.len();
+        if window.len() != rank {
+            return Err(Error::invalid_argument(format!(
+                "parameters.window: expected {rank} sizes (the input shape without the batch axis is {shape:?}), got {}",
+                window.len()
+            )));
+        }
+        let strides: Vec<i64> = match strides {
+            Some(s) if s.len() != rank => {
+                return Err(Error::invalid_argument(format!(
+                    "parameters.strides: expected {rank} values, got {}",
+                    s.len()
+                )));
+            }
+            Some(s) => s.to_vec(),
+            None => vec![1; rank],
+        };
+        let mut counts = Vec::with_capacity(rank);
+        for axis in 0..rank {
+            let (d, w, s) = (shape[axis] as i64, window[axis], strides[axis]);
+            if w < 1 || w > d {
+                return Err(Error::invalid_argument(format!(
+                    "parameters.window[{axis}]: {w} must be between 1 and the axis size {d}"
+                )));
+            }
+            // captum's own rule: a stride longer than the window would leave elements uncovered.
+            if s < 1 || (s > w && w != d) {
+                return Err(Error::invalid_argument(format!(
+                    "parameters.strides[{axis}]: {s} must be between 1 and the window size {w}"
+                )));
+            }
+            counts.push(((d - w) as usize).div_ceil(s as usize) + 1);
+        }
+        Ok(WindowGrid {
+            shape: shape.to_vec(),
+            window: window.iter().map(|&w| w as usize).collect(),
+            strides: strides.iter().map(|&s| s as usize).collect(),
+            counts,
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.counts.iter().product()
+    }
+
+    /// Flat (row-major) indices of the elements window `index` covers, written into `out`.
+    fn elements(&self, mut index: usize, out: &mut Vec<usize>) {
+        let rank = self.shape.len();
+        let mut start = vec![0usize; rank];
+        let mut end = vec![0usize; rank];
+        for axis in (0..rank).rev() {
+            let k = index % self.counts[axis];
+            index /= self.counts[axis];
+            start[axis] = k * self.strides[axis];
+            end[axis] = (start[axis] + self.window[axis]).min(self.shape[axis]);
+        }
+        out.clear();
+        let mut pos = start.clone();
+        loop {
+            let flat = pos.iter().zip(&self.shape).fold(0, |acc, (&p, &d)| acc * d + p);
+            out.push(flat);
+            // Odometer step over the window's box, last axis fastest.
+            let mut axis = rank;
+            loop {
+                if axis == 0 {
+                    return;
+                }
+                axis -= 1;
+                pos[axis] += 1;
+                if pos[axis] < end[axis] {
+                    break;
+                }
+                pos[axis] = start[axis];
+            }
+        }
+    }
+}
+
+export_plugin!(Occlusion);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_follow_captum_ceil_rule() {
+        // 8 wide, window 3, stride 2: starts 0, 2, 4, 6; the last window is cut to 6..8.
+        let g = WindowGrid::new(&[1, 8, 8], &[1, 3, 3], Some(&[1, 2, 2])).unwrap();
+        assert_eq!(g.counts, vec![1, 4, 4]);
+        let mut e = Vec::new();
+        g.elements(3, &mut e); // row 0, column window 3 (start 6)
+        assert_eq!(e, vec![6, 7, 14, 15, 22, 23]);
+        g.elements(15, &mut e); // last window: rows 6..8, columns 6..8
+        assert_eq!(e, vec![54, 55, 62, 63]);
+    }
+
+    #[test]
+    fn every_element_is_covered_once_with_unit_windows() {
+        let g = WindowGrid::new(&[13], &[1], None).unwrap();
+        assert_eq!(g.count(), 13);
+        let mut e = Vec::new();
+        for i in 0..13 {
+            g.elements(i, &mut e);
+            assert_eq!(e, vec![i]);
+        }
+    }
+
+    #[test]
+    fn bad_window_names_the_parameter() {
+        let err = WindowGrid::new(&[1, 8, 8], &[3, 3], None).err().unwrap();
+        assert!(err.message.starts_with("parameters.window:"), "{}", err.message);
+        let err = WindowGrid::new(&[1, 8, 8], &[1, 9, 3], None).err().unwrap();
+        assert!(err.message.starts_with("parameters.window[1]"), "{}", err.message);
+        let err = WindowGrid::new(&[1, 8, 8], &[1, 3, 3], Some(&[1, 0, 1])).err().unwrap();
+        assert!(err.message.starts_with("parameters.strides[1]"), "{}", err.message);
+        let err = WindowGrid::new(&[1, 8, 8], &[1, 3, 3], Some(&[1, 4, 1])).err().unwrap();
+        assert!(err.message.starts_with("parameters.strides[1]"), "{}", err.message);
+    }
+}

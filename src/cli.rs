@@ -1,0 +1,395 @@
+//! The command line: `explaind serve`, and client subcommands that talk to a running daemon.
+
+use crate::proto;
+use crate::proto::explain_service_client::ExplainServiceClient;
+use crate::proto::model_service_client::ModelServiceClient;
+use clap::{Args, Parser, Subcommand};
+use explaind_runtime::npy;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "explaind", version, about = "Explains the predictions of ONNX models over gRPC")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// List the models a daemon serves.
+    Models(ClientArgs),
+    /// List the explainers a daemon has loaded.
+    Explainers(ClientArgs),
+    /// Run a model on inputs.
+    Predict(PredictArgs),
+    /// Explain a model's predictions.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the chosen address is printed.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Model repository: <dir>/<name>/<version>/model.onnx. Default: the bundled demo models.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Further plugin directories; every shared library in them is loaded. Repeatable.
+    #[arg(long = "plugins")]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Do not load the bundled plugins (libexplaind_plugin_* beside the executable).
+    #[arg(long)]
+    pub no_bundled_plugins: bool,
+    /// Execution provider: auto (CUDA if the library and a GPU have it), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: explaind_runtime::DeviceChoice,
+    /// ONNX Runtime shared library (overrides ORT_DYLIB_PATH and the default .ort/ location).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Largest accepted request message, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_message_bytes: usize,
+    /// Most rows accepted in one request batch.
+    #[arg(long, default_value_t = 4096)]
+    pub max_request_rows: usize,
+    /// Most rows sent to ONNX Runtime in one call (bounds the memory of large batches).
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch_rows: usize,
+    /// Threads ONNX Runtime uses inside one operator (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub intra_threads: usize,
+    /// Sessions per model: how many forward passes of one model may run at once.
+    #[arg(long, default_value_t = 1)]
+    pub sessions_per_model: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Address of the daemon.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "")]
+    pub version: String,
+    /// Input batch: .npy, .json ({"shape": [...], "data": [...]} or nested lists) or .png.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Write the first output to this .npy file instead of printing JSON.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "")]
+    pub version: String,
+    #[arg(long)]
+    pub explainer: String,
+    /// Input batch: .npy, .json or .png.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output indices to explain (repeatable). Default: the predicted class.
+    #[arg(long = "target", conflicts_with_all = ["top_k", "all_targets"])]
+    pub targets: Vec<i64>,
+    /// Explain the k highest-scoring outputs of each input.
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Explain every output.
+    #[arg(long)]
+    pub all_targets: bool,
+    /// The model output the targets index into (default: the first).
+    #[arg(long, default_value = "")]
+    pub output_name: String,
+    /// Explainer parameter NAME=VALUE (repeatable): 1,3,3 is a list; 0.5 a number; true a flag.
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    /// Background rows (.npy/.json), instead of the model's default.
+    #[arg(long)]
+    pub background: Option<PathBuf>,
+    /// Write the attributions of the first input to this file (.npy), or everything (.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Reads an input batch from `.npy`, `.json` or `.png` (grey, scaled to [0, 1], given the
+/// shape [1, 1, H, W]).
+pub fn read_input(path: &Path) -> Result<ndarray::ArrayD<f32>, String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let fail = |e: String| format!("{}: {e}", path.display());
+    match ext.as_str() {
+        "npy" => npy::read_f32_file(path).map_err(|e| fail(e.to_string())),
+        "json" => {
+            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+            json_to_array(&value).map_err(fail)
+        }
+        "png" => read_png(path).map_err(fail),
+        _ => Err(fail("unknown input format: use .npy, .json or .png".into())),
+    }
+}
+
+fn json_to_array(value: &Value) -> Result<ndarray::ArrayD<f32>, String> {
+    if let (Some(shape), Some(data)) = (value.get("shape"), value.get("data")) {
+        let shape: Vec<usize> = serde_json::from_value(shape.clone()).map_err(|e| format!("shape: {e}"))?;
+        let data: Vec<f32> = serde_json::from_value(data.clone()).map_err(|e| format!("data: {e}"))?;
+        return ndarray::ArrayD::from_shape_vec(shape, data).map_err(|e| e.to_string());
+    }
+    // Nested lists: the shape is read off the first element at each depth.
+    let mut shape = Vec::new();
+    let mut probe = value;
+    while let Value::Array(items) = probe {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => probe = first,
+            None => break,
+        }
+    }
+    let mut data = Vec::new();
+    fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), String> {
+        match v {
+            Value::Array(items) => items.iter().try_for_each(|i| flatten(i, out)),
+            Value::Number(n) => {
+                out.push(n.as_f64().ok_or("not a number")? as f32);
+                Ok(())
+            }
+            other => Err(format!("expected numbers, found {other}")),
+        }
+    }
+    flatten(value, &mut data)?;
+    ndarray::ArrayD::from_shape_vec(shape, data).map_err(|_| "nested lists are ragged".to_string())
+}
+
+fn read_png(path: &Path) -> Result<ndarray::ArrayD<f32>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let mut buf = vec![0; reader.output_buffer_size().ok_or("image too large")?];
+    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let channels = info.color_type.samples();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let grey: Vec<f32> = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .map(|px| {
+            let rgb = &px[..channels.min(3)];
+            rgb.iter().map(|&c| c as f32).sum::<f32>() / rgb.len() as f32 / 255.0
+        })
+        .collect();
+    ndarray::ArrayD::from_shape_vec(vec![1, 1, h, w], grey).map_err(|e| e.to_string())
+}
+
+/// Parses NAME=VALUE into an explainer parameter.
+pub fn parse_param(text: &str) -> Result<(String, proto::ParamValue), String> {
+    use proto::param_value::Kind;
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("--param {text:?}: expected NAME=VALUE"))?;
+    let kind = if value == "true" || value == "false" {
+        Kind::Flag(value == "true")
+    } else if value.contains(',') {
+        let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        if let Ok(ints) = parts.iter().map(|p| p.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
+            Kind::Integers(proto::IntegerList { values: ints })
+        } else if let Ok(nums) = parts.iter().map(|p| p.parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+            Kind::Numbers(proto::NumberList { values: nums })
+        } else {
+            Kind::Text(value.to_string())
+        }
+    } else if let Ok(i) = value.parse::<i64>() {
+        Kind::Integer(i)
+    } else if let Ok(x) = value.parse::<f64>() {
+        Kind::Number(x)
+    } else {
+        Kind::Text(value.to_string())
+    };
+    Ok((name.to_string(), proto::ParamValue { kind: Some(kind) }))
+}
+
+fn tensor_json(t: &proto::Tensor) -> Value {
+    let data: Vec<Value> = if t.element_type == proto::ElementType::Int64 as i32 {
+        t.data.chunks_exact(8).map(|c| json!(i64::from_le_bytes(c.try_into().unwrap()))).collect()
+    } else {
+        t.data.chunks_exact(4).map(|c| json!(f32::from_le_bytes(c.try_into().unwrap()))).collect()
+    };
+    json!({ "shape": t.shape, "data": data })
+}
+
+fn param_json(kind: &proto::param_value::Kind) -> Value {
+    use proto::param_value::Kind;
+    match kind {
+        Kind::Number(x) => json!(x),
+        Kind::Integer(x) => json!(x),
+        Kind::Flag(x) => json!(x),
+        Kind::Text(x) => json!(x),
+        Kind::Numbers(x) => json!(x.values),
+        Kind::Integers(x) => json!(x.values),
+    }
+}
+
+fn single_input(model_input: ndarray::ArrayD<f32>) -> Vec<proto::NamedTensor> {
+    vec![proto::NamedTensor { name: String::new(), tensor: Some(crate::convert::array_to_tensor(&model_input)) }]
+}
+
+fn write_npy(path: &Path, t: &proto::Tensor) -> Result<(), String> {
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let data: Vec<f32> = t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    npy::write_f32(&mut file, &shape, &data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn status_text(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+const CLIENT_MESSAGE_LIMIT: usize = 1 << 30;
+
+/// Runs a client subcommand against a daemon.
+pub async fn run_client(command: Command) -> Result<(), String> {
+    let connect = |addr: String| async move {
+        tonic::transport::Endpoint::from_shared(addr.clone())
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach the daemon at {addr}: {e}"))
+    };
+    let out: Value = match command {
+        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Models(args) => {
+            let mut client = ModelServiceClient::new(connect(args.addr).await?);
+            let models = client.list_models(proto::ListModelsRequest {}).await.map_err(status_text)?.into_inner().models;
+            json!(models.iter().map(|m| json!({
+                "name": m.name, "version": m.version, "sha256": m.sha256,
+                "execution_provider": m.execution_provider,
+                "inputs": m.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                "outputs": m.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                "labels": m.labels, "description": m.description,
+            })).collect::<Vec<_>>())
+        }
+        Command::Explainers(args) => {
+            let mut client = ExplainServiceClient::new(connect(args.addr).await?);
+            let list = client.list_explainers(proto::ListExplainersRequest {}).await.map_err(status_text)?.into_inner();
+            json!(list.explainers.iter().map(|e| json!({
+                "name": e.name, "version": e.version, "abi_version": e.abi_version,
+                "description": e.description, "requires": e.requires, "file_sha256": e.file_sha256,
+                "parameters": e.parameters.iter().map(|p| json!({
+                    "name": p.name, "kind": p.kind, "required": p.required, "description": p.description,
+                    "default": p.default_value.as_ref().and_then(|d| d.kind.as_ref()).map(param_json),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>())
+        }
+        Command::Predict(args) => {
+            let input = read_input(&args.input)?;
+            let mut client = ModelServiceClient::new(connect(args.client.addr).await?)
+                .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
+            let response = client
+                .predict(proto::PredictRequest {
+                    model: Some(proto::ModelRef { name: args.model, version: args.version }),
+                    inputs: single_input(input),
+                })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if let Some(path) = args.out {
+                let first = response.outputs.first().and_then(|o| o.tensor.as_ref()).ok_or("no outputs")?;
+                write_npy(&path, first)?;
+                return Ok(());
+            }
+            json!({
+                "model": response.model_name, "version": response.model_version, "sha256": response.model_sha256,
+                "outputs": response.outputs.iter().map(|o| (o.name.clone(), o.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+            })
+        }
+        Command::Explain(args) => {
+            let input = read_input(&args.input)?;
+            let background = match &args.background {
+                Some(p) => single_input(read_input(p)?),
+                None => Vec::new(),
+            };
+            use proto::targets::Selection;
+            let selection = if !args.targets.is_empty() {
+                Selection::Indices(proto::IndexList { values: args.targets.clone() })
+            } else if let Some(k) = args.top_k {
+                Selection::TopK(k)
+            } else if args.all_targets {
+                Selection::All(proto::AllOutputs {})
+            } else {
+                Selection::Predicted(proto::PredictedClass {})
+            };
+            let parameters = args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?;
+            let mut client = ExplainServiceClient::new(connect(args.client.addr).await?)
+                .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
+            let response = client
+                .explain(proto::ExplainRequest {
+                    model: Some(proto::ModelRef { name: args.model, version: args.version }),
+                    explainer: args.explainer,
+                    inputs: single_input(input),
+                    targets: Some(proto::Targets { selection: Some(selection) }),
+                    output: args.output_name,
+                    parameters,
+                    background,
+                })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if let Some(path) = args.out.as_ref().filter(|p| p.extension().is_some_and(|e| e == "npy")) {
+                let first = response.attributions.first().and_then(|a| a.values.as_ref()).ok_or("no attributions")?;
+                return write_npy(path, first);
+            }
+            let timing = response.timing.unwrap_or_default();
+            let value = json!({
+                "model": response.model_name, "version": response.model_version, "model_sha256": response.model_sha256,
+                "explainer": response.explainer_name, "explainer_version": response.explainer_version,
+                "target_indices": response.target_indices.as_ref().map(tensor_json),
+                "attributions": response.attributions.iter().map(|a| (a.input_name.clone(), a.values.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                "base_values": response.base_values.as_ref().map(tensor_json),
+                "outputs": response.outputs.iter().map(|o| (o.name.clone(), o.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                "info": response.info,
+                "timing": { "total_ms": timing.total_ms, "model_ms": timing.model_ms, "model_calls": timing.model_calls, "model_rows": timing.model_rows },
+            });
+            if let Some(path) = args.out {
+                std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+                return Ok(());
+            }
+            value
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::param_value::Kind;
+
+    #[test]
+    fn params_parse_by_shape_of_value() {
+        assert_eq!(parse_param("window=1,3,3").unwrap().1.kind, Some(Kind::Integers(proto::IntegerList { values: vec![1, 3, 3] })));
+        assert_eq!(parse_param("baseline=0.5").unwrap().1.kind, Some(Kind::Number(0.5)));
+        assert_eq!(parse_param("steps=50").unwrap().1.kind, Some(Kind::Integer(50)));
+        assert_eq!(parse_param("abs=true").unwrap().1.kind, Some(Kind::Flag(true)));
+        assert_eq!(parse_param("method=riemann").unwrap().1.kind, Some(Kind::Text("riemann".into())));
+        assert!(parse_param("novalue").is_err());
+    }
+
+    #[test]
+    fn json_inputs_nested_and_flat() {
+        let nested = json_to_array(&json!([[1.0, 2.0], [3.0, 4.0]])).unwrap();
+        assert_eq!(nested.shape(), &[2, 2]);
+        let flat = json_to_array(&json!({"shape": [1, 2], "data": [5.0, 6.0]})).unwrap();
+        assert_eq!(flat.as_slice().unwrap(), &[5.0, 6.0]);
+        assert!(json_to_array(&json!([[1.0], [2.0, 3.0]])).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Between wire messages and domain types, with the validation that names each bad field.
+
+use crate::proto;
+use explaind_host::{Failure, ParamValue, TargetSelection};
+use explaind_runtime::{Dim, FLOAT, Model, TensorSpec};
+use ndarray::{ArrayD, IxDyn};
+use std::collections::BTreeMap;
+use tonic::{Code, Status};
+
+/// A gRPC status for a host failure (the codes are the same numbers).
+pub fn status_of(failure: Failure) -> Status {
+    let code = match failure.code {
+        c if (0..=16).contains(&c) => Code::from(c),
+        _ => Code::Internal,
+    };
+    Status::new(code, failure.message)
+}
+
+pub fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message)
+}
+
+fn element_type_name(code: i32) -> String {
+    proto::ElementType::try_from(code).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| format!("{code}"))
+}
+
+/// Decodes a request tensor into float32, checking type, shape, byte length and finiteness.
+pub fn tensor_to_array(tensor: Option<&proto::Tensor>, field: &str) -> Result<ArrayD<f32>, Status> {
+    let tensor = tensor.ok_or_else(|| invalid(format!("{field}: missing")))?;
+    if tensor.element_type != FLOAT {
+        return Err(invalid(format!(
+            "{field}.element_type: {} is not supported; send ELEMENT_TYPE_FLOAT (float32)",
+            element_type_name(tensor.element_type)
+        )));
+    }
+    let mut dims = Vec::with_capacity(tensor.shape.len());
+    for (i, &d) in tensor.shape.iter().enumerate() {
+        if d < 0 {
+            return Err(invalid(format!("{field}.shape[{i}]: {d} is negative")));
+        }
+        dims.push(d as usize);
+    }
+    let count = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| invalid(format!("{field}.shape: {:?} has too many elements", tensor.shape)))?;
+    let expected = count.checked_mul(4).ok_or_else(|| invalid(format!("{field}.shape: too many elements")))?;
+    if tensor.data.len() != expected {
+        return Err(invalid(format!(
+            "{field}.data: expected {expected} bytes ({count} float32 for shape {:?}), got {}",
+            tensor.shape,
+            tensor.data.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(count);
+    for (i, chunk) in tensor.data.chunks_exact(4).enumerate() {
+        let v = f32::from_le_bytes(chunk.try_into().expect("chunks of 4"));
+        if !v.is_finite() {
+            return Err(invalid(format!("{field}.data: element {i} is {v}; inputs must be finite")));
+        }
+        values.push(v);
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(&dims), values).expect("length checked"))
+}
+
+/// Encodes a float32 array.
+pub fn array_to_tensor(array: &ArrayD<f32>) -> proto::Tensor {
+    let mut data = Vec::with_capacity(array.len() * 4);
+    for v in array.iter() {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    proto::Tensor { element_type: FLOAT, shape: array.shape().iter().map(|&d| d as i64).collect(), data }
+}
+
+/// Encodes an int64 table.
+pub fn int_tensor(shape: &[usize], values: impl Iterator<Item = i64>) -> proto::Tensor {
+    let data = values.flat_map(|v| v.to_le_bytes()).collect();
+    proto::Tensor {
+        element_type: proto::ElementType::Int64 as i32,
+        shape: shape.iter().map(|&d| d as i64).collect(),
+        data,
+    }
+}
+
+fn describe_shape(spec: &TensorSpec) -> String {
+    let dims: Vec<String> = spec
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Symbolic(s) => s.clone(),
+            Dim::Unknown => "?".into(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Binds named tensors to the model's inputs, in the model's order, and checks each against
+/// the declared type and shape. `rows_must_match` is the batch size every tensor must have, if
+/// one is imposed; the returned batch size is the common first axis.
+pub fn bind_inputs(
+    model: &Model,
+    tensors: &[proto::NamedTensor],
+    field: &str,
+    max_rows: usize,
+) -> Result<(Vec<ArrayD<f32>>, usize), Status> {
+    if tensors.is_empty() {
+        return Err(invalid(format!("{field}: give one tensor per model input ({})", input_names(model))));
+    }
+    let mut bound: Vec<Option<ArrayD<f32>>> = vec![None; model.inputs.len()];
+    for (i, named) in tensors.iter().enumerate() {
+        let item = format!("{field}[{i}]");
+        let index = if named.name.is_empty() && model.inputs.len() == 1 && tensors.len() == 1 {
+            0
+        } else {
+            model.inputs.iter().position(|s| s.name == named.name).ok_or_else(|| {
+                invalid(format!("{item}.name: {:?} is not an input of {} (inputs: {})", named.name, model.name, input_names(model)))
+            })?
+        };
+        if bound[index].is_some() {
+            return Err(invalid(format!("{item}.name: input {:?} given twice", model.inputs[index].name)));
+        }
+        let spec = &model.inputs[index];
+        if spec.element_type != FLOAT {
+            return Err(Status::unimplemented(format!(
+                "model {} input {:?} takes {}; explaind feeds float32 inputs only",
+                model.name,
+                spec.name,
+                element_type_name(spec.element_type)
+            )));
+        }
+        let array = tensor_to_array(named.tensor.as_ref(), &format!("{item}.tensor"))?;
+        let fits = array.ndim() == spec.shape.len()
+            && array.ndim() >= 1
+            && spec.shape.iter().zip(array.shape()).skip(1).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f as usize != n));
+        if !fits {
+            return Err(invalid(format!(
+                "{item}.tensor.shape: model input {:?} takes {} (first axis: rows), got {:?}",
+                spec.name,
+                describe_shape(spec),
+                array.shape()
+            )));
+        }
+        bound[index] = Some(array);
+    }
+    if let Some(missing) = bound.iter().position(Option::is_none) {
+        return Err(invalid(format!("{field}: no tensor for model input {:?}", model.inputs[missing].name)));
+    }
+    let arrays: Vec<ArrayD<f32>> = bound.into_iter().map(Option::unwrap).collect();
+    let rows = arrays[0].shape()[0];
+    if let Some(i) = arrays.iter().position(|a| a.shape()[0] != rows) {
+        return Err(invalid(format!(
+            "{field}: every tensor needs the same number of rows; {:?} has {}, {:?} has {rows}",
+            model.inputs[i].name,
+            arrays[i].shape()[0],
+            model.inputs[0].name
+        )));
+    }
+    if rows == 0 {
+        return Err(invalid(format!("{field}: the batch is empty")));
+    }
+    if rows > max_rows {
+        return Err(Status::resource_exhausted(format!("{field}: {rows} rows exceed the server's limit of {max_rows}")));
+    }
+    Ok((arrays, rows))
+}
+
+fn input_names(model: &Model) -> String {
+    model.inputs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn targets(targets: Option<&proto::Targets>) -> Result<TargetSelection, Status> {
+    use proto::targets::Selection;
+    Ok(match targets.and_then(|t| t.selection.as_ref()) {
+        None | Some(Selection::Predicted(_)) => TargetSelection::Predicted,
+        Some(Selection::Indices(list)) => TargetSelection::Indices(list.values.clone()),
+        Some(Selection::All(_)) => TargetSelection::All,
+        Some(Selection::TopK(k)) => TargetSelection::TopK(*k as usize),
+    })
+}
+
+pub fn params(given: &std::collections::HashMap<String, proto::ParamValue>) -> Result<BTreeMap<String, ParamValue>, Status> {
+    use proto::param_value::Kind;
+    let mut out = BTreeMap::new();
+    for (name, value) in given {
+        let v = match &value.kind {
+            None => return Err(invalid(format!("parameters.{name}: no value set"))),
+            Some(Kind::Number(x)) => ParamValue::Number(*x),
+            Some(Kind::Integer(x)) => ParamValue::Integer(*x),
+            Some(Kind::Flag(x)) => ParamValue::Flag(*x),
+            Some(Kind::Text(x)) => ParamValue::Text(x.clone()),
+            Some(Kind::Numbers(x)) => ParamValue::Numbers(x.values.clone()),
+            Some(Kind::Integers(x)) => ParamValue::Integers(x.values.clone()),
+        };
+        out.insert(name.clone(), v);
+    }
+    Ok(out)
+}
+
+pub fn param_to_proto(value: &ParamValue) -> proto::ParamValue {
+    use proto::param_value::Kind;
+    let kind = match value {
+        ParamValue::Number(x) => Kind::Number(*x),
+        ParamValue::Integer(x) => Kind::Integer(*x),
+        ParamValue::Flag(x) => Kind::Flag(*x),
+        ParamValue::Text(x) => Kind::Text(x.clone()),
+        ParamValue::Numbers(x) => Kind::Numbers(proto::NumberList { values: x.clone() }),
+        ParamValue::Integers(x) => Kind::Integers(proto::IntegerList { values: x.clone() }),
+    };
+    proto::ParamValue { kind: Some(kind) }
+}
+
+pub fn tensor_info(spec: &TensorSpec) -> proto::TensorInfo {
+    use proto::dimension::Value;
+    proto::TensorInfo {
+        name: spec.name.clone(),
+        element_type: spec.element_type,
+        shape: spec
+            .shape
+            .iter()
+            .map(|d| proto::Dimension {
+                value: match d {
+                    Dim::Fixed(n) => Some(Value::Size(*n)),
+                    Dim::Symbolic(s) => Some(Value::Symbol(s.clone())),
+                    Dim::Unknown => None,
+                },
+            })
+            .collect(),
+    }
+}
+
+pub fn model_metadata(model: &Model) -> proto::ModelMetadata {
+    proto::ModelMetadata {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        sha256: model.sha256.clone(),
+        execution_provider: model.execution_provider.as_str().to_string(),
+        inputs: model.inputs.iter().map(tensor_info).collect(),
+        outputs: model.outputs.iter().map(tensor_info).collect(),
+        labels: model.config.labels.clone(),
+        description: model.config.description.clone(),
+        has_default_background: model.background.is_some(),
+        default_background_shape: model.background.iter().flat_map(|b| b.shape().iter().map(|&d| d as i64)).collect(),
+    }
+}
+
+/// Parses a `grpc-timeout` header value ("100m", "5S", ...) into a duration.
+pub fn parse_grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: &[i64], values: &[f32]) -> proto::Tensor {
+        proto::Tensor { element_type: FLOAT, shape: shape.to_vec(), data: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+    }
+
+    #[test]
+    fn decodes_little_endian_float32() {
+        let a = tensor_to_array(Some(&tensor(&[2, 2], &[1.0, -2.5, 3.0, 0.25])), "x").unwrap();
+        assert_eq!(a.shape(), &[2, 2]);
+        assert_eq!(a.as_slice().unwrap(), &[1.0, -2.5, 3.0, 0.25]);
+        assert_eq!(array_to_tensor(&a), tensor(&[2, 2], &[1.0, -2.5, 3.0, 0.25]));
+    }
+
+    #[test]
+    fn each_defect_names_its_field() {
+        let mut t = tensor(&[2], &[1.0, 2.0]);
+        t.data.pop();
+        let e = tensor_to_array(Some(&t), "inputs[0].tensor").unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("inputs[0].tensor.data: expected 8 bytes"), "{}", e.message());
+
+        let e = tensor_to_array(Some(&tensor(&[2], &[1.0, f32::NAN])), "inputs[0].tensor").unwrap_err();
+        assert!(e.message().contains("element 1 is NaN"), "{}", e.message());
+
+        let e = tensor_to_array(Some(&tensor(&[1], &[f32::INFINITY])), "x").unwrap_err();
+        assert!(e.message().contains("element 0 is inf"), "{}", e.message());
+
+        let mut t = tensor(&[1], &[1.0]);
+        t.element_type = proto::ElementType::Double as i32;
+        let e = tensor_to_array(Some(&t), "inputs[0].tensor").unwrap_err();
+        assert!(e.message().starts_with("inputs[0].tensor.element_type: ELEMENT_TYPE_DOUBLE"), "{}", e.message());
+
+        let e = tensor_to_array(Some(&tensor(&[-1], &[])), "x").unwrap_err();
+        assert!(e.message().starts_with("x.shape[0]"), "{}", e.message());
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(std::time::Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! Building and running the gRPC server: the explaind services, `grpc.health.v1`, reflection
+//! (v1 and v1alpha), and the message-size limit.
+
+use crate::proto;
+use crate::service::{AdminService, ExplainService, ModelService, State};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Names of the services health checking reports on.
+pub const SERVICE_NAMES: [&str; 3] =
+    ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
+
+/// Serves `state` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let limit = state.limits.max_message_bytes;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(|inner| OversizeIsResourceExhausted { inner }))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            proto::model_service_server::ModelServiceServer::new(ModelService(state.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            proto::explain_service_server::ExplainServiceServer::new(ExplainService(state.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            proto::admin_service_server::AdminServiceServer::new(AdminService(state.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// tonic answers a request over the size limit with OUT_OF_RANGE; gRPC's convention (and what
+/// clients in other languages expect) is RESOURCE_EXHAUSTED. This layer rewrites that one status.
+#[derive(Clone)]
+struct OversizeIsResourceExhausted<S> {
+    inner: S,
+}
+
+const OUT_OF_RANGE: &str = "11";
+const RESOURCE_EXHAUSTED: &str = "8";
+
+impl<S, B, R> tower::Service<http::Request<B>> for OversizeIsResourceExhausted<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            let headers = response.headers_mut();
+            let oversize = headers.get("grpc-status").is_some_and(|s| s == OUT_OF_RANGE)
+                && headers
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+            if oversize {
+                headers.insert("grpc-status", http::HeaderValue::from_static(RESOURCE_EXHAUSTED));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Finds `name` (a directory) in the current directory or beside an ancestor of the executable:
+/// how a checkout finds its bundled `models/` whether run from the root or from `target/`.
+pub fn find_bundled_dir(name: &str) -> Option<std::path::PathBuf> {
+    let here = std::path::Path::new(name);
+    if here.is_dir() {
+        return Some(here.to_path_buf());
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).map(|dir| dir.join(name)).find(|p| p.is_dir())
+}
+
+/// Sets up everything `serve` needs: ONNX Runtime, the model repository, the plugins.
+/// Problems with single models or plugins are logged and skipped; a missing runtime is fatal.
+pub fn build_state(args: &crate::cli::ServeArgs) -> Result<Arc<State>, String> {
+    use explaind_runtime::{ModelRepository, OrtRuntime, RuntimeOptions};
+    let library = explaind_runtime::find_library(args.ort_lib.as_deref());
+    let options = RuntimeOptions {
+        device: args.device,
+        intra_threads: args.intra_threads,
+        sessions_per_model: args.sessions_per_model,
+        max_batch_rows: args.max_batch_rows,
+    };
+    let runtime = OrtRuntime::init(&library, options).map_err(|e| e.to_string())?;
+    tracing::info!(
+        library = %runtime.library.display(),
+        cuda_in_library = runtime.cuda_compiled,
+        device = ?args.device,
+        "ONNX Runtime loaded"
+    );
+
+    let models_dir = match &args.models {
+        Some(dir) => dir.clone(),
+        None => find_bundled_dir("models").ok_or("no --models given and no bundled models/ directory found")?,
+    };
+    let repository = Arc::new(ModelRepository::new(models_dir.clone(), runtime));
+    let (loaded, failed) = repository.load_all().map_err(|e| e.to_string())?;
+    for m in &loaded {
+        tracing::info!(
+            model = %m.name, version = %m.version, sha256 = %m.sha256,
+            provider = m.execution_provider.as_str(), "model loaded"
+        );
+    }
+    for e in &failed {
+        tracing::error!("model not loaded: {e}");
+    }
+    tracing::info!(repository = %models_dir.display(), models = loaded.len(), "model repository ready");
+
+    let plugins = Arc::new(explaind_host::PluginRegistry::new());
+    if !args.no_bundled_plugins {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let dir = exe.parent().ok_or("the executable has no directory")?;
+        plugins.load_dir(dir, "explaind_plugin_");
+    }
+    for dir in &args.plugin_dirs {
+        plugins.load_dir(dir, "");
+    }
+    let limits = crate::service::Limits { max_message_bytes: args.max_message_bytes, max_batch_rows: args.max_request_rows };
+    Ok(Arc::new(State { repository, plugins, limits }))
+}

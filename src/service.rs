@@ -1,0 +1,277 @@
+//! The gRPC services: thin adapters from wire messages to the host and runtime crates.
+
+use crate::convert::{self, invalid, status_of};
+use crate::proto;
+use explaind_host::{CancelToken, ExplainJob, PluginRegistry};
+use explaind_runtime::{Model, ModelRepository, RepositoryError, RunStats};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// Limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest accepted request message, bytes.
+    pub max_message_bytes: usize,
+    /// Most rows in one request's batch (inputs or background).
+    pub max_batch_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_bytes: 64 << 20, max_batch_rows: 4096 }
+    }
+}
+
+/// What every service shares.
+pub struct State {
+    pub repository: Arc<ModelRepository>,
+    pub plugins: Arc<PluginRegistry>,
+    pub limits: Limits,
+}
+
+fn repository_status(e: RepositoryError) -> Status {
+    match e {
+        RepositoryError::InvalidName { .. } => invalid(e.to_string()),
+        RepositoryError::ModelNotFound(_) | RepositoryError::VersionNotFound { .. } | RepositoryError::NotInRepository { .. } => {
+            Status::not_found(e.to_string())
+        }
+        RepositoryError::Model(_) | RepositoryError::Io { .. } => Status::failed_precondition(e.to_string()),
+    }
+}
+
+impl State {
+    fn model(&self, model: Option<&proto::ModelRef>) -> Result<Arc<Model>, Status> {
+        let model = model.ok_or_else(|| invalid("model: missing"))?;
+        if model.name.is_empty() {
+            return Err(invalid("model.name: empty"));
+        }
+        self.repository.get(&model.name, &model.version).map_err(|e| {
+            let listed: Vec<String> = self.repository.list().iter().map(|m| format!("{}/{}", m.name, m.version)).collect();
+            Status::not_found(format!("model: {e} (loaded: {})", listed.join(", ")))
+        })
+    }
+}
+
+fn timing(total: Duration, stats: RunStats) -> proto::Timing {
+    proto::Timing {
+        total_ms: total.as_secs_f64() * 1e3,
+        model_ms: stats.elapsed.as_secs_f64() * 1e3,
+        model_calls: stats.calls,
+        model_rows: stats.rows,
+    }
+}
+
+/// Runs blocking work off the async threads. If the request future is dropped (the client went
+/// away), the token's flag is raised so plugins stop at their next cancellation check.
+async fn run_blocking<T: Send + 'static>(
+    cancel: &CancelToken,
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    struct RaiseOnDrop(Arc<std::sync::atomic::AtomicBool>, bool);
+    impl Drop for RaiseOnDrop {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut guard = RaiseOnDrop(cancel.cancelled.clone(), false);
+    let result = tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(format!("worker failed: {e}")))?;
+    guard.1 = true;
+    result
+}
+
+fn cancel_token<T>(request: &Request<T>) -> CancelToken {
+    let deadline = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(convert::parse_grpc_timeout)
+        .map(|d| Instant::now() + d);
+    CancelToken { deadline, cancelled: Default::default() }
+}
+
+// ----- ModelService -----------------------------------------------------------------------
+
+pub struct ModelService(pub Arc<State>);
+
+#[tonic::async_trait]
+impl proto::model_service_server::ModelService for ModelService {
+    async fn list_models(&self, _: Request<proto::ListModelsRequest>) -> Result<Response<proto::ListModelsResponse>, Status> {
+        let models = self.0.repository.list().iter().map(|m| convert::model_metadata(m)).collect();
+        Ok(Response::new(proto::ListModelsResponse { models }))
+    }
+
+    async fn get_model(&self, request: Request<proto::GetModelRequest>) -> Result<Response<proto::ModelMetadata>, Status> {
+        let model = self.0.model(request.get_ref().model.as_ref())?;
+        Ok(Response::new(convert::model_metadata(&model)))
+    }
+
+    async fn predict(&self, request: Request<proto::PredictRequest>) -> Result<Response<proto::PredictResponse>, Status> {
+        let began = Instant::now();
+        let cancel = cancel_token(&request);
+        let request = request.into_inner();
+        let model = self.0.model(request.model.as_ref())?;
+        let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", self.0.limits.max_batch_rows)?;
+        let run_model = model.clone();
+        let (outputs, stats) = run_blocking(&cancel, move || {
+            let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+            run_model.run(&views).map_err(|e| invalid(format!("inputs: {e}")))
+        })
+        .await?;
+        let outputs = model
+            .outputs
+            .iter()
+            .zip(&outputs)
+            .map(|(spec, a)| proto::NamedTensor { name: spec.name.clone(), tensor: Some(convert::array_to_tensor(a)) })
+            .collect();
+        Ok(Response::new(proto::PredictResponse {
+            outputs,
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            model_sha256: model.sha256.clone(),
+            timing: Some(timing(began.elapsed(), stats)),
+        }))
+    }
+}
+
+// ----- AdminService -----------------------------------------------------------------------
+
+pub struct AdminService(pub Arc<State>);
+
+#[tonic::async_trait]
+impl proto::admin_service_server::AdminService for AdminService {
+    async fn load_model(&self, request: Request<proto::LoadModelRequest>) -> Result<Response<proto::LoadModelResponse>, Status> {
+        let request = request.into_inner();
+        let repository = self.0.repository.clone();
+        let loaded = tokio::task::spawn_blocking(move || repository.load(&request.name, &request.version))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(repository_status)?;
+        for m in &loaded {
+            tracing::info!(model = %m.name, version = %m.version, sha256 = %m.sha256, provider = m.execution_provider.as_str(), "model loaded by admin request");
+        }
+        Ok(Response::new(proto::LoadModelResponse { loaded: loaded.iter().map(|m| convert::model_metadata(m)).collect() }))
+    }
+
+    async fn unload_model(&self, request: Request<proto::UnloadModelRequest>) -> Result<Response<proto::UnloadModelResponse>, Status> {
+        let request = request.into_inner();
+        let unloaded_versions = self.0.repository.unload(&request.name, &request.version).map_err(repository_status)?;
+        tracing::info!(model = %request.name, versions = ?unloaded_versions, "model unloaded by admin request");
+        Ok(Response::new(proto::UnloadModelResponse { unloaded_versions }))
+    }
+}
+
+// ----- ExplainService ---------------------------------------------------------------------
+
+pub struct ExplainService(pub Arc<State>);
+
+pub fn explainer_info(p: &explaind_host::Plugin) -> proto::ExplainerInfo {
+    let mut requires = Vec::new();
+    if p.needs_background() {
+        requires.push("background".to_string());
+    }
+    if p.needs_gradients() {
+        requires.push("gradients".to_string());
+    }
+    proto::ExplainerInfo {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        abi_version: format!("{}.{}", p.abi_major, p.abi_minor),
+        description: p.description.clone(),
+        parameters: p
+            .params
+            .iter()
+            .map(|s| proto::ParameterSpec {
+                name: s.name.clone(),
+                kind: explaind_host::plugin::kind_name(s.kind).to_string(),
+                description: s.description.clone(),
+                required: s.required,
+                default_value: s.default.as_ref().map(convert::param_to_proto),
+            })
+            .collect(),
+        requires,
+        file_sha256: p.file_sha256.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl proto::explain_service_server::ExplainService for ExplainService {
+    async fn list_explainers(
+        &self,
+        _: Request<proto::ListExplainersRequest>,
+    ) -> Result<Response<proto::ListExplainersResponse>, Status> {
+        let explainers = self.0.plugins.list().iter().map(|p| explainer_info(p)).collect();
+        Ok(Response::new(proto::ListExplainersResponse { explainers }))
+    }
+
+    async fn explain(&self, request: Request<proto::ExplainRequest>) -> Result<Response<proto::ExplainResponse>, Status> {
+        let began = Instant::now();
+        let cancel = cancel_token(&request);
+        let request = request.into_inner();
+        let state = &self.0;
+        let model = state.model(request.model.as_ref())?;
+        let plugin = state.plugins.get(&request.explainer).ok_or_else(|| {
+            let names: Vec<String> = state.plugins.list().iter().map(|p| p.name.clone()).collect();
+            Status::not_found(format!("explainer: no explainer named {:?} (loaded: {})", request.explainer, names.join(", ")))
+        })?;
+        let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", state.limits.max_batch_rows)?;
+        let output_index = if request.output.is_empty() {
+            0
+        } else {
+            model.outputs.iter().position(|o| o.name == request.output).ok_or_else(|| {
+                let names: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+                invalid(format!("output: {:?} is not an output of {} (outputs: {})", request.output, model.name, names.join(", ")))
+            })?
+        };
+        let background = if request.background.is_empty() {
+            None
+        } else {
+            Some(convert::bind_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0)
+        };
+        let job = ExplainJob {
+            model: model.clone(),
+            plugin: plugin.clone(),
+            inputs,
+            output_index,
+            targets: convert::targets(request.targets.as_ref())?,
+            params: convert::params(&request.parameters)?,
+            background,
+            cancel: cancel.clone(),
+        };
+        let outcome = run_blocking(&cancel, move || explaind_host::explain(job).map_err(status_of)).await?;
+
+        let attributions = outcome
+            .attributions
+            .iter()
+            .map(|(i, a)| proto::Attribution { input_name: model.inputs[*i].name.clone(), values: Some(convert::array_to_tensor(a)) })
+            .collect();
+        let table = &outcome.target_indices;
+        Ok(Response::new(proto::ExplainResponse {
+            attributions,
+            target_indices: Some(convert::int_tensor(table.shape(), table.iter().copied())),
+            outputs: model
+                .outputs
+                .iter()
+                .zip(&outcome.outputs)
+                .map(|(spec, a)| proto::NamedTensor { name: spec.name.clone(), tensor: Some(convert::array_to_tensor(a)) })
+                .collect(),
+            base_values: outcome.base_values.as_ref().map(convert::array_to_tensor),
+            extras: outcome
+                .extras
+                .iter()
+                .map(|(name, a)| proto::NamedTensor { name: name.clone(), tensor: Some(convert::array_to_tensor(a)) })
+                .collect(),
+            info: outcome.info.into_iter().collect(),
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            model_sha256: model.sha256.clone(),
+            explainer_name: plugin.name.clone(),
+            explainer_version: plugin.version.clone(),
+            explainer_file_sha256: plugin.file_sha256.clone(),
+            timing: Some(timing(began.elapsed(), outcome.stats)),
+        }))
+    }
+}

@@ -1,0 +1,170 @@
+//! Test harness: a real explaind server on loopback, in this test process, with the real ONNX
+//! Runtime, the bundled demo models and plugins loaded through the C ABI.
+#![allow(dead_code)]
+
+use explaind::proto;
+use explaind::service::{Limits, State};
+use explaind_host::PluginRegistry;
+use explaind_runtime::{ModelRepository, OrtRuntime, RuntimeOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use tonic::transport::Channel;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>`, where cargo puts the plugin libraries (the test binary is in `deps/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn runtime() -> &'static OrtRuntime {
+    let library = explaind_runtime::find_library(None);
+    let options = RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
+    OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e} (tests run `scripts/setup.sh` first)"))
+}
+
+/// Compiles a C file against the ABI header into a shared library in `out_dir`.
+pub fn compile_c_plugin(source: &str, defines: &[&str], out_dir: &Path, lib_name: &str) -> PathBuf {
+    let out = out_dir.join(format!("lib{lib_name}.so"));
+    let include = Path::new(explaind_abi::HEADER_PATH).parent().unwrap();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
+        .arg("-I")
+        .arg(include)
+        .args(defines.iter().map(|d| format!("-D{d}")))
+        .arg(repo_root().join(source))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("a C compiler (cc) is needed for the C plugin tests");
+    assert!(status.success(), "compiling {source} failed");
+    out
+}
+
+pub struct TestServer {
+    pub addr: String,
+    pub state: Arc<State>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts a server with the demo models, the bundled plugins, the misbehaving test plugin,
+    /// and any `extra_plugins`.
+    pub async fn start(limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
+        let runtime = runtime();
+        let repository = Arc::new(ModelRepository::new(repo_root().join("models"), runtime));
+        let (_, failed) = repository.load_all().unwrap();
+        assert!(failed.is_empty(), "demo models failed to load: {failed:?}");
+        let plugins = Arc::new(PluginRegistry::new());
+        for loaded in plugins.load_dir(&target_dir(), "explaind_plugin_") {
+            loaded.expect("bundled plugin loads");
+        }
+        plugins
+            .load_file(&target_dir().join("libexplaind_testplugin_misbehaving.so"))
+            .expect("test plugin loads (run `cargo build --workspace` first)");
+        for p in extra_plugins {
+            plugins.load_file(p).expect("extra plugin loads");
+        }
+        let state = Arc::new(State { repository, plugins, limits });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            explaind::server::serve(listener, serve_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer { addr, state, shutdown: Some(tx) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        for _ in 0..100 {
+            if let Ok(c) = Channel::from_shared(self.addr.clone()).unwrap().connect().await {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("server at {} did not accept connections", self.addr);
+    }
+
+    pub async fn models(&self) -> proto::model_service_client::ModelServiceClient<Channel> {
+        proto::model_service_client::ModelServiceClient::new(self.channel().await).max_decoding_message_size(1 << 30)
+    }
+
+    pub async fn explainer(&self) -> proto::explain_service_client::ExplainServiceClient<Channel> {
+        proto::explain_service_client::ExplainServiceClient::new(self.channel().await).max_decoding_message_size(1 << 30)
+    }
+}
+
+/// Reads a committed `.npy` file as (shape, values).
+pub fn read_npy(relative: &str) -> ndarray::ArrayD<f32> {
+    explaind_runtime::npy::read_f32_file(&repo_root().join(relative)).unwrap()
+}
+
+pub fn tensor(array: &ndarray::ArrayD<f32>) -> proto::Tensor {
+    explaind::convert::array_to_tensor(array)
+}
+
+pub fn named(name: &str, array: &ndarray::ArrayD<f32>) -> proto::NamedTensor {
+    proto::NamedTensor { name: name.to_string(), tensor: Some(tensor(array)) }
+}
+
+pub fn floats(t: &proto::Tensor) -> Vec<f32> {
+    assert_eq!(t.element_type, proto::ElementType::Float as i32);
+    t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+pub fn ints(t: &proto::Tensor) -> Vec<i64> {
+    assert_eq!(t.element_type, proto::ElementType::Int64 as i32);
+    t.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+pub fn integers(values: &[i64]) -> proto::ParamValue {
+    proto::ParamValue { kind: Some(proto::param_value::Kind::Integers(proto::IntegerList { values: values.to_vec() })) }
+}
+
+pub fn text(value: &str) -> proto::ParamValue {
+    proto::ParamValue { kind: Some(proto::param_value::Kind::Text(value.to_string())) }
+}
+
+pub fn indices(values: &[i64]) -> Option<proto::Targets> {
+    Some(proto::Targets { selection: Some(proto::targets::Selection::Indices(proto::IndexList { values: values.to_vec() })) })
+}
+
+pub fn model(name: &str) -> Option<proto::ModelRef> {
+    Some(proto::ModelRef { name: name.to_string(), version: String::new() })
+}
+
+/// Asserts |a - b| <= atol + rtol * |b| elementwise, reporting the worst element.
+pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    let mut worst = (0usize, 0f32);
+    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+        let excess = (a - b).abs() - (atol + rtol * b.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+    }
+    assert!(
+        worst.1 <= 0.0,
+        "element {} differs: {} vs expected {} (atol {atol}, rtol {rtol})",
+        worst.0,
+        actual[worst.0],
+        expected[worst.0]
+    );
+}

@@ -1,0 +1,199 @@
+//! The plugin ABI's promises, tested against real shared libraries: the C header and the Rust
+//! mirror agree on every layout; broken plugins are refused with the reason and the daemon keeps
+//! serving; a plugin's panic becomes an error status; a plugin written in C answers over gRPC.
+mod common;
+
+use common::*;
+use explaind::proto;
+use explaind_host::LoadError;
+use std::collections::{BTreeMap, HashMap};
+use tonic::Code;
+
+#[test]
+fn c_header_and_rust_mirror_have_the_same_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("layout_check");
+    let include = std::path::Path::new(explaind_abi::HEADER_PATH).parent().unwrap();
+    let status = std::process::Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(include)
+        .arg(repo_root().join("tests/c/layout_check.c"))
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = String::from_utf8(std::process::Command::new(&exe).output().unwrap().stdout).unwrap();
+    let mut c_side = BTreeMap::new();
+    for line in output.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let entry = match parts.as_slice() {
+            [name, "size", size] => (name.to_string(), (0usize, size.parse::<usize>().unwrap())),
+            [name, offset, size] => (name.to_string(), (offset.parse().unwrap(), size.parse().unwrap())),
+            _ => panic!("unexpected line {line:?}"),
+        };
+        c_side.insert(entry.0, entry.1);
+    }
+    let rust_side: BTreeMap<String, (usize, usize)> =
+        explaind_abi::layout_table().into_iter().map(|(name, offset, size)| (name, (offset, size))).collect();
+    assert_eq!(rust_side, c_side, "the Rust mirror and the C header disagree");
+    assert!(c_side.len() > 80, "the C program printed too little: {c_side:?}");
+}
+
+#[tokio::test]
+async fn broken_plugins_are_refused_and_the_daemon_keeps_serving() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let compile = |define: &str| compile_c_plugin("tests/c/bad_plugin.c", &[define], dir.path(), &define.to_lowercase());
+    let plugins = &server.state.plugins;
+
+    let err = plugins.load_file(&compile("BAD_MISSING_ENTRY")).unwrap_err();
+    assert!(matches!(err, LoadError::MissingEntry { .. }), "{err}");
+    let err = plugins.load_file(&compile("BAD_WRONG_MAJOR")).unwrap_err();
+    assert!(matches!(err, LoadError::WrongMajor { found: 2, .. }), "{err}");
+    let err = plugins.load_file(&compile("BAD_NULL_EXPLAIN")).unwrap_err();
+    assert!(matches!(err, LoadError::NullRequired { what: "ExdPluginApi.explain", .. }), "{err}");
+    let err = plugins.load_file(&compile("BAD_SHORT_STRUCT")).unwrap_err();
+    assert!(matches!(err, LoadError::ShortStruct { found: 8, minimum: 40, .. }), "{err}");
+    let err = plugins.load_file(&compile("BAD_ENTRY_ERROR")).unwrap_err();
+    match &err {
+        LoadError::EntryFailed { message, .. } => assert_eq!(message, "refusing to load: test"),
+        other => panic!("expected EntryFailed, got {other}"),
+    }
+    // The messages say what is wrong in words a plugin author can act on.
+    assert!(err.to_string().contains("refused to load"), "{err}");
+
+    // None of them is offered, and the daemon still explains with the good ones.
+    let mut explainers = server.explainer().await;
+    let names: Vec<String> = explainers
+        .list_explainers(proto::ListExplainersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .explainers
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("bad-")), "{names:?}");
+    assert!(names.contains(&"occlusion".to_string()));
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let response = explainers.explain(echo_request(&samples, "echo")).await.unwrap().into_inner();
+    assert_eq!(response.explainer_name, "misbehaving");
+}
+
+fn echo_request(input: &ndarray::ArrayD<f32>, mode: &str) -> proto::ExplainRequest {
+    proto::ExplainRequest {
+        model: model("wine-mlp"),
+        explainer: "misbehaving".into(),
+        inputs: vec![named("features", input)],
+        targets: indices(&[0, 2]),
+        output: String::new(),
+        parameters: HashMap::from([("mode".to_string(), text(mode))]),
+        background: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_fails_the_request_not_the_daemon() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+
+    let status = client.explain(echo_request(&samples, "panic")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("panicked in explain"), "{}", status.message());
+    assert!(status.message().contains("on purpose"), "the panic message reaches the client: {}", status.message());
+
+    // The poisoned instance was replaced: the same plugin answers the next request correctly.
+    let response = client.explain(echo_request(&samples, "echo")).await.unwrap().into_inner();
+    let values = response.attributions[0].values.as_ref().unwrap();
+    assert_eq!(values.shape, vec![6, 2, 13]);
+    let got = floats(values);
+    for n in 0..6 {
+        for t in 0..2 {
+            assert_eq!(&got[(n * 2 + t) * 13..(n * 2 + t + 1) * 13], samples.slice(ndarray::s![n, ..]).as_slice().unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn plugin_errors_keep_their_code_and_message() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let status = client.explain(echo_request(&samples, "error")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "parameters.mode: asked to fail");
+}
+
+#[tokio::test]
+async fn a_passed_deadline_stops_the_plugin_through_the_cancellation_check() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let mut request = tonic::Request::new(echo_request(&samples, "wait"));
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let status = client.explain(request).await.unwrap_err();
+    // tonic reports a passed deadline as CANCELLED ("Timeout expired") on either side.
+    assert!(matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded), "{status:?}");
+
+    // The waiting plugin (it would wait 60 s) must have been told to stop and have returned.
+    let began = std::time::Instant::now();
+    loop {
+        let response = client.explain(echo_request(&samples, "echo")).await.unwrap().into_inner();
+        if response.info["waiting"] == "0" {
+            break;
+        }
+        assert!(began.elapsed() < std::time::Duration::from_secs(10), "the plugin is still working after its deadline");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_written_in_c_explains_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = compile_c_plugin("tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+    let server = TestServer::start(Default::default(), &[library]).await;
+    let mut explainer = server.explainer().await;
+    let mut models = server.models().await;
+
+    let info = explainer.list_explainers(proto::ListExplainersRequest {}).await.unwrap().into_inner();
+    let c_plugin = info.explainers.iter().find(|e| e.name == "leave-one-out-c").expect("C plugin listed");
+    assert_eq!(c_plugin.abi_version, "1.0");
+
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let x = samples.slice(ndarray::s![0..2, ..]).to_owned().into_dyn();
+    let response = explainer
+        .explain(proto::ExplainRequest {
+            model: model("wine-mlp"),
+            explainer: "leave-one-out-c".into(),
+            inputs: vec![named("features", &x)],
+            targets: indices(&[1]),
+            output: "probabilities".into(),
+            parameters: HashMap::new(),
+            background: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = floats(response.attributions[0].values.as_ref().unwrap());
+
+    // Brute force through Predict: every feature set to the default baseline 0, one at a time.
+    for n in 0..2 {
+        let mut rows = ndarray::Array2::<f32>::zeros((14, 13));
+        for r in 0..14 {
+            rows.row_mut(r).assign(&x.slice(ndarray::s![n, ..]));
+            if r > 0 {
+                rows[[r, r - 1]] = 0.0;
+            }
+        }
+        let predicted = models
+            .predict(proto::PredictRequest { model: model("wine-mlp"), inputs: vec![named("features", &rows.into_dyn())] })
+            .await
+            .unwrap()
+            .into_inner();
+        let probabilities = floats(predicted.outputs[1].tensor.as_ref().unwrap());
+        let want: Vec<f32> = (1..14).map(|r| probabilities[1] - probabilities[r * 3 + 1]).collect();
+        assert_close(&got[n * 13..(n + 1) * 13], &want, 1e-6, 0.0);
+    }
+}

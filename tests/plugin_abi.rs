@@ -40,30 +40,14 @@ fn c_header_and_rust_mirror_have_the_same_layout() {
     assert!(c_side.len() > 80, "the C program printed too little: {c_side:?}");
 }
 
-#[tokio::test]
-async fn broken_plugins_are_refused_and_the_daemon_keeps_serving() {
+/// Compiles `tests/c/bad_plugin.c` with `defect`, tries to load it into a running server, and
+/// checks that the daemon still lists and explains with the good plugins afterwards.
+async fn refused(defect: &str) -> LoadError {
     let server = TestServer::start(Default::default(), &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let compile = |define: &str| compile_c_plugin("tests/c/bad_plugin.c", &[define], dir.path(), &define.to_lowercase());
-    let plugins = &server.state.plugins;
+    let library = compile_c_plugin("tests/c/bad_plugin.c", &[defect], dir.path(), &defect.to_lowercase());
+    let err = server.state.plugins.load_file(&library).expect_err("a broken plugin must be refused");
 
-    let err = plugins.load_file(&compile("BAD_MISSING_ENTRY")).unwrap_err();
-    assert!(matches!(err, LoadError::MissingEntry { .. }), "{err}");
-    let err = plugins.load_file(&compile("BAD_WRONG_MAJOR")).unwrap_err();
-    assert!(matches!(err, LoadError::WrongMajor { found: 2, .. }), "{err}");
-    let err = plugins.load_file(&compile("BAD_NULL_EXPLAIN")).unwrap_err();
-    assert!(matches!(err, LoadError::NullRequired { what: "ExdPluginApi.explain", .. }), "{err}");
-    let err = plugins.load_file(&compile("BAD_SHORT_STRUCT")).unwrap_err();
-    assert!(matches!(err, LoadError::ShortStruct { found: 8, minimum: 40, .. }), "{err}");
-    let err = plugins.load_file(&compile("BAD_ENTRY_ERROR")).unwrap_err();
-    match &err {
-        LoadError::EntryFailed { message, .. } => assert_eq!(message, "refusing to load: test"),
-        other => panic!("expected EntryFailed, got {other}"),
-    }
-    // The messages say what is wrong in words a plugin author can act on.
-    assert!(err.to_string().contains("refused to load"), "{err}");
-
-    // None of them is offered, and the daemon still explains with the good ones.
     let mut explainers = server.explainer().await;
     let names: Vec<String> = explainers
         .list_explainers(proto::ListExplainersRequest {})
@@ -75,10 +59,46 @@ async fn broken_plugins_are_refused_and_the_daemon_keeps_serving() {
         .map(|e| e.name)
         .collect();
     assert!(names.iter().all(|n| !n.starts_with("bad-")), "{names:?}");
-    assert!(names.contains(&"occlusion".to_string()));
+    assert!(names.contains(&"occlusion".to_string()), "{names:?}");
     let samples = read_npy("models/wine-mlp/1/samples.npy");
     let response = explainers.explain(echo_request(&samples, "echo")).await.unwrap().into_inner();
-    assert_eq!(response.explainer_name, "misbehaving");
+    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![6, 2, 13]);
+    err
+}
+
+#[tokio::test]
+async fn missing_entry_symbol_is_refused() {
+    let err = refused("BAD_MISSING_ENTRY").await;
+    assert!(matches!(err, LoadError::MissingEntry { .. }), "{err}");
+    assert!(err.to_string().contains("no `explaind_plugin_v1` symbol"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_major_version_is_refused() {
+    let err = refused("BAD_WRONG_MAJOR").await;
+    assert!(matches!(err, LoadError::WrongMajor { found: 2, .. }), "{err}");
+    assert!(err.to_string().contains("ABI major version 2; this host speaks 1"), "{err}");
+}
+
+#[tokio::test]
+async fn null_required_function_is_refused() {
+    let err = refused("BAD_NULL_EXPLAIN").await;
+    assert!(matches!(err, LoadError::NullRequired { what: "ExdPluginApi.explain", .. }), "{err}");
+}
+
+#[tokio::test]
+async fn too_small_struct_size_is_refused() {
+    let err = refused("BAD_SHORT_STRUCT").await;
+    assert!(matches!(err, LoadError::ShortStruct { found: 8, minimum: 40, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_entry_point_error_is_refused_with_its_message() {
+    let err = refused("BAD_ENTRY_ERROR").await;
+    match &err {
+        LoadError::EntryFailed { message, .. } => assert_eq!(message, "refusing to load: test"),
+        other => panic!("expected EntryFailed, got {other}"),
+    }
 }
 
 fn echo_request(input: &ndarray::ArrayD<f32>, mode: &str) -> proto::ExplainRequest {

@@ -102,6 +102,7 @@ int main(void) {
   FIELD(ExdHostApi, error_message);
   FIELD(ExdHostApi, log);
   FIELD(ExdHostApi, is_cancelled);
+  FIELD(ExdHostApi, model_info);
   FIELD(ExdHostApi, forward);
   FIELD(ExdHostApi, tensor_alloc);
   FIELD(ExdHostApi, tensor_release);

@@ -248,6 +248,9 @@ typedef struct ExdHostApi {
   /* 1 when the request was cancelled or its deadline passed: stop and return EXD_CANCELLED. */
   int32_t (*is_cancelled)(ExdContext* context);
 
+  /* The model being explained (the same as request->model). BORROWED until `explain` returns. */
+  const ExdModelInfo* (*model_info)(ExdContext* context);
+
   /* Runs the model forward on `num_inputs` tensors (one per model input, in order, float32,
    * batch first, same batch size B). On success *out_output is the explained output
    * (request->output_index) as float32 [B, output_row_size]: OWNED by the host, valid until
@@ -333,7 +336,7 @@ EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
-EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 112, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 120, "ExdHostApi");
 EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 56, "ExdPluginInfo");
 EXD_STATIC_ASSERT(sizeof(ExdPluginApi) == 40, "ExdPluginApi");
 #endif

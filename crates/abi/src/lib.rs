@@ -228,6 +228,7 @@ pub struct ExdHostApi {
     pub error_message: Option<unsafe extern "C" fn(error: *const ExdError) -> *const c_char>,
     pub log: Option<unsafe extern "C" fn(context: *mut ExdContext, level: ExdLogLevel, message: *const c_char)>,
     pub is_cancelled: Option<unsafe extern "C" fn(context: *mut ExdContext) -> i32>,
+    pub model_info: Option<unsafe extern "C" fn(context: *mut ExdContext) -> *const ExdModelInfo>,
     pub forward: Option<
         unsafe extern "C" fn(
             context: *mut ExdContext,
@@ -303,7 +304,7 @@ unsafe impl Sync for ExdHostApi {}
 pub mod v1_0_sizes {
     pub const MODEL_INFO: u32 = 64;
     pub const EXPLAIN_REQUEST: u32 = 104;
-    pub const HOST_API: u32 = 112;
+    pub const HOST_API: u32 = 120;
     pub const PLUGIN_INFO: u32 = 56;
     pub const PLUGIN_API: u32 = 40;
 }
@@ -329,7 +330,7 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
     fields!(out, ExdTensorInfo { name: usize, element_type: i32, ndim: i32, shape: usize });
     fields!(out, ExdModelInfo { header: ExdStructHeader, name: usize, version: usize, sha256: usize, num_inputs: usize, inputs: usize, num_outputs: usize, outputs: usize });
     fields!(out, ExdExplainRequest { header: ExdStructHeader, model: usize, num_inputs: usize, inputs: usize, output_index: usize, output_row_size: i64, num_targets: usize, targets: usize, outputs: usize, num_params: usize, params: usize, background: usize, max_batch_rows: i64 });
-    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize });
+    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, model_info: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize });
     fields!(out, ExdPluginInfo { header: ExdStructHeader, name: usize, version: usize, description: usize, flags: u64, num_params: usize, params: usize });
     fields!(out, ExdPluginApi { header: ExdStructHeader, info: usize, create: usize, destroy: usize, explain: usize });
     out

@@ -319,6 +319,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         .collect();
     let context = CallContext {
         plugin_name: plugin.name.clone(),
+        model_info: &model_info.raw,
         model: model.clone(),
         output_index,
         output_row_size,

@@ -136,6 +136,8 @@ pub(crate) struct Results {
 /// What an `ExdContext*` points to during one `explain` call.
 pub(crate) struct CallContext {
     pub plugin_name: String,
+    /// The `ExdModelInfo` of the request, kept alive by the caller for the whole call.
+    pub model_info: *const abi::ExdModelInfo,
     pub model: Arc<Model>,
     pub output_index: usize,
     pub output_row_size: usize,
@@ -243,6 +245,13 @@ unsafe extern "C" fn is_cancelled(context: *mut abi::ExdContext) -> i32 {
         return 0;
     }
     unsafe { &*(context as *const CallContext) }.cancel.is_cancelled() as i32
+}
+
+unsafe extern "C" fn model_info(context: *mut abi::ExdContext) -> *const abi::ExdModelInfo {
+    if context.is_null() {
+        return std::ptr::null();
+    }
+    unsafe { &*(context as *const CallContext) }.model_info
 }
 
 unsafe extern "C" fn forward(
@@ -407,6 +416,7 @@ pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     error_message: Some(error_message),
     log: Some(log),
     is_cancelled: Some(is_cancelled),
+    model_info: Some(model_info),
     forward: Some(forward),
     tensor_alloc: Some(tensor_alloc),
     tensor_release: Some(tensor_release),

@@ -73,14 +73,29 @@ pub struct ClientArgs {
     pub addr: String,
 }
 
+/// Which daemon, and which model on it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Model version (default: the highest loaded).
+    #[arg(long, default_value = "")]
+    pub version: String,
+}
+
+impl ModelArgs {
+    fn model_ref(&self) -> Option<proto::ModelRef> {
+        Some(proto::ModelRef { name: self.model.clone(), version: self.version.clone() })
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
     #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long)]
-    pub model: String,
-    #[arg(long, default_value = "")]
-    pub version: String,
+    pub target: ModelArgs,
     /// Input batch: .npy, .json ({"shape": [...], "data": [...]} or nested lists) or .png.
     #[arg(long)]
     pub input: PathBuf,
@@ -92,11 +107,7 @@ pub struct PredictArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ExplainArgs {
     #[command(flatten)]
-    pub client: ClientArgs,
-    #[arg(long)]
-    pub model: String,
-    #[arg(long, default_value = "")]
-    pub version: String,
+    pub target: ModelArgs,
     #[arg(long)]
     pub explainer: String,
     /// Input batch: .npy, .json or .png.
@@ -291,11 +302,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         }
         Command::Predict(args) => {
             let input = read_input(&args.input)?;
-            let mut client = ModelServiceClient::new(connect(args.client.addr).await?)
+            let mut client = ModelServiceClient::new(connect(args.target.client.addr.clone()).await?)
                 .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
             let response = client
                 .predict(proto::PredictRequest {
-                    model: Some(proto::ModelRef { name: args.model, version: args.version }),
+                    model: args.target.model_ref(),
                     inputs: single_input(input),
                 })
                 .await
@@ -328,11 +339,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 Selection::Predicted(proto::PredictedClass {})
             };
             let parameters = args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?;
-            let mut client = ExplainServiceClient::new(connect(args.client.addr).await?)
+            let mut client = ExplainServiceClient::new(connect(args.target.client.addr.clone()).await?)
                 .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
             let response = client
                 .explain(proto::ExplainRequest {
-                    model: Some(proto::ModelRef { name: args.model, version: args.version }),
+                    model: args.target.model_ref(),
                     explainer: args.explainer,
                     inputs: single_input(input),
                     targets: Some(proto::Targets { selection: Some(selection) }),

@@ -208,11 +208,19 @@ impl Model {
     }
 
     /// Runs the model on `inputs` (one per model input, in order, same batch size) and returns
-    /// every output as float32, batch first. Batches larger than `max_batch_rows` run in chunks.
+    /// every output as float32, batch first. Batches larger than `max_batch_rows` run in chunks
+    /// split along the first axis of every input.
     /// Blocking: call it from a blocking thread.
     pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<(Vec<ArrayD<f32>>, RunStats), ModelError> {
         let rows = inputs.first().map(|a| a.shape()[0]).unwrap_or(0);
         let mut stats = RunStats::default();
+        if rows <= self.max_batch_rows {
+            // One call, inputs as given (they need not share a first axis in this case).
+            let began = Instant::now();
+            let outputs = self.run_once(inputs)?;
+            stats.add(RunStats { calls: 1, rows: rows as u64, elapsed: began.elapsed() });
+            return Ok((outputs, stats));
+        }
         let mut chunks: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); self.outputs.len()];
         let mut start = 0;
         loop {

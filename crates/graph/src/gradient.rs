@@ -1,0 +1,164 @@
+//! Reverse-mode differentiation of an ONNX graph.
+
+use crate::CompileError;
+use crate::rules::{Emitter, vjp};
+use explaind_onnx::proto::tensor_proto::DataType;
+use explaind_onnx::proto::{TypeProto, type_proto};
+use explaind_onnx::{GraphBuilder, ModelProto, NodeProto, ValueInfoProto, is_default_domain};
+use std::collections::{HashMap, HashSet};
+
+/// What to differentiate.
+#[derive(Debug, Clone, Default)]
+pub struct GradientRequest {
+    /// Model outputs to differentiate. Each gets a seed input named `<output>__seed`.
+    pub outputs: Vec<String>,
+    /// Tensors (model inputs or intermediate values) to differentiate with respect to. Each
+    /// gradient becomes an output named `<tensor>__grad`.
+    pub wrt: Vec<String>,
+    /// Intermediate tensors to expose as outputs under their own names.
+    pub expose: Vec<String>,
+}
+
+/// A compiled gradient model and the names of what it added.
+#[derive(Debug, Clone)]
+pub struct CompiledGradient {
+    pub model: ModelProto,
+    /// Seed input per differentiated output, in the request's order.
+    pub seeds: Vec<String>,
+    /// Gradient output per `wrt` tensor, in the request's order.
+    pub gradients: Vec<String>,
+}
+
+/// Operators whose outputs never carry a gradient (integer or shape results, comparisons).
+const NON_DIFFERENTIABLE: &[&str] = &[
+    "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "ArgMax", "ArgMin", "Equal", "Greater",
+    "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Sign",
+    "Floor", "Ceil", "Round", "EyeLike", "RandomNormalLike", "RandomUniformLike",
+];
+
+/// Differentiates `model` as `request` asks. See the crate documentation for the result.
+pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result<CompiledGradient, CompileError> {
+    let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
+    let opset = model.default_opset().unwrap_or(0);
+    if opset < 13 {
+        return Err(CompileError::OldOpset(opset));
+    }
+
+    // Every tensor name the graph knows, to validate the request.
+    let mut known: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
+    known.extend(graph.initializer.iter().map(|t| t.name()));
+    for node in &graph.node {
+        known.extend(node.output.iter().map(String::as_str));
+    }
+    for name in request.wrt.iter().chain(&request.expose) {
+        if !known.contains(name.as_str()) {
+            return Err(CompileError::UnknownTensor(name.clone()));
+        }
+    }
+    for name in &request.outputs {
+        if !graph.output.iter().any(|o| o.name() == name) {
+            return Err(CompileError::NotAnOutput(name.clone()));
+        }
+    }
+
+    // Forward: which values depend on a `wrt` tensor through differentiable operators.
+    let mut varying: HashSet<String> = request.wrt.iter().cloned().collect();
+    for node in &graph.node {
+        let differentiable = is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type());
+        if differentiable && node.input.iter().any(|i| varying.contains(i)) {
+            // Shape-like outputs of multi-output ops (MaxPool's Indices) are cut below by the rules.
+            varying.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+
+    // Backward: which nodes lie on a path from a `wrt` tensor to a differentiated output.
+    let mut wanted: HashSet<String> = request.outputs.iter().filter(|o| varying.contains(*o)).cloned().collect();
+    let mut on_path = vec![false; graph.node.len()];
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| wanted.contains(o)) && node.input.iter().any(|i| varying.contains(i)) {
+            on_path[index] = true;
+            wanted.extend(node.input.iter().filter(|i| varying.contains(*i)).cloned());
+        }
+    }
+
+    let mut builder = GraphBuilder::from_graph(graph.clone());
+    // The backward pass may use operators newer than the model's opset (ScatterElements with
+    // reduction needs 16); the operators explaind compiles keep their meaning from 13 on.
+    let target_opset = opset.max(17);
+
+    // Seeds, shaped like their outputs.
+    let mut seeds = Vec::new();
+    let mut grads: HashMap<String, Vec<String>> = HashMap::new();
+    for output in &request.outputs {
+        let info = graph.output.iter().find(|o| o.name() == output).expect("checked above");
+        let seed = builder.fresh_name(&format!("{output}__seed"));
+        let mut seed_info = info.clone();
+        seed_info.name = Some(seed.clone());
+        builder.graph_mut().input.push(seed_info);
+        grads.entry(output.clone()).or_default().push(seed.clone());
+        seeds.push(seed);
+    }
+
+    let mut emit = Emitter::new(&mut builder, graph);
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if !on_path[index] {
+            continue;
+        }
+        let output_grads: Vec<Option<String>> =
+            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
+        if output_grads.iter().all(Option::is_none) {
+            continue;
+        }
+        let input_varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
+        let input_grads = vjp(&mut emit, node, &output_grads, &input_varies)?;
+        for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&input_varies) {
+            if let (Some(grad), true) = (grad, varies) {
+                grads.entry(input.clone()).or_default().push(grad);
+            }
+        }
+    }
+
+    // Outputs: gradients (zeros where a tensor does not reach any differentiated output).
+    let mut gradients = Vec::new();
+    for tensor in &request.wrt {
+        let grad = match grads.get(tensor) {
+            Some(parts) => emit.sum(parts),
+            None => emit.zeros_like(tensor),
+        };
+        let name = emit.builder().fresh_name(&format!("{tensor}__grad"));
+        let node_name = emit.builder().fresh_name("grad_output");
+        emit.builder().graph_mut().node.push(NodeProto {
+            input: vec![grad],
+            output: vec![name.clone()],
+            name: Some(node_name),
+            op_type: Some("Identity".into()),
+            ..Default::default()
+        });
+        emit.builder().graph_mut().output.push(float_output(&name));
+        gradients.push(name);
+    }
+    for tensor in &request.expose {
+        if !graph.output.iter().any(|o| o.name() == tensor) {
+            emit.builder().graph_mut().output.push(float_output(tensor));
+        }
+    }
+
+    let mut compiled = model.clone();
+    compiled.graph = Some(builder.finish());
+    for import in &mut compiled.opset_import {
+        if is_default_domain(import.domain()) {
+            import.version = Some(target_opset);
+        }
+    }
+    Ok(CompiledGradient { model: compiled, seeds, gradients })
+}
+
+/// A float tensor output of unknown shape (ONNX Runtime fills it in at run time).
+fn float_output(name: &str) -> ValueInfoProto {
+    let tensor = type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None };
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), denotation: None }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,577 @@
+//! Vector-Jacobian products, one rule per ONNX operator, emitted as ONNX nodes.
+//!
+//! Each rule receives the gradients of the node's outputs (`None` where no gradient flows) and
+//! which inputs vary, and returns one gradient per input (`None` for inputs that do not vary).
+//! Rules read shapes at run time (`Shape`) rather than assuming them, so symbolic batch sizes
+//! and any spatial size work.
+
+use crate::CompileError;
+use explaind_onnx::proto::tensor_proto::DataType;
+use explaind_onnx::{AttributeProto, GraphBuilder, GraphProto, NodeProto, tensor_f32, tensor_i64};
+use std::collections::HashMap;
+
+/// Emits nodes into the graph being compiled, with a few shared helpers.
+pub struct Emitter<'a> {
+    builder: &'a mut GraphBuilder,
+    /// The original graph, for constants and declared shapes.
+    source: &'a GraphProto,
+    scalars: HashMap<u32, String>,
+    int_lists: HashMap<Vec<i64>, String>,
+    shapes: HashMap<String, String>,
+}
+
+impl<'a> Emitter<'a> {
+    pub fn new(builder: &'a mut GraphBuilder, source: &'a GraphProto) -> Self {
+        Emitter { builder, source, scalars: HashMap::new(), int_lists: HashMap::new(), shapes: HashMap::new() }
+    }
+
+    pub fn builder(&mut self) -> &mut GraphBuilder {
+        self.builder
+    }
+
+    pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        self.builder.add_node(op, inputs, attributes)
+    }
+
+    /// A float32 scalar constant (shared between uses).
+    pub fn scalar(&mut self, value: f32) -> String {
+        if let Some(name) = self.scalars.get(&value.to_bits()) {
+            return name.clone();
+        }
+        let name = self.builder.add_initializer(tensor_f32("grad_const", &[], &[value]));
+        self.scalars.insert(value.to_bits(), name.clone());
+        name
+    }
+
+    /// A 1-D int64 constant (shared between uses).
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        if let Some(name) = self.int_lists.get(values) {
+            return name.clone();
+        }
+        let name = self.builder.add_initializer(tensor_i64("grad_ints", &[values.len() as i64], values));
+        self.int_lists.insert(values.to_vec(), name.clone());
+        name
+    }
+
+    /// `Shape(tensor)`, emitted once per tensor.
+    pub fn shape(&mut self, tensor: &str) -> String {
+        if let Some(name) = self.shapes.get(tensor) {
+            return name.clone();
+        }
+        let name = self.node("Shape", &[tensor], vec![]);
+        self.shapes.insert(tensor.to_string(), name.clone());
+        name
+    }
+
+    /// The sum of gradient contributions.
+    pub fn sum(&mut self, parts: &[String]) -> String {
+        match parts {
+            [one] => one.clone(),
+            many => {
+                let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+                self.node("Sum", &refs, vec![])
+            }
+        }
+    }
+
+    pub fn zeros_like(&mut self, tensor: &str) -> String {
+        let zero = self.scalar(0.0);
+        self.node("Mul", &[tensor, &zero], vec![])
+    }
+
+    /// Sums `grad` over the axes along which `target` was broadcast to produce it, and gives
+    /// it `target`'s shape. Works at run time for any ranks (numpy broadcasting rules): first
+    /// the leading axes `target` lacks are summed away, then the axes where it has size 1.
+    pub fn unbroadcast(&mut self, grad: &str, target: &str) -> String {
+        let target_shape = self.shape(target);
+        let grad_shape = self.shape(grad);
+        // Ranks as Shape(Shape(.)) rather than Size: ONNX Runtime's load-time data propagation
+        // mis-evaluates Size of a shape and then warns about (or rejects) the graph.
+        let grad_rank = self.node("Shape", &[&grad_shape], vec![]);
+        let target_rank = self.node("Shape", &[&target_shape], vec![]);
+        let extra = self.node("Sub", &[&grad_rank, &target_rank], vec![]);
+        let axis0 = self.ints(&[0]);
+        let extra = self.node("Squeeze", &[&extra, &axis0], vec![]);
+        let zero = self.builder.add_initializer(tensor_i64("grad_zero", &[], &[0]));
+        let one = self.builder.add_initializer(tensor_i64("grad_step", &[], &[1]));
+        let leading = self.node("Range", &[&zero, &extra, &one], vec![]);
+        let keep_rank = vec![AttributeProto::int("keepdims", 0), AttributeProto::int("noop_with_empty_axes", 1)];
+        let same_rank = self.node("ReduceSum", &[grad, &leading], keep_rank);
+        let same_rank_shape = self.node("Shape", &[&same_rank], vec![]);
+        let same = self.node("Equal", &[&same_rank_shape, &target_shape], vec![]);
+        let differ = self.node("Not", &[&same], vec![]);
+        let axes = self.node("NonZero", &[&differ], vec![]);
+        let flat = self.ints(&[-1]);
+        let axes = self.node("Reshape", &[&axes, &flat], vec![]);
+        let reduced = self.node(
+            "ReduceSum",
+            &[&same_rank, &axes],
+            vec![AttributeProto::int("keepdims", 1), AttributeProto::int("noop_with_empty_axes", 1)],
+        );
+        self.node("Reshape", &[&reduced, &target_shape], vec![])
+    }
+
+    /// The value of a constant int64 tensor (an initializer or a `Constant` node's output).
+    pub fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
+        if let Some(t) = self.source.initializer(name) {
+            return t.to_i64().ok().map(|(_, v)| v);
+        }
+        let (_, node) = self.source.producer(name)?;
+        if node.op_type() == "Constant" {
+            return node.attr_tensor("value").and_then(|t| t.to_i64().ok()).map(|(_, v)| v);
+        }
+        None
+    }
+
+    /// The rank of a tensor when the model says it: initializers, declared inputs, outputs
+    /// and value infos, `Constant` outputs.
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        if let Some(t) = self.source.initializer(name) {
+            return Some(t.dims.len());
+        }
+        if let Some(info) = self.source.find_value_info(name) {
+            return info.tensor_shape().map(|s| s.len());
+        }
+        let (_, node) = self.source.producer(name)?;
+        if node.op_type() == "Constant" {
+            return node.attr_tensor("value").map(|t| t.dims.len());
+        }
+        None
+    }
+
+    /// `tensor` with its last two axes swapped (its rank must be known).
+    fn swap_last_two(&mut self, tensor: &str, node: &NodeProto) -> Result<String, CompileError> {
+        let rank = self.rank(tensor).ok_or_else(|| form(node, &format!("the rank of {tensor:?} is not declared")))?;
+        if rank < 2 {
+            return Err(form(node, "MatMul with a 1-D operand is not supported yet"));
+        }
+        let mut perm: Vec<i64> = (0..rank as i64).collect();
+        perm.swap(rank - 2, rank - 1);
+        Ok(self.node("Transpose", &[tensor], vec![AttributeProto::ints("perm", perm)]))
+    }
+
+    /// Pads `value` at the end of each axis with zeros up to `like`'s shape (same rank).
+    fn pad_to(&mut self, value: &str, like: &str) -> String {
+        let want = self.shape(like);
+        let have = self.shape(value);
+        let missing = self.node("Sub", &[&want, &have], vec![]);
+        let zero = self.node("Sub", &[&missing, &missing], vec![]);
+        let pads = self.node("Concat", &[&zero, &missing], vec![AttributeProto::int("axis", 0)]);
+        self.node("Pad", &[value, &pads], vec![])
+    }
+
+    /// Elements from axis 2 on of `shape` (the spatial sizes of an N, C, ... tensor).
+    fn spatial(&mut self, shape: &str) -> String {
+        let start = self.ints(&[2]);
+        let end = self.ints(&[i64::MAX]);
+        self.node("Slice", &[shape, &start, &end], vec![])
+    }
+}
+
+fn form(node: &NodeProto, reason: &str) -> CompileError {
+    CompileError::UnsupportedForm { op_type: node.op_type().to_string(), node: node.name().to_string(), reason: reason.into() }
+}
+
+/// Copies the named attributes that are present on `node`.
+fn copy_attrs(node: &NodeProto, names: &[&str]) -> Vec<AttributeProto> {
+    node.attribute.iter().filter(|a| names.contains(&a.name())).cloned().collect()
+}
+
+fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
+    match node.attr_string("auto_pad") {
+        None | Some("NOTSET") => Ok(()),
+        Some(other) => Err(form(node, &format!("auto_pad {other} is not supported; export with explicit pads"))),
+    }
+}
+
+/// The vector-Jacobian product of one node. `g[k]` is the gradient of output k, `varies[i]`
+/// whether input i carries a gradient. Returns one entry per input.
+pub fn vjp(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &[Option<String>],
+    varies: &[bool],
+) -> Result<Vec<Option<String>>, CompileError> {
+    let n = node.input.len();
+    let mut out: Vec<Option<String>> = vec![None; n];
+    let x = |i: usize| node.input[i].as_str();
+    let y = node.output.first().map(String::as_str).unwrap_or("");
+    let Some(g0) = g.first().cloned().flatten() else {
+        // Only secondary outputs (e.g. MaxPool indices, Dropout mask) have gradients: none flow.
+        return Ok(out);
+    };
+    let g0 = g0.as_str();
+
+    match node.op_type() {
+        "Identity" | "Dropout" => out[0] = Some(g0.to_string()),
+        "Cast" => {
+            let to = node.attr_int("to").unwrap_or(0);
+            if to == DataType::Float as i64 || to == DataType::Double as i64 || to == DataType::Float16 as i64 {
+                out[0] = Some(g0.to_string());
+            }
+        }
+        "Neg" => out[0] = Some(e.node("Neg", &[g0], vec![])),
+        "Add" | "Sub" => {
+            if varies[0] {
+                out[0] = Some(e.unbroadcast(g0, x(0)));
+            }
+            if varies[1] {
+                let g1 = if node.op_type() == "Sub" { e.node("Neg", &[g0], vec![]) } else { g0.to_string() };
+                out[1] = Some(e.unbroadcast(&g1, x(1)));
+            }
+        }
+        "Sum" => {
+            for i in 0..n {
+                if varies[i] {
+                    out[i] = Some(e.unbroadcast(g0, x(i)));
+                }
+            }
+        }
+        "Mul" => {
+            if varies[0] {
+                let p = e.node("Mul", &[g0, x(1)], vec![]);
+                out[0] = Some(e.unbroadcast(&p, x(0)));
+            }
+            if varies[1] {
+                let p = e.node("Mul", &[g0, x(0)], vec![]);
+                out[1] = Some(e.unbroadcast(&p, x(1)));
+            }
+        }
+        "Div" => {
+            if varies[0] {
+                let p = e.node("Div", &[g0, x(1)], vec![]);
+                out[0] = Some(e.unbroadcast(&p, x(0)));
+            }
+            if varies[1] {
+                // d(a/b)/db = -a/b² = -y/b
+                let p = e.node("Mul", &[g0, y], vec![]);
+                let p = e.node("Div", &[&p, x(1)], vec![]);
+                let p = e.node("Neg", &[&p], vec![]);
+                out[1] = Some(e.unbroadcast(&p, x(1)));
+            }
+        }
+        "Relu" => {
+            let zero = e.scalar(0.0);
+            let positive = e.node("Greater", &[x(0), &zero], vec![]);
+            out[0] = Some(e.node("Where", &[&positive, g0, &zero], vec![]));
+        }
+        "LeakyRelu" => {
+            let alpha = e.scalar(node.attr_float("alpha").unwrap_or(0.01));
+            let zero = e.scalar(0.0);
+            let positive = e.node("Greater", &[x(0), &zero], vec![]);
+            let scaled = e.node("Mul", &[g0, &alpha], vec![]);
+            out[0] = Some(e.node("Where", &[&positive, g0, &scaled], vec![]));
+        }
+        "Elu" => {
+            // For x <= 0: y = alpha (exp(x) - 1), so dy/dx = y + alpha.
+            let alpha = e.scalar(node.attr_float("alpha").unwrap_or(1.0));
+            let zero = e.scalar(0.0);
+            let positive = e.node("Greater", &[x(0), &zero], vec![]);
+            let slope = e.node("Add", &[y, &alpha], vec![]);
+            let scaled = e.node("Mul", &[g0, &slope], vec![]);
+            out[0] = Some(e.node("Where", &[&positive, g0, &scaled], vec![]));
+        }
+        "Sigmoid" => {
+            let one = e.scalar(1.0);
+            let rest = e.node("Sub", &[&one, y], vec![]);
+            let slope = e.node("Mul", &[y, &rest], vec![]);
+            out[0] = Some(e.node("Mul", &[g0, &slope], vec![]));
+        }
+        "Tanh" => {
+            let one = e.scalar(1.0);
+            let square = e.node("Mul", &[y, y], vec![]);
+            let slope = e.node("Sub", &[&one, &square], vec![]);
+            out[0] = Some(e.node("Mul", &[g0, &slope], vec![]));
+        }
+        "Exp" => out[0] = Some(e.node("Mul", &[g0, y], vec![])),
+        "Softplus" => {
+            let slope = e.node("Sigmoid", &[x(0)], vec![]);
+            out[0] = Some(e.node("Mul", &[g0, &slope], vec![]));
+        }
+        "Erf" => {
+            let c = e.scalar(2.0 / std::f32::consts::PI.sqrt());
+            let square = e.node("Mul", &[x(0), x(0)], vec![]);
+            let negated = e.node("Neg", &[&square], vec![]);
+            let bell = e.node("Exp", &[&negated], vec![]);
+            let slope = e.node("Mul", &[&bell, &c], vec![]);
+            out[0] = Some(e.node("Mul", &[g0, &slope], vec![]));
+        }
+        "Sqrt" => {
+            let half = e.scalar(0.5);
+            let p = e.node("Mul", &[g0, &half], vec![]);
+            out[0] = Some(e.node("Div", &[&p, y], vec![]));
+        }
+        "Reciprocal" => {
+            let square = e.node("Mul", &[y, y], vec![]);
+            let p = e.node("Mul", &[g0, &square], vec![]);
+            out[0] = Some(e.node("Neg", &[&p], vec![]));
+        }
+        "Clip" => {
+            let zero = e.scalar(0.0);
+            let mut inside: Option<String> = None;
+            if n > 1 && !x(1).is_empty() {
+                inside = Some(e.node("GreaterOrEqual", &[x(0), x(1)], vec![]));
+            }
+            if n > 2 && !x(2).is_empty() {
+                let below = e.node("LessOrEqual", &[x(0), x(2)], vec![]);
+                inside = Some(match inside {
+                    Some(above) => e.node("And", &[&above, &below], vec![]),
+                    None => below,
+                });
+            }
+            out[0] = Some(match inside {
+                Some(mask) => e.node("Where", &[&mask, g0, &zero], vec![]),
+                None => g0.to_string(),
+            });
+        }
+        "Softmax" => {
+            let axis = node.attr_int("axis").unwrap_or(-1);
+            let axes = e.ints(&[axis]);
+            let gy = e.node("Mul", &[g0, y], vec![]);
+            let total = e.node("ReduceSum", &[&gy, &axes], vec![AttributeProto::int("keepdims", 1)]);
+            let centred = e.node("Sub", &[g0, &total], vec![]);
+            out[0] = Some(e.node("Mul", &[y, &centred], vec![]));
+        }
+        "LogSoftmax" => {
+            let axis = node.attr_int("axis").unwrap_or(-1);
+            let axes = e.ints(&[axis]);
+            let total = e.node("ReduceSum", &[g0, &axes], vec![AttributeProto::int("keepdims", 1)]);
+            let p = e.node("Exp", &[y], vec![]);
+            let p = e.node("Mul", &[&p, &total], vec![]);
+            out[0] = Some(e.node("Sub", &[g0, &p], vec![]));
+        }
+        "MatMul" => {
+            if varies[0] {
+                let bt = e.swap_last_two(x(1), node)?;
+                let p = e.node("MatMul", &[g0, &bt], vec![]);
+                out[0] = Some(e.unbroadcast(&p, x(0)));
+            }
+            if varies[1] {
+                let at = e.swap_last_two(x(0), node)?;
+                let p = e.node("MatMul", &[&at, g0], vec![]);
+                out[1] = Some(e.unbroadcast(&p, x(1)));
+            }
+        }
+        "Gemm" => {
+            // Y = alpha · A' · B' + beta · C, with A' = A or Aᵀ (transA), B' likewise.
+            let alpha = node.attr_float("alpha").unwrap_or(1.0);
+            let beta = node.attr_float("beta").unwrap_or(1.0);
+            let trans_a = node.attr_int("transA").unwrap_or(0) != 0;
+            let trans_b = node.attr_int("transB").unwrap_or(0) != 0;
+            let gemm = |e: &mut Emitter<'_>, a: &str, b: &str, ta: bool, tb: bool| {
+                e.node(
+                    "Gemm",
+                    &[a, b],
+                    vec![
+                        AttributeProto::float("alpha", alpha),
+                        AttributeProto::int("transA", ta as i64),
+                        AttributeProto::int("transB", tb as i64),
+                    ],
+                )
+            };
+            if varies[0] {
+                // dA' = alpha · g · B'ᵀ; dA = dA'ᵀ = alpha · B' · gᵀ when transA.
+                out[0] = Some(if trans_a { gemm(e, x(1), g0, trans_b, true) } else { gemm(e, g0, x(1), false, !trans_b) });
+            }
+            if varies[1] {
+                // dB' = alpha · A'ᵀ · g; dB = dB'ᵀ = alpha · gᵀ · A' when transB.
+                out[1] = Some(if trans_b { gemm(e, g0, x(0), true, trans_a) } else { gemm(e, x(0), g0, !trans_a, false) });
+            }
+            if n > 2 && varies[2] {
+                let scaled = if beta == 1.0 {
+                    g0.to_string()
+                } else {
+                    let beta = e.scalar(beta);
+                    e.node("Mul", &[g0, &beta], vec![])
+                };
+                out[2] = Some(e.unbroadcast(&scaled, x(2)));
+            }
+        }
+        "Conv" => {
+            require_explicit_padding(node)?;
+            if varies.get(1).copied().unwrap_or(false) || varies.get(2).copied().unwrap_or(false) {
+                return Err(form(node, "gradients with respect to weights or bias are not supported"));
+            }
+            // The adjoint of a convolution is the transposed convolution with the same weights;
+            // positions the forward pass never read (when strides do not divide evenly) get 0.
+            let attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "pads", "strides"]);
+            let back = e.node("ConvTranspose", &[g0, x(1)], attrs);
+            out[0] = Some(e.pad_to(&back, x(0)));
+        }
+        "ConvTranspose" => {
+            require_explicit_padding(node)?;
+            if node.attr("output_shape").is_some() {
+                return Err(form(node, "output_shape is not supported; export with explicit pads"));
+            }
+            if varies.get(1).copied().unwrap_or(false) || varies.get(2).copied().unwrap_or(false) {
+                return Err(form(node, "gradients with respect to weights or bias are not supported"));
+            }
+            let attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "pads", "strides"]);
+            out[0] = Some(e.node("Conv", &[g0, x(1)], attrs));
+        }
+        "MaxPool" => {
+            require_explicit_padding(node)?;
+            if node.attr_int("storage_order").unwrap_or(0) != 0 {
+                return Err(form(node, "storage_order 1 is not supported"));
+            }
+            // Route each output's gradient to the element it took (flat indices over the whole
+            // tensor, batch included) and add, so overlapping windows sum their contributions.
+            let attrs = copy_attrs(node, &["ceil_mode", "dilations", "kernel_shape", "pads", "strides"]);
+            let outputs = e.builder().add_node_multi("MaxPool", &[x(0)], 2, attrs);
+            let flat = e.ints(&[-1]);
+            let indices = e.node("Reshape", &[&outputs[1], &flat], vec![]);
+            let values = e.node("Reshape", &[g0, &flat], vec![]);
+            let flat_x = e.node("Reshape", &[x(0), &flat], vec![]);
+            let zeros = e.zeros_like(&flat_x);
+            let routed = e.node(
+                "ScatterElements",
+                &[&zeros, &indices, &values],
+                vec![AttributeProto::int("axis", 0), AttributeProto::string("reduction", "add")],
+            );
+            let shape = e.shape(x(0));
+            out[0] = Some(e.node("Reshape", &[&routed, &shape], vec![]));
+        }
+        "AveragePool" => {
+            require_explicit_padding(node)?;
+            let kernel = node.attr_ints("kernel_shape").ok_or_else(|| form(node, "kernel_shape is missing"))?.to_vec();
+            let padded = node.attr_ints("pads").is_some_and(|p| p.iter().any(|&v| v != 0));
+            if padded && node.attr_int("count_include_pad").unwrap_or(0) == 0 {
+                return Err(form(node, "padding with count_include_pad 0 is not supported yet"));
+            }
+            if node.attr_int("ceil_mode").unwrap_or(0) != 0 {
+                return Err(form(node, "ceil_mode 1 is not supported yet"));
+            }
+            // Every channel alone: [N, C, ...] -> [N·C, 1, ...], spread with a constant kernel.
+            let count: i64 = kernel.iter().product();
+            let mut dims = vec![1i64, 1];
+            dims.extend(&kernel);
+            let weights = vec![1.0 / count as f32; count as usize];
+            let kernel_t = e.builder().add_initializer(tensor_f32("avgpool_grad_kernel", &dims, &weights));
+            let g_shape = e.shape(g0);
+            let g_spatial = e.spatial(&g_shape);
+            let lead = e.ints(&[-1, 1]);
+            let g_split = e.node("Concat", &[&lead, &g_spatial], vec![AttributeProto::int("axis", 0)]);
+            let g_channels = e.node("Reshape", &[g0, &g_split], vec![]);
+            let attrs = copy_attrs(node, &["pads", "strides", "kernel_shape"]);
+            let spread = e.node("ConvTranspose", &[&g_channels, &kernel_t], attrs);
+            let x_shape = e.shape(x(0));
+            let x_spatial = e.spatial(&x_shape);
+            let x_split = e.node("Concat", &[&lead, &x_spatial], vec![AttributeProto::int("axis", 0)]);
+            let x_channels = e.node("Reshape", &[x(0), &x_split], vec![]);
+            let padded = e.pad_to(&spread, &x_channels);
+            out[0] = Some(e.node("Reshape", &[&padded, &x_shape], vec![]));
+        }
+        "GlobalAveragePool" => {
+            let shape = e.shape(x(0));
+            let spatial = e.spatial(&shape);
+            let count = e.node("ReduceProd", &[&spatial], vec![AttributeProto::int("keepdims", 0)]);
+            let count = e.node("Cast", &[&count], vec![AttributeProto::int("to", DataType::Float as i64)]);
+            let spread = e.node("Expand", &[g0, &shape], vec![]);
+            out[0] = Some(e.node("Div", &[&spread, &count], vec![]));
+        }
+        "BatchNormalization" => {
+            if node.attr_int("training_mode").unwrap_or(0) != 0 {
+                return Err(form(node, "training_mode 1 is not supported (export the model in eval mode)"));
+            }
+            if varies[1..].iter().any(|&v| v) {
+                return Err(form(node, "scale, bias, mean and variance must be constants"));
+            }
+            // In inference BN is x · scale/√(var+ε) + const: the same op on g with zero bias and
+            // zero mean computes g · scale/√(var+ε), broadcast on the channel axis for any rank.
+            let zero_bias = e.zeros_like(x(2));
+            let zero_mean = e.zeros_like(x(3));
+            let attrs = copy_attrs(node, &["epsilon"]);
+            out[0] = Some(e.node("BatchNormalization", &[g0, x(1), &zero_bias, &zero_mean, x(4)], attrs));
+        }
+        "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
+            let shape = e.shape(x(0));
+            out[0] = Some(e.node("Reshape", &[g0, &shape], vec![]));
+        }
+        "Transpose" => {
+            let attrs = match node.attr_ints("perm") {
+                Some(perm) => {
+                    let mut inverse = vec![0i64; perm.len()];
+                    for (i, &p) in perm.iter().enumerate() {
+                        inverse[p as usize] = i as i64;
+                    }
+                    vec![AttributeProto::ints("perm", inverse)]
+                }
+                // Without perm the axes are reversed, which is its own inverse.
+                None => vec![],
+            };
+            out[0] = Some(e.node("Transpose", &[g0], attrs));
+        }
+        "Concat" => {
+            let axis = node.attr_int("axis").ok_or_else(|| form(node, "axis is missing"))?;
+            let index = e.ints(&[axis]);
+            let mut sizes = Vec::new();
+            for i in 0..n {
+                let shape = e.shape(x(i));
+                sizes.push(e.node("Gather", &[&shape, &index], vec![AttributeProto::int("axis", 0)]));
+            }
+            let refs: Vec<&str> = sizes.iter().map(String::as_str).collect();
+            let split = e.node("Concat", &refs, vec![AttributeProto::int("axis", 0)]);
+            let parts = e.builder().add_node_multi("Split", &[g0, &split], n, vec![AttributeProto::int("axis", axis)]);
+            for (i, part) in parts.into_iter().enumerate() {
+                if varies[i] {
+                    out[i] = Some(part);
+                }
+            }
+        }
+        "Pad" => {
+            if node.attr_string("mode").is_some_and(|m| m != "constant") {
+                return Err(form(node, "only constant padding is supported"));
+            }
+            if n > 3 && !x(3).is_empty() {
+                return Err(form(node, "the axes input is not supported yet"));
+            }
+            let pads = e.constant_ints(x(1)).ok_or_else(|| form(node, "pads must be a constant"))?;
+            let begins = &pads[..pads.len() / 2];
+            if pads.iter().any(|&p| p < 0) {
+                return Err(form(node, "negative pads (cropping) are not supported yet"));
+            }
+            let starts = e.ints(begins);
+            let shape = e.shape(x(0));
+            let ends = e.node("Add", &[&starts, &shape], vec![]);
+            out[0] = Some(e.node("Slice", &[g0, &starts, &ends], vec![]));
+        }
+        "ReduceSum" | "ReduceMean" => {
+            let keepdims = node.attr_int("keepdims").unwrap_or(1) != 0;
+            let axes = match node.attr_ints("axes") {
+                Some(a) => Some(a.to_vec()),
+                None if n > 1 && !x(1).is_empty() => {
+                    Some(e.constant_ints(x(1)).ok_or_else(|| form(node, "axes must be a constant"))?)
+                }
+                None => None,
+            };
+            let empty_is_noop = node.attr_int("noop_with_empty_axes").unwrap_or(0) != 0;
+            if axes.as_deref() == Some(&[]) && empty_is_noop {
+                out[0] = Some(g0.to_string());
+                return Ok(out);
+            }
+            let mut spread_from = g0.to_string();
+            if !keepdims {
+                if let Some(axes) = axes.as_ref().filter(|a| !a.is_empty()) {
+                    let axes = e.ints(axes);
+                    spread_from = e.node("Unsqueeze", &[g0, &axes], vec![]);
+                }
+            }
+            let shape = e.shape(x(0));
+            let spread = e.node("Expand", &[&spread_from, &shape], vec![]);
+            out[0] = Some(if node.op_type() == "ReduceMean" {
+                let total = e.node("Size", &[x(0)], vec![]);
+                let kept = e.node("Size", &[y], vec![]);
+                let count = e.node("Div", &[&total, &kept], vec![]);
+                let count = e.node("Cast", &[&count], vec![AttributeProto::int("to", DataType::Float as i64)]);
+                e.node("Div", &[&spread, &count], vec![])
+            } else {
+                spread
+            });
+        }
+        "Constant" => {}
+        other => {
+            return Err(CompileError::UnsupportedOp { op_type: other.to_string(), node: node.name().to_string() });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,410 @@
+//! Plain gradients from the compiled graph equal central finite differences of the original
+//! model, op by op (with broadcasting cases) and on the demo models. Both sides run in the
+//! real ONNX Runtime.
+
+use explaind_graph::{CompileError, GradientRequest, compile_gradient};
+use explaind_onnx::proto::tensor_proto::DataType;
+use explaind_onnx::{AttributeProto, Dim, GraphBuilder, ModelProto, tensor_f32, tensor_i64};
+use explaind_runtime::{Model, OrtRuntime, RuntimeOptions};
+use ndarray::{ArrayD, IxDyn};
+
+fn runtime() -> &'static OrtRuntime {
+    let library = explaind_runtime::find_library(None);
+    let options = RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
+    OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn load(model: &ModelProto, dir: &tempfile::TempDir, name: &str) -> Model {
+    let version_dir = dir.path().join(name);
+    std::fs::create_dir_all(&version_dir).unwrap();
+    model.save(version_dir.join("model.onnx")).unwrap();
+    Model::load(runtime(), name, "1", &version_dir).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Deterministic pseudo-random values in [-1, 1), kept at least `gap` away from 0 so that
+/// piecewise ops are not probed across their kinks.
+fn values(count: usize, seed: u64, gap: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((state >> 40) as f32) / (1u64 << 24) as f32; // [0, 1)
+            let v = u * 2.0 - 1.0;
+            if v.abs() < gap { v.signum() * gap + v } else { v }
+        })
+        .collect()
+}
+
+fn array(shape: &[usize], seed: u64, gap: f32) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(shape), values(shape.iter().product(), seed, gap)).unwrap()
+}
+
+/// Checks d(sum(seed · output))/d(input) for every model input against central differences.
+///
+/// Where the function has a kink within the step (a ReLU at zero, a max-pool tie), the forward
+/// and backward differences disagree and no single gradient is right; such elements are skipped,
+/// and at most `max_skipped` of them (a fraction) may be.
+fn check_gradients_skipping(model: &ModelProto, output: &str, inputs: &[ArrayD<f32>], h: f32, max_skipped: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let input_names: Vec<String> = graph.input.iter().map(|i| i.name().to_string()).collect();
+    let output_index = graph.output.iter().position(|o| o.name() == output).unwrap();
+    let forward = load(model, &dir, "forward");
+    let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+    let y = forward.run(&views).unwrap().0.swap_remove(output_index);
+    let seed = array(y.shape(), 99, 0.0);
+
+    let request = GradientRequest { outputs: vec![output.into()], wrt: input_names.clone(), expose: vec![] };
+    let compiled = compile_gradient(model, &request).unwrap();
+    let backward = load(&compiled.model, &dir, "backward");
+    let mut with_seed = views.clone();
+    with_seed.push(seed.view());
+    let results = backward.run(&with_seed).unwrap().0;
+    let n_outputs = graph.output.len();
+
+    let objective = |inputs: &[ArrayD<f32>]| -> f64 {
+        let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+        let y = forward.run(&views).unwrap().0.swap_remove(output_index);
+        y.iter().zip(seed.iter()).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+    };
+    let at_inputs = objective(inputs);
+    let (mut checked, mut skipped) = (0usize, 0usize);
+    for (k, name) in input_names.iter().enumerate() {
+        let grad = &results[n_outputs + k];
+        assert_eq!(grad.shape(), inputs[k].shape(), "gradient of {name} has the wrong shape");
+        for i in 0..inputs[k].len() {
+            let mut plus = inputs.to_vec();
+            plus[k].as_slice_mut().unwrap()[i] += h;
+            let mut minus = inputs.to_vec();
+            minus[k].as_slice_mut().unwrap()[i] -= h;
+            let (f_plus, f_minus) = (objective(&plus), objective(&minus));
+            let numeric = (f_plus - f_minus) / (2.0 * h as f64);
+            let forward_diff = (f_plus - at_inputs) / h as f64;
+            let backward_diff = (at_inputs - f_minus) / h as f64;
+            let tolerance = 2e-3 + 1e-2 * numeric.abs();
+            // A kink makes the one-sided differences disagree; the compiled gradient is then one
+            // of them, half that disagreement away from the central difference.
+            if max_skipped > 0.0 && (forward_diff - backward_diff).abs() > 2.0 * tolerance {
+                skipped += 1;
+                continue;
+            }
+            checked += 1;
+            let analytic = grad.as_slice().unwrap()[i] as f64;
+            assert!(
+                (analytic - numeric).abs() <= tolerance,
+                "d/d{name}[{i}]: compiled {analytic}, finite difference {numeric}"
+            );
+        }
+    }
+    let fraction = skipped as f64 / (checked + skipped) as f64;
+    assert!(fraction <= max_skipped, "{skipped} of {} elements sit on kinks (allowed: {max_skipped})", checked + skipped);
+}
+
+/// As [`check_gradients_skipping`], for inputs chosen at least 0.1 away from every kink, so
+/// that a step of 0.01 crosses none: every element is compared.
+fn check_gradients(model: &ModelProto, output: &str, inputs: &[ArrayD<f32>]) {
+    check_gradients_skipping(model, output, inputs, 1e-2, 0.0);
+}
+
+fn dims(shape: &[usize]) -> Vec<Dim> {
+    shape.iter().map(|&d| Dim::from(d as i64)).collect()
+}
+
+/// A model with float inputs `x0, x1, ...` of the given shapes and a body built by `body`,
+/// whose returned value is the output `y`.
+fn model(shapes: &[&[usize]], body: impl FnOnce(&mut GraphBuilder, &[String]) -> String) -> ModelProto {
+    let mut b = GraphBuilder::new("case");
+    let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
+    for (name, shape) in names.iter().zip(shapes) {
+        b.add_input(name, DataType::Float, dims(shape));
+    }
+    let y = body(&mut b, &names);
+    let out = b.add_node("Identity", &[&y], vec![]);
+    b.graph_mut().output.push(explaind_onnx::tensor_value_info(out.clone(), DataType::Float, Vec::<Dim>::new()));
+    // The declared output shape is a placeholder; clear it so ONNX Runtime does not check it.
+    b.graph_mut().output[0].r#type.as_mut().unwrap().value = Some(explaind_onnx::proto::type_proto::Value::TensorType(
+        explaind_onnx::proto::type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None },
+    ));
+    let mut m = ModelProto::new(b.finish(), &[("", 17)]);
+    m.graph.as_mut().unwrap().output[0].name = Some(out);
+    m
+}
+
+fn output_name(m: &ModelProto) -> String {
+    m.graph.as_ref().unwrap().output[0].name().to_string()
+}
+
+fn check(shapes: &[&[usize]], gap: f32, body: impl FnOnce(&mut GraphBuilder, &[String]) -> String) {
+    let m = model(shapes, body);
+    let inputs: Vec<_> = shapes.iter().enumerate().map(|(i, s)| array(s, i as u64 + 1, gap)).collect();
+    check_gradients(&m, &output_name(&m), &inputs);
+}
+
+fn constant(b: &mut GraphBuilder, shape: &[i64], seed: u64) -> String {
+    let count = shape.iter().product::<i64>() as usize;
+    b.add_initializer(tensor_f32("c", shape, &values(count, seed, 0.0)))
+}
+
+#[test]
+fn arithmetic_with_broadcasting() {
+    check(&[&[2, 3, 4], &[3, 1]], 0.0, |b, x| {
+        let three = b.add_initializer(tensor_f32("three", &[], &[3.0]));
+        let s = b.add_node("Add", &[&x[0], &x[1]], vec![]);
+        let d = b.add_node("Sub", &[&s, &x[1]], vec![]);
+        let p = b.add_node("Mul", &[&d, &x[0]], vec![]);
+        let den = b.add_node("Add", &[&x[1], &three], vec![]);
+        let q = b.add_node("Div", &[&p, &den], vec![]);
+        let n = b.add_node("Neg", &[&q], vec![]);
+        b.add_node("Sum", &[&n, &x[1], &x[0]], vec![])
+    });
+    // A constant broadcast over the varying input, as biases are.
+    check(&[&[2, 5]], 0.0, |b, x| {
+        let bias = constant(b, &[5], 7);
+        b.add_node("Add", &[&bias, &x[0]], vec![])
+    });
+}
+
+#[test]
+fn elementwise_nonlinearities() {
+    for op in ["Relu", "Sigmoid", "Tanh", "Softplus", "Exp", "Erf", "Elu", "LeakyRelu"] {
+        let attrs = match op {
+            "Elu" => vec![AttributeProto::float("alpha", 0.7)],
+            "LeakyRelu" => vec![AttributeProto::float("alpha", 0.2)],
+            _ => vec![],
+        };
+        check(&[&[3, 4]], 0.1, |b, x| b.add_node(op, &[&x[0]], attrs));
+    }
+    // Sqrt and Reciprocal on a positive argument.
+    for op in ["Sqrt", "Reciprocal"] {
+        check(&[&[3, 4]], 0.0, |b, x| {
+            let one = b.add_initializer(tensor_f32("one", &[], &[1.0]));
+            let sq = b.add_node("Mul", &[&x[0], &x[0]], vec![]);
+            let pos = b.add_node("Add", &[&sq, &one], vec![]);
+            b.add_node(op, &[&pos], vec![])
+        });
+    }
+    check(&[&[4, 5]], 0.1, |b, x| {
+        let lo = b.add_initializer(tensor_f32("lo", &[], &[-0.5]));
+        let hi = b.add_initializer(tensor_f32("hi", &[], &[0.45]));
+        b.add_node("Clip", &[&x[0], &lo, &hi], vec![])
+    });
+}
+
+#[test]
+fn softmax_and_log_softmax() {
+    for axis in [1, -1, 0] {
+        check(&[&[3, 4, 5]], 0.0, |b, x| b.add_node("Softmax", &[&x[0]], vec![AttributeProto::int("axis", axis)]));
+        check(&[&[3, 4]], 0.0, |b, x| b.add_node("LogSoftmax", &[&x[0]], vec![AttributeProto::int("axis", axis.min(1))]));
+    }
+}
+
+#[test]
+fn matmul_and_gemm() {
+    check(&[&[2, 3]], 0.0, |b, x| {
+        let w = constant(b, &[3, 4], 3);
+        b.add_node("MatMul", &[&x[0], &w], vec![])
+    });
+    check(&[&[2, 3, 4], &[4, 5]], 0.0, |b, x| b.add_node("MatMul", &[&x[0], &x[1]], vec![]));
+    for (trans_a, trans_b) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+        let a_shape: &[usize] = if trans_a == 1 { &[3, 2] } else { &[2, 3] };
+        let b_shape: &[usize] = if trans_b == 1 { &[4, 3] } else { &[3, 4] };
+        check(&[a_shape, b_shape, &[4]], 0.0, |b, x| {
+            let attrs = vec![
+                AttributeProto::float("alpha", 0.5),
+                AttributeProto::float("beta", 2.0),
+                AttributeProto::int("transA", trans_a),
+                AttributeProto::int("transB", trans_b),
+            ];
+            b.add_node("Gemm", &[&x[0], &x[1], &x[2]], attrs)
+        });
+    }
+}
+
+#[test]
+fn convolutions() {
+    // Strided, padded, and with a size the stride does not divide: the last row/column is
+    // never read by the forward pass and gets zero gradient.
+    check(&[&[2, 2, 7, 7]], 0.0, |b, x| {
+        let w = constant(b, &[3, 2, 3, 3], 5);
+        let bias = constant(b, &[3], 6);
+        let attrs = vec![AttributeProto::ints("pads", [1, 1, 1, 1]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("Conv", &[&x[0], &w, &bias], attrs)
+    });
+    // Grouped and dilated.
+    check(&[&[1, 4, 6, 6]], 0.0, |b, x| {
+        let w = constant(b, &[4, 2, 2, 2], 8);
+        let attrs = vec![AttributeProto::int("group", 2), AttributeProto::ints("dilations", [2, 2])];
+        b.add_node("Conv", &[&x[0], &w], attrs)
+    });
+    // One-dimensional.
+    check(&[&[2, 3, 9]], 0.0, |b, x| {
+        let w = constant(b, &[2, 3, 4], 9);
+        b.add_node("Conv", &[&x[0], &w], vec![AttributeProto::ints("strides", [3])])
+    });
+    check(&[&[1, 2, 4, 4]], 0.0, |b, x| {
+        let w = constant(b, &[2, 3, 3, 3], 10);
+        let attrs = vec![AttributeProto::ints("pads", [1, 1, 1, 1]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("ConvTranspose", &[&x[0], &w], attrs)
+    });
+}
+
+/// Distinct values spaced well beyond the finite-difference step, so max-pool's argmax does
+/// not change under perturbation.
+fn spaced(shape: &[usize]) -> ArrayD<f32> {
+    let count: usize = shape.iter().product();
+    let mut order: Vec<usize> = (0..count).collect();
+    // A fixed shuffle.
+    for i in (1..count).rev() {
+        order.swap(i, (i * 7919 + 13) % (i + 1));
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), order.iter().map(|&k| k as f32 * 0.05 - 1.0).collect()).unwrap()
+}
+
+#[test]
+fn pooling() {
+    let overlapping = model(&[&[2, 2, 5, 5]], |b, x| {
+        let attrs = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("strides", [1, 1]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+        ];
+        b.add_node("MaxPool", &[&x[0]], attrs)
+    });
+    check_gradients(&overlapping, &output_name(&overlapping), &[spaced(&[2, 2, 5, 5])]);
+    let tiled = model(&[&[2, 3, 4, 4]], |b, x| {
+        let attrs = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("MaxPool", &[&x[0]], attrs)
+    });
+    check_gradients(&tiled, &output_name(&tiled), &[spaced(&[2, 3, 4, 4])]);
+
+    check(&[&[2, 3, 5, 5]], 0.0, |b, x| {
+        let attrs = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("AveragePool", &[&x[0]], attrs)
+    });
+    check(&[&[1, 2, 5, 5]], 0.0, |b, x| {
+        let attrs = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+            AttributeProto::int("count_include_pad", 1),
+        ];
+        b.add_node("AveragePool", &[&x[0]], attrs)
+    });
+    check(&[&[2, 3, 4, 5]], 0.0, |b, x| b.add_node("GlobalAveragePool", &[&x[0]], vec![]));
+}
+
+#[test]
+fn batch_normalization() {
+    check(&[&[2, 3, 4, 4]], 0.0, |b, x| {
+        let scale = constant(b, &[3], 11);
+        let bias = constant(b, &[3], 12);
+        let mean = constant(b, &[3], 13);
+        let var = b.add_initializer(tensor_f32("var", &[3], &[0.5, 1.5, 2.0]));
+        b.add_node("BatchNormalization", &[&x[0], &scale, &bias, &mean, &var], vec![AttributeProto::float("epsilon", 1e-3)])
+    });
+}
+
+#[test]
+fn shape_and_layout_ops() {
+    check(&[&[2, 3, 4]], 0.0, |b, x| {
+        let f = b.add_node("Flatten", &[&x[0]], vec![AttributeProto::int("axis", 1)]);
+        let w = constant(b, &[12, 2], 14);
+        b.add_node("MatMul", &[&f, &w], vec![])
+    });
+    check(&[&[2, 3, 4]], 0.0, |b, x| {
+        let shape = b.add_initializer(tensor_i64("shape", &[3], &[4, 3, 2]));
+        let r = b.add_node("Reshape", &[&x[0], &shape], vec![]);
+        let axes = b.add_initializer(tensor_i64("axes", &[1], &[1]));
+        let u = b.add_node("Unsqueeze", &[&r, &axes], vec![]);
+        let t = b.add_node("Transpose", &[&u], vec![AttributeProto::ints("perm", [2, 0, 3, 1])]);
+        let t = b.add_node("Transpose", &[&t], vec![]);
+        let w = constant(b, &[1, 2, 1, 3], 15);
+        let m = b.add_node("Mul", &[&t, &w], vec![]);
+        let axes = b.add_initializer(tensor_i64("axes2", &[1], &[0]));
+        b.add_node("Squeeze", &[&m, &axes], vec![])
+    });
+    check(&[&[2, 1, 3], &[2, 2, 3], &[2, 3, 3]], 0.0, |b, x| {
+        let c = b.add_node("Concat", &[&x[0], &x[1], &x[2]], vec![AttributeProto::int("axis", 1)]);
+        let w = constant(b, &[1, 6, 3], 16);
+        b.add_node("Mul", &[&c, &w], vec![])
+    });
+    check(&[&[2, 3, 3]], 0.0, |b, x| {
+        let pads = b.add_initializer(tensor_i64("pads", &[6], &[0, 1, 2, 0, 2, 1]));
+        let value = b.add_initializer(tensor_f32("value", &[], &[0.5]));
+        let p = b.add_node("Pad", &[&x[0], &pads, &value], vec![]);
+        let w = constant(b, &[2, 6, 6], 17);
+        b.add_node("Mul", &[&p, &w], vec![])
+    });
+}
+
+#[test]
+fn reductions() {
+    for keepdims in [0, 1] {
+        check(&[&[2, 3, 4]], 0.0, |b, x| {
+            let w = constant(b, &[2, 3, 4], 18);
+            let m = b.add_node("Mul", &[&x[0], &w], vec![]);
+            let axes = b.add_initializer(tensor_i64("axes", &[2], &[1, -1]));
+            b.add_node("ReduceSum", &[&m, &axes], vec![AttributeProto::int("keepdims", keepdims)])
+        });
+        check(&[&[2, 3, 4]], 0.0, |b, x| {
+            let w = constant(b, &[2, 3, 4], 19);
+            let m = b.add_node("Mul", &[&x[0], &w], vec![]);
+            b.add_node("ReduceMean", &[&m], vec![AttributeProto::ints("axes", [2]), AttributeProto::int("keepdims", keepdims)])
+        });
+    }
+}
+
+#[test]
+fn demo_models_end_to_end() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    // Real digits have flat regions whose equal activations tie in max-pool: kinks everywhere.
+    // Random pixels in [0, 1) have none, bar chance; elements a step still crosses are skipped.
+    let pixels = array(&[2, 1, 8, 8], 21, 0.0).mapv(|v| (v + 1.0) / 2.0);
+    check_gradients_skipping(&digits, "logits", &[pixels], 1e-3, 0.1);
+
+    let wine = ModelProto::load(root.join("models/wine-mlp/1/model.onnx")).unwrap();
+    let rows = explaind_runtime::npy::read_f32_file(&root.join("models/wine-mlp/1/samples.npy")).unwrap();
+    // Raw features range up to ~1000 (proline); finite differences of 0.01 are still fine.
+    let two = rows.slice(ndarray::s![0..2, ..]).to_owned().into_dyn();
+    check_gradients(&wine, "probabilities", &[two.clone()]);
+    check_gradients(&wine, "logits", &[two]);
+}
+
+#[test]
+fn intermediate_tensors_can_be_differentiated_and_exposed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    let graph = digits.graph.as_ref().unwrap();
+    let conv = graph.node.iter().filter(|n| n.op_type() == "Conv").last().unwrap().output[0].clone();
+    let request = GradientRequest { outputs: vec!["logits".into()], wrt: vec![conv.clone(), "image".into()], expose: vec![conv.clone()] };
+    let compiled = compile_gradient(&digits, &request).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = load(&compiled.model, &dir, "cam");
+    let x = explaind_runtime::npy::read_f32_file(&root.join("models/digits-cnn/1/samples.npy")).unwrap();
+    let mut seed = ArrayD::<f32>::zeros(IxDyn(&[8, 10]));
+    seed.slice_mut(ndarray::s![.., 3]).fill(1.0);
+    let outputs = model.run(&[x.view(), seed.view()]).unwrap().0;
+    let names: Vec<&str> = compiled.model.graph.as_ref().unwrap().output.iter().map(|o| o.name()).collect();
+    let grad_conv = &outputs[names.iter().position(|n| *n == compiled.gradients[0]).unwrap()];
+    let activation = &outputs[names.iter().position(|n| *n == conv).unwrap()];
+    assert_eq!(grad_conv.shape(), activation.shape());
+    assert_eq!(activation.shape(), &[8, 16, 4, 4]);
+    assert!(grad_conv.iter().any(|v| v.abs() > 1e-3), "the gradient at the last conv is not all zero");
+}
+
+#[test]
+fn unsupported_operators_are_named() {
+    let m = model(&[&[2, 3]], |b, x| b.add_node("Sin", &[&x[0]], vec![]));
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert_eq!(err, CompileError::UnsupportedOp { op_type: "Sin".into(), node: "Sin".into() });
+    assert_eq!(err.to_string(), "operator Sin (node \"Sin\") has no gradient rule");
+
+    let request = GradientRequest { outputs: vec!["nope".into()], wrt: vec!["x0".into()], expose: vec![] };
+    assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::NotAnOutput("nope".into()));
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["ghost".into()], expose: vec![] };
+    assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::UnknownTensor("ghost".into()));
+}
+
+
+

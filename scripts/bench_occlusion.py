@@ -4,15 +4,14 @@
 Both sides run the same ONNX model through ONNX Runtime on the CPU: captum gets a forward
 function that calls onnxruntime's Python API, so the model costs the same on both sides and the
 difference is what each does around the model calls. captum is run with its default
-(perturbations_per_eval=1: one model call per window) and with every window of an input in one
-call, which is the fairest setting for it.
+(perturbations_per_eval=1: one model call per window, each over the whole input batch) and with
+perturbations_per_eval equal to the number of windows (every window of every input in one call),
+which is the fastest setting it has.
 
-Needs: a release build (cargo build --release --workspace), the project's .venv for the gRPC
-stubs, and a Python with torch + captum + onnxruntime + grpcio (not part of the test set-up):
-    python3 -m venv /tmp/bench-venv
-    /tmp/bench-venv/bin/pip install torch captum onnxruntime==1.31.1 numpy grpcio==1.85.1 \
-        grpcio-tools==1.85.1 protobuf
-    /tmp/bench-venv/bin/python scripts/bench_occlusion.py
+Needs a release build and a Python with the reference libraries (not part of the test set-up):
+    cargo build --release --workspace
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/requirements-bench.txt
+    .venv-bench/bin/python scripts/bench_occlusion.py
 
 Prints a Markdown table for BENCHMARKS.md.
 """
@@ -32,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "python"))
 
-REPEATS = 5
+REPEATS = 30
 
 
 def generate_stubs() -> None:
@@ -152,7 +151,7 @@ def main() -> None:
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
           f"torch {torch.__version__} with 2 threads, onnxruntime {ort.__version__}")
     print(f"Median of {REPEATS} runs after one warm-up.\n")
-    print("| case | explaind (gRPC) | captum default | captum, one call per input | speed-up vs default | vs batched |")
+    print("| case | explaind (gRPC) | captum default | captum, all windows in one call | ratio vs default | ratio vs one call |")
     print("|---|---|---|---|---|---|")
     for name, e, c1, cb in rows:
         print(f"| {name} | {e * 1e3:.1f} ms | {c1 * 1e3:.1f} ms | {cb * 1e3:.1f} ms | {c1 / e:.1f}x | {cb / e:.1f}x |")

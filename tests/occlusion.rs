@@ -73,4 +73,24 @@ async fn occlusion_matches_reference_on_wine_probabilities_in_one_batch() {
     let values = response.attributions[0].values.as_ref().unwrap();
     assert_eq!(values.shape, vec![3, 1, 13]);
     assert_close(&floats(values), expected.as_slice().unwrap(), 1e-6, 1e-5);
+    // The occluded rows of all three inputs share one model call (39 rows < max_batch_rows).
+    let timing = response.timing.unwrap();
+    assert_eq!((timing.model_calls, timing.model_rows), (2, 3 + 3 * 13));
+}
+
+#[tokio::test]
+async fn occlusion_chunks_rows_under_the_batch_bound() {
+    let (expected, meta) = reference("occlusion_wine_reference");
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let input = samples.slice(ndarray::s![0..3, ..]).to_owned().into_dyn();
+    let mut req = request("wine-mlp", "probabilities", &input, &[], &meta);
+    req.targets = None;
+    // Models that send at most 5 rows per call: the plugin is told the same bound.
+    let small_batches = TestServer::start_with_batch_rows(5).await;
+    let mut client = small_batches.explainer().await;
+    let response = client.explain(req).await.unwrap().into_inner();
+    assert_close(&floats(response.attributions[0].values.as_ref().unwrap()), expected.as_slice().unwrap(), 1e-6, 1e-5);
+    let timing = response.timing.unwrap();
+    // 39 occluded rows in calls of at most 5 rows (8 calls), plus the pass on the 3 inputs.
+    assert_eq!((timing.model_calls, timing.model_rows), (1 + 8, 3 + 39));
 }

@@ -63,8 +63,17 @@ impl TestServer {
     /// Starts a server with the demo models, the bundled plugins, the misbehaving test plugin,
     /// and any `extra_plugins`.
     pub async fn start(limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
-        let runtime = runtime();
-        let repository = Arc::new(ModelRepository::new(repo_root().join("models"), runtime));
+        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins).await
+    }
+
+    /// A server whose models send at most `rows` rows per ONNX Runtime call.
+    pub async fn start_with_batch_rows(rows: usize) -> TestServer {
+        let repository = ModelRepository::new(repo_root().join("models"), runtime()).with_max_batch_rows(rows);
+        Self::start_with(repository, Default::default(), &[]).await
+    }
+
+    async fn start_with(repository: ModelRepository, limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
+        let repository = Arc::new(repository);
         let (_, failed) = repository.load_all().unwrap();
         assert!(failed.is_empty(), "demo models failed to load: {failed:?}");
         let plugins = Arc::new(PluginRegistry::new());

@@ -38,12 +38,17 @@ impl ParamValue {
         kind_name(self.kind())
     }
 
-    /// Converts to `kind` where that loses nothing (integer to number, integers to numbers).
+    /// Converts to `kind` where that loses nothing (integer to number, integers to numbers, one
+    /// value to a list of one).
     fn convert(self, kind: abi::ExdParamKind, field: &str) -> Result<ParamValue, Failure> {
         let converted = match (self, kind) {
             (v, k) if v.kind() == k => v,
             (ParamValue::Integer(i), abi::EXD_PARAM_NUMBER) => ParamValue::Number(i as f64),
             (ParamValue::Integers(v), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(v.into_iter().map(|i| i as f64).collect()),
+            // A single value where a list is declared is a list of one.
+            (ParamValue::Integer(i), abi::EXD_PARAM_INTEGERS) => ParamValue::Integers(vec![i]),
+            (ParamValue::Integer(i), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(vec![i as f64]),
+            (ParamValue::Number(x), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(vec![x]),
             (v, k) => {
                 return Err(Failure::invalid_argument(format!(
                     "{field}: expected {}, got {}",
@@ -415,3 +420,37 @@ impl ModelInfoStorage {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossless_conversions_only() {
+        let f = "parameters.p";
+        assert_eq!(ParamValue::Integer(3).convert(abi::EXD_PARAM_NUMBER, f).unwrap(), ParamValue::Number(3.0));
+        assert_eq!(ParamValue::Integer(3).convert(abi::EXD_PARAM_INTEGERS, f).unwrap(), ParamValue::Integers(vec![3]));
+        assert_eq!(ParamValue::Number(0.5).convert(abi::EXD_PARAM_NUMBERS, f).unwrap(), ParamValue::Numbers(vec![0.5]));
+        assert_eq!(
+            ParamValue::Integers(vec![1, 2]).convert(abi::EXD_PARAM_NUMBERS, f).unwrap(),
+            ParamValue::Numbers(vec![1.0, 2.0])
+        );
+        let err = ParamValue::Number(0.5).convert(abi::EXD_PARAM_INTEGER, f).unwrap_err();
+        assert_eq!(err.message, "parameters.p: expected integer, got number");
+        let err = ParamValue::Number(f64::NAN).convert(abi::EXD_PARAM_NUMBER, f).unwrap_err();
+        assert!(err.message.contains("finite"), "{}", err.message);
+    }
+
+    #[test]
+    fn targets_resolve_against_output_rows() {
+        let rows = ndarray::arr2(&[[0.1f32, 0.7, 0.2], [0.5, 0.1, 0.4]]).into_dyn();
+        let t = resolve_targets(&TargetSelection::Predicted, rows.view()).unwrap();
+        assert_eq!(t, ndarray::arr2(&[[1], [0]]));
+        let t = resolve_targets(&TargetSelection::TopK(2), rows.view()).unwrap();
+        assert_eq!(t, ndarray::arr2(&[[1, 2], [0, 2]]));
+        let t = resolve_targets(&TargetSelection::All, rows.view()).unwrap();
+        assert_eq!(t, ndarray::arr2(&[[0, 1, 2], [0, 1, 2]]));
+        let err = resolve_targets(&TargetSelection::TopK(4), rows.view()).unwrap_err();
+        assert!(err.message.starts_with("targets.top_k: 4"), "{}", err.message);
+    }
+}

@@ -202,6 +202,12 @@ impl Model {
         })
     }
 
+    /// The same model sending at most `rows` rows per ONNX Runtime call.
+    pub fn with_max_batch_rows(mut self, rows: usize) -> Self {
+        self.max_batch_rows = rows.max(1);
+        self
+    }
+
     /// The most rows one ONNX Runtime call receives.
     pub fn max_batch_rows(&self) -> usize {
         self.max_batch_rows

@@ -46,13 +46,21 @@ fn check_component(field: &'static str, name: &str) -> Result<(), RepositoryErro
 pub struct ModelRepository {
     root: PathBuf,
     runtime: &'static OrtRuntime,
+    /// Overrides the runtime's `max_batch_rows` for the models loaded from here.
+    max_batch_rows: Option<usize>,
     /// name -> version -> model
     models: RwLock<BTreeMap<String, BTreeMap<String, Arc<Model>>>>,
 }
 
 impl ModelRepository {
     pub fn new(root: PathBuf, runtime: &'static OrtRuntime) -> Self {
-        ModelRepository { root, runtime, models: RwLock::new(BTreeMap::new()) }
+        ModelRepository { root, runtime, max_batch_rows: None, models: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// Models loaded from here send at most `rows` rows per ONNX Runtime call.
+    pub fn with_max_batch_rows(mut self, rows: usize) -> Self {
+        self.max_batch_rows = Some(rows);
+        self
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -92,7 +100,11 @@ impl ModelRepository {
         // Load everything before publishing anything, so a failed reload leaves the old model.
         let mut fresh = Vec::new();
         for v in &versions {
-            fresh.push(Arc::new(Model::load(self.runtime, name, v, &model_dir.join(v))?));
+            let mut model = Model::load(self.runtime, name, v, &model_dir.join(v))?;
+            if let Some(rows) = self.max_batch_rows {
+                model = model.with_max_batch_rows(rows);
+            }
+            fresh.push(Arc::new(model));
         }
         let mut models = self.models.write().unwrap();
         let entry = models.entry(name.to_string()).or_default();

@@ -6,8 +6,8 @@
 //! The occluded input is `x * (1 - mask) + baseline * mask`. The attribution of an element is
 //! the mean, over every window covering it, of `f(x)[t] - f(x_occluded)[t]`.
 //!
-//! All windows of one input go to the host's `forward` in chunks of `max_batch_rows` rows, so a
-//! request costs `ceil(windows / max_batch_rows)` model calls per input.
+//! The occluded rows of all inputs go to the host's `forward` in chunks of `max_batch_rows`
+//! rows, so a request costs `ceil(inputs × windows / max_batch_rows)` model calls.
 
 use explaind_plugin_sdk::{
     Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
@@ -59,64 +59,63 @@ impl Explainer for Occlusion {
         )?;
         let baseline = request.number("baseline")? as f32;
 
+        let n_inputs = request.batch_size();
         let n_targets = request.num_targets();
         let row_len = input.row_len();
         let out_row = request.output_row_size();
-        let chunk_rows = request.max_batch_rows().min(windows.count()).max(1);
-        let attributions = ctx.attributions(0)?;
+        let total_rows = n_inputs * windows.count();
+        let chunk_rows = request.max_batch_rows().min(total_rows).max(1);
 
-        // Per input: summed deltas per target and element, and how many windows cover each element.
-        let mut sums = vec![0f64; n_targets * row_len];
+        // How many windows cover each element: the same for every input.
         let mut coverage = vec![0u32; row_len];
+        let mut window_elements = Vec::new();
+        for w in 0..windows.count() {
+            windows.elements(w, &mut window_elements);
+            for &e in &window_elements {
+                coverage[e] += 1;
+            }
+        }
+
+        // Every (input, window) pair is one occluded row; rows of different inputs share
+        // batches, so small inputs still fill `max_batch_rows`-row model calls.
+        let mut sums = vec![0f64; n_inputs * n_targets * row_len];
         let mut batch = vec![0f32; chunk_rows * row_len];
         let mut batch_shape = input.shape.to_vec();
-        let mut window_elements = Vec::new();
-
-        for n in 0..request.batch_size() {
+        let mut first = 0;
+        while first < total_rows {
             ctx.check_cancelled()?;
-            let x = input.row(n);
-            let targets = request.targets(n);
-            let original = request.outputs().row(n);
-            sums.iter_mut().for_each(|v| *v = 0.0);
-            coverage.iter_mut().for_each(|v| *v = 0);
-
-            let mut first = 0;
-            while first < windows.count() {
-                let rows = chunk_rows.min(windows.count() - first);
-                for r in 0..rows {
-                    let row = &mut batch[r * row_len..(r + 1) * row_len];
-                    row.copy_from_slice(x);
-                    windows.elements(first + r, &mut window_elements);
-                    for &e in &window_elements {
-                        row[e] = baseline;
-                    }
-                }
-                batch_shape[0] = rows as i64;
-                let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
-                let out = out.data();
-                for r in 0..rows {
-                    windows.elements(first + r, &mut window_elements);
-                    for &e in &window_elements {
-                        coverage[e] += 1;
-                    }
-                    for (t, &target) in targets.iter().enumerate() {
-                        let delta = (original[target as usize] - out[r * out_row + target as usize]) as f64;
-                        let sum_t = &mut sums[t * row_len..(t + 1) * row_len];
-                        for &e in &window_elements {
-                            sum_t[e] += delta;
-                        }
-                    }
-                }
-                first += rows;
-                ctx.check_cancelled()?;
-            }
-
-            for t in 0..n_targets {
-                let dst = &mut attributions[(n * n_targets + t) * row_len..(n * n_targets + t + 1) * row_len];
-                for (e, value) in dst.iter_mut().enumerate() {
-                    *value = if coverage[e] == 0 { 0.0 } else { (sums[t * row_len + e] / coverage[e] as f64) as f32 };
+            let rows = chunk_rows.min(total_rows - first);
+            for r in 0..rows {
+                let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
+                let row = &mut batch[r * row_len..(r + 1) * row_len];
+                row.copy_from_slice(input.row(n));
+                windows.elements(w, &mut window_elements);
+                for &e in &window_elements {
+                    row[e] = baseline;
                 }
             }
+            batch_shape[0] = rows as i64;
+            let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
+            let out = out.data();
+            for r in 0..rows {
+                let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
+                let original = request.outputs().row(n);
+                windows.elements(w, &mut window_elements);
+                for (t, &target) in request.targets(n).iter().enumerate() {
+                    let delta = (original[target as usize] - out[r * out_row + target as usize]) as f64;
+                    let sum_t = &mut sums[(n * n_targets + t) * row_len..(n * n_targets + t + 1) * row_len];
+                    for &e in &window_elements {
+                        sum_t[e] += delta;
+                    }
+                }
+            }
+            first += rows;
+        }
+
+        let attributions = ctx.attributions(0)?;
+        for (slot, (value, sum)) in attributions.iter_mut().zip(&sums).enumerate() {
+            let covered = coverage[slot % row_len];
+            *value = if covered == 0 { 0.0 } else { (sum / covered as f64) as f32 };
         }
         ctx.info("windows_per_input", &windows.count().to_string())?;
         Ok(())

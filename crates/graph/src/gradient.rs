@@ -4,7 +4,7 @@ use crate::CompileError;
 use crate::rules::{Emitter, vjp};
 use explaind_onnx::proto::tensor_proto::DataType;
 use explaind_onnx::proto::{TypeProto, type_proto};
-use explaind_onnx::{GraphBuilder, ModelProto, NodeProto, ValueInfoProto, is_default_domain};
+use explaind_onnx::{GraphBuilder, GraphProto, ModelProto, NodeProto, ValueInfoProto, is_default_domain};
 use std::collections::{HashMap, HashSet};
 
 /// What to differentiate.
@@ -39,47 +39,8 @@ const NON_DIFFERENTIABLE: &[&str] = &[
 /// Differentiates `model` as `request` asks. See the crate documentation for the result.
 pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result<CompiledGradient, CompileError> {
     let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
-    let opset = model.default_opset().unwrap_or(0);
-    if opset < 13 {
-        return Err(CompileError::OldOpset(opset));
-    }
-
-    // Every tensor name the graph knows, to validate the request.
-    let mut known: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
-    known.extend(graph.initializer.iter().map(|t| t.name()));
-    for node in &graph.node {
-        known.extend(node.output.iter().map(String::as_str));
-    }
-    for name in request.wrt.iter().chain(&request.expose) {
-        if !known.contains(name.as_str()) {
-            return Err(CompileError::UnknownTensor(name.clone()));
-        }
-    }
-    for name in &request.outputs {
-        if !graph.output.iter().any(|o| o.name() == name) {
-            return Err(CompileError::NotAnOutput(name.clone()));
-        }
-    }
-
-    // Forward: which values depend on a `wrt` tensor through differentiable operators.
-    let mut varying: HashSet<String> = request.wrt.iter().cloned().collect();
-    for node in &graph.node {
-        let differentiable = is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type());
-        if differentiable && node.input.iter().any(|i| varying.contains(i)) {
-            // Shape-like outputs of multi-output ops (MaxPool's Indices) are cut below by the rules.
-            varying.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
-        }
-    }
-
-    // Backward: which nodes lie on a path from a `wrt` tensor to a differentiated output.
-    let mut wanted: HashSet<String> = request.outputs.iter().filter(|o| varying.contains(*o)).cloned().collect();
-    let mut on_path = vec![false; graph.node.len()];
-    for (index, node) in graph.node.iter().enumerate().rev() {
-        if node.output.iter().any(|o| wanted.contains(o)) && node.input.iter().any(|i| varying.contains(i)) {
-            on_path[index] = true;
-            wanted.extend(node.input.iter().filter(|i| varying.contains(*i)).cloned());
-        }
-    }
+    let opset = check_opset(model)?;
+    let Analysis { varying, on_path } = analyse(graph, &request.wrt, &request.outputs, &request.expose)?;
 
     let mut builder = GraphBuilder::from_graph(graph.clone());
     // The backward pass may use operators newer than the model's opset (ScatterElements with
@@ -99,7 +60,7 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
         seeds.push(seed);
     }
 
-    let mut emit = Emitter::new(&mut builder, graph);
+    let mut emit = Emitter::new(&mut builder, graph, target_opset);
     for (index, node) in graph.node.iter().enumerate().rev() {
         if !on_path[index] {
             continue;
@@ -153,8 +114,66 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
     Ok(CompiledGradient { model: compiled, seeds, gradients })
 }
 
+/// The model's default-domain opset, if the compiler can work with it.
+pub(crate) fn check_opset(model: &ModelProto) -> Result<i64, CompileError> {
+    let opset = model.default_opset().unwrap_or(0);
+    if opset < 13 { Err(CompileError::OldOpset(opset)) } else { Ok(opset) }
+}
+
+/// Which values vary with the inputs of interest, and which nodes lie between them and the
+/// outputs of interest.
+pub(crate) struct Analysis {
+    /// Values that depend on a `wrt` tensor through differentiable operators.
+    pub varying: HashSet<String>,
+    /// Per node: whether it lies on a path from a `wrt` tensor to one of the outputs.
+    pub on_path: Vec<bool>,
+}
+
+pub(crate) fn analyse(
+    graph: &GraphProto,
+    wrt: &[String],
+    outputs: &[String],
+    expose: &[String],
+) -> Result<Analysis, CompileError> {
+    // Every tensor name the graph knows, to validate the request.
+    let mut known: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
+    known.extend(graph.initializer.iter().map(|t| t.name()));
+    for node in &graph.node {
+        known.extend(node.output.iter().map(String::as_str));
+    }
+    for name in wrt.iter().chain(expose) {
+        if !known.contains(name.as_str()) {
+            return Err(CompileError::UnknownTensor(name.clone()));
+        }
+    }
+    for name in outputs {
+        if !graph.output.iter().any(|o| o.name() == name) {
+            return Err(CompileError::NotAnOutput(name.clone()));
+        }
+    }
+
+    let mut varying: HashSet<String> = wrt.iter().cloned().collect();
+    for node in &graph.node {
+        let differentiable = is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type());
+        if differentiable && node.input.iter().any(|i| varying.contains(i)) {
+            // Shape-like outputs of multi-output ops (MaxPool's Indices) are cut by the rules.
+            varying.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+
+    let mut wanted: HashSet<String> = outputs.iter().filter(|o| varying.contains(*o)).cloned().collect();
+    let mut on_path = vec![false; graph.node.len()];
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| wanted.contains(o)) && node.input.iter().any(|i| varying.contains(i)) {
+            on_path[index] = true;
+            wanted.extend(node.input.iter().filter(|i| varying.contains(*i)).cloned());
+        }
+    }
+    Ok(Analysis { varying, on_path })
+}
+
 /// A float tensor output of unknown shape (ONNX Runtime fills it in at run time).
-fn float_output(name: &str) -> ValueInfoProto {
+pub(crate) fn float_output(name: &str) -> ValueInfoProto {
     let tensor = type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None };
     ValueInfoProto {
         name: Some(name.to_string()),

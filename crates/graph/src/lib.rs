@@ -18,12 +18,15 @@
 //! alone. An operator on the gradient path without a rule is an error naming the operator and
 //! the node: never a silent wrong answer.
 //!
-//! The DeepLIFT rules (rescale, two-player Shapley, decomposed softmax, routed max-pool) are the
-//! next layer on this one; see `../shared/design/deep-shap.md`.
+//! [`compile_deeplift`] builds on the same rules for DeepLIFT multipliers against reference
+//! inputs (rescale, two-player Shapley, decomposed softmax, routed max-pool); see
+//! `../shared/design/deep-shap.md`.
 
+mod deeplift;
 mod gradient;
 pub mod rules;
 
+pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};
 pub use gradient::{CompiledGradient, GradientRequest, compile_gradient};
 
 /// Why a model could not be compiled.

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 /// Emits nodes into the graph being compiled, with a few shared helpers.
 pub struct Emitter<'a> {
     builder: &'a mut GraphBuilder,
+    /// The default-domain opset of the graph being written.
+    opset: i64,
     /// The original graph, for constants and declared shapes.
     source: &'a GraphProto,
     scalars: HashMap<u32, String>,
@@ -21,8 +23,8 @@ pub struct Emitter<'a> {
 }
 
 impl<'a> Emitter<'a> {
-    pub fn new(builder: &'a mut GraphBuilder, source: &'a GraphProto) -> Self {
-        Emitter { builder, source, scalars: HashMap::new(), int_lists: HashMap::new(), shapes: HashMap::new() }
+    pub fn new(builder: &'a mut GraphBuilder, source: &'a GraphProto, opset: i64) -> Self {
+        Emitter { builder, opset, source, scalars: HashMap::new(), int_lists: HashMap::new(), shapes: HashMap::new() }
     }
 
     pub fn builder(&mut self) -> &mut GraphBuilder {
@@ -61,6 +63,17 @@ impl<'a> Emitter<'a> {
         let name = self.node("Shape", &[tensor], vec![]);
         self.shapes.insert(tensor.to_string(), name.clone());
         name
+    }
+
+    /// `ReduceMax` over `axes`, keeping them (the axes moved from attribute to input in opset 18).
+    pub fn reduce_max(&mut self, tensor: &str, axes: &[i64]) -> String {
+        let keep = AttributeProto::int("keepdims", 1);
+        if self.opset >= 18 {
+            let axes = self.ints(axes);
+            self.node("ReduceMax", &[tensor, &axes], vec![keep])
+        } else {
+            self.node("ReduceMax", &[tensor], vec![keep, AttributeProto::ints("axes", axes.to_vec())])
+        }
     }
 
     /// The sum of gradient contributions.
@@ -139,9 +152,10 @@ impl<'a> Emitter<'a> {
         None
     }
 
-    /// `tensor` with its last two axes swapped (its rank must be known).
-    fn swap_last_two(&mut self, tensor: &str, node: &NodeProto) -> Result<String, CompileError> {
-        let rank = self.rank(tensor).ok_or_else(|| form(node, &format!("the rank of {tensor:?} is not declared")))?;
+    /// `tensor` with its last two axes swapped; `like` is a tensor of the same rank whose rank
+    /// the model declares.
+    pub fn swap_last_two(&mut self, tensor: &str, like: &str, node: &NodeProto) -> Result<String, CompileError> {
+        let rank = self.rank(like).ok_or_else(|| form(node, &format!("the rank of {like:?} is not declared")))?;
         if rank < 2 {
             return Err(form(node, "MatMul with a 1-D operand is not supported yet"));
         }
@@ -151,7 +165,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// Pads `value` at the end of each axis with zeros up to `like`'s shape (same rank).
-    fn pad_to(&mut self, value: &str, like: &str) -> String {
+    pub fn pad_to(&mut self, value: &str, like: &str) -> String {
         let want = self.shape(like);
         let have = self.shape(value);
         let missing = self.node("Sub", &[&want, &have], vec![]);
@@ -168,7 +182,7 @@ impl<'a> Emitter<'a> {
     }
 }
 
-fn form(node: &NodeProto, reason: &str) -> CompileError {
+pub(crate) fn form(node: &NodeProto, reason: &str) -> CompileError {
     CompileError::UnsupportedForm { op_type: node.op_type().to_string(), node: node.name().to_string(), reason: reason.into() }
 }
 
@@ -342,12 +356,12 @@ pub fn vjp(
         }
         "MatMul" => {
             if varies[0] {
-                let bt = e.swap_last_two(x(1), node)?;
+                let bt = e.swap_last_two(x(1), x(1), node)?;
                 let p = e.node("MatMul", &[g0, &bt], vec![]);
                 out[0] = Some(e.unbroadcast(&p, x(0)));
             }
             if varies[1] {
-                let at = e.swap_last_two(x(0), node)?;
+                let at = e.swap_last_two(x(0), x(0), node)?;
                 let p = e.node("MatMul", &[&at, g0], vec![]);
                 out[1] = Some(e.unbroadcast(&p, x(1)));
             }

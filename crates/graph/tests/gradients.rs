@@ -2,42 +2,12 @@
 //! model, op by op (with broadcasting cases) and on the demo models. Both sides run in the
 //! real ONNX Runtime.
 
+mod common;
+
+use common::*;
 use explaind_graph::{CompileError, GradientRequest, compile_gradient};
-use explaind_onnx::proto::tensor_proto::DataType;
-use explaind_onnx::{AttributeProto, Dim, GraphBuilder, ModelProto, tensor_f32, tensor_i64};
-use explaind_runtime::{Model, OrtRuntime, RuntimeOptions};
+use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, tensor_f32, tensor_i64};
 use ndarray::{ArrayD, IxDyn};
-
-fn runtime() -> &'static OrtRuntime {
-    let library = explaind_runtime::find_library(None);
-    let options = RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
-    OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn load(model: &ModelProto, dir: &tempfile::TempDir, name: &str) -> Model {
-    let version_dir = dir.path().join(name);
-    std::fs::create_dir_all(&version_dir).unwrap();
-    model.save(version_dir.join("model.onnx")).unwrap();
-    Model::load(runtime(), name, "1", &version_dir).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// Deterministic pseudo-random values in [-1, 1), kept at least `gap` away from 0 so that
-/// piecewise ops are not probed across their kinks.
-fn values(count: usize, seed: u64, gap: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..count)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let u = ((state >> 40) as f32) / (1u64 << 24) as f32; // [0, 1)
-            let v = u * 2.0 - 1.0;
-            if v.abs() < gap { v.signum() * gap + v } else { v }
-        })
-        .collect()
-}
-
-fn array(shape: &[usize], seed: u64, gap: f32) -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(shape), values(shape.iter().product(), seed, gap)).unwrap()
-}
 
 /// Checks d(sum(seed · output))/d(input) for every model input against central differences.
 ///
@@ -106,43 +76,10 @@ fn check_gradients(model: &ModelProto, output: &str, inputs: &[ArrayD<f32>]) {
     check_gradients_skipping(model, output, inputs, 1e-2, 0.0);
 }
 
-fn dims(shape: &[usize]) -> Vec<Dim> {
-    shape.iter().map(|&d| Dim::from(d as i64)).collect()
-}
-
-/// A model with float inputs `x0, x1, ...` of the given shapes and a body built by `body`,
-/// whose returned value is the output `y`.
-fn model(shapes: &[&[usize]], body: impl FnOnce(&mut GraphBuilder, &[String]) -> String) -> ModelProto {
-    let mut b = GraphBuilder::new("case");
-    let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-    for (name, shape) in names.iter().zip(shapes) {
-        b.add_input(name, DataType::Float, dims(shape));
-    }
-    let y = body(&mut b, &names);
-    let out = b.add_node("Identity", &[&y], vec![]);
-    b.graph_mut().output.push(explaind_onnx::tensor_value_info(out.clone(), DataType::Float, Vec::<Dim>::new()));
-    // The declared output shape is a placeholder; clear it so ONNX Runtime does not check it.
-    b.graph_mut().output[0].r#type.as_mut().unwrap().value = Some(explaind_onnx::proto::type_proto::Value::TensorType(
-        explaind_onnx::proto::type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None },
-    ));
-    let mut m = ModelProto::new(b.finish(), &[("", 17)]);
-    m.graph.as_mut().unwrap().output[0].name = Some(out);
-    m
-}
-
-fn output_name(m: &ModelProto) -> String {
-    m.graph.as_ref().unwrap().output[0].name().to_string()
-}
-
 fn check(shapes: &[&[usize]], gap: f32, body: impl FnOnce(&mut GraphBuilder, &[String]) -> String) {
     let m = model(shapes, body);
     let inputs: Vec<_> = shapes.iter().enumerate().map(|(i, s)| array(s, i as u64 + 1, gap)).collect();
     check_gradients(&m, &output_name(&m), &inputs);
-}
-
-fn constant(b: &mut GraphBuilder, shape: &[i64], seed: u64) -> String {
-    let count = shape.iter().product::<i64>() as usize;
-    b.add_initializer(tensor_f32("c", shape, &values(count, seed, 0.0)))
 }
 
 #[test]

@@ -1,0 +1,345 @@
+//! DeepLIFT multipliers (the rescale rule), compiled into an ONNX graph.
+//!
+//! The compiled model takes the inputs `x`, a reference row `r` per input row (paired row by
+//! row), and a seed shaped like the explained output; it returns the model's outputs and, per
+//! input, the multipliers `m` such that `Σ m · (x − r) = seed · (f(x) − f(r))` (completeness).
+//! Deep SHAP averages `m · (x − r)` over the background rows as references.
+//!
+//! The rules follow `../shared/design/deep-shap.md`:
+//! - linear operators keep their vector-Jacobian product (the plain rules in [`crate::rules`]);
+//! - elementwise nonlinearities use the rescale rule `g · Δy / Δz`, falling back to the plain
+//!   gradient at `x` where `|Δz| < 1e-6`;
+//! - `Mul`, `Div` and `MatMul` with two varying operands give each operand half of its two
+//!   marginal contributions (the two-player Shapley rule);
+//! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
+//! - `MaxPool` routes each output's difference to the argmax positions of `x` and `r` and adds
+//!   (scatter-add), so overlapping windows stay additive.
+
+use crate::CompileError;
+use crate::gradient::{Analysis, analyse, check_opset, float_output};
+use crate::rules::{Emitter, form, vjp};
+use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
+use std::collections::HashMap;
+
+/// What to attribute.
+#[derive(Debug, Clone, Default)]
+pub struct DeepLiftRequest {
+    /// The model output to explain.
+    pub output: String,
+    /// The model inputs to attribute to, each paired with a reference input.
+    pub inputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledDeepLift {
+    pub model: ModelProto,
+    /// Reference input per attributed input, in the request's order (`<input>__ref`).
+    pub references: Vec<String>,
+    /// The seed input, shaped like the explained output.
+    pub seed: String,
+    /// Multiplier output per attributed input, in the request's order.
+    pub multipliers: Vec<String>,
+}
+
+/// Below this difference a rescale falls back to the gradient (as in the design note).
+const RESCALE_EPSILON: f32 = 1e-6;
+/// Below this difference a routed or Shapley contribution has no multiplier.
+const ROUTE_EPSILON: f32 = 1e-7;
+
+const ELEMENTWISE: &[&str] =
+    &["Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Softplus", "Exp", "Erf", "Sqrt", "Reciprocal", "Clip"];
+
+pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result<CompiledDeepLift, CompileError> {
+    let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
+    let opset = check_opset(model)?;
+    let outputs = vec![request.output.clone()];
+    let Analysis { varying, on_path } = analyse(graph, &request.inputs, &outputs, &[])?;
+    let target_opset = opset.max(17);
+    let mut builder = GraphBuilder::from_graph(graph.clone());
+
+    // Reference inputs, typed like the inputs they pair with.
+    let mut reference_of: HashMap<String, String> = HashMap::new();
+    let mut references = Vec::new();
+    for input in &request.inputs {
+        let info = graph.input.iter().find(|i| i.name() == input).ok_or_else(|| CompileError::UnknownTensor(input.clone()))?;
+        let name = builder.fresh_name(&format!("{input}__ref"));
+        let mut reference = info.clone();
+        reference.name = Some(name.clone());
+        builder.graph_mut().input.push(reference);
+        reference_of.insert(input.clone(), name.clone());
+        references.push(name);
+    }
+
+    // The forward pass again, on the references: every node that computes a varying value.
+    for node in &graph.node {
+        if !node.output.iter().any(|o| varying.contains(o)) {
+            continue;
+        }
+        let mut copy = node.clone();
+        for input in &mut copy.input {
+            if let Some(r) = reference_of.get(input.as_str()) {
+                *input = r.clone();
+            }
+        }
+        for output in &mut copy.output {
+            if !output.is_empty() {
+                let fresh = builder.fresh_name(&format!("{output}__ref"));
+                reference_of.insert(output.clone(), fresh.clone());
+                *output = fresh;
+            }
+        }
+        copy.name = Some(builder.fresh_name(&format!("{}__ref", node.name())));
+        builder.graph_mut().node.push(copy);
+    }
+
+    let info = graph.output.iter().find(|o| o.name() == request.output).expect("checked by analyse");
+    let seed = builder.fresh_name(&format!("{}__seed", request.output));
+    let mut seed_info = info.clone();
+    seed_info.name = Some(seed.clone());
+    builder.graph_mut().input.push(seed_info);
+
+    let mut grads: HashMap<String, Vec<String>> = HashMap::from([(request.output.clone(), vec![seed.clone()])]);
+    let mut emit = Emitter::new(&mut builder, graph, target_opset);
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if !on_path[index] {
+            continue;
+        }
+        let output_grads: Vec<Option<String>> =
+            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
+        if output_grads.iter().all(Option::is_none) {
+            continue;
+        }
+        let varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
+        let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
+        let input_grads = multipliers(&mut emit, node, &output_grads, &varies, &reference)?;
+        for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&varies) {
+            if let (Some(grad), true) = (grad, varies) {
+                grads.entry(input.clone()).or_default().push(grad);
+            }
+        }
+    }
+
+    let mut multiplier_outputs = Vec::new();
+    for input in &request.inputs {
+        let m = match grads.get(input) {
+            Some(parts) => emit.sum(parts),
+            None => emit.zeros_like(input),
+        };
+        let name = emit.builder().fresh_name(&format!("{input}__multiplier"));
+        let node_name = emit.builder().fresh_name("multiplier_output");
+        emit.builder().graph_mut().node.push(NodeProto {
+            input: vec![m],
+            output: vec![name.clone()],
+            name: Some(node_name),
+            op_type: Some("Identity".into()),
+            ..Default::default()
+        });
+        emit.builder().graph_mut().output.push(float_output(&name));
+        multiplier_outputs.push(name);
+    }
+
+    let mut compiled = model.clone();
+    compiled.graph = Some(builder.finish());
+    for import in &mut compiled.opset_import {
+        if is_default_domain(import.domain()) {
+            import.version = Some(target_opset);
+        }
+    }
+    Ok(CompiledDeepLift { model: compiled, references, seed, multipliers: multiplier_outputs })
+}
+
+/// `numerator / denominator` where `|denominator| >= epsilon`, else `fallback`.
+fn guarded_ratio(e: &mut Emitter<'_>, numerator: &str, denominator: &str, epsilon: f32, fallback: &str) -> String {
+    let magnitude = e.node("Abs", &[denominator], vec![]);
+    let threshold = e.scalar(epsilon);
+    let usable = e.node("GreaterOrEqual", &[&magnitude, &threshold], vec![]);
+    let one = e.scalar(1.0);
+    let safe = e.node("Where", &[&usable, denominator, &one], vec![]);
+    let ratio = e.node("Div", &[numerator, &safe], vec![]);
+    e.node("Where", &[&usable, &ratio, fallback], vec![])
+}
+
+/// The DeepLIFT multipliers of one node (see the module documentation for the rules).
+fn multipliers(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &[Option<String>],
+    varies: &[bool],
+    reference: &dyn Fn(&str) -> String,
+) -> Result<Vec<Option<String>>, CompileError> {
+    let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };
+    let x = |i: usize| node.input[i].clone();
+    let y = node.output[0].clone();
+    let op = node.op_type();
+    let mut out: Vec<Option<String>> = vec![None; node.input.len()];
+
+    if ELEMENTWISE.contains(&op) || (op == "Div" && varies[1] && !varies[0]) {
+        // Rescale: g · (y_x − y_r) / (z_x − z_r), the plain gradient at x where z barely moves.
+        let z = if op == "Div" { 1 } else { 0 };
+        let plain = if op == "Div" {
+            // −g · y / b, on the output's shape like the rescaled value (summed over broadcast
+            // axes only once, below).
+            let p = e.node("Mul", &[&g0, &y], vec![]);
+            let p = e.node("Div", &[&p, &x(1)], vec![]);
+            e.node("Neg", &[&p], vec![])
+        } else {
+            vjp(e, node, g, varies)?.swap_remove(0).expect("the varying input has a gradient")
+        };
+        let dz = e.node("Sub", &[&x(z), &reference(&x(z))], vec![]);
+        let dy = e.node("Sub", &[&y, &reference(&y)], vec![]);
+        let scaled = e.node("Mul", &[&g0, &dy], vec![]);
+        let m = guarded_ratio(e, &scaled, &dz, RESCALE_EPSILON, &plain);
+        // For Div the multiplier lives on the output's shape; sum it over broadcast axes.
+        out[z] = Some(if op == "Div" { e.unbroadcast(&m, &x(1)) } else { m });
+        return Ok(out);
+    }
+    match op {
+        "Mul" if varies[0] && varies[1] => {
+            // Each operand's change, valued at the mean of the other's two values.
+            let half = e.scalar(0.5);
+            for (i, other) in [(0, 1), (1, 0)] {
+                let sum = e.node("Add", &[&x(other), &reference(&x(other))], vec![]);
+                let mean = e.node("Mul", &[&sum, &half], vec![]);
+                let m = e.node("Mul", &[&g0, &mean], vec![]);
+                out[i] = Some(e.unbroadcast(&m, &x(i)));
+            }
+        }
+        "Div" if varies[0] && varies[1] => {
+            let half = e.scalar(0.5);
+            let one = e.scalar(1.0);
+            let (bx, br) = (x(1), reference(&x(1)));
+            let inv_x = e.node("Div", &[&one, &bx], vec![]);
+            let inv_r = e.node("Div", &[&one, &br], vec![]);
+            // a: Δa · (1/b_x + 1/b_r) / 2
+            let sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
+            let mean = e.node("Mul", &[&sum, &half], vec![]);
+            let m_a = e.node("Mul", &[&g0, &mean], vec![]);
+            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            // b: (a_x + a_r) / 2 · (1/b_x − 1/b_r), divided by Δb.
+            let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
+            let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
+            let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
+            let contribution = e.node("Mul", &[&a_mean, &inv_diff], vec![]);
+            let contribution = e.node("Mul", &[&g0, &contribution], vec![]);
+            let db = e.node("Sub", &[&bx, &br], vec![]);
+            let zero = e.scalar(0.0);
+            let zeros = e.node("Mul", &[&contribution, &zero], vec![]);
+            let m_b = guarded_ratio(e, &contribution, &db, ROUTE_EPSILON, &zeros);
+            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+        }
+        "MatMul" if varies[0] && varies[1] => {
+            let half = e.scalar(0.5);
+            let b_sum = e.node("Add", &[&x(1), &reference(&x(1))], vec![]);
+            let b_mean = e.node("Mul", &[&b_sum, &half], vec![]);
+            let b_t = e.swap_last_two(&b_mean, &x(1), node)?;
+            let m_a = e.node("MatMul", &[&g0, &b_t], vec![]);
+            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
+            let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
+            let a_t = e.swap_last_two(&a_mean, &x(0), node)?;
+            let m_b = e.node("MatMul", &[&a_t, &g0], vec![]);
+            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+        }
+        "Gemm" if varies[0] && varies[1] => {
+            return Err(form(node, "Gemm with two varying operands has no DeepLIFT rule yet"));
+        }
+        "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
+        "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
+        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference)?),
+        // Everything else that has a rule is linear in its varying inputs: the multiplier is the
+        // vector-Jacobian product.
+        _ => return vjp(e, node, g, varies),
+    }
+    Ok(out)
+}
+
+/// Softmax as centring, `Exp`, `ReduceSum` and `Div`, each piece with its DeepLIFT rule.
+fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&str) -> String) -> Result<String, CompileError> {
+    let axis = node.attr_int("axis").unwrap_or(-1);
+    let axes = e.ints(&[axis]);
+    let (zx, zr) = (node.input[0].clone(), reference(&node.input[0]));
+    let keep = || vec![AttributeProto::int("keepdims", 1)];
+    let side = |e: &mut Emitter<'_>, z: &str| {
+        let max = e.reduce_max(z, &[axis]);
+        let centred = e.node("Sub", &[z, &max], vec![]);
+        let exp = e.node("Exp", &[&centred], vec![]);
+        let sum = e.node("ReduceSum", &[&exp, &axes], keep());
+        (centred, exp, sum)
+    };
+    let (cx, ex, sx) = side(e, &zx);
+    let (cr, er, sr) = side(e, &zr);
+    let half = e.scalar(0.5);
+    let one = e.scalar(1.0);
+    let zero = e.scalar(0.0);
+
+    // y = e / s, both varying (two-player Shapley rule).
+    let inv_x = e.node("Div", &[&one, &sx], vec![]);
+    let inv_r = e.node("Div", &[&one, &sr], vec![]);
+    let inv_sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
+    let inv_mean = e.node("Mul", &[&inv_sum, &half], vec![]);
+    let m_e = e.node("Mul", &[g, &inv_mean], vec![]);
+    let e_sum = e.node("Add", &[&ex, &er], vec![]);
+    let e_mean = e.node("Mul", &[&e_sum, &half], vec![]);
+    let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
+    let contribution = e.node("Mul", &[&e_mean, &inv_diff], vec![]);
+    let contribution = e.node("Mul", &[g, &contribution], vec![]);
+    let contribution = e.node("ReduceSum", &[&contribution, &axes], keep());
+    let ds = e.node("Sub", &[&sx, &sr], vec![]);
+    let no_multiplier = e.node("Mul", &[&contribution, &zero], vec![]);
+    let m_s = guarded_ratio(e, &contribution, &ds, ROUTE_EPSILON, &no_multiplier);
+    // s = ReduceSum(e) is linear: its multiplier spreads back over the axis.
+    let m_e = e.node("Add", &[&m_e, &m_s], vec![]);
+    // e = Exp(c): rescale, with the gradient e_x where c barely moves.
+    let dc = e.node("Sub", &[&cx, &cr], vec![]);
+    let de = e.node("Sub", &[&ex, &er], vec![]);
+    let scaled = e.node("Mul", &[&m_e, &de], vec![]);
+    let plain = e.node("Mul", &[&m_e, &ex], vec![]);
+    let m_c = guarded_ratio(e, &scaled, &dc, RESCALE_EPSILON, &plain);
+    // c = z − max(z): rescaled elementwise from z to c, as shap's TensorFlow backend does.
+    let dz = e.node("Sub", &[&zx, &zr], vec![]);
+    let scaled = e.node("Mul", &[&m_c, &dc], vec![]);
+    Ok(guarded_ratio(e, &scaled, &dz, RESCALE_EPSILON, &m_c))
+}
+
+/// MaxPool: each output's difference goes to the argmax of x (the part above the reference's
+/// maximum) and of r (the part below), added up at those positions, divided by Δx.
+fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&str) -> String) -> Result<String, CompileError> {
+    if node.attr_int("storage_order").unwrap_or(0) != 0 {
+        return Err(form(node, "storage_order 1 is not supported"));
+    }
+    if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") {
+        return Err(form(node, "auto_pad is not supported; export with explicit pads"));
+    }
+    let attrs: Vec<AttributeProto> = node
+        .attribute
+        .iter()
+        .filter(|a| ["ceil_mode", "dilations", "kernel_shape", "pads", "strides"].contains(&a.name()))
+        .cloned()
+        .collect();
+    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
+    let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
+    let index_x = e.builder().add_node_multi("MaxPool", &[&xx], 2, attrs.clone()).swap_remove(1);
+    let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
+    let top = e.node("Max", &[&yx, &yr], vec![]);
+    let above = e.node("Sub", &[&top, &yr], vec![]);
+    let below = e.node("Sub", &[&yx, &top], vec![]);
+    let to_x = e.node("Mul", &[g, &above], vec![]);
+    let to_r = e.node("Mul", &[g, &below], vec![]);
+    let flat = e.ints(&[-1]);
+    let flat_x = e.node("Reshape", &[&xx, &flat], vec![]);
+    let mut routed = e.zeros_like(&flat_x);
+    for (indices, values) in [(index_x, to_x), (index_r, to_r)] {
+        let indices = e.node("Reshape", &[&indices, &flat], vec![]);
+        let values = e.node("Reshape", &[&values, &flat], vec![]);
+        routed = e.node(
+            "ScatterElements",
+            &[&routed, &indices, &values],
+            vec![AttributeProto::int("axis", 0), AttributeProto::string("reduction", "add")],
+        );
+    }
+    let shape = e.shape(&xx);
+    let routed = e.node("Reshape", &[&routed, &shape], vec![]);
+    let dx = e.node("Sub", &[&xx, &xr], vec![]);
+    let zeros = e.zeros_like(&routed);
+    Ok(guarded_ratio(e, &routed, &dx, ROUTE_EPSILON, &zeros))
+}

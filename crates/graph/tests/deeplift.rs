@@ -1,0 +1,228 @@
+//! DeepLIFT multipliers from the compiled graph are complete: for every input row x, every
+//! reference row r and every output element t, Σ m · (x − r) = f_t(x) − f_t(r), on models with
+//! every rule in play (rescale, two-player Shapley, decomposed softmax, overlapping max-pool).
+
+mod common;
+
+use common::*;
+use explaind_graph::{DeepLiftRequest, compile_deeplift};
+use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, tensor_f32};
+use ndarray::{ArrayD, Axis, IxDyn};
+
+/// Checks completeness for every (input row, reference row, output element) triple; returns
+/// the largest error relative to max(1, |f_t(x) - f_t(r)|).
+fn check_completeness(model: &ModelProto, output: &str, x: &[ArrayD<f32>], r: &[ArrayD<f32>]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let inputs: Vec<String> = graph.input.iter().map(|i| i.name().to_string()).collect();
+    let output_index = graph.output.iter().position(|o| o.name() == output).unwrap();
+    let compiled = compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: inputs.clone() }).unwrap();
+    let forward = load(model, &dir, "forward");
+    let attribution = load(&compiled.model, &dir, "deeplift");
+
+    let f = |rows: &[ArrayD<f32>]| {
+        let views: Vec<_> = rows.iter().map(|a| a.view()).collect();
+        let y = forward.run(&views).unwrap().0.swap_remove(output_index);
+        let n = y.shape()[0];
+        let len = y.len() / n;
+        y.into_shape_with_order((n, len)).unwrap()
+    };
+    let (fx, fr) = (f(x), f(r));
+    let (n, k, t) = (x[0].shape()[0], r[0].shape()[0], fx.shape()[1]);
+
+    // Rows: every (input, reference, target) triple, the seed one-hot at the target.
+    let rows = n * k * t;
+    let pick = |arrays: &[ArrayD<f32>], index: &dyn Fn(usize) -> usize| -> Vec<ArrayD<f32>> {
+        arrays.iter().map(|a| a.select(Axis(0), &(0..rows).map(index).collect::<Vec<_>>())).collect()
+    };
+    let xs = pick(x, &|row| row / (k * t));
+    let rs = pick(r, &|row| (row / t) % k);
+    let out_shape = forward_output_shape(&forward, x, output_index);
+    let mut seed_shape = vec![rows];
+    seed_shape.extend(&out_shape[1..]);
+    let mut seed = ArrayD::<f32>::zeros(IxDyn(&seed_shape));
+    for row in 0..rows {
+        seed.as_slice_mut().unwrap()[row * t + row % t] = 1.0;
+    }
+    let mut feed: Vec<_> = xs.iter().map(|a| a.view()).collect();
+    feed.extend(rs.iter().map(|a| a.view()));
+    feed.push(seed.view());
+    let results = attribution.run(&feed).unwrap().0;
+    let n_outputs = graph.output.len();
+
+    let mut worst = 0f64;
+    for row in 0..rows {
+        let (i, j, target) = (row / (k * t), (row / t) % k, row % t);
+        let mut total = 0f64;
+        for (input, (xa, ra)) in xs.iter().zip(&rs).enumerate() {
+            let m = &results[n_outputs + input];
+            let len = m.len() / rows;
+            for e in 0..len {
+                let flat = row * len + e;
+                total += m.as_slice().unwrap()[flat] as f64
+                    * (xa.as_slice().unwrap()[flat] as f64 - ra.as_slice().unwrap()[flat] as f64);
+            }
+        }
+        let want = fx[[i, target]] as f64 - fr[[j, target]] as f64;
+        let error = (total - want).abs() / want.abs().max(1.0);
+        assert!(error <= 1e-4, "input {i}, reference {j}, output {target}: Σφ = {total}, f(x) − f(r) = {want}");
+        worst = worst.max(error);
+    }
+    worst
+}
+
+fn forward_output_shape(forward: &explaind_runtime::Model, x: &[ArrayD<f32>], index: usize) -> Vec<usize> {
+    let views: Vec<_> = x.iter().map(|a| a.view()).collect();
+    forward.run(&views).unwrap().0[index].shape().to_vec()
+}
+
+/// `m` with the first axis of every input symbolic, so inputs and references may have any
+/// number of rows.
+fn any_batch(mut m: ModelProto) -> ModelProto {
+    for input in &mut m.graph.as_mut().unwrap().input {
+        if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
+            t.shape.as_mut().unwrap().dim[0] = explaind_onnx::Dim::from("batch").into();
+        }
+    }
+    m
+}
+
+/// A model whose single float input is `x` with the given per-row shape.
+fn single_input(row: &[usize], body: impl FnOnce(&mut GraphBuilder, &str) -> String) -> ModelProto {
+    let mut shape = vec![1usize];
+    shape.extend(row);
+    any_batch(model(&[&shape], |b, x| body(b, &x[0])))
+}
+
+fn rows(n: usize, row: &[usize], seed: u64) -> ArrayD<f32> {
+    let mut shape = vec![n];
+    shape.extend(row);
+    array(&shape, seed, 0.0)
+}
+
+#[test]
+fn mlp_with_sigmoid_tanh_and_softmax_output() {
+    let m = single_input(&[5], |b, x| {
+        let w1 = constant(b, &[6, 5], 1);
+        let b1 = constant(b, &[6], 2);
+        let h = b.add_node("Gemm", &[x, &w1, &b1], vec![AttributeProto::int("transB", 1)]);
+        let h = b.add_node("Sigmoid", &[&h], vec![]);
+        let w2 = constant(b, &[6, 4], 3);
+        let h = b.add_node("MatMul", &[&h, &w2], vec![]);
+        let h = b.add_node("Tanh", &[&h], vec![]);
+        let w3 = constant(b, &[4, 3], 4);
+        let b3 = constant(b, &[3], 5);
+        let logits = b.add_node("Gemm", &[&h, &w3, &b3], vec![AttributeProto::float("alpha", 3.0)]);
+        b.add_node("Softmax", &[&logits], vec![AttributeProto::int("axis", 1)])
+    });
+    check_completeness(&m, &output_name(&m), &[rows(3, &[5], 10)], &[rows(4, &[5], 11)]);
+}
+
+#[test]
+fn every_elementwise_rule_is_complete() {
+    for op in ["Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Softplus", "Exp", "Erf", "Sqrt", "Reciprocal", "Clip"] {
+        let m = single_input(&[6], |b, x| {
+            let w = constant(b, &[6, 6], 20);
+            let z = b.add_node("MatMul", &[x, &w], vec![]);
+            let z = match op {
+                // Positive arguments where the op needs them.
+                "Sqrt" | "Reciprocal" => {
+                    let one = b.add_initializer(tensor_f32("one", &[], &[1.0]));
+                    let sq = b.add_node("Mul", &[&z, &z], vec![]);
+                    b.add_node("Add", &[&sq, &one], vec![])
+                }
+                _ => z,
+            };
+            let y = match op {
+                "Clip" => {
+                    let lo = b.add_initializer(tensor_f32("lo", &[], &[-0.3]));
+                    let hi = b.add_initializer(tensor_f32("hi", &[], &[0.4]));
+                    b.add_node("Clip", &[&z, &lo, &hi], vec![])
+                }
+                _ => b.add_node(op, &[&z], vec![]),
+            };
+            let v = constant(b, &[6, 2], 21);
+            b.add_node("MatMul", &[&y, &v], vec![])
+        });
+        check_completeness(&m, &output_name(&m), &[rows(2, &[6], 22)], &[rows(3, &[6], 23)]);
+    }
+    // A reference equal to the input: every rescale falls back to the gradient, and Σφ = 0.
+    let m = single_input(&[4], |b, x| b.add_node("Tanh", &[x], vec![]));
+    let same = rows(2, &[4], 24);
+    check_completeness(&m, &output_name(&m), &[same.clone()], &[same]);
+}
+
+#[test]
+fn two_varying_operands_share_by_the_shapley_rule() {
+    // Products, quotients and a matrix product of activations, with broadcasting.
+    let m = any_batch(model(&[&[2, 3], &[2, 3], &[2, 1]], |b, x| {
+        let one = b.add_initializer(tensor_f32("one", &[], &[1.5]));
+        let p = b.add_node("Mul", &[&x[0], &x[1]], vec![]);
+        let sq = b.add_node("Mul", &[&x[2], &x[2]], vec![]);
+        let den = b.add_node("Add", &[&sq, &one], vec![]);
+        let q = b.add_node("Div", &[&p, &den], vec![]);
+        let only_den = b.add_node("Div", &[&one, &den], vec![]);
+        let s = b.add_node("Add", &[&q, &only_den], vec![]);
+        let w = constant(b, &[3, 2], 30);
+        b.add_node("MatMul", &[&s, &w], vec![])
+    }));
+    let x = [rows(2, &[3], 31), rows(2, &[3], 32), rows(2, &[1], 33)];
+    let r = [rows(3, &[3], 34), rows(3, &[3], 35), rows(3, &[1], 36)];
+    check_completeness(&m, &output_name(&m), &x, &r);
+
+    let m = any_batch(model(&[&[1, 2, 3], &[1, 3, 4]], |b, x| {
+        let p = b.add_node("MatMul", &[&x[0], &x[1]], vec![]);
+        b.add_node("Flatten", &[&p], vec![])
+    }));
+    check_completeness(&m, &output_name(&m), &[rows(2, &[2, 3], 37), rows(2, &[3, 4], 38)], &[rows(2, &[2, 3], 39), rows(2, &[3, 4], 40)]);
+}
+
+#[test]
+fn cnn_with_batchnorm_overlapping_max_pool_residual_and_softmax() {
+    let m = single_input(&[1, 6, 6], |b, x| {
+        let w = constant(b, &[3, 1, 3, 3], 50);
+        let bias = constant(b, &[3], 51);
+        let c = b.add_node("Conv", &[x, &w, &bias], vec![AttributeProto::ints("pads", [1, 1, 1, 1])]);
+        let scale = constant(b, &[3], 52);
+        let shift = constant(b, &[3], 53);
+        let mean = constant(b, &[3], 54);
+        let var = b.add_initializer(tensor_f32("var", &[3], &[0.5, 1.0, 2.0]));
+        let c = b.add_node("BatchNormalization", &[&c, &scale, &shift, &mean, &var], vec![]);
+        let a = b.add_node("Relu", &[&c], vec![]);
+        let overlapping = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("strides", [1, 1]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+        ];
+        let p = b.add_node("MaxPool", &[&a], overlapping);
+        let residual = b.add_node("Add", &[&p, &c], vec![]);
+        let avg = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+        let s = b.add_node("AveragePool", &[&residual], avg);
+        let tiled = vec![AttributeProto::ints("kernel_shape", [3, 3]), AttributeProto::ints("strides", [3, 3])];
+        let s = b.add_node("MaxPool", &[&s], tiled);
+        let w2 = constant(b, &[4, 3, 1, 1], 55);
+        let s = b.add_node("Conv", &[&s, &w2], vec![]);
+        let s = b.add_node("GlobalAveragePool", &[&s], vec![]);
+        let s = b.add_node("Flatten", &[&s], vec![]);
+        let w3 = constant(b, &[3, 4], 56);
+        let logits = b.add_node("Gemm", &[&s, &w3], vec![AttributeProto::int("transB", 1), AttributeProto::float("alpha", 4.0)]);
+        b.add_node("Softmax", &[&logits], vec![])
+    });
+    check_completeness(&m, &output_name(&m), &[rows(3, &[1, 6, 6], 57)], &[rows(4, &[1, 6, 6], 58)]);
+}
+
+#[test]
+fn demo_models_are_complete_against_their_backgrounds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..3).into()).to_owned();
+    let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..5).into()).to_owned();
+    check_completeness(&digits, "logits", &[x], &[r]);
+
+    let wine = ModelProto::load(root.join("models/wine-mlp/1/model.onnx")).unwrap();
+    let x = read("models/wine-mlp/1/samples.npy").slice_axis(Axis(0), (0..3).into()).to_owned();
+    let r = read("models/wine-mlp/1/background.npy").slice_axis(Axis(0), (0..5).into()).to_owned();
+    check_completeness(&wine, "probabilities", &[x.clone()], &[r.clone()]);
+    check_completeness(&wine, "logits", &[x], &[r]);
+}

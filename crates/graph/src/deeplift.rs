@@ -32,7 +32,20 @@ pub struct DeepLiftRequest {
 
 #[derive(Debug, Clone)]
 pub struct CompiledDeepLift {
+    /// Everything in one graph: inputs, references and seed in; outputs and multipliers out.
     pub model: ModelProto,
+    /// The same computation split in two, so the references' half can be computed once per
+    /// background and cached:
+    /// - `reference_model` runs the forward pass on reference rows (inputs named as in
+    ///   `references`) and returns the `activations` the backward pass reads;
+    /// - `attribution_model` takes the inputs, those activations (as inputs named in
+    ///   `activations`, rows paired with the inputs) and the seed, and returns the model's
+    ///   outputs and the multipliers.
+    pub reference_model: ModelProto,
+    pub attribution_model: ModelProto,
+    /// The activations: `attribution_model`'s input names for them, in the order
+    /// `reference_model` returns them.
+    pub activations: Vec<String>,
     /// Reference input per attributed input, in the request's order (`<input>__ref`).
     pub references: Vec<String>,
     /// The seed input, shaped like the explained output.
@@ -71,6 +84,7 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     }
 
     // The forward pass again, on the references: every node that computes a varying value.
+    let forward_nodes = graph.node.len();
     for node in &graph.node {
         if !node.output.iter().any(|o| varying.contains(o)) {
             continue;
@@ -138,14 +152,106 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
         multiplier_outputs.push(name);
     }
 
-    let mut compiled = model.clone();
-    compiled.graph = Some(builder.finish());
-    for import in &mut compiled.opset_import {
-        if is_default_domain(import.domain()) {
-            import.version = Some(target_opset);
+    let combined = builder.finish();
+    let reference_nodes = forward_nodes..forward_nodes + graph.node.iter().filter(|n| n.output.iter().any(|o| varying.contains(o))).count();
+    let (reference_graph, attribution_graph, activations) = split(&combined, graph, reference_nodes, &references, &seed);
+    let with_graph = |g: explaind_onnx::GraphProto| {
+        let mut m = model.clone();
+        m.graph = Some(g);
+        for import in &mut m.opset_import {
+            if is_default_domain(import.domain()) {
+                import.version = Some(target_opset);
+            }
+        }
+        m
+    };
+    Ok(CompiledDeepLift {
+        model: with_graph(combined),
+        reference_model: with_graph(reference_graph),
+        attribution_model: with_graph(attribution_graph),
+        activations,
+        references,
+        seed,
+        multipliers: multiplier_outputs,
+    })
+}
+
+/// Splits the combined graph at the reference activations the backward pass reads.
+fn split(
+    combined: &explaind_onnx::GraphProto,
+    original: &explaind_onnx::GraphProto,
+    reference_nodes: std::ops::Range<usize>,
+    references: &[String],
+    seed: &str,
+) -> (explaind_onnx::GraphProto, explaind_onnx::GraphProto, Vec<String>) {
+    use std::collections::HashSet;
+    let produced_by_reference: HashSet<&str> = combined.node[reference_nodes.clone()]
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .chain(references.iter().map(String::as_str))
+        .collect();
+    // Reference values read outside the reference pass, in first-use order.
+    let mut activations: Vec<String> = Vec::new();
+    for (index, node) in combined.node.iter().enumerate() {
+        if reference_nodes.contains(&index) {
+            continue;
+        }
+        for input in &node.input {
+            if produced_by_reference.contains(input.as_str()) && !activations.contains(input) {
+                activations.push(input.clone());
+            }
         }
     }
-    Ok(CompiledDeepLift { model: compiled, references, seed, multipliers: multiplier_outputs })
+
+    let keep_initializers = |nodes: &[NodeProto]| {
+        let used: HashSet<&str> = nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+        combined.initializer.iter().filter(|t| used.contains(t.name())).cloned().collect::<Vec<_>>()
+    };
+
+    // Reference half: references in, activations out (through Identity, since a graph input
+    // cannot also be listed as an output of the same graph by name in every runtime).
+    let mut reference_nodes_list: Vec<NodeProto> = combined.node[reference_nodes.clone()].to_vec();
+    let mut reference_outputs = Vec::new();
+    for activation in &activations {
+        let out = format!("{activation}__activation");
+        reference_nodes_list.push(NodeProto {
+            input: vec![activation.clone()],
+            output: vec![out.clone()],
+            name: Some(format!("{activation}__activation_identity")),
+            op_type: Some("Identity".into()),
+            ..Default::default()
+        });
+        reference_outputs.push(float_output(&out));
+    }
+    let reference_graph = explaind_onnx::GraphProto {
+        name: Some(format!("{}_references", original.name())),
+        initializer: keep_initializers(&reference_nodes_list),
+        node: reference_nodes_list,
+        input: combined.input.iter().filter(|i| references.iter().any(|r| r == i.name())).cloned().collect(),
+        output: reference_outputs,
+        ..Default::default()
+    };
+
+    // Attribution half: everything else, with the activations as inputs.
+    let attribution_nodes: Vec<NodeProto> = combined
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !reference_nodes.contains(i))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let mut inputs: Vec<_> = original.input.clone();
+    inputs.extend(activations.iter().map(|a| float_output(a)));
+    inputs.extend(combined.input.iter().filter(|i| i.name() == seed).cloned());
+    let attribution_graph = explaind_onnx::GraphProto {
+        name: Some(format!("{}_attribution", original.name())),
+        initializer: keep_initializers(&attribution_nodes),
+        node: attribution_nodes,
+        input: inputs,
+        output: combined.output.clone(),
+        ..Default::default()
+    };
+    (reference_graph, attribution_graph, activations)
 }
 
 /// `numerator / denominator` where `|denominator| >= epsilon`, else `fallback`.

@@ -226,3 +226,35 @@ fn demo_models_are_complete_against_their_backgrounds() {
     check_completeness(&wine, "probabilities", &[x.clone()], &[r.clone()]);
     check_completeness(&wine, "logits", &[x], &[r]);
 }
+
+#[test]
+fn the_split_models_compute_what_the_combined_one_does() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let combined = load(&compiled.model, &dir, "combined");
+    let reference = load(&compiled.reference_model, &dir, "reference");
+    let attribution = load(&compiled.attribution_model, &dir, "attribution");
+    // The activations are not just the reference inputs: every nonlinearity contributes some.
+    assert!(compiled.activations.len() > 3, "{:?}", compiled.activations);
+
+    let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
+    let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
+    let seed = array(&[4, 10], 70, 0.0);
+    let together = combined.run(&[x.view(), r.view(), seed.view()]).unwrap().0;
+    let activations = reference.run(&[r.view()]).unwrap().0;
+    assert_eq!(activations.len(), compiled.activations.len());
+    let mut feed = vec![x.view()];
+    feed.extend(activations.iter().map(|a| a.view()));
+    feed.push(seed.view());
+    let apart = attribution.run(&feed).unwrap().0;
+    assert_eq!(together.len(), apart.len());
+    for (a, b) in together.iter().zip(&apart) {
+        assert_eq!(a.shape(), b.shape());
+        for (u, v) in a.iter().zip(b.iter()) {
+            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
+        }
+    }
+}

@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Sessions per model: how many forward passes of one model may run at once.
     #[arg(long, default_value_t = 1)]
     pub sessions_per_model: usize,
+    /// Memory budget of the background-activation cache (Deep SHAP), in bytes.
+    #[arg(long, default_value_t = 512 << 20)]
+    pub cache_bytes: u64,
+    /// Memory budget of registered background sets, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub background_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -129,8 +135,11 @@ pub struct ExplainArgs {
     #[arg(long = "param")]
     pub params: Vec<String>,
     /// Background rows (.npy/.json), instead of the model's default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "background_id")]
     pub background: Option<PathBuf>,
+    /// A background registered earlier (RegisterBackground), by id.
+    #[arg(long, default_value = "")]
+    pub background_id: String,
     /// Write the attributions of the first input to this file (.npy), or everything (.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -350,6 +359,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                     output: args.output_name,
                     parameters,
                     background,
+                    background_id: args.background_id.clone(),
                 })
                 .await
                 .map_err(status_text)?

@@ -29,6 +29,9 @@ pub struct State {
     pub repository: Arc<ModelRepository>,
     pub plugins: Arc<PluginRegistry>,
     pub limits: Limits,
+    /// Compiled gradient/DeepLIFT graphs and the background-activation cache.
+    pub engine: Arc<explaind_attribution::AttributionEngine>,
+    pub backgrounds: Arc<explaind_host::BackgroundRegistry>,
 }
 
 fn repository_status(e: RepositoryError) -> Status {
@@ -207,6 +210,21 @@ impl proto::explain_service_server::ExplainService for ExplainService {
         Ok(Response::new(proto::ListExplainersResponse { explainers }))
     }
 
+    async fn register_background(
+        &self,
+        request: Request<proto::RegisterBackgroundRequest>,
+    ) -> Result<Response<proto::RegisterBackgroundResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.0.model(request.model.as_ref())?;
+        let (rows, count) = convert::bind_inputs(&model, &request.rows, "rows", self.0.limits.max_batch_rows)?;
+        let registered = self.0.backgrounds.register(&model.name, rows).map_err(status_of)?;
+        tracing::info!(model = %model.name, id = %registered.background.digest, rows = count, "background registered");
+        Ok(Response::new(proto::RegisterBackgroundResponse {
+            background_id: registered.background.digest.clone(),
+            rows: count as u64,
+        }))
+    }
+
     async fn explain(&self, request: Request<proto::ExplainRequest>) -> Result<Response<proto::ExplainResponse>, Status> {
         let began = Instant::now();
         let cancel = cancel_token(&request);
@@ -226,10 +244,25 @@ impl proto::explain_service_server::ExplainService for ExplainService {
                 invalid(format!("output: {:?} is not an output of {} (outputs: {})", request.output, model.name, names.join(", ")))
             })?
         };
-        let background = if request.background.is_empty() {
-            None
-        } else {
-            Some(convert::bind_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0)
+        let background = match (request.background.is_empty(), request.background_id.is_empty()) {
+            (true, true) => None,
+            (false, false) => return Err(invalid("background_id: give background or background_id, not both")),
+            (false, true) => {
+                let rows = convert::bind_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0;
+                Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows })
+            }
+            (true, false) => {
+                let registered = state.backgrounds.get(&request.background_id).ok_or_else(|| {
+                    Status::not_found(format!("background_id: no background {:?} is registered", request.background_id))
+                })?;
+                if registered.model != model.name {
+                    return Err(invalid(format!(
+                        "background_id: {:?} was registered for model {}, not {}",
+                        request.background_id, registered.model, model.name
+                    )));
+                }
+                Some(registered.background.clone())
+            }
         };
         let job = ExplainJob {
             model: model.clone(),
@@ -240,6 +273,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
             params: convert::params(&request.parameters)?,
             background,
             cancel: cancel.clone(),
+            engine: state.engine.clone(),
         };
         let outcome = run_blocking(&cancel, move || explaind_host::explain(job).map_err(status_of)).await?;
 

@@ -74,8 +74,9 @@ fn client_commands_against_the_default_daemon() {
     // The bundled plugins load by default; test plugins beside them do not.
     let explainers = client(&["explainers", "--addr", &addr]);
     let names: Vec<&str> = explainers.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["occlusion"]);
-    assert_eq!(explainers[0]["parameters"][2]["default"], 0.0);
+    assert_eq!(names, ["deep-shap", "deeplift", "occlusion"]);
+    assert_eq!(explainers[2]["parameters"][2]["default"], 0.0);
+    assert_eq!(explainers[0]["requires"], serde_json::json!(["background", "gradients"]));
 
     // Explain from a PNG: an 8x8 grey image written here, so the PNG path is exercised end to end.
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ fn request(model_name: &str, output: &str, input: &ndarray::ArrayD<f32>, targets
         output: output.into(),
         parameters,
         background: vec![],
+        background_id: String::new(),
     }
 }
 

@@ -110,6 +110,9 @@ int main(void) {
   FIELD(ExdHostApi, result_base_values);
   FIELD(ExdHostApi, result_extra);
   FIELD(ExdHostApi, result_info);
+  FIELD(ExdHostApi, gradient);
+  FIELD(ExdHostApi, deeplift_multipliers);
+  FIELD(ExdHostApi, deep_shap);
   SIZE(ExdHostApi);
 
   FIELD(ExdPluginInfo, header);

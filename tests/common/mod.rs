@@ -63,16 +63,21 @@ impl TestServer {
     /// Starts a server with the demo models, the bundled plugins, the misbehaving test plugin,
     /// and any `extra_plugins`.
     pub async fn start(limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
-        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins).await
+        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins, 256 << 20).await
+    }
+
+    /// A server on another model repository, with an activation cache of `cache_bytes`.
+    pub async fn start_on(models: &Path, cache_bytes: u64) -> TestServer {
+        Self::start_with(ModelRepository::new(models.to_path_buf(), runtime()), Default::default(), &[], cache_bytes).await
     }
 
     /// A server whose models send at most `rows` rows per ONNX Runtime call.
     pub async fn start_with_batch_rows(rows: usize) -> TestServer {
         let repository = ModelRepository::new(repo_root().join("models"), runtime()).with_max_batch_rows(rows);
-        Self::start_with(repository, Default::default(), &[]).await
+        Self::start_with(repository, Default::default(), &[], 256 << 20).await
     }
 
-    async fn start_with(repository: ModelRepository, limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
+    async fn start_with(repository: ModelRepository, limits: Limits, extra_plugins: &[PathBuf], cache_bytes: u64) -> TestServer {
         let repository = Arc::new(repository);
         let (_, failed) = repository.load_all().unwrap();
         assert!(failed.is_empty(), "demo models failed to load: {failed:?}");
@@ -86,7 +91,9 @@ impl TestServer {
         for p in extra_plugins {
             plugins.load_file(p).expect("extra plugin loads");
         }
-        let state = Arc::new(State { repository, plugins, limits });
+        let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime(), cache_bytes));
+        let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
+        let state = Arc::new(State { repository, plugins, limits, engine, backgrounds });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

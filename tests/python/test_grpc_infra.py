@@ -45,7 +45,7 @@ def test_health_and_reflection(channel):
     assert "grpc.health.v1.Health" in services, services
     pool = DescriptorPool(db)
     explain = pool.FindServiceByName("explaind.v1.ExplainService")
-    assert {m.name for m in explain.methods} == {"ListExplainers", "Explain"}
+    assert {m.name for m in explain.methods} == {"ListExplainers", "Explain", "RegisterBackground"}
     models = pool.FindServiceByName("explaind.v1.ModelService")
     assert {m.name for m in models.methods} == {"ListModels", "GetModel", "Predict"}
     predict = models.methods_by_name["Predict"]

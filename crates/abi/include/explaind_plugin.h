@@ -1,5 +1,10 @@
 /*
- * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.0.
+ * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.1.
+ *
+ * History (each minor version only appends):
+ *   1.0  the first version.
+ *   1.1  ExdHostApi gains gradient, deeplift_multipliers and deep_shap (graph-compiled
+ *        attribution); struct_size grows from 120 to 144 bytes.
  *
  * This header is the single source of truth for the ABI. The Rust mirror in
  * crates/abi/src/lib.rs follows it field by field, and tests check both sides' layouts.
@@ -45,7 +50,7 @@ extern "C" {
 #endif
 
 #define EXPLAIND_ABI_MAJOR 1
-#define EXPLAIND_ABI_MINOR 0
+#define EXPLAIND_ABI_MINOR 1
 
 #if defined(_WIN32)
 #define EXD_EXPORT __declspec(dllexport)
@@ -278,6 +283,40 @@ typedef struct ExdHostApi {
                             int32_t ndim, DLTensor** out);
   /* A fact to report in the response (key and value are copied). */
   ExdError* (*result_info)(ExdContext* context, const char* key, const char* value);
+
+  /* ---- ABI 1.1 -------------------------------------------------------------------------------
+   * Attribution computed from the model's graph, compiled by the host into a backward graph
+   * that ONNX Runtime runs (on the model's execution provider). A plugin checks
+   * host->header.struct_size (or abi_minor >= 1) before calling these. A model with an
+   * operator the compiler has no rule for gives EXD_UNIMPLEMENTED naming the operator and node.
+   * Every out_* tensor is OWNED by the host, float32, valid until released with tensor_release
+   * or until `explain` returns; the out arrays themselves are BORROWED from the plugin (it
+   * provides room for num_inputs pointers). */
+
+  /* Plain gradients of seeds · (the explained output) with respect to every model input.
+   * inputs: as for forward, [B, ...] each; seeds: float32 [B, output_row_size].
+   * out_gradients[i] is shaped like inputs[i]. */
+  ExdError* (*gradient)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                        const DLTensor* seeds, DLTensor** out_gradients);
+  /* DeepLIFT multipliers (rescale rule) of paired rows: inputs[i] row b against references[i]
+   * row b, seeded by seeds row b ([B, output_row_size]). For every b,
+   *   sum over i and elements of out_multipliers[i] * (inputs[i] - references[i])
+   *     = seeds[b] . (f(inputs row b) - f(references row b)).
+   * out_multipliers[i] is shaped like inputs[i]. */
+  ExdError* (*deeplift_multipliers)(ExdContext* context, const DLTensor* inputs,
+                                    const DLTensor* references, size_t num_inputs,
+                                    const DLTensor* seeds, DLTensor** out_multipliers);
+  /* Deep SHAP against the request's background (EXD_FAILED_PRECONDITION if it has none):
+   *   out_attributions[i][n, s, ...] = mean over background rows r of
+   *       m(x_n, r; seeds[n, s]) * (x_n - r)
+   * with seeds float32 [N, S, output_row_size] (S seed rows per input row), and
+   * out_expected [N, S] = seeds[n, s] . (mean model output over the background).
+   * out_attributions[i] is [N, S, *input_i_shape_without_batch]. The host caches the
+   * background's activations per model and background digest, and chunks the work under its
+   * memory bound. out_expected may be NULL. */
+  ExdError* (*deep_shap)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                         const DLTensor* seeds, DLTensor** out_attributions,
+                         DLTensor** out_expected);
 } ExdHostApi;
 
 /* ---------------------------------------------------------------------------------------------
@@ -287,7 +326,7 @@ typedef struct ExdHostApi {
 /* Capability and requirement flags for ExdPluginInfo.flags. */
 #define EXD_CAP_REENTRANT ((uint64_t)1 << 0)      /* explain may run concurrently */
 #define EXD_NEEDS_BACKGROUND ((uint64_t)1 << 1)   /* refuse requests without a background */
-#define EXD_NEEDS_GRADIENTS ((uint64_t)1 << 2)    /* uses gradient host functions (ABI >= 1.1) */
+#define EXD_NEEDS_GRADIENTS ((uint64_t)1 << 2)    /* uses the ABI 1.1 attribution host functions */
 
 typedef struct ExdPluginInfo {
   ExdStructHeader header;
@@ -336,7 +375,7 @@ EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
-EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 120, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 144, "ExdHostApi");
 EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 56, "ExdPluginInfo");
 EXD_STATIC_ASSERT(sizeof(ExdPluginApi) == 40, "ExdPluginApi");
 #endif

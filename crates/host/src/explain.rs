@@ -116,9 +116,12 @@ pub struct ExplainJob {
     pub output_index: usize,
     pub targets: TargetSelection,
     pub params: BTreeMap<String, ParamValue>,
-    /// One array per model input, rows first; `None`: the model's default, if any.
-    pub background: Option<Vec<ArrayD<f32>>>,
+    /// The background (one array per model input, rows first); `None`: the model's default,
+    /// if it has one.
+    pub background: Option<explaind_attribution::Background>,
     pub cancel: CancelToken,
+    /// Compiles and runs gradient and DeepLIFT graphs for the ABI 1.1 host functions.
+    pub engine: Arc<explaind_attribution::AttributionEngine>,
 }
 
 pub struct ExplainOutcome {
@@ -266,12 +269,17 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
 pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
-    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel } = job;
+    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine } = job;
     let params = bind_params(&plugin, params)?;
 
     let background = match background {
         Some(b) => Some(b),
-        None => model.background.as_ref().filter(|_| model.inputs.len() == 1).map(|b| vec![b.clone()]),
+        None => match (&model.background, &model.background_digest) {
+            (Some(rows), Some(digest)) if model.inputs.len() == 1 => {
+                Some(explaind_attribution::Background { digest: digest.clone(), rows: vec![rows.clone()] })
+            }
+            _ => None,
+        },
     };
     if plugin.needs_background() && background.is_none() {
         return Err(Failure::failed_precondition(format!(
@@ -293,7 +301,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     let input_dl: Vec<abi::DLTensor> = input_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
     let output_tensor = BorrowedTensor::of(&explained_rows);
     let background_tensors: Vec<BorrowedTensor> =
-        background.iter().flatten().map(BorrowedTensor::of).collect();
+        background.iter().flat_map(|b| b.rows.iter()).map(BorrowedTensor::of).collect();
     let background_dl: Vec<abi::DLTensor> = background_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
     let targets_flat: Vec<i64> = target_indices.iter().copied().collect();
 
@@ -331,6 +339,8 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         attribution_shapes,
         base_value_shape: vec![n as i64, num_targets as i64],
         cancel: cancel.clone(),
+        engine,
+        background,
         stats: Mutex::new(RunStats::default()),
         scratch: Mutex::new(Default::default()),
         results: Mutex::new(Results::default()),

@@ -146,6 +146,10 @@ pub(crate) struct CallContext {
     /// [N, T]
     pub base_value_shape: Vec<i64>,
     pub cancel: CancelToken,
+    /// Compiles and runs gradient and DeepLIFT graphs (ABI 1.1 functions).
+    pub engine: Arc<explaind_attribution::AttributionEngine>,
+    /// The request's background, if it has one.
+    pub background: Option<explaind_attribution::Background>,
     pub stats: Mutex<RunStats>,
     /// Scratch and forward-output tensors, by the address of their DLTensor.
     pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
@@ -254,6 +258,171 @@ unsafe extern "C" fn model_info(context: *mut abi::ExdContext) -> *const abi::Ex
     unsafe { &*(context as *const CallContext) }.model_info
 }
 
+/// Checks `num_inputs` DLTensors from a plugin against the model and views them as arrays
+/// with a common batch size.
+///
+/// # Safety
+/// `inputs` must point to `num_inputs` DLTensors valid for `'a`.
+unsafe fn model_inputs<'a>(
+    ctx: &CallContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    what: &str,
+) -> Result<Vec<ArrayViewD<'a, f32>>, Failure> {
+    if num_inputs > 0 && inputs.is_null() {
+        return Err(Failure::invalid_argument(format!("{what}: inputs is NULL")));
+    }
+    if num_inputs != ctx.model.inputs.len() {
+        return Err(Failure::invalid_argument(format!(
+            "{what}: the model takes {} inputs, got {num_inputs}",
+            ctx.model.inputs.len()
+        )));
+    }
+    let raw = unsafe { std::slice::from_raw_parts(inputs, num_inputs) };
+    let views = raw
+        .iter()
+        .enumerate()
+        .map(|(i, t)| unsafe { view_input(t, &format!("{what} input {i}")) })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = views[0].shape()[0];
+    if views.iter().any(|v| v.shape()[0] != rows) {
+        return Err(Failure::invalid_argument(format!("{what}: inputs have different batch sizes")));
+    }
+    Ok(views)
+}
+
+/// Hands `arrays` to the plugin as host-owned scratch tensors, written to `out[0..]`.
+fn hand_out(ctx: &CallContext, arrays: Vec<ArrayD<f32>>, out: *mut *mut abi::DLTensor) {
+    let mut scratch = ctx.scratch.lock().unwrap();
+    for (i, array) in arrays.into_iter().enumerate() {
+        let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
+        let data = array.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+        let mut tensor = OwnedTensor::new(shape, data);
+        let ptr = &mut tensor.dl as *mut abi::DLTensor;
+        scratch.insert(ptr as usize, tensor);
+        unsafe { *out.add(i) = ptr };
+    }
+}
+
+fn attribution_failure(ctx: &CallContext, e: explaind_attribution::AttributionError) -> Failure {
+    use explaind_attribution::AttributionError as E;
+    match e {
+        E::Unsupported { .. } => Failure::new(abi::EXD_UNIMPLEMENTED, e.to_string()),
+        E::InvalidArgument(m) => Failure::invalid_argument(m),
+        E::Internal(m) => Failure::internal(m),
+        E::Cancelled => ctx.cancel.failure().unwrap_or_else(|| Failure::new(abi::EXD_CANCELLED, "cancelled")),
+    }
+}
+
+/// Views a seeds tensor and checks its trailing size is the explained output's row.
+unsafe fn seeds_view<'a>(ctx: &CallContext, seeds: *const abi::DLTensor, what: &str) -> Result<ArrayViewD<'a, f32>, Failure> {
+    if seeds.is_null() {
+        return Err(Failure::invalid_argument(format!("{what}: seeds is NULL")));
+    }
+    let view = unsafe { view_input(&*seeds, &format!("{what} seeds")) }?;
+    let trailing: usize = view.shape().last().copied().unwrap_or(0);
+    if trailing != ctx.output_row_size {
+        return Err(Failure::invalid_argument(format!(
+            "{what}: seeds end in {trailing} elements; the explained output's row has {}",
+            ctx.output_row_size
+        )));
+    }
+    Ok(view)
+}
+
+unsafe extern "C" fn gradient(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    seeds: *const abi::DLTensor,
+    out_gradients: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_gradients.is_null() {
+            return Err(Failure::invalid_argument("gradient: out_gradients is NULL"));
+        }
+        if let Some(f) = ctx.cancel.failure() {
+            return Err(f);
+        }
+        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "gradient") }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, "gradient") }?;
+        if seeds.shape()[0] != views[0].shape()[0] {
+            return Err(Failure::invalid_argument("gradient: seeds need one row per input row"));
+        }
+        let (grads, stats) =
+            ctx.engine.gradient(&ctx.model, ctx.output_index, &views, seeds).map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        hand_out(ctx, grads, out_gradients);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn deeplift_multipliers(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    references: *const abi::DLTensor,
+    num_inputs: usize,
+    seeds: *const abi::DLTensor,
+    out_multipliers: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_multipliers.is_null() {
+            return Err(Failure::invalid_argument("deeplift_multipliers: out_multipliers is NULL"));
+        }
+        if let Some(f) = ctx.cancel.failure() {
+            return Err(f);
+        }
+        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "deeplift_multipliers") }?;
+        let refs = unsafe { model_inputs(ctx, references, num_inputs, "deeplift_multipliers references") }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, "deeplift_multipliers") }?;
+        let rows = views[0].shape()[0];
+        if refs[0].shape()[0] != rows || seeds.shape()[0] != rows {
+            return Err(Failure::invalid_argument("deeplift_multipliers: inputs, references and seeds need the same rows"));
+        }
+        let (m, stats) = ctx
+            .engine
+            .deeplift_pairs(&ctx.model, ctx.output_index, &views, &refs, seeds)
+            .map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        hand_out(ctx, m, out_multipliers);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn deep_shap(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    seeds: *const abi::DLTensor,
+    out_attributions: *mut *mut abi::DLTensor,
+    out_expected: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_attributions.is_null() {
+            return Err(Failure::invalid_argument("deep_shap: out_attributions is NULL"));
+        }
+        let background = ctx.background.as_ref().ok_or_else(|| {
+            Failure::failed_precondition("background: Deep SHAP needs a background set, and the request has none")
+        })?;
+        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "deep_shap") }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, "deep_shap") }?;
+        if seeds.ndim() != 3 || seeds.shape()[0] != views[0].shape()[0] {
+            return Err(Failure::invalid_argument("deep_shap: seeds must be [N, S, output_row_size] for N input rows"));
+        }
+        let cancelled = || ctx.cancel.is_cancelled();
+        let result = ctx
+            .engine
+            .deep_shap(&ctx.model, ctx.output_index, &views, seeds, background, &cancelled)
+            .map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(result.stats);
+        hand_out(ctx, result.attributions, out_attributions);
+        if !out_expected.is_null() {
+            hand_out(ctx, vec![result.expected.into_dyn()], out_expected);
+        }
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn forward(
     context: *mut abi::ExdContext,
     inputs: *const abi::DLTensor,
@@ -261,28 +430,14 @@ unsafe extern "C" fn forward(
     out_output: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_output.is_null() || (num_inputs > 0 && inputs.is_null()) {
-            return Err(Failure::invalid_argument("forward: inputs or out_output is NULL"));
+        if out_output.is_null() {
+            return Err(Failure::invalid_argument("forward: out_output is NULL"));
         }
         if let Some(f) = ctx.cancel.failure() {
             return Err(f);
         }
-        if num_inputs != ctx.model.inputs.len() {
-            return Err(Failure::invalid_argument(format!(
-                "forward: the model takes {} inputs, got {num_inputs}",
-                ctx.model.inputs.len()
-            )));
-        }
-        let raw = unsafe { std::slice::from_raw_parts(inputs, num_inputs) };
-        let views = raw
-            .iter()
-            .enumerate()
-            .map(|(i, t)| unsafe { view_input(t, &format!("forward input {i}")) })
-            .collect::<Result<Vec<_>, _>>()?;
+        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "forward") }?;
         let rows = views[0].shape()[0];
-        if views.iter().any(|v| v.shape()[0] != rows) {
-            return Err(Failure::invalid_argument("forward: inputs have different batch sizes"));
-        }
         let (outputs, stats) =
             ctx.model.run(&views).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
         ctx.stats.lock().unwrap().add(stats);
@@ -424,4 +579,7 @@ pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     result_base_values: Some(result_base_values),
     result_extra: Some(result_extra),
     result_info: Some(result_info),
+    gradient: Some(gradient),
+    deeplift_multipliers: Some(deeplift_multipliers),
+    deep_shap: Some(deep_shap),
 };

@@ -4,6 +4,7 @@
 //!   instance per plugin, replaced after a panic.
 //! - [`host_api`] is the host's side of the ABI: the function table handed to plugins and the
 //!   per-call context behind it (forward passes, result tensors, cancellation).
+//! - [`backgrounds`] keeps the background sets clients register.
 //! - [`explain`] turns a validated request into one plugin call: it runs the model on the
 //!   inputs, resolves targets, checks parameters against the plugin's declaration, and collects
 //!   the results.
@@ -11,11 +12,13 @@
 //! Nothing here knows about gRPC: errors are [`Failure`]s carrying gRPC-compatible codes, which
 //! the server maps to statuses.
 
+pub mod backgrounds;
 pub mod explain;
 pub mod host_api;
 pub mod plugin;
 
 pub use explain::{CancelToken, ExplainJob, ExplainOutcome, ParamValue, TargetSelection, explain};
+pub use backgrounds::BackgroundRegistry;
 pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
 
 /// An error with a gRPC-compatible status code (the ABI's `EXD_*` codes are the same numbers).

@@ -151,6 +151,11 @@ impl PluginInfo {
         self.flags |= abi::EXD_NEEDS_BACKGROUND;
         self
     }
+    /// Uses the ABI 1.1 attribution host functions (gradients, DeepLIFT).
+    pub fn needs_gradients(mut self) -> Self {
+        self.flags |= abi::EXD_NEEDS_GRADIENTS;
+        self
+    }
     pub fn param(
         mut self,
         name: &'static str,
@@ -407,6 +412,72 @@ impl<'a> Context<'a> {
         Ok(HostTensor { host: self.host, ctx: self.raw, raw: out })
     }
 
+    /// Whether the host fills in the field of its table that ends at byte `end` (ABI 1.1 and
+    /// later functions are absent from older hosts).
+    fn host_has(&self, end: usize) -> bool {
+        abi::ExdHostApi::has_field(self.host.header.struct_size, end)
+    }
+
+    fn host_tensors(&self, raw: Vec<*mut abi::DLTensor>) -> Vec<HostTensor<'_>> {
+        raw.into_iter().map(|raw| HostTensor { host: self.host, ctx: self.raw, raw }).collect()
+    }
+
+    /// Plain gradients of `seeds` · (explained output) with respect to every model input
+    /// (ABI 1.1). `seeds` is [B, output_row_size]; one gradient per input, shaped like it.
+    pub fn gradient(&self, inputs: &[TensorView<'_>], seeds: TensorView<'_>) -> Result<Vec<HostTensor<'_>>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, gradient) + std::mem::size_of::<usize>();
+        let f = self.host.gradient.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let seeds = dl_borrow(&seeds);
+        let mut out = vec![std::ptr::null_mut(); dl.len()];
+        let err = unsafe { f(self.raw, dl.as_ptr(), dl.len(), &seeds, out.as_mut_ptr()) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(self.host_tensors(out))
+    }
+
+    /// DeepLIFT multipliers of `inputs` row b against `references` row b, seeded by `seeds`
+    /// row b (ABI 1.1). One multiplier tensor per input, shaped like it.
+    pub fn deeplift_multipliers(
+        &self,
+        inputs: &[TensorView<'_>],
+        references: &[TensorView<'_>],
+        seeds: TensorView<'_>,
+    ) -> Result<Vec<HostTensor<'_>>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, deeplift_multipliers) + std::mem::size_of::<usize>();
+        let f = self.host.deeplift_multipliers.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let refs: Vec<abi::DLTensor> = references.iter().map(dl_borrow).collect();
+        let seeds = dl_borrow(&seeds);
+        let mut out = vec![std::ptr::null_mut(); dl.len()];
+        let err = unsafe { f(self.raw, dl.as_ptr(), refs.as_ptr(), dl.len(), &seeds, out.as_mut_ptr()) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(self.host_tensors(out))
+    }
+
+    /// Deep SHAP against the request's background (ABI 1.1): `seeds` is [N, S, output_row_size];
+    /// returns per input [N, S, *input_shape_without_batch], and the expected values [N, S].
+    pub fn deep_shap(
+        &self,
+        inputs: &[TensorView<'_>],
+        seeds: TensorView<'_>,
+    ) -> Result<(Vec<HostTensor<'_>>, HostTensor<'_>), Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, deep_shap) + std::mem::size_of::<usize>();
+        let f = self.host.deep_shap.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let seeds = dl_borrow(&seeds);
+        let mut out = vec![std::ptr::null_mut(); dl.len()];
+        let mut expected = std::ptr::null_mut();
+        let err = unsafe { f(self.raw, dl.as_ptr(), dl.len(), &seeds, out.as_mut_ptr(), &mut expected) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok((self.host_tensors(out), HostTensor { host: self.host, ctx: self.raw, raw: expected }))
+    }
+
     /// The attributions for model input `input_index`: [N, T, *input_shape_without_batch],
     /// zero-filled, to be written by the plugin.
     pub fn attributions(&self, input_index: usize) -> Result<&mut [f32], Error> {
@@ -454,6 +525,10 @@ impl<'a> Context<'a> {
         }
         Ok(unsafe { std::slice::from_raw_parts_mut(t.data as *mut f32, len) })
     }
+}
+
+fn unsupported_host() -> Error {
+    Error::new(abi::EXD_UNIMPLEMENTED, "the host's ABI is older than 1.1 and cannot compute gradients or DeepLIFT")
 }
 
 /// A DLTensor that borrows a view (the host only reads it during the call).

@@ -18,6 +18,23 @@ pub use repository::{ModelRepository, RepositoryError};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// SHA-256 (lower-case hex) over each array's rank, shape and little-endian float32 elements, in
+/// order: how background sets are named, so equal data gets one cache entry whoever sends it.
+pub fn digest_arrays(arrays: &[ndarray::ArrayD<f32>]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for array in arrays {
+        hasher.update((array.ndim() as u64).to_le_bytes());
+        for &d in array.shape() {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        for v in array.iter() {
+            hasher.update(v.to_le_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
 /// Which execution provider to ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {

@@ -98,6 +98,8 @@ pub struct Model {
     pub config: ModelConfig,
     /// The default background (from `config.default_background`), rows first.
     pub background: Option<ArrayD<f32>>,
+    /// [`crate::digest_arrays`] of the default background.
+    pub background_digest: Option<String>,
     sessions: Vec<Mutex<Session>>,
     next_session: AtomicUsize,
     max_batch_rows: usize,
@@ -154,7 +156,6 @@ impl Model {
     pub fn load(rt: &OrtRuntime, name: &str, version: &str, dir: &Path) -> Result<Model, ModelError> {
         let model_path = dir.join("model.onnx");
         let bytes = std::fs::read(&model_path).map_err(|source| ModelError::Io { path: model_path.clone(), source })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
 
         let config_path = dir.join("config.toml");
         let config: ModelConfig = match std::fs::read_to_string(&config_path) {
@@ -163,18 +164,6 @@ impl Model {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelConfig::default(),
             Err(source) => return Err(ModelError::Io { path: config_path, source }),
         };
-
-        let count = rt.options.sessions_per_model.max(1);
-        let mut sessions = Vec::with_capacity(count);
-        let mut execution_provider = ExecutionProvider::Cpu;
-        for _ in 0..count {
-            let (session, ep) = build_session(rt, &bytes, &model_path)?;
-            execution_provider = ep;
-            sessions.push(Mutex::new(session));
-        }
-        let inputs = sessions[0].lock().unwrap().inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
-        let outputs = sessions[0].lock().unwrap().outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
-
         let background = match &config.default_background {
             Some(file) => {
                 let path = dir.join(file);
@@ -185,17 +174,39 @@ impl Model {
             }
             None => None,
         };
+        let mut model = Model::from_bytes(rt, name, version, &bytes, &model_path)?;
+        model.dir = dir.to_path_buf();
+        model.config = config;
+        model.background_digest = background.as_ref().map(|b| crate::digest_arrays(std::slice::from_ref(b)));
+        model.background = background;
+        Ok(model)
+    }
 
+    /// A model from ONNX bytes held in memory (a compiled attribution graph, say); `origin`
+    /// names it in errors.
+    pub fn from_bytes(rt: &OrtRuntime, name: &str, version: &str, bytes: &[u8], origin: &Path) -> Result<Model, ModelError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let count = rt.options.sessions_per_model.max(1);
+        let mut sessions = Vec::with_capacity(count);
+        let mut execution_provider = ExecutionProvider::Cpu;
+        for _ in 0..count {
+            let (session, ep) = build_session(rt, bytes, origin)?;
+            execution_provider = ep;
+            sessions.push(Mutex::new(session));
+        }
+        let inputs = sessions[0].lock().unwrap().inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+        let outputs = sessions[0].lock().unwrap().outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
         Ok(Model {
             name: name.to_string(),
             version: version.to_string(),
-            dir: dir.to_path_buf(),
+            dir: origin.to_path_buf(),
             sha256,
             execution_provider,
             inputs,
             outputs,
-            config,
-            background,
+            config: ModelConfig::default(),
+            background: None,
+            background_digest: None,
             sessions,
             next_session: AtomicUsize::new(0),
             max_batch_rows: rt.options.max_batch_rows.max(1),

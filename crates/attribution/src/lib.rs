@@ -1,0 +1,305 @@
+//! Runs compiled attribution graphs: plain gradients and DeepLIFT multipliers of a served model,
+//! and Deep SHAP over a background whose activations are cached.
+//!
+//! [`AttributionEngine`] compiles each model once per (model digest, output, kind) with
+//! `explaind-graph`, loads the result into ONNX Runtime next to the model (same execution
+//! provider), and keeps it. For Deep SHAP, the background's half of the DeepLIFT graph (its
+//! forward activations) is computed once per (model digest, output, background digest) and kept
+//! in a [`BoundedCache`] under a memory budget.
+//!
+//! All work on many rows is chunked to the model's `max_batch_rows`, so memory stays bounded
+//! whatever the number of inputs, background rows and targets.
+
+pub mod cache;
+
+pub use cache::{BoundedCache, CacheStats};
+
+use explaind_graph::{CompileError, DeepLiftRequest, GradientRequest, compile_deeplift, compile_gradient};
+use explaind_onnx::ModelProto;
+use explaind_runtime::{Model, ModelError, OrtRuntime, RunStats};
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AttributionError {
+    /// The model has an operator (or form) the compiler has no rule for.
+    #[error("model {model} cannot be compiled for {kind}: {error}")]
+    Unsupported { model: String, kind: &'static str, error: CompileError },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("the request was cancelled")]
+    Cancelled,
+}
+
+fn internal(e: ModelError) -> AttributionError {
+    AttributionError::Internal(e.to_string())
+}
+
+/// A background set as the engine sees it: rows per model input, and a digest naming it.
+#[derive(Debug, Clone)]
+pub struct Background {
+    /// [`background_digest`] of the rows.
+    pub digest: String,
+    pub rows: Vec<ArrayD<f32>>,
+}
+
+pub use explaind_runtime::digest_arrays as background_digest;
+
+/// Deep SHAP results for N inputs and S seeds each.
+#[derive(Debug, Clone)]
+pub struct DeepShap {
+    /// Per model input: [N, S, *input_shape_without_batch].
+    pub attributions: Vec<ArrayD<f32>>,
+    /// [N, S]: seed · mean over the background of the model's output.
+    pub expected: Array2<f32>,
+    pub stats: RunStats,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    Gradient,
+    DeepLift,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct CompiledKey {
+    model_sha256: String,
+    output: usize,
+    kind: Kind,
+}
+
+enum Compiled {
+    Gradient { model: Model },
+    DeepLift { reference: Model, attribution: Model, combined: Model },
+}
+
+/// Cached background activations and the model's mean output over the background.
+struct Activations {
+    arrays: Vec<ArrayD<f32>>,
+    mean_output: Vec<f32>,
+}
+
+pub struct AttributionEngine {
+    runtime: &'static OrtRuntime,
+    compiled: dashmap::DashMap<CompiledKey, Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>>,
+    activations: BoundedCache<(String, usize, String), Activations>,
+}
+
+impl AttributionEngine {
+    /// `cache_budget_bytes` bounds the cached background activations.
+    pub fn new(runtime: &'static OrtRuntime, cache_budget_bytes: u64) -> Self {
+        AttributionEngine { runtime, compiled: Default::default(), activations: BoundedCache::new(cache_budget_bytes) }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.activations.stats()
+    }
+
+    fn compiled(&self, model: &Model, output: usize, kind: Kind) -> Result<Arc<Compiled>, AttributionError> {
+        let key = CompiledKey { model_sha256: model.sha256.clone(), output, kind };
+        let cell = self.compiled.entry(key).or_default().clone();
+        cell.get_or_init(|| self.compile(model, output, kind).map(Arc::new)).clone()
+    }
+
+    fn compile(&self, model: &Model, output: usize, kind: Kind) -> Result<Compiled, AttributionError> {
+        let path = model.dir.join("model.onnx");
+        let bytes = std::fs::read(&path).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
+        let proto = ModelProto::from_bytes(&bytes).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
+        let output_name = model.outputs[output].name.clone();
+        let inputs: Vec<String> = model.inputs.iter().map(|i| i.name.clone()).collect();
+        let unsupported = |kind, error| AttributionError::Unsupported { model: format!("{}/{}", model.name, model.version), kind, error };
+        let load = |m: &ModelProto, suffix: &str| -> Result<Model, AttributionError> {
+            Model::from_bytes(self.runtime, &format!("{}#{suffix}", model.name), &model.version, &m.to_bytes(), &path)
+                .map(|m| m.with_max_batch_rows(model.max_batch_rows()))
+                .map_err(internal)
+        };
+        let began = std::time::Instant::now();
+        let compiled = match kind {
+            Kind::Gradient => {
+                let request = GradientRequest { outputs: vec![output_name], wrt: inputs, expose: vec![] };
+                let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
+                Compiled::Gradient { model: load(&compiled.model, "gradient")? }
+            }
+            Kind::DeepLift => {
+                let request = DeepLiftRequest { output: output_name, inputs };
+                let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
+                Compiled::DeepLift {
+                    reference: load(&compiled.reference_model, "deeplift-reference")?,
+                    attribution: load(&compiled.attribution_model, "deeplift")?,
+                    combined: load(&compiled.model, "deeplift-pairs")?,
+                }
+            }
+        };
+        tracing::info!(model = %model.name, version = %model.version, ?kind, output, elapsed_ms = began.elapsed().as_millis() as u64, "compiled attribution graph");
+        Ok(compiled)
+    }
+
+    /// Plain gradients d(seedᵀ · output)/d(input) for every model input. `seeds` is
+    /// [B, output_row_size]; inputs are [B, ...].
+    pub fn gradient(
+        &self,
+        model: &Model,
+        output: usize,
+        inputs: &[ArrayViewD<'_, f32>],
+        seeds: ArrayViewD<'_, f32>,
+    ) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
+        let Compiled::Gradient { model: graph } = &*self.compiled(model, output, Kind::Gradient)? else { unreachable!() };
+        let seeds = shaped_seeds(model, output, seeds)?;
+        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
+        feed.push(seeds.view());
+        let (mut outputs, stats) = graph.run(&feed).map_err(internal)?;
+        Ok((outputs.split_off(model.outputs.len()), stats))
+    }
+
+    /// DeepLIFT multipliers for paired rows: `inputs[i][b]` against `references[i][b]`, seeded
+    /// by `seeds[b]` ([B, output_row_size]).
+    pub fn deeplift_pairs(
+        &self,
+        model: &Model,
+        output: usize,
+        inputs: &[ArrayViewD<'_, f32>],
+        references: &[ArrayViewD<'_, f32>],
+        seeds: ArrayViewD<'_, f32>,
+    ) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
+        let Compiled::DeepLift { combined, .. } = &*self.compiled(model, output, Kind::DeepLift)? else { unreachable!() };
+        let seeds = shaped_seeds(model, output, seeds)?;
+        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
+        feed.extend(references.iter().cloned());
+        feed.push(seeds.view());
+        let (mut outputs, stats) = combined.run(&feed).map_err(internal)?;
+        Ok((outputs.split_off(model.outputs.len()), stats))
+    }
+
+    /// Deep SHAP: for input row n and seed s (`seeds` is [N, S, output_row_size]),
+    /// `mean_k m(x_n, r_k; seed_ns) · (x_n − r_k)` over the background rows r_k. The background's
+    /// activations come from the cache when the same model and background were seen before.
+    pub fn deep_shap(
+        &self,
+        model: &Model,
+        output: usize,
+        inputs: &[ArrayViewD<'_, f32>],
+        seeds: ArrayViewD<'_, f32>,
+        background: &Background,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<DeepShap, AttributionError> {
+        let compiled = self.compiled(model, output, Kind::DeepLift)?;
+        let Compiled::DeepLift { reference, attribution, .. } = &*compiled else { unreachable!() };
+        let (n, s) = (seeds.shape()[0], seeds.shape()[1]);
+        let k = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0);
+        if k == 0 {
+            return Err(AttributionError::InvalidArgument("background: it has no rows".into()));
+        }
+        let row = seeds.len() / (n * s).max(1);
+        let mut stats = RunStats::default();
+
+        let key = (model.sha256.clone(), output, background.digest.clone());
+        let activations = self.activations.get_or_compute(&key, || {
+            let views: Vec<_> = background.rows.iter().map(|a| a.view()).collect();
+            let (arrays, run) = reference.run(&views).map_err(internal)?;
+            stats.add(run);
+            let (outputs, run) = model.run(&views).map_err(internal)?;
+            stats.add(run);
+            let explained = &outputs[output];
+            let mean_output: Vec<f32> = explained
+                .to_shape((k, explained.len() / k))
+                .expect("rows first")
+                .mean_axis(Axis(0))
+                .expect("k > 0")
+                .to_vec();
+            let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum::<u64>() + mean_output.len() as u64 * 4;
+            Ok::<_, AttributionError>((Activations { arrays, mean_output }, bytes))
+        })?;
+
+        let seeds = seeds.to_shape((n, s, row)).map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))?;
+        let mut expected = Array2::<f32>::zeros((n, s));
+        for ((i, j), value) in expected.indexed_iter_mut() {
+            *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&activations.mean_output).map(|(a, b)| a * b).sum();
+        }
+
+        let mut attributions: Vec<ArrayD<f32>> = inputs
+            .iter()
+            .map(|x| {
+                let mut shape = vec![n, s];
+                shape.extend(&x.shape()[1..]);
+                ArrayD::zeros(IxDyn(&shape))
+            })
+            .collect();
+        // Every (input row, seed, background row) triple is one row of the attribution graph.
+        let total = n * s * k;
+        let chunk = model.max_batch_rows().max(1);
+        let mut first = 0;
+        while first < total {
+            if cancelled() {
+                return Err(AttributionError::Cancelled);
+            }
+            let rows = chunk.min(total - first);
+            let triples: Vec<(usize, usize, usize)> =
+                (first..first + rows).map(|p| (p / (s * k), (p / k) % s, p % k)).collect();
+            let input_rows: Vec<usize> = triples.iter().map(|t| t.0).collect();
+            let background_rows: Vec<usize> = triples.iter().map(|t| t.2).collect();
+            let xs: Vec<ArrayD<f32>> = inputs.iter().map(|x| x.select(Axis(0), &input_rows)).collect();
+            let acts: Vec<ArrayD<f32>> = activations.arrays.iter().map(|a| a.select(Axis(0), &background_rows)).collect();
+            let mut seed_rows = Array2::<f32>::zeros((rows, row));
+            for (r, &(i, j, _)) in triples.iter().enumerate() {
+                seed_rows.row_mut(r).assign(&seeds.slice(ndarray::s![i, j, ..]));
+            }
+            let mut seed_shape = vec![rows];
+            seed_shape.extend(&model_output_shape(model, output, row)[1..]);
+            let seed_rows = seed_rows.into_shape_with_order(IxDyn(&seed_shape)).expect("same length");
+            let mut feed: Vec<ArrayViewD<f32>> = xs.iter().map(|a| a.view()).collect();
+            feed.extend(acts.iter().map(|a| a.view()));
+            feed.push(seed_rows.view());
+            let (outputs, run) = attribution.run(&feed).map_err(internal)?;
+            stats.add(run);
+            let multipliers = &outputs[model.outputs.len()..];
+            for (input, m) in multipliers.iter().enumerate() {
+                let len = m.len() / rows;
+                let m = m.as_standard_layout();
+                let m = m.as_slice().expect("standard layout");
+                let x = xs[input].as_slice().expect("select gives standard layout");
+                let r = background.rows[input].as_standard_layout();
+                let r = r.as_slice().expect("standard layout");
+                let out = attributions[input].as_slice_mut().expect("fresh array");
+                for (p, &(i, j, b)) in triples.iter().enumerate() {
+                    let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
+                    let (m, x, r) = (&m[p * len..(p + 1) * len], &x[p * len..(p + 1) * len], &r[b * len..(b + 1) * len]);
+                    for e in 0..len {
+                        dst[e] += m[e] * (x[e] - r[e]) / k as f32;
+                    }
+                }
+            }
+            first += rows;
+        }
+        Ok(DeepShap { attributions, expected, stats })
+    }
+}
+
+/// The seed shaped as the model's output batch: [B, *output_shape_without_batch].
+fn shaped_seeds(model: &Model, output: usize, seeds: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>, AttributionError> {
+    let b = seeds.shape()[0];
+    let row = seeds.len() / b.max(1);
+    let mut shape = vec![b];
+    shape.extend(&model_output_shape(model, output, row)[1..]);
+    seeds
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&shape))
+        .map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))
+}
+
+/// The explained output's shape with a batch axis of 1: declared sizes, or one flat axis of
+/// `row` elements when the model leaves some unknown.
+fn model_output_shape(model: &Model, output: usize, row: usize) -> Vec<usize> {
+    let declared = model.outputs[output].shape_i64();
+    let trailing: Vec<usize> = declared.iter().skip(1).map(|&d| d.max(0) as usize).collect();
+    if !trailing.is_empty() && trailing.iter().all(|&d| d > 0) && trailing.iter().product::<usize>() == row {
+        let mut shape = vec![1];
+        shape.extend(trailing);
+        shape
+    } else {
+        vec![1, row]
+    }
+}
+

@@ -1,0 +1,325 @@
+//! Deep SHAP and DeepLIFT through gRPC: the plugins (ABI 1.1 host functions) against shap's and
+//! captum's reference values, completeness everywhere, the background-activation cache, the
+//! background registry, an unsupported operator, and a plugin built against ABI 1.0.
+mod common;
+
+use common::*;
+use explaind::proto;
+use std::collections::HashMap;
+use tonic::Code;
+
+/// A model repository holding the fixture cases' models (`tests/data/deepshap/<case>`).
+fn fixture_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_root().join("tests/data/deepshap")).unwrap() {
+        let case = entry.unwrap().path();
+        let version = dir.path().join(case.file_name().unwrap()).join("1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::copy(case.join("model.onnx"), version.join("model.onnx")).unwrap();
+    }
+    dir
+}
+
+struct Case {
+    name: String,
+    meta: serde_json::Value,
+    x: ndarray::ArrayD<f32>,
+    background: ndarray::ArrayD<f32>,
+}
+
+fn case(name: &str) -> Case {
+    let dir = format!("tests/data/deepshap/{name}");
+    let meta = serde_json::from_str(&std::fs::read_to_string(repo_root().join(&dir).join("meta.json")).unwrap()).unwrap();
+    Case { name: name.into(), meta, x: read_npy(&format!("{dir}/x.npy")), background: read_npy(&format!("{dir}/background.npy")) }
+}
+
+fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets>) -> proto::ExplainRequest {
+    let input = c.meta["input_name"].as_str().unwrap();
+    proto::ExplainRequest {
+        model: model(&c.name),
+        explainer: explainer.into(),
+        inputs: vec![named(input, &c.x)],
+        targets,
+        output: c.meta["output_name"].as_str().unwrap().into(),
+        parameters: HashMap::new(),
+        background: vec![named(input, &c.background)],
+        background_id: String::new(),
+    }
+}
+
+fn all_targets() -> Option<proto::Targets> {
+    Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) })
+}
+
+fn extra<'a>(response: &'a proto::ExplainResponse, name: &str) -> &'a proto::Tensor {
+    response.extras.iter().find(|e| e.name == name).and_then(|e| e.tensor.as_ref()).unwrap()
+}
+
+#[tokio::test]
+async fn deep_shap_matches_shap_and_captum_and_is_complete_on_every_fixture() {
+    let repository = fixture_repository();
+    let server = TestServer::start_on(repository.path(), 256 << 20).await;
+    let mut client = server.explainer().await;
+    for name in ["mlp_tanh_sigmoid", "cnn_bn_pools", "residual", "softmax_mlp", "overlapping_maxpool", "digits_cnn"] {
+        let c = case(name);
+        let response = client.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
+        let values = floats(response.attributions[0].values.as_ref().unwrap());
+        let (n, t) = (c.meta["N"].as_u64().unwrap() as usize, c.meta["T"].as_u64().unwrap() as usize);
+        assert_eq!(response.attributions[0].values.as_ref().unwrap().shape[..2], [n as i64, t as i64]);
+
+        // Completeness: Σφ = f(x) − E f(background), to 1e-4 of the output scale.
+        let outputs = floats(response.outputs.iter().find(|o| o.name == c.meta["output_name"]).unwrap().tensor.as_ref().unwrap());
+        let base = floats(response.base_values.as_ref().unwrap());
+        let residual = floats(extra(&response, "completeness_residual"));
+        let len = values.len() / (n * t);
+        for i in 0..n {
+            for j in 0..t {
+                let sum: f64 = values[(i * t + j) * len..(i * t + j + 1) * len].iter().map(|&v| v as f64).sum();
+                let gap = outputs[i * t + j] as f64 - base[i * t + j] as f64;
+                let scale = (outputs[i * t + j] as f64).abs().max(1.0);
+                assert!((sum - gap).abs() <= 1e-4 * scale, "{name}: input {i} target {j}: Σφ {sum} vs {gap}");
+                assert!((residual[i * t + j] as f64 - (sum - gap)).abs() <= 1e-4 * scale, "{name}: reported residual");
+            }
+        }
+        // The base values are the mean background output (computed by the reference script).
+        let expected = read_npy(&format!("tests/data/deepshap/{name}/expected_value.npy"));
+        for i in 0..n {
+            assert_close(&base[i * t..(i + 1) * t], expected.as_slice().unwrap(), 1e-5, 1e-5);
+        }
+        // Against the references where the rules are the same (see the fixture's meta.json).
+        if c.meta["compare_with_shap"] == true {
+            let shap = read_npy(&format!("tests/data/deepshap/{name}/shap.npy"));
+            assert_close(&values, shap.as_slice().unwrap(), 1e-4, 0.0);
+        }
+        if c.meta["compare_with_captum"] == true {
+            let captum = read_npy(&format!("tests/data/deepshap/{name}/captum.npy"));
+            assert_close(&values, captum.as_slice().unwrap(), 1e-4, 0.0);
+        }
+    }
+    // Where the references are not additive (overlapping max-pool), explaind still is: shown above;
+    // the fixture records how far off the references are.
+    let overlapping = case("overlapping_maxpool");
+    assert!(overlapping.meta["shap_completeness_max_abs_err"].as_f64().unwrap() > 1e-2);
+}
+
+#[tokio::test]
+async fn the_background_cache_skips_the_background_pass_and_evicts_under_its_budget() {
+    let repository = fixture_repository();
+    let c = case("digits_cnn");
+    let roomy = TestServer::start_on(repository.path(), 256 << 20).await;
+    let mut client = roomy.explainer().await;
+    let first = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
+    assert_eq!(roomy.state.engine.cache_stats().misses, 1);
+    let second = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
+    let stats = roomy.state.engine.cache_stats();
+    assert_eq!((stats.misses, stats.hits), (1, 1), "the second request reuses the background's activations");
+    assert!(stats.bytes > 0);
+    assert_eq!(first.attributions, second.attributions);
+    // The background pass is K rows of the reference graph plus K of the model: the second
+    // request ran neither, only the pass on the input and the attribution graph.
+    let (t1, t2) = (first.timing.unwrap(), second.timing.unwrap());
+    assert_eq!(t1.model_rows - t2.model_rows, 2 * 20);
+
+    // A budget smaller than one entry: every request computes and evicts, results unchanged.
+    let tight = TestServer::start_on(repository.path(), 1).await;
+    let mut client = tight.explainer().await;
+    for _ in 0..2 {
+        let again = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
+        assert_eq!(again.attributions, first.attributions);
+    }
+    let stats = tight.state.engine.cache_stats();
+    assert_eq!((stats.misses, stats.evictions, stats.bytes), (2, 2, 0));
+}
+
+#[tokio::test]
+async fn concurrent_cold_requests_compute_the_background_once() {
+    let repository = fixture_repository();
+    let server = TestServer::start_on(repository.path(), 256 << 20).await;
+    let c = case("cnn_bn_pools");
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let mut client = server.explainer().await;
+        let request = explain_request(&c, "deep-shap", None);
+        calls.push(tokio::spawn(async move { client.explain(request).await.unwrap().into_inner() }));
+    }
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.unwrap());
+    }
+    assert!(results.windows(2).all(|w| w[0].attributions == w[1].attributions));
+    let stats = server.state.engine.cache_stats();
+    assert_eq!((stats.misses, stats.hits), (1, 5));
+}
+
+#[tokio::test]
+async fn registered_backgrounds_are_named_by_their_digest() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let background = read_npy("models/wine-mlp/1/background.npy");
+    let register = |rows: &ndarray::ArrayD<f32>, model_name: &str| proto::RegisterBackgroundRequest {
+        model: model(model_name),
+        rows: vec![named("", rows)],
+    };
+    let registered = client.register_background(register(&background, "wine-mlp")).await.unwrap().into_inner();
+    assert_eq!(registered.rows, 50);
+    assert_eq!(registered.background_id, explaind_runtime::digest_arrays(std::slice::from_ref(&background)));
+
+    let x = read_npy("models/wine-mlp/1/samples.npy");
+    let by_id = proto::ExplainRequest {
+        model: model("wine-mlp"),
+        explainer: "deep-shap".into(),
+        inputs: vec![named("", &x)],
+        targets: None,
+        output: "probabilities".into(),
+        parameters: HashMap::new(),
+        background: vec![],
+        background_id: registered.background_id.clone(),
+    };
+    let response = client.explain(by_id.clone()).await.unwrap().into_inner();
+    // The model's default background is the same rows: the same answer, from the same cache entry.
+    let mut by_default = by_id.clone();
+    by_default.background_id.clear();
+    let default = client.explain(by_default).await.unwrap().into_inner();
+    assert_eq!(response.attributions, default.attributions);
+    assert_eq!(server.state.engine.cache_stats().misses, 1);
+
+    let mut unknown = by_id.clone();
+    unknown.background_id = "0".repeat(64);
+    let status = client.explain(unknown).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().starts_with("background_id: no background"), "{}", status.message());
+
+    let mut both = by_id.clone();
+    both.background = vec![named("", &background)];
+    assert_eq!(client.explain(both).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let digits_background = read_npy("models/digits-cnn/1/background.npy");
+    let digits_id = client.register_background(register(&digits_background, "digits-cnn")).await.unwrap().into_inner();
+    let mut wrong_model = by_id.clone();
+    wrong_model.background_id = digits_id.background_id;
+    let status = client.explain(wrong_model).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("registered for model digits-cnn"), "{}", status.message());
+
+    let status = client.register_background(register(&background, "digits-cnn")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("rows[0].tensor.shape"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn deeplift_against_a_baseline_is_complete() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let x = read_npy("models/digits-cnn/1/samples.npy");
+    let request = proto::ExplainRequest {
+        model: model("digits-cnn"),
+        explainer: "deeplift".into(),
+        inputs: vec![named("", &x)],
+        targets: Some(proto::Targets { selection: Some(proto::targets::Selection::TopK(3)) }),
+        output: String::new(),
+        parameters: HashMap::from([(
+            "baseline".to_string(),
+            proto::ParamValue { kind: Some(proto::param_value::Kind::Number(0.1)) },
+        )]),
+        background: vec![],
+        background_id: String::new(),
+    };
+    let response = client.explain(request).await.unwrap().into_inner();
+    let residual = floats(extra(&response, "completeness_residual"));
+    let outputs = floats(response.outputs[0].tensor.as_ref().unwrap());
+    let scale = outputs.iter().fold(1f32, |m, v| m.max(v.abs()));
+    assert!(residual.iter().all(|r| r.abs() <= 1e-4 * scale), "{residual:?}");
+    // The base value is f(baseline): the same for every input.
+    let base = floats(response.base_values.as_ref().unwrap());
+    let targets = ints(response.target_indices.as_ref().unwrap());
+    let mut models = server.models().await;
+    let baseline = ndarray::ArrayD::from_elem(vec![1, 1, 8, 8], 0.1f32);
+    let at_baseline = models
+        .predict(proto::PredictRequest { model: model("digits-cnn"), inputs: vec![named("", &baseline)] })
+        .await
+        .unwrap()
+        .into_inner();
+    let f_b = floats(at_baseline.outputs[0].tensor.as_ref().unwrap());
+    for (b, &t) in base.iter().zip(&targets) {
+        assert!((b - f_b[t as usize]).abs() <= 1e-5);
+    }
+}
+
+#[tokio::test]
+async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving() {
+    use explaind_onnx::proto::tensor_proto::DataType;
+    use explaind_onnx::{Dim, GraphBuilder, ModelProto};
+    let repository = tempfile::tempdir().unwrap();
+    let version = repository.path().join("sine").join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    let mut b = GraphBuilder::new("sine");
+    b.add_input("x", DataType::Float, [Dim::from("batch"), Dim::from(3)]);
+    let y = b.add_node("Sin", &["x"], vec![]);
+    b.add_output(&y, [Dim::from("batch"), Dim::from(3)]);
+    ModelProto::new(b.finish(), &[("", 17)]).save(version.join("model.onnx")).unwrap();
+
+    let server = TestServer::start_on(repository.path(), 1 << 20).await;
+    let mut client = server.explainer().await;
+    let x = ndarray::ArrayD::from_elem(vec![2, 3], 0.5f32);
+    let request = proto::ExplainRequest {
+        model: model("sine"),
+        explainer: "deep-shap".into(),
+        inputs: vec![named("", &x)],
+        targets: None,
+        output: String::new(),
+        parameters: HashMap::new(),
+        background: vec![named("", &ndarray::ArrayD::zeros(vec![4, 3]))],
+        background_id: String::new(),
+    };
+    let status = client.explain(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert!(status.message().contains("operator Sin (node \"Sin\") has no gradient rule"), "{}", status.message());
+    // Occlusion needs no rule: the same model explains fine with it.
+    let mut occlusion = request;
+    occlusion.explainer = "occlusion".into();
+    occlusion.parameters = HashMap::from([("window".to_string(), integers(&[1]))]);
+    occlusion.background.clear();
+    let response = client.explain(occlusion).await.unwrap().into_inner();
+    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![2, 1, 3]);
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_abi_1_0_still_loads_and_explains() {
+    // The frozen 1.0 header, and a C plugin compiled against it (`-I tests/c/abi-1.0`).
+    let dir = tempfile::tempdir().unwrap();
+    let include = repo_root().join("tests/c/abi-1.0");
+    let library = dir.path().join("libexplaind_plugin_leave_one_out_c.so");
+    let status = std::process::Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I"])
+        .arg(&include)
+        .arg(repo_root().join("tests/c/leave_one_out.c"))
+        .arg("-o")
+        .arg(&library)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
+    assert!(header.contains("#define EXPLAIND_ABI_MINOR 0"), "the fixture is the 1.0 header");
+    assert_eq!(explaind_abi::ABI_MINOR, 1, "the host is newer than the plugin");
+
+    let server = TestServer::start(Default::default(), &[library]).await;
+    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+    assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 0));
+    let mut client = server.explainer().await;
+    let x = read_npy("models/wine-mlp/1/samples.npy");
+    let response = client
+        .explain(proto::ExplainRequest {
+            model: model("wine-mlp"),
+            explainer: "leave-one-out-c".into(),
+            inputs: vec![named("", &x)],
+            targets: None,
+            output: String::new(),
+            parameters: HashMap::new(),
+            background: vec![],
+            background_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![6, 1, 13]);
+}

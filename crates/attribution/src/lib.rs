@@ -72,7 +72,10 @@ struct CompiledKey {
 
 enum Compiled {
     Gradient { model: Model },
-    DeepLift { reference: Model, attribution: Model, combined: Model },
+    /// `activations`: the forward pass returning what the backward pass reads; `backward`:
+    /// both sides' activations and the seed in, multipliers out; `pairs`: everything in one
+    /// graph, for explicit (input, reference) pairs.
+    DeepLift { activations: Model, backward: Model, pairs: Model },
 }
 
 /// Cached background activations and the model's mean output over the background.
@@ -83,6 +86,8 @@ struct Activations {
 
 pub struct AttributionEngine {
     runtime: &'static OrtRuntime,
+    /// Bound on the memory of one chunk of backward rows (their activations, both sides).
+    chunk_bytes: u64,
     compiled: dashmap::DashMap<CompiledKey, Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>>,
     activations: BoundedCache<(String, usize, String), Activations>,
 }
@@ -90,7 +95,18 @@ pub struct AttributionEngine {
 impl AttributionEngine {
     /// `cache_budget_bytes` bounds the cached background activations.
     pub fn new(runtime: &'static OrtRuntime, cache_budget_bytes: u64) -> Self {
-        AttributionEngine { runtime, compiled: Default::default(), activations: BoundedCache::new(cache_budget_bytes) }
+        AttributionEngine {
+            runtime,
+            chunk_bytes: 256 << 20,
+            compiled: Default::default(),
+            activations: BoundedCache::new(cache_budget_bytes),
+        }
+    }
+
+    /// Bounds the memory of one chunk of backward rows (default 256 MiB).
+    pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -126,9 +142,9 @@ impl AttributionEngine {
                 let request = DeepLiftRequest { output: output_name, inputs };
                 let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
                 Compiled::DeepLift {
-                    reference: load(&compiled.reference_model, "deeplift-reference")?,
-                    attribution: load(&compiled.attribution_model, "deeplift")?,
-                    combined: load(&compiled.model, "deeplift-pairs")?,
+                    activations: load(&compiled.activation_model, "deeplift-activations")?,
+                    backward: load(&compiled.backward_model, "deeplift-backward")?,
+                    pairs: load(&compiled.model, "deeplift-pairs")?,
                 }
             }
         };
@@ -163,12 +179,12 @@ impl AttributionEngine {
         references: &[ArrayViewD<'_, f32>],
         seeds: ArrayViewD<'_, f32>,
     ) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
-        let Compiled::DeepLift { combined, .. } = &*self.compiled(model, output, Kind::DeepLift)? else { unreachable!() };
+        let Compiled::DeepLift { pairs, .. } = &*self.compiled(model, output, Kind::DeepLift)? else { unreachable!() };
         let seeds = shaped_seeds(model, output, seeds)?;
         let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
         feed.extend(references.iter().cloned());
         feed.push(seeds.view());
-        let (mut outputs, stats) = combined.run(&feed).map_err(internal)?;
+        let (mut outputs, stats) = pairs.run(&feed).map_err(internal)?;
         Ok((outputs.split_off(model.outputs.len()), stats))
     }
 
@@ -185,7 +201,7 @@ impl AttributionEngine {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeepShap, AttributionError> {
         let compiled = self.compiled(model, output, Kind::DeepLift)?;
-        let Compiled::DeepLift { reference, attribution, .. } = &*compiled else { unreachable!() };
+        let Compiled::DeepLift { activations: forward, backward, .. } = &*compiled else { unreachable!() };
         let (n, s) = (seeds.shape()[0], seeds.shape()[1]);
         let k = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0);
         if k == 0 {
@@ -194,10 +210,11 @@ impl AttributionEngine {
         let row = seeds.len() / (n * s).max(1);
         let mut stats = RunStats::default();
 
+        // The background's activations: once per (model, output, background).
         let key = (model.sha256.clone(), output, background.digest.clone());
-        let activations = self.activations.get_or_compute(&key, || {
+        let cached = self.activations.get_or_compute(&key, || {
             let views: Vec<_> = background.rows.iter().map(|a| a.view()).collect();
-            let (arrays, run) = reference.run(&views).map_err(internal)?;
+            let (arrays, run) = forward.run(&views).map_err(internal)?;
             stats.add(run);
             let (outputs, run) = model.run(&views).map_err(internal)?;
             stats.add(run);
@@ -211,11 +228,14 @@ impl AttributionEngine {
             let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum::<u64>() + mean_output.len() as u64 * 4;
             Ok::<_, AttributionError>((Activations { arrays, mean_output }, bytes))
         })?;
+        // The inputs' activations: once per request.
+        let (input_activations, run) = forward.run(inputs).map_err(internal)?;
+        stats.add(run);
 
         let seeds = seeds.to_shape((n, s, row)).map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))?;
         let mut expected = Array2::<f32>::zeros((n, s));
         for ((i, j), value) in expected.indexed_iter_mut() {
-            *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&activations.mean_output).map(|(a, b)| a * b).sum();
+            *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&cached.mean_output).map(|(a, b)| a * b).sum();
         }
 
         let mut attributions: Vec<ArrayD<f32>> = inputs
@@ -226,53 +246,68 @@ impl AttributionEngine {
                 ArrayD::zeros(IxDyn(&shape))
             })
             .collect();
-        // Every (input row, seed, background row) triple is one row of the attribution graph.
-        let total = n * s * k;
-        let chunk = model.max_batch_rows().max(1);
-        let mut first = 0;
-        while first < total {
-            if cancelled() {
-                return Err(AttributionError::Cancelled);
-            }
-            let rows = chunk.min(total - first);
-            let triples: Vec<(usize, usize, usize)> =
-                (first..first + rows).map(|p| (p / (s * k), (p / k) % s, p % k)).collect();
-            let input_rows: Vec<usize> = triples.iter().map(|t| t.0).collect();
-            let background_rows: Vec<usize> = triples.iter().map(|t| t.2).collect();
-            let xs: Vec<ArrayD<f32>> = inputs.iter().map(|x| x.select(Axis(0), &input_rows)).collect();
-            let acts: Vec<ArrayD<f32>> = activations.arrays.iter().map(|a| a.select(Axis(0), &background_rows)).collect();
-            let mut seed_rows = Array2::<f32>::zeros((rows, row));
-            for (r, &(i, j, _)) in triples.iter().enumerate() {
-                seed_rows.row_mut(r).assign(&seeds.slice(ndarray::s![i, j, ..]));
-            }
-            let mut seed_shape = vec![rows];
-            seed_shape.extend(&model_output_shape(model, output, row)[1..]);
-            let seed_rows = seed_rows.into_shape_with_order(IxDyn(&seed_shape)).expect("same length");
-            let mut feed: Vec<ArrayViewD<f32>> = xs.iter().map(|a| a.view()).collect();
-            feed.extend(acts.iter().map(|a| a.view()));
-            feed.push(seed_rows.view());
-            let (outputs, run) = attribution.run(&feed).map_err(internal)?;
-            stats.add(run);
-            let multipliers = &outputs[model.outputs.len()..];
-            for (input, m) in multipliers.iter().enumerate() {
-                let len = m.len() / rows;
-                let m = m.as_standard_layout();
-                let m = m.as_slice().expect("standard layout");
-                let x = xs[input].as_slice().expect("select gives standard layout");
-                let r = background.rows[input].as_standard_layout();
-                let r = r.as_slice().expect("standard layout");
-                let out = attributions[input].as_slice_mut().expect("fresh array");
-                for (p, &(i, j, b)) in triples.iter().enumerate() {
-                    let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
-                    let (m, x, r) = (&m[p * len..(p + 1) * len], &x[p * len..(p + 1) * len], &r[b * len..(b + 1) * len]);
-                    for e in 0..len {
-                        dst[e] += m[e] * (x[e] - r[e]) / k as f32;
+        let input_rows: Vec<ndarray::CowArray<f32, IxDyn>> = inputs.iter().map(|x| x.as_standard_layout()).collect();
+        let background_rows: Vec<ndarray::CowArray<f32, IxDyn>> = background.rows.iter().map(|r| r.as_standard_layout()).collect();
+        let mut seed_shape = vec![0];
+        seed_shape.extend(&model_output_shape(model, output, row)[1..]);
+        // One input row at a time against chunks of background rows, all S seeds in one run:
+        // the backward graph repeats the cached background activations per seed and expands the
+        // input's to match, so the activations go in as views and nothing is copied per pair.
+        let chunk = self.chunk_rows(model, &input_activations, &cached.arrays);
+        let per_run = (chunk / s).max(1);
+        for i in 0..n {
+            let x_side: Vec<ArrayViewD<f32>> =
+                input_activations.iter().map(|a| a.slice_axis(Axis(0), (i..i + 1).into())).collect();
+            let mut first = 0;
+            while first < k {
+                if cancelled() {
+                    return Err(AttributionError::Cancelled);
+                }
+                let rows = per_run.min(k - first);
+                let mut feed = x_side.clone();
+                feed.extend(cached.arrays.iter().map(|a| a.slice_axis(Axis(0), (first..first + rows).into())));
+                seed_shape[0] = s * rows;
+                let seed_rows = ndarray::Array2::from_shape_fn((s * rows, row), |(r, e)| seeds[[i, r / rows, e]])
+                    .into_shape_with_order(IxDyn(&seed_shape))
+                    .expect("same length");
+                feed.push(seed_rows.view());
+                let (multipliers, run) = backward.run(&feed).map_err(internal)?;
+                stats.add(run);
+                for (input, m) in multipliers.iter().enumerate() {
+                    let len = m.len() / (s * rows);
+                    let m = m.as_standard_layout();
+                    let m = m.as_slice().expect("standard layout");
+                    let x = &input_rows[input].as_slice().expect("standard layout")[i * len..(i + 1) * len];
+                    let r = background_rows[input].as_slice().expect("standard layout");
+                    let out = attributions[input].as_slice_mut().expect("fresh array");
+                    for j in 0..s {
+                        let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
+                        for p in 0..rows {
+                            let m = &m[(j * rows + p) * len..(j * rows + p + 1) * len];
+                            let r = &r[(first + p) * len..(first + p + 1) * len];
+                            for e in 0..len {
+                                dst[e] += m[e] * (x[e] - r[e]) / k as f32;
+                            }
+                        }
                     }
                 }
+                first += rows;
             }
-            first += rows;
         }
         Ok(DeepShap { attributions, expected, stats })
+    }
+
+    /// Rows per backward run: the model's `max_batch_rows`, fewer if the activations of that
+    /// many rows (both sides) would exceed the engine's chunk memory bound.
+    fn chunk_rows(&self, model: &Model, x_side: &[ArrayD<f32>], r_side: &[ArrayD<f32>]) -> usize {
+        let per_row = |arrays: &[ArrayD<f32>]| -> u64 {
+            arrays.iter().map(|a| (a.len() / a.shape().first().copied().unwrap_or(1).max(1)) as u64 * 4).sum()
+        };
+        // Both sides' activations (the input's expanded to every row), and about as much again
+        // inside the backward graph.
+        let bytes_per_row = 2 * (per_row(x_side) + per_row(r_side)).max(1);
+        let by_memory = (self.chunk_bytes / bytes_per_row).max(1) as usize;
+        model.max_batch_rows().min(by_memory).max(1)
     }
 }
 

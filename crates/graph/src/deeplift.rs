@@ -34,17 +34,19 @@ pub struct DeepLiftRequest {
 pub struct CompiledDeepLift {
     /// Everything in one graph: inputs, references and seed in; outputs and multipliers out.
     pub model: ModelProto,
-    /// The same computation split in two, so the references' half can be computed once per
-    /// background and cached:
-    /// - `reference_model` runs the forward pass on reference rows (inputs named as in
-    ///   `references`) and returns the `activations` the backward pass reads;
-    /// - `attribution_model` takes the inputs, those activations (as inputs named in
-    ///   `activations`, rows paired with the inputs) and the seed, and returns the model's
-    ///   outputs and the multipliers.
-    pub reference_model: ModelProto,
-    pub attribution_model: ModelProto,
-    /// The activations: `attribution_model`'s input names for them, in the order
-    /// `reference_model` returns them.
+    /// The same computation split at the activations the backward pass reads, so that each
+    /// forward pass runs once per row rather than once per (input, reference, target) triple,
+    /// and a background's can be cached:
+    /// - `activation_model` takes the model's inputs and returns the activations (in the order
+    ///   of `activations`); run it on input rows and on reference rows alike;
+    /// - `backward_model` takes the input side's activations, then the reference side's (both in
+    ///   that order), then the seed, and returns the multipliers. With R reference rows the seed
+    ///   has T·R rows: seed row t·R + r pairs seed t with reference row r (the graph repeats the
+    ///   reference rows itself). The input side has one row (explained against all of them) or
+    ///   T·R rows (explicit pairs).
+    pub activation_model: ModelProto,
+    pub backward_model: ModelProto,
+    /// Names of the activations (tensors of the original graph).
     pub activations: Vec<String>,
     /// Reference input per attributed input, in the request's order (`<input>__ref`).
     pub references: Vec<String>,
@@ -153,8 +155,9 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     }
 
     let combined = builder.finish();
-    let reference_nodes = forward_nodes..forward_nodes + graph.node.iter().filter(|n| n.output.iter().any(|o| varying.contains(o))).count();
-    let (reference_graph, attribution_graph, activations) = split(&combined, graph, reference_nodes, &references, &seed);
+    let backward_start = forward_nodes + graph.node.iter().filter(|n| n.output.iter().any(|o| varying.contains(o))).count();
+    let (activation_graph, backward_graph, activations) =
+        split(&combined, graph, backward_start, &reference_of, &varying, &seed, &multiplier_outputs);
     let with_graph = |g: explaind_onnx::GraphProto| {
         let mut m = model.clone();
         m.graph = Some(g);
@@ -167,8 +170,8 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     };
     Ok(CompiledDeepLift {
         model: with_graph(combined),
-        reference_model: with_graph(reference_graph),
-        attribution_model: with_graph(attribution_graph),
+        activation_model: with_graph(activation_graph),
+        backward_model: with_graph(backward_graph),
         activations,
         references,
         seed,
@@ -176,82 +179,185 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     })
 }
 
-/// Splits the combined graph at the reference activations the backward pass reads.
+/// Splits the combined graph into an activation model (the forward pass, returning what the
+/// backward pass reads) and a backward model (activations of both sides and the seed in,
+/// multipliers out). Nodes before `backward_start` are the two forward passes.
 fn split(
     combined: &explaind_onnx::GraphProto,
     original: &explaind_onnx::GraphProto,
-    reference_nodes: std::ops::Range<usize>,
-    references: &[String],
+    backward_start: usize,
+    reference_of: &HashMap<String, String>,
+    varying: &std::collections::HashSet<String>,
     seed: &str,
+    multipliers: &[String],
 ) -> (explaind_onnx::GraphProto, explaind_onnx::GraphProto, Vec<String>) {
     use std::collections::HashSet;
-    let produced_by_reference: HashSet<&str> = combined.node[reference_nodes.clone()]
+    let original_of: HashMap<&str, &str> = reference_of.iter().map(|(o, r)| (r.as_str(), o.as_str())).collect();
+    let producer: HashMap<&str, usize> = combined
+        .node
         .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .chain(references.iter().map(String::as_str))
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
         .collect();
-    // Reference values read outside the reference pass, in first-use order.
+    let initializers: HashSet<&str> = combined.initializer.iter().map(|t| t.name()).collect();
+
+    // Walk back from the backward nodes' inputs: a varying value (either side) becomes an
+    // activation; anything else not at hand is recomputed by including its producer.
+    let mut keep: Vec<bool> = (0..combined.node.len()).map(|i| i >= backward_start).collect();
     let mut activations: Vec<String> = Vec::new();
-    for (index, node) in combined.node.iter().enumerate() {
-        if reference_nodes.contains(&index) {
+    let mut pending: Vec<String> = combined.node[backward_start..].iter().flat_map(|n| n.input.clone()).collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(tensor) = pending.pop() {
+        if tensor.is_empty() || !seen.insert(tensor.clone()) || initializers.contains(tensor.as_str()) || tensor == seed {
             continue;
         }
-        for input in &node.input {
-            if produced_by_reference.contains(input.as_str()) && !activations.contains(input) {
-                activations.push(input.clone());
+        let original_name = original_of.get(tensor.as_str()).copied().unwrap_or(tensor.as_str());
+        if varying.contains(original_name) {
+            if !activations.iter().any(|a| a == original_name) {
+                activations.push(original_name.to_string());
+            }
+            continue;
+        }
+        if let Some(&index) = producer.get(tensor.as_str()) {
+            if !keep[index] {
+                keep[index] = true;
+                pending.extend(combined.node[index].input.iter().cloned());
             }
         }
     }
+    activations.sort();
 
     let keep_initializers = |nodes: &[NodeProto]| {
         let used: HashSet<&str> = nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
         combined.initializer.iter().filter(|t| used.contains(t.name())).cloned().collect::<Vec<_>>()
     };
 
-    // Reference half: references in, activations out (through Identity, since a graph input
-    // cannot also be listed as an output of the same graph by name in every runtime).
-    let mut reference_nodes_list: Vec<NodeProto> = combined.node[reference_nodes.clone()].to_vec();
-    let mut reference_outputs = Vec::new();
+    // The activation model: the original forward pass, returning the activations (through
+    // Identity nodes, since a model input cannot be returned as an output by name everywhere).
+    let mut forward_nodes = original.node.clone();
+    let mut forward_outputs = Vec::new();
     for activation in &activations {
         let out = format!("{activation}__activation");
-        reference_nodes_list.push(NodeProto {
+        forward_nodes.push(NodeProto {
             input: vec![activation.clone()],
             output: vec![out.clone()],
             name: Some(format!("{activation}__activation_identity")),
             op_type: Some("Identity".into()),
             ..Default::default()
         });
-        reference_outputs.push(float_output(&out));
+        forward_outputs.push(float_output(&out));
     }
-    let reference_graph = explaind_onnx::GraphProto {
-        name: Some(format!("{}_references", original.name())),
-        initializer: keep_initializers(&reference_nodes_list),
-        node: reference_nodes_list,
-        input: combined.input.iter().filter(|i| references.iter().any(|r| r == i.name())).cloned().collect(),
-        output: reference_outputs,
+    let activation_graph = explaind_onnx::GraphProto {
+        name: Some(format!("{}_activations", original.name())),
+        initializer: keep_initializers(&forward_nodes),
+        node: forward_nodes,
+        input: original.input.clone(),
+        output: forward_outputs,
         ..Default::default()
     };
 
-    // Attribution half: everything else, with the activations as inputs.
-    let attribution_nodes: Vec<NodeProto> = combined
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !reference_nodes.contains(i))
-        .map(|(_, n)| n.clone())
-        .collect();
-    let mut inputs: Vec<_> = original.input.clone();
-    inputs.extend(activations.iter().map(|a| float_output(a)));
-    inputs.extend(combined.input.iter().filter(|i| i.name() == seed).cloned());
-    let attribution_graph = explaind_onnx::GraphProto {
-        name: Some(format!("{}_attribution", original.name())),
-        initializer: keep_initializers(&attribution_nodes),
-        node: attribution_nodes,
+    // The backward model: what was kept, fed by both sides' activations and the seed. The
+    // reference side comes as R rows and the seed as T·R rows (T seeds per reference row,
+    // seed-major); the graph repeats the reference rows T times and expands the input side
+    // (one row, or T·R) to match, so no caller copies activations per (row, seed) pair.
+    let mut backward_nodes: Vec<NodeProto> = Vec::new();
+    let node = |op: &str, inputs: Vec<String>, output: String, attributes: Vec<explaind_onnx::AttributeProto>| NodeProto {
         input: inputs,
-        output: combined.output.clone(),
+        output: vec![output.clone()],
+        name: Some(format!("{output}__node")),
+        op_type: Some(op.into()),
+        attribute: attributes,
         ..Default::default()
     };
-    (reference_graph, attribution_graph, activations)
+    let first_reference = activations.first().map(|a| format!("{}__input", reference_of.get(a).map(String::as_str).unwrap_or(a)));
+    let mut constants = Vec::new();
+    if let Some(first_reference) = &first_reference {
+        // repeats = rows(seed) / rows(reference), as a 1-element int64 tensor.
+        constants.push(explaind_onnx::tensor_i64("__deeplift_zero", &[1], &[0]));
+        constants.push(explaind_onnx::tensor_i64("__deeplift_one", &[1], &[1]));
+        constants.push(explaind_onnx::tensor_i64("__deeplift_minus_one", &[1], &[-1]));
+        constants.push(explaind_onnx::tensor_i64("__deeplift_end", &[1], &[i64::MAX]));
+        let first_dim = |b: &mut Vec<NodeProto>, tensor: &str, out: &str| {
+            b.push(node("Shape", vec![tensor.into()], format!("{out}__shape"), vec![]));
+            b.push(node(
+                "Slice",
+                vec![format!("{out}__shape"), "__deeplift_zero".into(), "__deeplift_one".into()],
+                out.into(),
+                vec![],
+            ));
+        };
+        first_dim(&mut backward_nodes, seed, "__deeplift_seed_rows");
+        first_dim(&mut backward_nodes, first_reference, "__deeplift_reference_rows");
+        backward_nodes.push(node(
+            "Div",
+            vec!["__deeplift_seed_rows".into(), "__deeplift_reference_rows".into()],
+            "__deeplift_repeats".into(),
+            vec![],
+        ));
+    }
+    for activation in &activations {
+        let reference = reference_of.get(activation).map(String::as_str).unwrap_or(activation).to_string();
+        let input = format!("{reference}__input");
+        let shape = format!("{reference}__in_shape");
+        backward_nodes.push(node("Shape", vec![input.clone()], shape.clone(), vec![]));
+        backward_nodes.push(node(
+            "Concat",
+            vec!["__deeplift_repeats".into(), shape.clone()],
+            format!("{reference}__tiled_shape"),
+            vec![explaind_onnx::AttributeProto::int("axis", 0)],
+        ));
+        backward_nodes.push(node("Unsqueeze", vec![input, "__deeplift_zero".into()], format!("{reference}__lifted"), vec![]));
+        backward_nodes.push(node(
+            "Expand",
+            vec![format!("{reference}__lifted"), format!("{reference}__tiled_shape")],
+            format!("{reference}__tiled"),
+            vec![],
+        ));
+        backward_nodes.push(node(
+            "Slice",
+            vec![shape, "__deeplift_one".into(), "__deeplift_end".into()],
+            format!("{reference}__row_shape"),
+            vec![],
+        ));
+        backward_nodes.push(node(
+            "Concat",
+            vec!["__deeplift_minus_one".into(), format!("{reference}__row_shape")],
+            format!("{reference}__flat_shape"),
+            vec![explaind_onnx::AttributeProto::int("axis", 0)],
+        ));
+        backward_nodes.push(node(
+            "Reshape",
+            vec![format!("{reference}__tiled"), format!("{reference}__flat_shape")],
+            reference.clone(),
+            vec![],
+        ));
+        backward_nodes.push(node("Shape", vec![reference.clone()], format!("{activation}__reference_shape"), vec![]));
+        backward_nodes.push(node(
+            "Expand",
+            vec![format!("{activation}__input"), format!("{activation}__reference_shape")],
+            activation.clone(),
+            vec![],
+        ));
+    }
+    backward_nodes.extend(combined.node.iter().zip(&keep).filter(|(_, k)| **k).map(|(n, _)| n.clone()));
+    let mut inputs: Vec<_> = activations.iter().map(|a| float_output(&format!("{a}__input"))).collect();
+    inputs.extend(
+        activations
+            .iter()
+            .map(|a| float_output(&format!("{}__input", reference_of.get(a).map(String::as_str).unwrap_or(a)))),
+    );
+    inputs.extend(combined.input.iter().filter(|i| i.name() == seed).cloned());
+    let mut backward_initializers = keep_initializers(&backward_nodes);
+    backward_initializers.extend(constants);
+    let backward_graph = explaind_onnx::GraphProto {
+        name: Some(format!("{}_backward", original.name())),
+        initializer: backward_initializers,
+        node: backward_nodes,
+        input: inputs,
+        output: multipliers.iter().map(|m| float_output(m)).collect(),
+        ..Default::default()
+    };
+    (activation_graph, backward_graph, activations)
 }
 
 /// `numerator / denominator` where `|denominator| >= epsilon`, else `fallback`.

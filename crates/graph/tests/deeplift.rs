@@ -235,26 +235,59 @@ fn the_split_models_compute_what_the_combined_one_does() {
     let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let combined = load(&compiled.model, &dir, "combined");
-    let reference = load(&compiled.reference_model, &dir, "reference");
-    let attribution = load(&compiled.attribution_model, &dir, "attribution");
-    // The activations are not just the reference inputs: every nonlinearity contributes some.
+    let activation = load(&compiled.activation_model, &dir, "activation");
+    let backward = load(&compiled.backward_model, &dir, "backward");
+    // The input itself, and what every nonlinearity reads.
+    assert!(compiled.activations.contains(&"image".to_string()), "{:?}", compiled.activations);
     assert!(compiled.activations.len() > 3, "{:?}", compiled.activations);
+    // The backward model recomputes no convolution: those are in the activation model only.
+    let backward_ops: Vec<&str> = compiled.backward_model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
+    assert!(!backward_ops.contains(&"Conv"), "{backward_ops:?}");
 
     let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
     let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
     let seed = array(&[4, 10], 70, 0.0);
     let together = combined.run(&[x.view(), r.view(), seed.view()]).unwrap().0;
-    let activations = reference.run(&[r.view()]).unwrap().0;
-    assert_eq!(activations.len(), compiled.activations.len());
-    let mut feed = vec![x.view()];
-    feed.extend(activations.iter().map(|a| a.view()));
+    let x_side = activation.run(&[x.view()]).unwrap().0;
+    let r_side = activation.run(&[r.view()]).unwrap().0;
+    assert_eq!(x_side.len(), compiled.activations.len());
+    let mut feed: Vec<_> = x_side.iter().map(|a| a.view()).collect();
+    feed.extend(r_side.iter().map(|a| a.view()));
     feed.push(seed.view());
-    let apart = attribution.run(&feed).unwrap().0;
-    assert_eq!(together.len(), apart.len());
-    for (a, b) in together.iter().zip(&apart) {
+    let apart = backward.run(&feed).unwrap().0;
+    let multipliers = &together[1..];
+    assert_eq!(multipliers.len(), apart.len());
+    for (a, b) in multipliers.iter().zip(&apart) {
         assert_eq!(a.shape(), b.shape());
         for (u, v) in a.iter().zip(b.iter()) {
             assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
         }
     }
+
+    // One input row against all 4 reference rows, with 3 seeds each (seed-major rows): the
+    // same as the explicit 12 pairs through the combined graph.
+    let one: Vec<_> = x_side.iter().map(|a| a.slice_axis(Axis(0), (1..2).into()).to_owned()).collect();
+    let seeds3 = array(&[3, 10], 71, 0.0);
+    let tiled_seeds = ndarray::Array2::from_shape_fn((12, 10), |(row, e)| seeds3[[row / 4, e]]).into_dyn();
+    let mut feed: Vec<_> = one.iter().map(|a| a.view()).collect();
+    feed.extend(r_side.iter().map(|a| a.view()));
+    feed.push(tiled_seeds.view());
+    let broadcast = backward.run(&feed).unwrap().0;
+    let pairs_x = x.select(Axis(0), &[1; 12]);
+    let pairs_r = r.select(Axis(0), &(0..12).map(|row| row % 4).collect::<Vec<_>>());
+    let explicit = combined.run(&[pairs_x.view(), pairs_r.view(), tiled_seeds.view()]).unwrap().0;
+    assert_eq!(broadcast[0].shape(), &[12, 1, 8, 8]);
+    for (u, v) in broadcast[0].iter().zip(explicit[1].iter()) {
+        assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
+    }
+}
+
+#[test]
+#[ignore = "writes the digits backward model to /tmp for profiling"]
+fn dump_backward_for_profiling() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
+    compiled.backward_model.save("/tmp/backward.onnx").unwrap();
+    compiled.activation_model.save("/tmp/activation.onnx").unwrap();
 }

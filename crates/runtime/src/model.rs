@@ -232,10 +232,12 @@ impl Model {
         let rows = inputs.first().map(|a| a.shape()[0]).unwrap_or(0);
         let mut stats = RunStats::default();
         if rows <= self.max_batch_rows {
-            // One call, inputs as given (they need not share a first axis in this case).
+            // One call, inputs as given (they need not share a first axis in this case; the
+            // rows counted are the largest first axis).
             let began = Instant::now();
             let outputs = self.run_once(inputs)?;
-            stats.add(RunStats { calls: 1, rows: rows as u64, elapsed: began.elapsed() });
+            let counted = inputs.iter().map(|a| a.shape().first().copied().unwrap_or(1)).max().unwrap_or(0);
+            stats.add(RunStats { calls: 1, rows: counted as u64, elapsed: began.elapsed() });
             return Ok((outputs, stats));
         }
         let mut chunks: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); self.outputs.len()];

@@ -582,6 +582,31 @@ pub fn vjp(
                 spread
             });
         }
+        "Slice" | "Gather" => {
+            // Apply the same Slice/Gather to a tensor of x's flat positions, then scatter-add the
+            // gradient to those positions: exact for any starts, ends, steps, negative or
+            // repeated indices, with no shape known in advance.
+            let shape = e.shape(x(0));
+            let count = e.node("Size", &[x(0)], vec![]);
+            let zero = e.builder().add_initializer(tensor_i64("grad_zero", &[], &[0]));
+            let one = e.builder().add_initializer(tensor_i64("grad_step", &[], &[1]));
+            let positions = e.node("Range", &[&zero, &count, &one], vec![]);
+            let positions = e.node("Reshape", &[&positions, &shape], vec![]);
+            let mut inputs: Vec<&str> = vec![&positions];
+            inputs.extend(node.input[1..].iter().map(String::as_str));
+            let picked = e.node(node.op_type(), &inputs, copy_attrs(node, &["axis"]));
+            let flat = e.ints(&[-1]);
+            let picked = e.node("Reshape", &[&picked, &flat], vec![]);
+            let values = e.node("Reshape", &[g0, &flat], vec![]);
+            let flat_x = e.node("Reshape", &[x(0), &flat], vec![]);
+            let zeros = e.zeros_like(&flat_x);
+            let routed = e.node(
+                "ScatterElements",
+                &[&zeros, &picked, &values],
+                vec![AttributeProto::int("axis", 0), AttributeProto::string("reduction", "add")],
+            );
+            out[0] = Some(e.node("Reshape", &[&routed, &shape], vec![]));
+        }
         "Constant" => {}
         other => {
             return Err(CompileError::UnsupportedOp { op_type: other.to_string(), node: node.name().to_string() });

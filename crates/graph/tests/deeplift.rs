@@ -153,6 +153,26 @@ fn every_elementwise_rule_is_complete() {
 }
 
 #[test]
+fn slices_and_gathers_stay_complete() {
+    let m = single_input(&[8], |b, x| {
+        let w = constant(b, &[8, 8], 80);
+        let h = b.add_node("MatMul", &[x, &w], vec![]);
+        let h = b.add_node("Tanh", &[&h], vec![]);
+        let starts = b.add_initializer(explaind_onnx::tensor_i64("starts", &[1], &[1]));
+        let ends = b.add_initializer(explaind_onnx::tensor_i64("ends", &[1], &[8]));
+        let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[1]));
+        let steps = b.add_initializer(explaind_onnx::tensor_i64("steps", &[1], &[2]));
+        let sliced = b.add_node("Slice", &[&h, &starts, &ends, &axes, &steps], vec![]);
+        let indices = b.add_initializer(explaind_onnx::tensor_i64("indices", &[5], &[0, 3, 3, 1, 2]));
+        let gathered = b.add_node("Gather", &[&sliced, &indices], vec![AttributeProto::int("axis", 1)]);
+        let g = b.add_node("Sigmoid", &[&gathered], vec![]);
+        let v = constant(b, &[5, 2], 81);
+        b.add_node("MatMul", &[&g, &v], vec![])
+    });
+    check_completeness(&m, &output_name(&m), &[rows(2, &[8], 82)], &[rows(3, &[8], 83)]);
+}
+
+#[test]
 fn two_varying_operands_share_by_the_shapley_rule() {
     // Products, quotients and a matrix product of activations, with broadcasting.
     let m = any_batch(model(&[&[2, 3], &[2, 3], &[2, 1]], |b, x| {
@@ -282,12 +302,3 @@ fn the_split_models_compute_what_the_combined_one_does() {
     }
 }
 
-#[test]
-#[ignore = "writes the digits backward model to /tmp for profiling"]
-fn dump_backward_for_profiling() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
-    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
-    compiled.backward_model.save("/tmp/backward.onnx").unwrap();
-    compiled.activation_model.save("/tmp/activation.onnx").unwrap();
-}

@@ -274,6 +274,26 @@ fn shape_and_layout_ops() {
 }
 
 #[test]
+fn slicing_and_gathering() {
+    check(&[&[3, 7, 4]], 0.0, |b, x| {
+        let starts = b.add_initializer(tensor_i64("starts", &[2], &[1, -1]));
+        let ends = b.add_initializer(tensor_i64("ends", &[2], &[i64::MAX, 0]));
+        let axes = b.add_initializer(tensor_i64("axes", &[2], &[1, 2]));
+        let steps = b.add_initializer(tensor_i64("steps", &[2], &[2, -2]));
+        let s = b.add_node("Slice", &[&x[0], &starts, &ends, &axes, &steps], vec![]);
+        let w = constant(b, &[1, 3, 2], 60);
+        b.add_node("Mul", &[&s, &w], vec![])
+    });
+    // Repeated indices: their gradients add up.
+    check(&[&[2, 5, 3]], 0.0, |b, x| {
+        let indices = b.add_initializer(tensor_i64("indices", &[4], &[4, 0, 4, -2]));
+        let g = b.add_node("Gather", &[&x[0], &indices], vec![AttributeProto::int("axis", 1)]);
+        let w = constant(b, &[1, 4, 3], 61);
+        b.add_node("Mul", &[&g, &w], vec![])
+    });
+}
+
+#[test]
 fn reductions() {
     for keepdims in [0, 1] {
         check(&[&[2, 3, 4]], 0.0, |b, x| {

@@ -16,7 +16,7 @@
 //!   (scatter-add), so overlapping windows stay additive.
 
 use crate::CompileError;
-use crate::gradient::{Analysis, analyse, check_opset, float_output};
+use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
 use crate::rules::{Emitter, form, vjp};
 use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
@@ -116,43 +116,11 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
 
     let mut grads: HashMap<String, Vec<String>> = HashMap::from([(request.output.clone(), vec![seed.clone()])]);
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
-    for (index, node) in graph.node.iter().enumerate().rev() {
-        if !on_path[index] {
-            continue;
-        }
-        let output_grads: Vec<Option<String>> =
-            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
-        if output_grads.iter().all(Option::is_none) {
-            continue;
-        }
-        let varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
-        let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
-        let input_grads = multipliers(&mut emit, node, &output_grads, &varies, &reference)?;
-        for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&varies) {
-            if let (Some(grad), true) = (grad, varies) {
-                grads.entry(input.clone()).or_default().push(grad);
-            }
-        }
-    }
-
-    let mut multiplier_outputs = Vec::new();
-    for input in &request.inputs {
-        let m = match grads.get(input) {
-            Some(parts) => emit.sum(parts),
-            None => emit.zeros_like(input),
-        };
-        let name = emit.builder().fresh_name(&format!("{input}__multiplier"));
-        let node_name = emit.builder().fresh_name("multiplier_output");
-        emit.builder().graph_mut().node.push(NodeProto {
-            input: vec![m],
-            output: vec![name.clone()],
-            name: Some(node_name),
-            op_type: Some("Identity".into()),
-            ..Default::default()
-        });
-        emit.builder().graph_mut().output.push(float_output(&name));
-        multiplier_outputs.push(name);
-    }
+    let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
+    backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
+        multipliers(emit, node, output_grads, varies, &reference)
+    })?;
+    let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
     let combined = builder.finish();
     let backward_start = forward_nodes + graph.node.iter().filter(|n| n.output.iter().any(|o| varying.contains(o))).count();

@@ -61,43 +61,11 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
     }
 
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
-    for (index, node) in graph.node.iter().enumerate().rev() {
-        if !on_path[index] {
-            continue;
-        }
-        let output_grads: Vec<Option<String>> =
-            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
-        if output_grads.iter().all(Option::is_none) {
-            continue;
-        }
-        let input_varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
-        let input_grads = vjp(&mut emit, node, &output_grads, &input_varies)?;
-        for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&input_varies) {
-            if let (Some(grad), true) = (grad, varies) {
-                grads.entry(input.clone()).or_default().push(grad);
-            }
-        }
-    }
-
+    backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
+        vjp(emit, node, output_grads, varies)
+    })?;
     // Outputs: gradients (zeros where a tensor does not reach any differentiated output).
-    let mut gradients = Vec::new();
-    for tensor in &request.wrt {
-        let grad = match grads.get(tensor) {
-            Some(parts) => emit.sum(parts),
-            None => emit.zeros_like(tensor),
-        };
-        let name = emit.builder().fresh_name(&format!("{tensor}__grad"));
-        let node_name = emit.builder().fresh_name("grad_output");
-        emit.builder().graph_mut().node.push(NodeProto {
-            input: vec![grad],
-            output: vec![name.clone()],
-            name: Some(node_name),
-            op_type: Some("Identity".into()),
-            ..Default::default()
-        });
-        emit.builder().graph_mut().output.push(float_output(&name));
-        gradients.push(name);
-    }
+    let gradients = emit_sums_as_outputs(&mut emit, &request.wrt, &grads, "grad");
     for tensor in &request.expose {
         if !graph.output.iter().any(|o| o.name() == tensor) {
             emit.builder().graph_mut().output.push(float_output(tensor));
@@ -112,6 +80,70 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
         }
     }
     Ok(CompiledGradient { model: compiled, seeds, gradients })
+}
+
+/// The vector-Jacobian rule of one node: given its output gradients and which inputs vary,
+/// one gradient (or multiplier) per input.
+pub(crate) type Rule<'r> = dyn FnMut(&mut Emitter<'_>, &NodeProto, &[Option<String>], &[bool]) -> Result<Vec<Option<String>>, CompileError> + 'r;
+
+/// Walks the nodes on the path backwards, summing each value's incoming contributions and
+/// applying `rule` to every node some gradient reaches; contributions to inputs accumulate in
+/// `grads`.
+pub(crate) fn backward_sweep(
+    emit: &mut Emitter<'_>,
+    graph: &GraphProto,
+    on_path: &[bool],
+    varying: &HashSet<String>,
+    grads: &mut HashMap<String, Vec<String>>,
+    rule: &mut Rule<'_>,
+) -> Result<(), CompileError> {
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if !on_path[index] {
+            continue;
+        }
+        let output_grads: Vec<Option<String>> =
+            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
+        if output_grads.iter().all(Option::is_none) {
+            continue;
+        }
+        let varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
+        let input_grads = rule(emit, node, &output_grads, &varies)?;
+        for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&varies) {
+            if let (Some(grad), true) = (grad, varies) {
+                grads.entry(input.clone()).or_default().push(grad);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds a graph output `<tensor>__<suffix>` per tensor holding the sum of its contributions
+/// (zeros where none reached it); returns the output names.
+pub(crate) fn emit_sums_as_outputs(
+    emit: &mut Emitter<'_>,
+    tensors: &[String],
+    grads: &HashMap<String, Vec<String>>,
+    suffix: &str,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for tensor in tensors {
+        let value = match grads.get(tensor) {
+            Some(parts) => emit.sum(parts),
+            None => emit.zeros_like(tensor),
+        };
+        let name = emit.builder().fresh_name(&format!("{tensor}__{suffix}"));
+        let node_name = emit.builder().fresh_name(&format!("{suffix}_output"));
+        emit.builder().graph_mut().node.push(NodeProto {
+            input: vec![value],
+            output: vec![name.clone()],
+            name: Some(node_name),
+            op_type: Some("Identity".into()),
+            ..Default::default()
+        });
+        emit.builder().graph_mut().output.push(float_output(&name));
+        names.push(name);
+    }
+    names
 }
 
 /// The model's default-domain opset, if the compiler can work with it.

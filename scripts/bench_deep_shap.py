@@ -14,18 +14,19 @@ run the PyTorch twin of the same model (same weights) with 2 threads. Cases:
    background, so the server-side activation cache is cold) against the same request repeated
    (cache warm).
 4. scaling: mid-cnn, all 10 classes, 250, 500 and 1000 background rows, each on a fresh daemon
-   started with --cache-bytes and --max-batch-rows so that it stays near 1 GiB; time and the
-   daemon's peak RSS (VmHWM). shap and captum run once per row count where their time, estimated
-   from case 2, is at most a minute.
+   started with --cache-bytes and --max-batch-rows (meant to keep it near 1 GiB); times, the rows
+   sent through ONNX Runtime and the daemon's peak RSS (VmHWM). shap and captum run once per row
+   count, each in a child process stopped after a minute (and not run for more rows once stopped).
 
 explaind's times are whole gRPC round trips from this Python client (encoding included) with a
 registered background (`background_id`); shap's and captum's are in-process calls. shap's
 explainer is built once per case (its constructor runs the background forward pass) and only
 `shap_values(x, check_additivity=False)` is timed. captum gets the background as `baselines`; it is
 timed both as one `attribute` call per class (its usual use) and as one call over the input
-repeated 10 times with `target=[0..9]` (the same work in one batch, its fastest setting). captum
+repeated 10 times with `target=[0..9]` (the same work in one batch of 10 x K rows). captum
 0.9 is not additive on ReLU->MaxPool models (captum issue #1104, see make_deepshap_fixtures.py),
-so it is given the model with a clone before each MaxPool, which fixes that at no measurable cost.
+so it is given the model with a clone before each MaxPool, which fixes that (one copy of each
+pre-pool activation).
 
 Before timing, explaind's attributions are checked against shap's on the digits CNN (absolute
 1e-3); the max |attribution difference| vs shap and captum and explaind's max completeness
@@ -36,11 +37,12 @@ Needs a release build (`target/release/explaind`) and the reference libraries:
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/requirements-bench.txt
     .venv-bench/bin/python scripts/bench_deep_shap.py
 
-Prints a Markdown table for BENCHMARKS.md. About 5 minutes on a 2-core machine.
+Prints a Markdown table for BENCHMARKS.md. About 7 minutes on a 2-core machine.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import platform
 import shutil
@@ -62,8 +64,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 EXPLAIND_REPEATS = 10
 REFERENCE_REPEATS = 5
+REFERENCE_REPEATS_SLOW = 3  # where 5 runs would take more than REFERENCE_BUDGET_S
+REFERENCE_BUDGET_S = 20.0
 COLD_REPEATS = 5
 SCALING_ROWS = (250, 500, 1000)
+SCALING_SEED = 81
 SCALING_CACHE_BYTES = 512 << 20
 SCALING_MAX_BATCH_ROWS = 256
 REFERENCE_LIMIT_S = 60.0
@@ -112,6 +117,16 @@ def timed(fn, repeats: int, warmup: bool = True) -> list[float]:
         fn()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def timed_reference(fn) -> list[float]:
+    """REFERENCE_REPEATS timed runs after a warm-up, or REFERENCE_REPEATS_SLOW where the warm-up
+    says that would take more than REFERENCE_BUDGET_S (keeps the whole run near 10 minutes)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    repeats = REFERENCE_REPEATS if first * REFERENCE_REPEATS <= REFERENCE_BUDGET_S else REFERENCE_REPEATS_SLOW
+    return timed(fn, repeats, warmup=False)
 
 
 def fmt_s(seconds: float) -> str:
@@ -277,9 +292,9 @@ def compare_case(client: Client, name: str, model_name: str, input_name: str, ou
 
     e = statistics.median(timed(run_explaind, EXPLAIND_REPEATS))
     server = server[1:]  # drop the warm-up
-    s = statistics.median(timed(lambda: refs.shap_values(x), REFERENCE_REPEATS))
-    c = statistics.median(timed(lambda: refs.captum_per_class(x), REFERENCE_REPEATS))
-    c1 = statistics.median(timed(lambda: refs.captum_one_call(x), REFERENCE_REPEATS))
+    s = statistics.median(timed_reference(lambda: refs.shap_values(x)))
+    c = statistics.median(timed_reference(lambda: refs.captum_per_class(x)))
+    c1 = statistics.median(timed_reference(lambda: refs.captum_one_call(x)))
     total_ms = statistics.median(t[0] for t in server)
     model_ms = statistics.median(t[1] for t in server)
     return dict(name=name, explaind=e, shap=s, captum=c, captum1=c1, total_ms=total_ms,
@@ -319,13 +334,72 @@ def cold_warm_case(client: Client, x: np.ndarray, background: np.ndarray):
                 warm_model_ms=statistics.median(t[1] for t in warm_server))
 
 
-def scaling_case(repo: Path, torch_model, x: np.ndarray, per_row_refs: dict[str, float]):
-    """mid-cnn, all classes, K background rows, one fresh bounded daemon per K."""
+def scaling_data(k: int) -> np.ndarray:
+    rng = np.random.default_rng(SCALING_SEED)
+    return rng.uniform(0.0, 1.0, (max(SCALING_ROWS), 3, 32, 32)).astype(np.float32)[:k]
+
+
+def mid_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(80)
+    x = rng.uniform(0.0, 1.0, (1, 3, 32, 32)).astype(np.float32)
+    return x, rng.uniform(0.0, 1.0, (50, 3, 32, 32)).astype(np.float32)
+
+
+def reference_worker(lib: str, k: int, out: str) -> None:
+    """Child process for the scaling case: one shap or captum (per class) call on mid-cnn with k
+    background rows, stopped after REFERENCE_LIMIT_S. Prints the time, or "timeout"."""
+    import signal
+
+    import torch
+
+    torch.set_num_threads(2)
+    x, _ = mid_data()
+    refs = References(mid_cnn(), scaling_data(k))
+    fn = refs.shap_values if lib == "shap" else refs.captum_per_class
+
+    def stop(signum, frame):
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.alarm(int(REFERENCE_LIMIT_S))
+    try:
+        t0 = time.perf_counter()
+        attributions = fn(x)
+        elapsed = time.perf_counter() - t0
+    except TimeoutError:
+        print("timeout", flush=True)
+        return
+    signal.alarm(0)
+    np.save(out, attributions)
+    print(f"{elapsed:.6f}", flush=True)
+
+
+def run_reference_worker(lib: str, k: int) -> tuple[float | None, np.ndarray | None]:
+    out = Path(tempfile.mkdtemp(prefix="explaind-bench-ref-")) / "a.npy"
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--reference-worker", lib, str(k), str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              timeout=REFERENCE_LIMIT_S + 180)
+        last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        if proc.returncode != 0 or not last:
+            raise SystemExit(f"reference worker {lib} {k} failed (exit {proc.returncode})")
+        if last == "timeout":
+            return None, None
+        return float(last), np.load(out)
+    except subprocess.TimeoutExpired:
+        return None, None
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def scaling_case(repo: Path, x: np.ndarray):
+    """mid-cnn, all classes, K background rows, one fresh bounded daemon per K. shap and captum
+    run in a child process each (fresh memory, stopped after REFERENCE_LIMIT_S); once one of them
+    is stopped it is not run for larger K."""
     out = []
-    rng = np.random.default_rng(81)
-    big = rng.uniform(0.0, 1.0, (max(SCALING_ROWS), 3, 32, 32)).astype(np.float32)
+    stopped: dict[str, int] = {}
     for k in SCALING_ROWS:
-        bg = big[:k]
+        bg = scaling_data(k)
         proc, addr = start_daemon(repo, "--cache-bytes", str(SCALING_CACHE_BYTES),
                                   "--max-batch-rows", str(SCALING_MAX_BATCH_ROWS))
         try:
@@ -339,29 +413,29 @@ def scaling_case(repo: Path, torch_model, x: np.ndarray, per_row_refs: dict[str,
 
             def run():
                 resp = client.explain(req)
-                server.append((resp.timing.total_ms, resp.timing.model_ms))
+                server.append((resp.timing.total_ms, resp.timing.model_ms, resp.timing.model_rows))
 
-            warm = statistics.median(timed(run, 3, warmup=False))
+            warm = statistics.median(timed(run, 3 if cold < 5.0 else 1, warmup=False))
             rss = peak_rss_mib(proc.pid)
             client.channel.close()
         finally:
             proc.kill()
             proc.wait()
         row = dict(rows=k, cold=cold, warm=warm, rss=rss, residual=residual(first),
+                   cold_rows=first.timing.model_rows, warm_rows=server[-1][2],
                    warm_total_ms=statistics.median(t[0] for t in server),
                    warm_model_ms=statistics.median(t[1] for t in server))
         ours = values(first.attributions[0].values)
-        for lib, per_row in per_row_refs.items():
-            estimate = per_row * k
-            if estimate > REFERENCE_LIMIT_S:
-                row[lib] = None
-                row[lib + "_estimate"] = estimate
+        for lib in ("shap", "captum"):
+            if lib in stopped:
+                row[lib] = f"skipped (over {REFERENCE_LIMIT_S:.0f} s at {stopped[lib]} rows)"
                 continue
-            refs = References(torch_model, bg)
-            fn = refs.shap_values if lib == "shap" else refs.captum_per_class
-            t0 = time.perf_counter()
-            theirs = fn(x)
-            row[lib] = time.perf_counter() - t0
+            elapsed, theirs = run_reference_worker(lib, k)
+            if elapsed is None:
+                stopped[lib] = k
+                row[lib] = f"stopped after {REFERENCE_LIMIT_S:.0f} s"
+                continue
+            row[lib] = f"{fmt_s(elapsed)} ({elapsed / warm:.1f}x)"
             row["d_" + lib] = float(np.abs(ours - theirs).max())
         print(f"# scaling {k} rows: {row}", file=sys.stderr)
         out.append(row)
@@ -381,13 +455,12 @@ def main() -> None:
 
     torch.set_num_threads(2)
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]
 
     digits_x = np.load(REPO / "models" / "digits-cnn" / "1" / "samples.npy")[:1].astype(np.float32)
     digits_bg = np.load(REPO / "models" / "digits-cnn" / "1" / "background.npy").astype(np.float32)
     assert digits_bg.shape[0] == 100, digits_bg.shape
-    rng = np.random.default_rng(80)
-    mid_x = rng.uniform(0.0, 1.0, (1, 3, 32, 32)).astype(np.float32)
-    mid_bg = rng.uniform(0.0, 1.0, (50, 3, 32, 32)).astype(np.float32)
+    mid_x, mid_bg = mid_data()
     mid = mid_cnn()
     digits = digits_cnn()
 
@@ -408,8 +481,7 @@ def main() -> None:
         finally:
             proc.kill()
             proc.wait()
-        per_row = {"shap": results[1]["shap"] / 50, "captum": results[1]["captum"] / 50}
-        scaling = scaling_case(repo, mid, mid_x, per_row)
+        scaling = scaling_case(repo, mid_x)
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -417,9 +489,15 @@ def main() -> None:
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, shap {shap.__version__}, "
           f"captum {captum.__version__}, onnxruntime {ort.__version__} (explaind: CPU, default threads)")
-    print(f"Command: {Path(sys.executable).name} scripts/bench_deep_shap.py ({elapsed:.0f} s in all)")
+    binary = REPO / "target" / "release" / "explaind"
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(binary.stat().st_mtime))
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
+    print(f"Command: {Path(sys.executable).name} scripts/bench_deep_shap.py ({elapsed:.0f} s in all); "
+          f"target/release/explaind built {built}, sha256 {digest}...")
     print(f"explaind: median of {EXPLAIND_REPEATS} gRPC round trips after one warm-up, registered "
-          f"background, cache warm; shap and captum: median of {REFERENCE_REPEATS} after one warm-up.\n")
+          f"background, cache warm; shap and captum: median of {REFERENCE_REPEATS} "
+          f"({REFERENCE_REPEATS_SLOW} where 5 would take over {REFERENCE_BUDGET_S:.0f} s) after one warm-up. "
+          f"In server: the response's timing (total_ms / model_ms, medians).\n")
     print("| case | explaind (gRPC) | in server: total / model | shap DeepExplainer | captum, per class "
           "| captum, one call | shap / explaind | captum per class / explaind | captum one call / explaind |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -431,7 +509,8 @@ def main() -> None:
     print()
     print("Agreement and completeness (max absolute): "
           + "; ".join(f"{r['name'].split(',')[0]}: vs shap {r['d_shap']:.1g}, vs captum {r['d_captum']:.1g}, "
-                      f"completeness residual {r['residual']:.1g}" for r in results))
+                      f"explaind completeness residual {r['residual']:.1g}, {r['calls']} ONNX Runtime calls "
+                      f"over {r['rows']} rows per request" for r in results))
     print()
     print(f"New background against the same one (mid-cnn, 1 input, predicted class, 50 rows; "
           f"cold: median of {COLD_REPEATS} requests, each with a freshly registered background):\n")
@@ -441,22 +520,25 @@ def main() -> None:
     print(f"| same background (warm cache) | {fmt_s(cw['warm'])} | {cw['warm_total_ms']:.1f} / {cw['warm_model_ms']:.1f} ms |")
     print(f"| ratio cold / warm | {cw['cold'] / cw['warm']:.1f}x | |")
     print()
-    print(f"Scaling (mid-cnn, 1 input, 10 classes; one daemon per row count with --cache-bytes "
-          f"{SCALING_CACHE_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}; warm: median of 3; "
-          f"shap and captum (per class) once, skipped where the estimate from the 50-row case is over "
-          f"{REFERENCE_LIMIT_S:.0f} s):\n")
-    print("| background rows | explaind cold | explaind warm | warm per row | in server: total / model "
-          "| peak RSS | shap | captum, per class |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"Scaling (mid-cnn, 1 input, 10 classes; a fresh daemon per row count, started with "
+          f"`--cache-bytes {SCALING_CACHE_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}`; cold: the "
+          f"first request; warm: the same request again (median of 3 where cold is under 5 s, else 1); "
+          f"rows through ONNX Runtime (cold / warm; fewer when warm means the cache held the background); "
+          f"peak RSS: the daemon's VmHWM after these requests; shap and captum (per class): one call each "
+          f"in a child process, stopped after {REFERENCE_LIMIT_S:.0f} s; ratio to explaind warm):\n")
+    print("| background rows | explaind cold | explaind warm | warm per row | in server (warm): total / model "
+          "| rows through ORT | peak RSS | shap | captum, per class |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in scaling:
-        def ref(lib):
-            if r[lib] is None:
-                return f"skipped (~{r[lib + '_estimate']:.0f} s)"
-            return f"{fmt_s(r[lib])} ({r[lib] / r['warm']:.0f}x)"
-        print(f"| {r['rows']} | {fmt_s(r['cold'])} | {fmt_s(r['warm'])} | {r['warm'] / r['rows'] * 1e3:.2f} ms "
-              f"| {r['warm_total_ms']:.0f} / {r['warm_model_ms']:.0f} ms | {r['rss']:.0f} MiB | {ref('shap')} "
-              f"| {ref('captum')} |")
+        print(f"| {r['rows']} | {fmt_s(r['cold'])} | {fmt_s(r['warm'])} | {r['warm'] / r['rows'] * 1e3:.1f} ms "
+              f"| {r['warm_total_ms']:.0f} / {r['warm_model_ms']:.0f} ms | {r['cold_rows']} / {r['warm_rows']} "
+              f"| {r['rss']:.0f} MiB | {r['shap']} | {r['captum']} |")
+    print()
+    print(f"Load average (1 min) at the start and the end: {load_start:.2f}, {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 5 and sys.argv[1] == "--reference-worker":
+        reference_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        main()

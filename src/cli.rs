@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Memory budget of the background-activation cache (Deep SHAP), in bytes.
     #[arg(long, default_value_t = 512 << 20)]
     pub cache_bytes: u64,
+    /// Working memory of one Deep SHAP backward run, in bytes: bounds how many background rows
+    /// go into one ONNX Runtime call (and the size of each cached chunk of activations).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub chunk_bytes: u64,
     /// Memory budget of registered background sets, in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub background_bytes: u64,

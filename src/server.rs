@@ -166,7 +166,8 @@ pub fn build_state(args: &crate::cli::ServeArgs) -> Result<Arc<State>, String> {
         plugins.load_dir(dir, "");
     }
     let limits = crate::service::Limits { max_message_bytes: args.max_message_bytes, max_batch_rows: args.max_request_rows };
-    let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime, args.cache_bytes));
+    let engine =
+        Arc::new(explaind_attribution::AttributionEngine::new(runtime, args.cache_bytes).with_chunk_bytes(args.chunk_bytes));
     let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(args.background_bytes));
     Ok(Arc::new(State { repository, plugins, limits, engine, backgrounds }))
 }

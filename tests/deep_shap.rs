@@ -132,6 +132,33 @@ async fn the_background_cache_skips_the_background_pass_and_evicts_under_its_bud
 }
 
 #[tokio::test]
+async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_the_same_result() {
+    let repository = fixture_repository();
+    let c = case("digits_cnn");
+    let whole = TestServer::start_on(repository.path(), 256 << 20).await;
+    let reference = whole.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
+    assert_eq!(whole.state.engine.cache_stats().misses, 1, "the 20 rows fit one chunk");
+
+    // 64 KiB of working memory: a few background rows per cached chunk, one per backward run.
+    let chunked = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 64 << 10).await;
+    let mut client = chunked.explainer().await;
+    let response = client.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
+    let chunks = chunked.state.engine.cache_stats().misses;
+    assert!(chunks > 3, "the background should span several cached chunks, got {chunks}");
+    assert_close(
+        &floats(response.attributions[0].values.as_ref().unwrap()),
+        &floats(reference.attributions[0].values.as_ref().unwrap()),
+        1e-5,
+        1e-4,
+    );
+    assert_close(&floats(response.base_values.as_ref().unwrap()), &floats(reference.base_values.as_ref().unwrap()), 1e-5, 1e-5);
+    // Repeated: every chunk comes from the cache.
+    client.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap();
+    let stats = chunked.state.engine.cache_stats();
+    assert_eq!((stats.misses, stats.hits), (chunks, chunks));
+}
+
+#[tokio::test]
 async fn concurrent_cold_requests_compute_the_background_once() {
     let repository = fixture_repository();
     let server = TestServer::start_on(repository.path(), 256 << 20).await;

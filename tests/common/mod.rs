@@ -45,6 +45,8 @@ pub fn compile_c_plugin(source: &str, defines: &[&str], out_dir: &Path, lib_name
     out
 }
 
+const DEFAULT_CHUNK_BYTES: u64 = 256 << 20;
+
 pub struct TestServer {
     pub addr: String,
     pub state: Arc<State>,
@@ -63,21 +65,34 @@ impl TestServer {
     /// Starts a server with the demo models, the bundled plugins, the misbehaving test plugin,
     /// and any `extra_plugins`.
     pub async fn start(limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
-        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins, 256 << 20).await
+        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins, 256 << 20, DEFAULT_CHUNK_BYTES).await
     }
 
     /// A server on another model repository, with an activation cache of `cache_bytes`.
     pub async fn start_on(models: &Path, cache_bytes: u64) -> TestServer {
-        Self::start_with(ModelRepository::new(models.to_path_buf(), runtime()), Default::default(), &[], cache_bytes).await
+        Self::start_with(ModelRepository::new(models.to_path_buf(), runtime()), Default::default(), &[], cache_bytes, DEFAULT_CHUNK_BYTES).await
+    }
+
+    /// As [`TestServer::start_on`], with Deep SHAP's working-memory bound per run set to
+    /// `chunk_bytes` (small values force many chunks).
+    pub async fn start_on_with_chunks(models: &Path, cache_bytes: u64, chunk_bytes: u64) -> TestServer {
+        let repository = ModelRepository::new(models.to_path_buf(), runtime());
+        Self::start_with(repository, Default::default(), &[], cache_bytes, chunk_bytes).await
     }
 
     /// A server whose models send at most `rows` rows per ONNX Runtime call.
     pub async fn start_with_batch_rows(rows: usize) -> TestServer {
         let repository = ModelRepository::new(repo_root().join("models"), runtime()).with_max_batch_rows(rows);
-        Self::start_with(repository, Default::default(), &[], 256 << 20).await
+        Self::start_with(repository, Default::default(), &[], 256 << 20, DEFAULT_CHUNK_BYTES).await
     }
 
-    async fn start_with(repository: ModelRepository, limits: Limits, extra_plugins: &[PathBuf], cache_bytes: u64) -> TestServer {
+    async fn start_with(
+        repository: ModelRepository,
+        limits: Limits,
+        extra_plugins: &[PathBuf],
+        cache_bytes: u64,
+        chunk_bytes: u64,
+    ) -> TestServer {
         let repository = Arc::new(repository);
         let (_, failed) = repository.load_all().unwrap();
         assert!(failed.is_empty(), "demo models failed to load: {failed:?}");
@@ -91,7 +106,7 @@ impl TestServer {
         for p in extra_plugins {
             plugins.load_file(p).expect("extra plugin loads");
         }
-        let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime(), cache_bytes));
+        let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes));
         let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
         let state = Arc::new(State { repository, plugins, limits, engine, backgrounds });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -78,18 +78,21 @@ enum Compiled {
     DeepLift { activations: Model, backward: Model, pairs: Model },
 }
 
-/// Cached background activations and the model's mean output over the background.
+/// Cached activations of a chunk of background rows, and the sum of the model's output over
+/// those rows.
 struct Activations {
     arrays: Vec<ArrayD<f32>>,
-    mean_output: Vec<f32>,
+    output_sum: Vec<f64>,
 }
 
 pub struct AttributionEngine {
     runtime: &'static OrtRuntime,
-    /// Bound on the memory of one chunk of backward rows (their activations, both sides).
+    /// Bound on the working memory of one backward run (both sides' activations for all its
+    /// rows); a cached chunk of background activations takes at most a quarter of it.
     chunk_bytes: u64,
     compiled: dashmap::DashMap<CompiledKey, Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>>,
-    activations: BoundedCache<(String, usize, String), Activations>,
+    /// Keyed by (model digest, output, background digest, first row, end row).
+    activations: BoundedCache<(String, usize, String, usize, usize), Activations>,
 }
 
 impl AttributionEngine {
@@ -210,34 +213,24 @@ impl AttributionEngine {
         let row = seeds.len() / (n * s).max(1);
         let mut stats = RunStats::default();
 
-        // The background's activations: once per (model, output, background).
-        let key = (model.sha256.clone(), output, background.digest.clone());
-        let cached = self.activations.get_or_compute(&key, || {
-            let views: Vec<_> = background.rows.iter().map(|a| a.view()).collect();
-            let (arrays, run) = forward.run(&views).map_err(internal)?;
-            stats.add(run);
-            let (outputs, run) = model.run(&views).map_err(internal)?;
-            stats.add(run);
-            let explained = &outputs[output];
-            let mean_output: Vec<f32> = explained
-                .to_shape((k, explained.len() / k))
-                .expect("rows first")
-                .mean_axis(Axis(0))
-                .expect("k > 0")
-                .to_vec();
-            let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum::<u64>() + mean_output.len() as u64 * 4;
-            Ok::<_, AttributionError>((Activations { arrays, mean_output }, bytes))
-        })?;
-        // The inputs' activations: once per request.
+        // The inputs' activations: once per request. Their size per row also sizes the chunks.
         let (input_activations, run) = forward.run(inputs).map_err(internal)?;
         stats.add(run);
+        let bytes_per_row: u64 = input_activations
+            .iter()
+            .map(|a| (a.len() / a.shape().first().copied().unwrap_or(1).max(1)) as u64 * 4)
+            .sum::<u64>()
+            .max(1);
+        // The background is cached in chunks of rows whose activations take at most a quarter of
+        // the chunk bound, so neither computing nor keeping it needs the whole background's
+        // activations at once; the chunk size depends on the model only, so every request with
+        // this background shares the entries.
+        let cache_rows = ((self.chunk_bytes / 4 / bytes_per_row) as usize).clamp(1, model.max_batch_rows().max(1));
+        // Rows per backward run: the backward graph holds both sides' activations for all S
+        // seeds, and about as much again.
+        let run_rows = ((self.chunk_bytes / (4 * bytes_per_row * s as u64)) as usize).clamp(1, model.max_batch_rows().max(1));
 
         let seeds = seeds.to_shape((n, s, row)).map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))?;
-        let mut expected = Array2::<f32>::zeros((n, s));
-        for ((i, j), value) in expected.indexed_iter_mut() {
-            *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&cached.mean_output).map(|(a, b)| a * b).sum();
-        }
-
         let mut attributions: Vec<ArrayD<f32>> = inputs
             .iter()
             .map(|x| {
@@ -250,64 +243,83 @@ impl AttributionEngine {
         let background_rows: Vec<ndarray::CowArray<f32, IxDyn>> = background.rows.iter().map(|r| r.as_standard_layout()).collect();
         let mut seed_shape = vec![0];
         seed_shape.extend(&model_output_shape(model, output, row)[1..]);
-        // One input row at a time against chunks of background rows, all S seeds in one run:
-        // the backward graph repeats the cached background activations per seed and expands the
-        // input's to match, so the activations go in as views and nothing is copied per pair.
-        let chunk = self.chunk_rows(model, &input_activations, &cached.arrays);
-        let per_run = (chunk / s).max(1);
-        for i in 0..n {
-            let x_side: Vec<ArrayViewD<f32>> =
-                input_activations.iter().map(|a| a.slice_axis(Axis(0), (i..i + 1).into())).collect();
-            let mut first = 0;
-            while first < k {
-                if cancelled() {
-                    return Err(AttributionError::Cancelled);
-                }
-                let rows = per_run.min(k - first);
-                let mut feed = x_side.clone();
-                feed.extend(cached.arrays.iter().map(|a| a.slice_axis(Axis(0), (first..first + rows).into())));
-                seed_shape[0] = s * rows;
-                let seed_rows = ndarray::Array2::from_shape_fn((s * rows, row), |(r, e)| seeds[[i, r / rows, e]])
-                    .into_shape_with_order(IxDyn(&seed_shape))
-                    .expect("same length");
-                feed.push(seed_rows.view());
-                let (multipliers, run) = backward.run(&feed).map_err(internal)?;
+        let mut output_sum = vec![0f64; row];
+
+        for chunk_start in (0..k).step_by(cache_rows) {
+            let chunk_end = (chunk_start + cache_rows).min(k);
+            let key = (model.sha256.clone(), output, background.digest.clone(), chunk_start, chunk_end);
+            let cached = self.activations.get_or_compute(&key, || {
+                let views: Vec<_> = background.rows.iter().map(|a| a.slice_axis(Axis(0), (chunk_start..chunk_end).into())).collect();
+                let (arrays, run) = forward.run(&views).map_err(internal)?;
                 stats.add(run);
-                for (input, m) in multipliers.iter().enumerate() {
-                    let len = m.len() / (s * rows);
-                    let m = m.as_standard_layout();
-                    let m = m.as_slice().expect("standard layout");
-                    let x = &input_rows[input].as_slice().expect("standard layout")[i * len..(i + 1) * len];
-                    let r = background_rows[input].as_slice().expect("standard layout");
-                    let out = attributions[input].as_slice_mut().expect("fresh array");
-                    for j in 0..s {
-                        let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
-                        for p in 0..rows {
-                            let m = &m[(j * rows + p) * len..(j * rows + p + 1) * len];
-                            let r = &r[(first + p) * len..(first + p + 1) * len];
-                            for e in 0..len {
-                                dst[e] += m[e] * (x[e] - r[e]) / k as f32;
+                let (outputs, run) = model.run(&views).map_err(internal)?;
+                stats.add(run);
+                let explained = &outputs[output];
+                let rows = chunk_end - chunk_start;
+                let output_sum: Vec<f64> = explained
+                    .to_shape((rows, explained.len() / rows))
+                    .expect("rows first")
+                    .sum_axis(Axis(0))
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum::<u64>() + output_sum.len() as u64 * 8;
+                Ok::<_, AttributionError>((Activations { arrays, output_sum }, bytes))
+            })?;
+            for (total, part) in output_sum.iter_mut().zip(&cached.output_sum) {
+                *total += part;
+            }
+            // One input row at a time against runs of this chunk's rows, all S seeds in one run:
+            // the backward graph repeats the cached activations per seed and expands the input's
+            // to match, so the activations go in as views and nothing is copied per pair.
+            for i in 0..n {
+                let x_side: Vec<ArrayViewD<f32>> =
+                    input_activations.iter().map(|a| a.slice_axis(Axis(0), (i..i + 1).into())).collect();
+                let mut first = chunk_start;
+                while first < chunk_end {
+                    if cancelled() {
+                        return Err(AttributionError::Cancelled);
+                    }
+                    let rows = run_rows.min(chunk_end - first);
+                    let local = first - chunk_start;
+                    let mut feed = x_side.clone();
+                    feed.extend(cached.arrays.iter().map(|a| a.slice_axis(Axis(0), (local..local + rows).into())));
+                    seed_shape[0] = s * rows;
+                    let seed_rows = ndarray::Array2::from_shape_fn((s * rows, row), |(r, e)| seeds[[i, r / rows, e]])
+                        .into_shape_with_order(IxDyn(&seed_shape))
+                        .expect("same length");
+                    feed.push(seed_rows.view());
+                    let (multipliers, run) = backward.run(&feed).map_err(internal)?;
+                    stats.add(run);
+                    for (input, m) in multipliers.iter().enumerate() {
+                        let len = m.len() / (s * rows);
+                        let m = m.as_standard_layout();
+                        let m = m.as_slice().expect("standard layout");
+                        let x = &input_rows[input].as_slice().expect("standard layout")[i * len..(i + 1) * len];
+                        let r = background_rows[input].as_slice().expect("standard layout");
+                        let out = attributions[input].as_slice_mut().expect("fresh array");
+                        for j in 0..s {
+                            let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
+                            for p in 0..rows {
+                                let m = &m[(j * rows + p) * len..(j * rows + p + 1) * len];
+                                let r = &r[(first + p) * len..(first + p + 1) * len];
+                                for e in 0..len {
+                                    dst[e] += m[e] * (x[e] - r[e]) / k as f32;
+                                }
                             }
                         }
                     }
+                    first += rows;
                 }
-                first += rows;
             }
         }
-        Ok(DeepShap { attributions, expected, stats })
-    }
 
-    /// Rows per backward run: the model's `max_batch_rows`, fewer if the activations of that
-    /// many rows (both sides) would exceed the engine's chunk memory bound.
-    fn chunk_rows(&self, model: &Model, x_side: &[ArrayD<f32>], r_side: &[ArrayD<f32>]) -> usize {
-        let per_row = |arrays: &[ArrayD<f32>]| -> u64 {
-            arrays.iter().map(|a| (a.len() / a.shape().first().copied().unwrap_or(1).max(1)) as u64 * 4).sum()
-        };
-        // Both sides' activations (the input's expanded to every row), and about as much again
-        // inside the backward graph.
-        let bytes_per_row = 2 * (per_row(x_side) + per_row(r_side)).max(1);
-        let by_memory = (self.chunk_bytes / bytes_per_row).max(1) as usize;
-        model.max_batch_rows().min(by_memory).max(1)
+        let mean_output: Vec<f64> = output_sum.iter().map(|v| v / k as f64).collect();
+        let mut expected = Array2::<f32>::zeros((n, s));
+        for ((i, j), value) in expected.indexed_iter_mut() {
+            *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&mean_output).map(|(a, b)| *a as f64 * b).sum::<f64>() as f32;
+        }
+        Ok(DeepShap { attributions, expected, stats })
     }
 }
 

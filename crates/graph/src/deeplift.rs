@@ -333,10 +333,14 @@ fn guarded_ratio(e: &mut Emitter<'_>, numerator: &str, denominator: &str, epsilo
     let magnitude = e.node("Abs", &[denominator], vec![]);
     let threshold = e.scalar(epsilon);
     let usable = e.node("GreaterOrEqual", &[&magnitude, &threshold], vec![]);
+    // Where the denominator is too small it is replaced by 1 (so the ratio stays finite), and
+    // the fallback is selected: arithmetic on a 0/1 mask, as `Emitter::select` explains.
     let one = e.scalar(1.0);
-    let safe = e.node("Where", &[&usable, denominator, &one], vec![]);
+    let mask = e.float_mask(&usable);
+    let unusable = e.node("Sub", &[&one, &mask], vec![]);
+    let safe = e.node("Add", &[denominator, &unusable], vec![]);
     let ratio = e.node("Div", &[numerator, &safe], vec![]);
-    e.node("Where", &[&usable, &ratio, fallback], vec![])
+    e.blend(&mask, &ratio, fallback)
 }
 
 /// The DeepLIFT multipliers of one node (see the module documentation for the rules).

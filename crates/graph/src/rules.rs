@@ -65,6 +65,33 @@ impl<'a> Emitter<'a> {
         name
     }
 
+    /// `condition ? a : b` elementwise, as `b + mask · (a − b)` with the condition cast to 0/1.
+    /// ONNX Runtime's `Where` kernel is several times slower than these vectorised arithmetic
+    /// kernels on large tensors (it dominated profiles of the DeepLIFT backward graph). Both
+    /// branches must be finite, which every caller ensures.
+    pub fn select(&mut self, condition: &str, a: &str, b: &str) -> String {
+        let mask = self.float_mask(condition);
+        self.blend(&mask, a, b)
+    }
+
+    /// A boolean tensor as float 0/1.
+    pub fn float_mask(&mut self, condition: &str) -> String {
+        self.node("Cast", &[condition], vec![AttributeProto::int("to", DataType::Float as i64)])
+    }
+
+    /// `b + mask · (a − b)` for a float 0/1 `mask`.
+    pub fn blend(&mut self, mask: &str, a: &str, b: &str) -> String {
+        let difference = self.node("Sub", &[a, b], vec![]);
+        let chosen = self.node("Mul", &[mask, &difference], vec![]);
+        self.node("Add", &[b, &chosen], vec![])
+    }
+
+    /// `g` where `condition` holds, else 0: one multiplication by the 0/1 mask.
+    pub fn mask(&mut self, condition: &str, g: &str) -> String {
+        let mask = self.float_mask(condition);
+        self.node("Mul", &[g, &mask], vec![])
+    }
+
     /// `ReduceMax` over `axes`, keeping them (the axes moved from attribute to input in opset 18).
     pub fn reduce_max(&mut self, tensor: &str, axes: &[i64]) -> String {
         let keep = AttributeProto::int("keepdims", 1);
@@ -267,14 +294,14 @@ pub fn vjp(
         "Relu" => {
             let zero = e.scalar(0.0);
             let positive = e.node("Greater", &[x(0), &zero], vec![]);
-            out[0] = Some(e.node("Where", &[&positive, g0, &zero], vec![]));
+            out[0] = Some(e.mask(&positive, g0));
         }
         "LeakyRelu" => {
             let alpha = e.scalar(node.attr_float("alpha").unwrap_or(0.01));
             let zero = e.scalar(0.0);
             let positive = e.node("Greater", &[x(0), &zero], vec![]);
             let scaled = e.node("Mul", &[g0, &alpha], vec![]);
-            out[0] = Some(e.node("Where", &[&positive, g0, &scaled], vec![]));
+            out[0] = Some(e.select(&positive, g0, &scaled));
         }
         "Elu" => {
             // For x <= 0: y = alpha (exp(x) - 1), so dy/dx = y + alpha.
@@ -283,7 +310,7 @@ pub fn vjp(
             let positive = e.node("Greater", &[x(0), &zero], vec![]);
             let slope = e.node("Add", &[y, &alpha], vec![]);
             let scaled = e.node("Mul", &[g0, &slope], vec![]);
-            out[0] = Some(e.node("Where", &[&positive, g0, &scaled], vec![]));
+            out[0] = Some(e.select(&positive, g0, &scaled));
         }
         "Sigmoid" => {
             let one = e.scalar(1.0);
@@ -321,7 +348,6 @@ pub fn vjp(
             out[0] = Some(e.node("Neg", &[&p], vec![]));
         }
         "Clip" => {
-            let zero = e.scalar(0.0);
             let mut inside: Option<String> = None;
             if n > 1 && !x(1).is_empty() {
                 inside = Some(e.node("GreaterOrEqual", &[x(0), x(1)], vec![]));
@@ -334,7 +360,7 @@ pub fn vjp(
                 });
             }
             out[0] = Some(match inside {
-                Some(mask) => e.node("Where", &[&mask, g0, &zero], vec![]),
+                Some(mask) => e.mask(&mask, g0),
                 None => g0.to_string(),
             });
         }

@@ -116,6 +116,9 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
 
     let mut grads: HashMap<String, Vec<String>> = HashMap::from([(request.output.clone(), vec![seed.clone()])]);
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
+    // The backward model may get the input side as one row (see `split`): full shapes are read
+    // from the reference side, which always has every row.
+    emit.read_shapes_from(reference_of.clone());
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
         multipliers(emit, node, output_grads, varies, &reference)
@@ -226,8 +229,8 @@ fn split(
 
     // The backward model: what was kept, fed by both sides' activations and the seed. The
     // reference side comes as R rows and the seed as T·R rows (T seeds per reference row,
-    // seed-major); the graph repeats the reference rows T times and expands the input side
-    // (one row, or T·R) to match, so no caller copies activations per (row, seed) pair.
+    // seed-major); the graph repeats the reference rows T times, and the input side (one row,
+    // or T·R) broadcasts against them, so nothing is copied per (row, seed) pair.
     let mut backward_nodes: Vec<NodeProto> = Vec::new();
     let node = |op: &str, inputs: Vec<String>, output: String, attributes: Vec<explaind_onnx::AttributeProto>| NodeProto {
         input: inputs,
@@ -299,16 +302,11 @@ fn split(
             reference.clone(),
             vec![],
         ));
-        backward_nodes.push(node("Shape", vec![reference.clone()], format!("{activation}__reference_shape"), vec![]));
-        backward_nodes.push(node(
-            "Expand",
-            vec![format!("{activation}__input"), format!("{activation}__reference_shape")],
-            activation.clone(),
-            vec![],
-        ));
     }
     backward_nodes.extend(combined.node.iter().zip(&keep).filter(|(_, k)| **k).map(|(n, _)| n.clone()));
-    let mut inputs: Vec<_> = activations.iter().map(|a| float_output(&format!("{a}__input"))).collect();
+    // The input side goes in under its own names, one row or T·R rows: it broadcasts against
+    // the reference side, whose shapes the rules read (see `Emitter::read_shapes_from`).
+    let mut inputs: Vec<_> = activations.iter().map(|a| float_output(a)).collect();
     inputs.extend(
         activations
             .iter()
@@ -502,7 +500,10 @@ fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&
         .collect();
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
-    let index_x = e.builder().add_node_multi("MaxPool", &[&xx], 2, attrs.clone()).swap_remove(1);
+    // Indices are flat over the whole batch, so the input side needs all its rows here.
+    let full_shape = e.shape(&xx);
+    let xx_full = e.node("Expand", &[&xx, &full_shape], vec![]);
+    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_full], 2, attrs.clone()).swap_remove(1);
     let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
     let top = e.node("Max", &[&yx, &yr], vec![]);
     let above = e.node("Sub", &[&top, &yr], vec![]);
@@ -510,8 +511,8 @@ fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&
     let to_x = e.node("Mul", &[g, &above], vec![]);
     let to_r = e.node("Mul", &[g, &below], vec![]);
     let flat = e.ints(&[-1]);
-    let flat_x = e.node("Reshape", &[&xx, &flat], vec![]);
-    let mut routed = e.zeros_like(&flat_x);
+    let count = e.size(&xx);
+    let mut routed = e.flat_zeros(&count);
     for (indices, values) in [(index_x, to_x), (index_r, to_r)] {
         let indices = e.node("Reshape", &[&indices, &flat], vec![]);
         let values = e.node("Reshape", &[&values, &flat], vec![]);

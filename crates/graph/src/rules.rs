@@ -20,11 +20,23 @@ pub struct Emitter<'a> {
     scalars: HashMap<u32, String>,
     int_lists: HashMap<Vec<i64>, String>,
     shapes: HashMap<String, String>,
+    /// Where a tensor's shape is to be read from another tensor of the same shape. DeepLIFT's
+    /// backward graph gets the input side as a single row that broadcasts against the reference
+    /// side's rows; every full shape is then read from the reference side.
+    shape_source: HashMap<String, String>,
 }
 
 impl<'a> Emitter<'a> {
     pub fn new(builder: &'a mut GraphBuilder, source: &'a GraphProto, opset: i64) -> Self {
-        Emitter { builder, opset, source, scalars: HashMap::new(), int_lists: HashMap::new(), shapes: HashMap::new() }
+        Emitter {
+            builder,
+            opset,
+            source,
+            scalars: HashMap::new(),
+            int_lists: HashMap::new(),
+            shapes: HashMap::new(),
+            shape_source: HashMap::new(),
+        }
     }
 
     pub fn builder(&mut self) -> &mut GraphBuilder {
@@ -55,14 +67,31 @@ impl<'a> Emitter<'a> {
         name
     }
 
+    /// Reads the shapes of the given tensors from their counterparts (see `shape_source`).
+    pub fn read_shapes_from(&mut self, counterparts: HashMap<String, String>) {
+        self.shape_source = counterparts;
+    }
+
+    /// The tensor whose shape `tensor` has: itself, or its counterpart.
+    pub fn shaped_like(&self, tensor: &str) -> String {
+        self.shape_source.get(tensor).cloned().unwrap_or_else(|| tensor.to_string())
+    }
+
     /// `Shape(tensor)`, emitted once per tensor.
     pub fn shape(&mut self, tensor: &str) -> String {
         if let Some(name) = self.shapes.get(tensor) {
             return name.clone();
         }
-        let name = self.node("Shape", &[tensor], vec![]);
+        let source = self.shaped_like(tensor);
+        let name = self.node("Shape", &[&source], vec![]);
         self.shapes.insert(tensor.to_string(), name.clone());
         name
+    }
+
+    /// `Size(tensor)`, read like [`Emitter::shape`].
+    pub fn size(&mut self, tensor: &str) -> String {
+        let source = self.shaped_like(tensor);
+        self.node("Size", &[&source], vec![])
     }
 
     /// `condition ? a : b` elementwise, as `b + mask · (a − b)` with the condition cast to 0/1.
@@ -116,7 +145,15 @@ impl<'a> Emitter<'a> {
 
     pub fn zeros_like(&mut self, tensor: &str) -> String {
         let zero = self.scalar(0.0);
-        self.node("Mul", &[tensor, &zero], vec![])
+        let source = self.shaped_like(tensor);
+        self.node("Mul", &[&source, &zero], vec![])
+    }
+
+    /// A flat float tensor of `count` zeros (`count`: an int64 scalar).
+    pub fn flat_zeros(&mut self, count: &str) -> String {
+        let flat = self.ints(&[1]);
+        let length = self.node("Reshape", &[count, &flat], vec![]);
+        self.node("ConstantOfShape", &[&length], vec![AttributeProto::tensor("value", tensor_f32("", &[1], &[0.0]))])
     }
 
     /// Sums `grad` over the axes along which `target` was broadcast to produce it, and gives
@@ -496,9 +533,13 @@ pub fn vjp(
             let spread = e.node("ConvTranspose", &[&g_channels, &kernel_t], attrs);
             let x_shape = e.shape(x(0));
             let x_spatial = e.spatial(&x_shape);
-            let x_split = e.node("Concat", &[&lead, &x_spatial], vec![AttributeProto::int("axis", 0)]);
-            let x_channels = e.node("Reshape", &[x(0), &x_split], vec![]);
-            let padded = e.pad_to(&spread, &x_channels);
+            let spread_shape = e.node("Shape", &[&spread], vec![]);
+            let spread_spatial = e.spatial(&spread_shape);
+            let missing = e.node("Sub", &[&x_spatial, &spread_spatial], vec![]);
+            let none = e.node("Sub", &[&missing, &missing], vec![]);
+            let lead_zeros = e.ints(&[0, 0]);
+            let pads = e.node("Concat", &[&lead_zeros, &none, &lead_zeros, &missing], vec![AttributeProto::int("axis", 0)]);
+            let padded = e.node("Pad", &[&spread, &pads], vec![]);
             out[0] = Some(e.node("Reshape", &[&padded, &x_shape], vec![]));
         }
         "GlobalAveragePool" => {
@@ -613,7 +654,7 @@ pub fn vjp(
             // gradient to those positions: exact for any starts, ends, steps, negative or
             // repeated indices, with no shape known in advance.
             let shape = e.shape(x(0));
-            let count = e.node("Size", &[x(0)], vec![]);
+            let count = e.size(x(0));
             let zero = e.builder().add_initializer(tensor_i64("grad_zero", &[], &[0]));
             let one = e.builder().add_initializer(tensor_i64("grad_step", &[], &[1]));
             let positions = e.node("Range", &[&zero, &count, &one], vec![]);
@@ -624,8 +665,7 @@ pub fn vjp(
             let flat = e.ints(&[-1]);
             let picked = e.node("Reshape", &[&picked, &flat], vec![]);
             let values = e.node("Reshape", &[g0, &flat], vec![]);
-            let flat_x = e.node("Reshape", &[x(0), &flat], vec![]);
-            let zeros = e.zeros_like(&flat_x);
+            let zeros = e.flat_zeros(&count);
             let routed = e.node(
                 "ScatterElements",
                 &[&zeros, &picked, &values],

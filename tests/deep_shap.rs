@@ -315,16 +315,7 @@ async fn a_plugin_built_against_abi_1_0_still_loads_and_explains() {
     // The frozen 1.0 header, and a C plugin compiled against it (`-I tests/c/abi-1.0`).
     let dir = tempfile::tempdir().unwrap();
     let include = repo_root().join("tests/c/abi-1.0");
-    let library = dir.path().join("libexplaind_plugin_leave_one_out_c.so");
-    let status = std::process::Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I"])
-        .arg(&include)
-        .arg(repo_root().join("tests/c/leave_one_out.c"))
-        .arg("-o")
-        .arg(&library)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let library = compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
     let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
     assert!(header.contains("#define EXPLAIND_ABI_MINOR 0"), "the fixture is the 1.0 header");
     assert_eq!(explaind_abi::ABI_MINOR, 1, "the host is newer than the plugin");

@@ -29,8 +29,13 @@ pub fn runtime() -> &'static OrtRuntime {
 
 /// Compiles a C file against the ABI header into a shared library in `out_dir`.
 pub fn compile_c_plugin(source: &str, defines: &[&str], out_dir: &Path, lib_name: &str) -> PathBuf {
-    let out = out_dir.join(format!("lib{lib_name}.so"));
     let include = Path::new(explaind_abi::HEADER_PATH).parent().unwrap();
+    compile_c_plugin_against(include, source, defines, out_dir, lib_name)
+}
+
+/// Compiles a C file against the header in `include` (another ABI version's, say).
+pub fn compile_c_plugin_against(include: &Path, source: &str, defines: &[&str], out_dir: &Path, lib_name: &str) -> PathBuf {
+    let out = out_dir.join(format!("lib{lib_name}.so"));
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
         .arg("-I")

@@ -240,7 +240,11 @@ pub fn model_metadata(model: &Model) -> proto::ModelMetadata {
         labels: model.config.labels.clone(),
         description: model.config.description.clone(),
         has_default_background: model.background.is_some(),
-        default_background_shape: model.background.iter().flat_map(|b| b.shape().iter().map(|&d| d as i64)).collect(),
+        default_background_shape: model
+            .background
+            .iter()
+            .flat_map(|rows| rows[0].shape().iter().map(|&d| d as i64))
+            .collect(),
     }
 }
 

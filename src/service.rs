@@ -249,7 +249,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
             (false, false) => return Err(invalid("background_id: give background or background_id, not both")),
             (false, true) => {
                 let rows = convert::bind_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0;
-                Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows })
+                Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows: Arc::new(rows) })
             }
             (true, false) => {
                 let registered = state.backgrounds.get(&request.background_id).ok_or_else(|| {

@@ -42,7 +42,8 @@ fn internal(e: ModelError) -> AttributionError {
 pub struct Background {
     /// [`background_digest`] of the rows.
     pub digest: String,
-    pub rows: Vec<ArrayD<f32>>,
+    /// Shared: the registry, the model and every request using it hold the same arrays.
+    pub rows: std::sync::Arc<Vec<ArrayD<f32>>>,
 }
 
 pub use explaind_runtime::digest_arrays as background_digest;

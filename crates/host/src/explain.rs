@@ -276,7 +276,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         Some(b) => Some(b),
         None => match (&model.background, &model.background_digest) {
             (Some(rows), Some(digest)) if model.inputs.len() == 1 => {
-                Some(explaind_attribution::Background { digest: digest.clone(), rows: vec![rows.clone()] })
+                Some(explaind_attribution::Background { digest: digest.clone(), rows: rows.clone() })
             }
             _ => None,
         },

@@ -449,11 +449,8 @@ unsafe extern "C" fn forward(
                 ctx.output_row_size
             )));
         }
-        let data = output.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
-        let mut tensor = OwnedTensor::new(vec![rows as i64, ctx.output_row_size as i64], data);
-        let ptr = &mut tensor.dl as *mut abi::DLTensor;
-        ctx.scratch.lock().unwrap().insert(ptr as usize, tensor);
-        unsafe { *out_output = ptr };
+        let rows_shape = output.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, ctx.output_row_size]));
+        hand_out(ctx, vec![rows_shape.expect("length checked above")], out_output);
         Ok(())
     })
 }

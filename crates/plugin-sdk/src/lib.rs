@@ -314,6 +314,19 @@ impl<'a> Request<'a> {
     pub fn background(&self) -> Option<&[TensorView<'a>]> {
         self.background.as_deref()
     }
+    /// One-hot seeds for the targets, row-major [N, T, output_row_size]: seed (n, t) selects
+    /// target t of input n. What the ABI 1.1 attribution functions take to explain targets.
+    pub fn one_hot_seeds(&self) -> Vec<f32> {
+        let (n, t, row) = (self.batch_size(), self.num_targets(), self.output_row_size());
+        let mut seeds = vec![0f32; n * t * row];
+        for i in 0..n {
+            for (j, &target) in self.targets(i).iter().enumerate() {
+                seeds[(i * t + j) * row + target as usize] = 1.0;
+            }
+        }
+        seeds
+    }
+
     pub fn max_batch_rows(&self) -> usize {
         self.raw.max_batch_rows.max(1) as usize
     }

@@ -96,8 +96,9 @@ pub struct Model {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub config: ModelConfig,
-    /// The default background (from `config.default_background`), rows first.
-    pub background: Option<ArrayD<f32>>,
+    /// The default background (from `config.default_background`): one array per model input,
+    /// rows first. Shared, so requests that use it do not copy it.
+    pub background: Option<std::sync::Arc<Vec<ArrayD<f32>>>>,
     /// [`crate::digest_arrays`] of the default background.
     pub background_digest: Option<String>,
     sessions: Vec<Mutex<Session>>,
@@ -177,7 +178,8 @@ impl Model {
         let mut model = Model::from_bytes(rt, name, version, &bytes, &model_path)?;
         model.dir = dir.to_path_buf();
         model.config = config;
-        model.background_digest = background.as_ref().map(|b| crate::digest_arrays(std::slice::from_ref(b)));
+        let background = background.map(|b| std::sync::Arc::new(vec![b]));
+        model.background_digest = background.as_deref().map(|rows| crate::digest_arrays(rows));
         model.background = background;
         Ok(model)
     }

@@ -11,18 +11,6 @@ use explaind_plugin_sdk::{Context, Error, Explainer, PluginInfo, Request, Tensor
 
 pub struct DeepShap;
 
-/// One-hot seeds [N, T, row] for the request's targets.
-pub fn one_hot_seeds(request: &Request<'_>) -> Vec<f32> {
-    let (n, t, row) = (request.batch_size(), request.num_targets(), request.output_row_size());
-    let mut seeds = vec![0f32; n * t * row];
-    for i in 0..n {
-        for (j, &target) in request.targets(i).iter().enumerate() {
-            seeds[(i * t + j) * row + target as usize] = 1.0;
-        }
-    }
-    seeds
-}
-
 impl Explainer for DeepShap {
     fn info() -> PluginInfo {
         PluginInfo::new("deep-shap", env!("CARGO_PKG_VERSION"))
@@ -42,7 +30,7 @@ impl Explainer for DeepShap {
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let (n, t, row) = (request.batch_size(), request.num_targets(), request.output_row_size());
-        let seeds = one_hot_seeds(request);
+        let seeds = request.one_hot_seeds();
         let seed_shape = [n as i64, t as i64, row as i64];
         let (attributions, expected) = ctx.deep_shap(request.inputs(), TensorView::new(&seed_shape, &seeds))?;
 

@@ -42,12 +42,8 @@ impl Explainer for DeepLift {
             references.push((shape.clone(), vec![baseline; data.len()]));
             tiled.push((shape, data));
         }
-        let mut seeds = vec![0f32; n * t * row];
-        for i in 0..n {
-            for (j, &target) in request.targets(i).iter().enumerate() {
-                seeds[(i * t + j) * row + target as usize] = 1.0;
-            }
-        }
+        // Row i·T + j of the tiled inputs is seeded for target j of input i.
+        let seeds = request.one_hot_seeds();
         let seed_shape = [(n * t) as i64, row as i64];
         let x_views: Vec<TensorView> = tiled.iter().map(|(s, d)| TensorView::new(s, d)).collect();
         let r_views: Vec<TensorView> = references.iter().map(|(s, d)| TensorView::new(s, d)).collect();

@@ -62,6 +62,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+from benchlib import generate_stubs, start_daemon  # noqa: E402
+
 EXPLAIND_REPEATS = 10
 REFERENCE_REPEATS = 5
 REFERENCE_REPEATS_SLOW = 3  # where 5 runs would take more than REFERENCE_BUDGET_S
@@ -73,32 +75,6 @@ SCALING_CACHE_BYTES = 512 << 20
 SCALING_MAX_BATCH_ROWS = 256
 REFERENCE_LIMIT_S = 60.0
 CLASSES = 10
-
-
-def generate_stubs() -> None:
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="explaind-stubs-"))
-    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", "explaind/v1/explaind.proto"])
-    if rc != 0:
-        raise SystemExit("protoc failed")
-    sys.path.insert(0, str(out))
-
-
-def start_daemon(models: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    binary = REPO / "target" / "release" / "explaind"
-    if not binary.exists():
-        raise SystemExit(f"{binary} is missing: build it with `cargo build --release --workspace`")
-    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--device", "cpu",
-                             "--models", str(models), *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    prefix = "explaind listening on "
-    if not line.startswith(prefix):
-        proc.kill()
-        raise SystemExit(f"unexpected first line from the daemon: {line!r}")
-    return proc, line[len(prefix):]
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -400,7 +376,7 @@ def scaling_case(repo: Path, x: np.ndarray):
     stopped: dict[str, int] = {}
     for k in SCALING_ROWS:
         bg = scaling_data(k)
-        proc, addr = start_daemon(repo, "--cache-bytes", str(SCALING_CACHE_BYTES),
+        proc, addr = start_daemon("--models", str(repo), "--cache-bytes", str(SCALING_CACHE_BYTES),
                                   "--max-batch-rows", str(SCALING_MAX_BATCH_ROWS))
         try:
             client = Client(addr)
@@ -467,7 +443,7 @@ def main() -> None:
     repo = Path(tempfile.mkdtemp(prefix="explaind-bench-models-"))
     try:
         build_repository(repo, mid, mid_x)
-        proc, addr = start_daemon(repo)
+        proc, addr = start_daemon("--models", str(repo))
         try:
             client = Client(addr)
             results = [

@@ -20,9 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,31 +28,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "python"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import generate_stubs, start_daemon  # noqa: E402
 
 REPEATS = 30
-
-
-def generate_stubs() -> None:
-    from grpc_tools import protoc
-
-    out = Path(tempfile.mkdtemp(prefix="explaind-stubs-"))
-    rc = protoc.main(["protoc", f"-I{REPO / 'proto'}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", "explaind/v1/explaind.proto"])
-    if rc != 0:
-        raise SystemExit("protoc failed")
-    sys.path.insert(0, str(out))
-
-
-def start_daemon() -> tuple[subprocess.Popen, str]:
-    binary = REPO / "target" / "release" / "explaind"
-    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--device", "cpu"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    prefix = "explaind listening on "
-    if not line.startswith(prefix):
-        proc.kill()
-        raise SystemExit(f"unexpected first line from the daemon: {line!r}")
-    return proc, line[len(prefix):]
 
 
 def best_and_median(fn) -> tuple[float, float]:

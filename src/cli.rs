@@ -147,6 +147,16 @@ pub struct ExplainArgs {
     /// Write the attributions of the first input to this file (.npy), or everything (.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also have the daemon draw a figure of the result, written to this .png file: red/blue
+    /// heat maps for image inputs [C, H, W], bars or a waterfall for table rows [F].
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Figure layout: auto, image, bars or waterfall.
+    #[arg(long, default_value = "auto", requires = "plot")]
+    pub plot_kind: String,
+    /// Features per panel in the tabular layouts.
+    #[arg(long, default_value_t = 10, requires = "plot")]
+    pub plot_top_k: u32,
 }
 
 /// Reads an input batch from `.npy`, `.json` or `.png` (grey, scaled to [0, 1], given the
@@ -364,10 +374,31 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                     parameters,
                     background,
                     background_id: args.background_id.clone(),
+                    plot: args.plot.as_ref().map(|_| proto::PlotOptions {
+                        png: true,
+                        kind: args.plot_kind.clone(),
+                        top_k: args.plot_top_k,
+                    }),
                 })
                 .await
                 .map_err(status_text)?
                 .into_inner();
+            if let Some(path) = &args.plot {
+                if response.plot_png.is_empty() {
+                    return Err("the daemon returned no figure (is it older than this client?)".into());
+                }
+                std::fs::write(path, &response.plot_png).map_err(|e| format!("{}: {e}", path.display()))?;
+                if args.out.is_none() {
+                    // The figure was what was asked for: a short summary instead of every value.
+                    let summary = json!({
+                        "plot": path, "bytes": response.plot_png.len(),
+                        "model": response.model_name, "version": response.model_version,
+                        "explainer": response.explainer_name,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+                    return Ok(());
+                }
+            }
             if let Some(path) = args.out.as_ref().filter(|p| p.extension().is_some_and(|e| e == "npy")) {
                 let first = response.attributions.first().and_then(|a| a.values.as_ref()).ok_or("no attributions")?;
                 return write_npy(path, first);

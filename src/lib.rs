@@ -7,11 +7,13 @@
 //! - `explaind-abi` / `explaind-plugin-sdk`: the ABI itself, and the Rust side of writing a plugin.
 //!
 //! [`service`] adapts gRPC messages to those crates, [`convert`] validates and converts tensors,
+//! [`figure`] turns an explain result into a PNG with `explaind-plot`,
 //! [`server`] builds the listening server (health, reflection, limits), and [`cli`] is the
 //! command line. ARCHITECTURE.md walks one Explain request through all of it.
 
 pub mod cli;
 pub mod convert;
+pub mod figure;
 pub mod server;
 pub mod service;
 

@@ -264,18 +264,33 @@ impl proto::explain_service_server::ExplainService for ExplainService {
                 Some(registered.background.clone())
             }
         };
+        let targets = convert::targets(request.targets.as_ref())?;
+        let plot = request.plot.filter(|p| p.png);
+        if let Some(options) = &plot {
+            crate::figure::precheck(&model, &inputs, output_index, &targets, options)?;
+        }
+        let plot_input = plot.as_ref().map(|_| inputs[0].clone());
         let job = ExplainJob {
             model: model.clone(),
             plugin: plugin.clone(),
             inputs,
             output_index,
-            targets: convert::targets(request.targets.as_ref())?,
+            targets,
             params: convert::params(&request.parameters)?,
             background,
             cancel: cancel.clone(),
             engine: state.engine.clone(),
         };
-        let outcome = run_blocking(&cancel, move || explaind_host::explain(job).map_err(status_of)).await?;
+        let (plot_model, explainer_name) = (model.clone(), plugin.name.clone());
+        let (outcome, plot_png) = run_blocking(&cancel, move || {
+            let outcome = explaind_host::explain(job).map_err(status_of)?;
+            let png = match (&plot, &plot_input) {
+                (Some(options), Some(input)) => crate::figure::render(&plot_model, &explainer_name, input, &outcome, output_index, options)?,
+                _ => Vec::new(),
+            };
+            Ok((outcome, png))
+        })
+        .await?;
 
         let attributions = outcome
             .attributions
@@ -306,6 +321,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
             explainer_version: plugin.version.clone(),
             explainer_file_sha256: plugin.file_sha256.clone(),
             timing: Some(timing(began.elapsed(), outcome.stats)),
+            plot_png,
         }))
     }
 }

@@ -42,7 +42,7 @@ async fn unload_then_load_again_from_the_repository() {
         .unwrap()
         .into_inner();
     assert_eq!(reloaded.loaded[0].version, "1");
-    assert_eq!(models.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models.len(), 2);
+    assert_eq!(models.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models.len(), 3, "digits-cnn, mnist-cnn, wine-mlp");
 }
 
 #[tokio::test]

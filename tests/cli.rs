@@ -68,14 +68,30 @@ fn client_commands_against_the_default_daemon() {
 
     let models = client(&["models", "--addr", &addr]);
     let names: Vec<&str> = models.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["digits-cnn", "wine-mlp"]);
+    assert_eq!(names, ["digits-cnn", "mnist-cnn", "wine-mlp"]);
     assert_eq!(models[0]["execution_provider"], "CPU");
 
     // The bundled plugins load by default; test plugins beside them do not.
     let explainers = client(&["explainers", "--addr", &addr]);
     let names: Vec<&str> = explainers.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["deep-shap", "deeplift", "occlusion"]);
-    assert_eq!(explainers[2]["parameters"][2]["default"], 0.0);
+    assert_eq!(
+        names,
+        [
+            "deep-shap",
+            "deeplift",
+            "expected-gradients",
+            "grad-cam",
+            "gradient-x-input",
+            "integrated-gradients",
+            "kernel-shap",
+            "lime",
+            "occlusion",
+            "saliency",
+            "smoothgrad"
+        ]
+    );
+    let occlusion = &explainers[names.iter().position(|n| *n == "occlusion").unwrap()];
+    assert_eq!(occlusion["parameters"][2]["default"], 0.0);
     assert_eq!(explainers[0]["requires"], serde_json::json!(["background", "gradients"]));
 
     // Explain from a PNG: an 8x8 grey image written here, so the PNG path is exercised end to end.

@@ -3,57 +3,11 @@
 //! background registry, an unsupported operator, and a plugin built against ABI 1.0.
 mod common;
 
+use common::fixtures::*;
 use common::*;
 use explaind::proto;
 use std::collections::HashMap;
 use tonic::Code;
-
-/// A model repository holding the fixture cases' models (`tests/data/deepshap/<case>`).
-fn fixture_repository() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo_root().join("tests/data/deepshap")).unwrap() {
-        let case = entry.unwrap().path();
-        let version = dir.path().join(case.file_name().unwrap()).join("1");
-        std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(case.join("model.onnx"), version.join("model.onnx")).unwrap();
-    }
-    dir
-}
-
-struct Case {
-    name: String,
-    meta: serde_json::Value,
-    x: ndarray::ArrayD<f32>,
-    background: ndarray::ArrayD<f32>,
-}
-
-fn case(name: &str) -> Case {
-    let dir = format!("tests/data/deepshap/{name}");
-    let meta = serde_json::from_str(&std::fs::read_to_string(repo_root().join(&dir).join("meta.json")).unwrap()).unwrap();
-    Case { name: name.into(), meta, x: read_npy(&format!("{dir}/x.npy")), background: read_npy(&format!("{dir}/background.npy")) }
-}
-
-fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets>) -> proto::ExplainRequest {
-    let input = c.meta["input_name"].as_str().unwrap();
-    proto::ExplainRequest {
-        model: model(&c.name),
-        explainer: explainer.into(),
-        inputs: vec![named(input, &c.x)],
-        targets,
-        output: c.meta["output_name"].as_str().unwrap().into(),
-        parameters: HashMap::new(),
-        background: vec![named(input, &c.background)],
-        background_id: String::new(),
-    }
-}
-
-fn all_targets() -> Option<proto::Targets> {
-    Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) })
-}
-
-fn extra<'a>(response: &'a proto::ExplainResponse, name: &str) -> &'a proto::Tensor {
-    response.extras.iter().find(|e| e.name == name).and_then(|e| e.tensor.as_ref()).unwrap()
-}
 
 #[tokio::test]
 async fn deep_shap_matches_shap_and_captum_and_is_complete_on_every_fixture() {
@@ -201,6 +155,7 @@ async fn registered_backgrounds_are_named_by_their_digest() {
         parameters: HashMap::new(),
         background: vec![],
         background_id: registered.background_id.clone(),
+        plot: None,
     };
     let response = client.explain(by_id.clone()).await.unwrap().into_inner();
     // The model's default background is the same rows: the same answer, from the same cache entry.
@@ -250,6 +205,7 @@ async fn deeplift_against_a_baseline_is_complete() {
         )]),
         background: vec![],
         background_id: String::new(),
+        plot: None,
     };
     let response = client.explain(request).await.unwrap().into_inner();
     let residual = floats(extra(&response, "completeness_residual"));
@@ -297,6 +253,7 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
         parameters: HashMap::new(),
         background: vec![named("", &ndarray::ArrayD::zeros(vec![4, 3]))],
         background_id: String::new(),
+        plot: None,
     };
     let status = client.explain(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -311,33 +268,31 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
 }
 
 #[tokio::test]
-async fn a_plugin_built_against_abi_1_0_still_loads_and_explains() {
-    // The frozen 1.0 header, and a C plugin compiled against it (`-I tests/c/abi-1.0`).
-    let dir = tempfile::tempdir().unwrap();
-    let include = repo_root().join("tests/c/abi-1.0");
-    let library = compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
-    let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
-    assert!(header.contains("#define EXPLAIND_ABI_MINOR 0"), "the fixture is the 1.0 header");
-    assert_eq!(explaind_abi::ABI_MINOR, 1, "the host is newer than the plugin");
+async fn plugins_built_against_abi_1_0_and_1_1_still_load_and_explain() {
+    // The frozen headers, and a C plugin compiled against each (`-I tests/c/abi-1.<minor>`).
+    assert_eq!(explaind_abi::ABI_MINOR, 2, "the host is newer than both plugins");
+    for minor in [0u16, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let include = repo_root().join(format!("tests/c/abi-1.{minor}"));
+        let library = compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+        let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
+        assert!(header.contains(&format!("#define EXPLAIND_ABI_MINOR {minor}")), "the fixture is the 1.{minor} header");
 
-    let server = TestServer::start(Default::default(), &[library]).await;
-    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
-    assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 0));
-    let mut client = server.explainer().await;
-    let x = read_npy("models/wine-mlp/1/samples.npy");
-    let response = client
-        .explain(proto::ExplainRequest {
-            model: model("wine-mlp"),
-            explainer: "leave-one-out-c".into(),
-            inputs: vec![named("", &x)],
-            targets: None,
-            output: String::new(),
-            parameters: HashMap::new(),
-            background: vec![],
-            background_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![6, 1, 13]);
+        let server = TestServer::start(Default::default(), &[library]).await;
+        let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+        assert_eq!((plugin.abi_major, plugin.abi_minor), (1, minor));
+        let mut client = server.explainer().await;
+        let x = read_npy("models/wine-mlp/1/samples.npy");
+        let response = client
+            .explain(proto::ExplainRequest {
+                model: model("wine-mlp"),
+                explainer: "leave-one-out-c".into(),
+                inputs: vec![named("", &x)],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![6, 1, 13]);
+    }
 }

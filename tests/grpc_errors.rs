@@ -17,6 +17,7 @@ fn occlusion(inputs: Vec<proto::NamedTensor>) -> proto::ExplainRequest {
         parameters: HashMap::from([("window".to_string(), integers(&[1, 2, 2]))]),
         background: vec![],
         background_id: String::new(),
+        plot: None,
     }
 }
 

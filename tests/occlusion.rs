@@ -31,6 +31,7 @@ fn request(model_name: &str, output: &str, input: &ndarray::ArrayD<f32>, targets
         parameters,
         background: vec![],
         background_id: String::new(),
+        plot: None,
     }
 }
 

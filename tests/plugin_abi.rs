@@ -111,6 +111,7 @@ fn echo_request(input: &ndarray::ArrayD<f32>, mode: &str) -> proto::ExplainReque
         parameters: HashMap::from([("mode".to_string(), text(mode))]),
         background: vec![],
         background_id: String::new(),
+        plot: None,
     }
 }
 
@@ -180,7 +181,7 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
 
     let info = explainer.list_explainers(proto::ListExplainersRequest {}).await.unwrap().into_inner();
     let c_plugin = info.explainers.iter().find(|e| e.name == "leave-one-out-c").expect("C plugin listed");
-    assert_eq!(c_plugin.abi_version, "1.1", "built against the current header");
+    assert_eq!(c_plugin.abi_version, format!("1.{}", explaind_abi::ABI_MINOR), "built against the current header");
 
     let samples = read_npy("models/wine-mlp/1/samples.npy");
     let x = samples.slice(ndarray::s![0..2, ..]).to_owned().into_dyn();
@@ -194,6 +195,7 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
             parameters: HashMap::new(),
             background: vec![],
         background_id: String::new(),
+        plot: None,
         })
         .await
         .unwrap()

@@ -113,6 +113,7 @@ int main(void) {
   FIELD(ExdHostApi, gradient);
   FIELD(ExdHostApi, deeplift_multipliers);
   FIELD(ExdHostApi, deep_shap);
+  FIELD(ExdHostApi, layer_gradient);
   SIZE(ExdHostApi);
 
   FIELD(ExdPluginInfo, header);

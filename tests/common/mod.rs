@@ -2,6 +2,8 @@
 //! Runtime, the bundled demo models and plugins loaded through the C ABI.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use explaind::proto;
 use explaind::service::{Limits, State};
 use explaind_host::PluginRegistry;
@@ -23,7 +25,8 @@ pub fn target_dir() -> PathBuf {
 
 pub fn runtime() -> &'static OrtRuntime {
     let library = explaind_runtime::find_library(None);
-    let options = RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
+    let options =
+        RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
     OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e} (tests run `scripts/setup.sh` first)"))
 }
 
@@ -34,7 +37,13 @@ pub fn compile_c_plugin(source: &str, defines: &[&str], out_dir: &Path, lib_name
 }
 
 /// Compiles a C file against the header in `include` (another ABI version's, say).
-pub fn compile_c_plugin_against(include: &Path, source: &str, defines: &[&str], out_dir: &Path, lib_name: &str) -> PathBuf {
+pub fn compile_c_plugin_against(
+    include: &Path,
+    source: &str,
+    defines: &[&str],
+    out_dir: &Path,
+    lib_name: &str,
+) -> PathBuf {
     let out = out_dir.join(format!("lib{lib_name}.so"));
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
@@ -70,12 +79,26 @@ impl TestServer {
     /// Starts a server with the demo models, the bundled plugins, the misbehaving test plugin,
     /// and any `extra_plugins`.
     pub async fn start(limits: Limits, extra_plugins: &[PathBuf]) -> TestServer {
-        Self::start_with(ModelRepository::new(repo_root().join("models"), runtime()), limits, extra_plugins, 256 << 20, DEFAULT_CHUNK_BYTES).await
+        Self::start_with(
+            ModelRepository::new(repo_root().join("models"), runtime()),
+            limits,
+            extra_plugins,
+            256 << 20,
+            DEFAULT_CHUNK_BYTES,
+        )
+        .await
     }
 
     /// A server on another model repository, with an activation cache of `cache_bytes`.
     pub async fn start_on(models: &Path, cache_bytes: u64) -> TestServer {
-        Self::start_with(ModelRepository::new(models.to_path_buf(), runtime()), Default::default(), &[], cache_bytes, DEFAULT_CHUNK_BYTES).await
+        Self::start_with(
+            ModelRepository::new(models.to_path_buf(), runtime()),
+            Default::default(),
+            &[],
+            cache_bytes,
+            DEFAULT_CHUNK_BYTES,
+        )
+        .await
     }
 
     /// As [`TestServer::start_on`], with Deep SHAP's working-memory bound per run set to
@@ -111,7 +134,9 @@ impl TestServer {
         for p in extra_plugins {
             plugins.load_file(p).expect("extra plugin loads");
         }
-        let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes));
+        let engine = Arc::new(
+            explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes),
+        );
         let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
         let state = Arc::new(State { repository, plugins, limits, engine, backgrounds });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,7 +168,8 @@ impl TestServer {
     }
 
     pub async fn explainer(&self) -> proto::explain_service_client::ExplainServiceClient<Channel> {
-        proto::explain_service_client::ExplainServiceClient::new(self.channel().await).max_decoding_message_size(1 << 30)
+        proto::explain_service_client::ExplainServiceClient::new(self.channel().await)
+            .max_decoding_message_size(1 << 30)
     }
 }
 
@@ -179,7 +205,9 @@ pub fn text(value: &str) -> proto::ParamValue {
 }
 
 pub fn indices(values: &[i64]) -> Option<proto::Targets> {
-    Some(proto::Targets { selection: Some(proto::targets::Selection::Indices(proto::IndexList { values: values.to_vec() })) })
+    Some(proto::Targets {
+        selection: Some(proto::targets::Selection::Indices(proto::IndexList { values: values.to_vec() })),
+    })
 }
 
 pub fn model(name: &str) -> Option<proto::ModelRef> {

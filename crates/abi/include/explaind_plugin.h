@@ -1,10 +1,12 @@
 /*
- * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.1.
+ * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.2.
  *
  * History (each minor version only appends):
  *   1.0  the first version.
  *   1.1  ExdHostApi gains gradient, deeplift_multipliers and deep_shap (graph-compiled
  *        attribution); struct_size grows from 120 to 144 bytes.
+ *   1.2  ExdHostApi gains layer_gradient (an intermediate tensor and its gradient, for
+ *        Grad-CAM and other layer methods); struct_size grows from 144 to 152 bytes.
  *
  * This header is the single source of truth for the ABI. The Rust mirror in
  * crates/abi/src/lib.rs follows it field by field, and tests check both sides' layouts.
@@ -50,7 +52,7 @@ extern "C" {
 #endif
 
 #define EXPLAIND_ABI_MAJOR 1
-#define EXPLAIND_ABI_MINOR 1
+#define EXPLAIND_ABI_MINOR 2
 
 #if defined(_WIN32)
 #define EXD_EXPORT __declspec(dllexport)
@@ -317,6 +319,25 @@ typedef struct ExdHostApi {
   ExdError* (*deep_shap)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
                          const DLTensor* seeds, DLTensor** out_attributions,
                          DLTensor** out_expected);
+
+  /* ---- ABI 1.2 -------------------------------------------------------------------------------
+   * A plugin checks host->header.struct_size (or abi_minor >= 2) before calling this. */
+
+  /* An intermediate tensor of the model (a "layer") and the gradient of
+   * seeds · (the explained output) with respect to it, for the same rows:
+   * inputs: as for forward, [B, ...] each; seeds: float32 [B, output_row_size].
+   * layer: NUL-terminated ONNX tensor name, BORROWED for the call; NULL or "" picks the output
+   *   of the last 2-D convolution (a Conv node with a 4-D weight) in graph order.
+   * *out_layer: the tensor's name (the chosen one when `layer` was empty), NUL-terminated,
+   *   OWNED by the host, valid until `explain` returns. May be NULL when not wanted.
+   * *out_activation and *out_gradient: float32 [B, *layer_shape_without_batch], OWNED by the
+   *   host as for gradient.
+   * An unknown name, or a model without a 2-D convolution when `layer` is empty, gives
+   * EXD_INVALID_ARGUMENT with a message that starts with "layer:" and lists the model's 4-D
+   * tensors. */
+  ExdError* (*layer_gradient)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                              const DLTensor* seeds, const char* layer, const char** out_layer,
+                              DLTensor** out_activation, DLTensor** out_gradient);
 } ExdHostApi;
 
 /* ---------------------------------------------------------------------------------------------
@@ -375,7 +396,7 @@ EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
-EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 144, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 152, "ExdHostApi");
 EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 56, "ExdPluginInfo");
 EXD_STATIC_ASSERT(sizeof(ExdPluginApi) == 40, "ExdPluginApi");
 #endif

@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_void};
 /// ABI major version this crate mirrors. The entry symbol carries it in its name.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version this crate mirrors. Grows when a struct gains appended fields.
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 /// Name of the single symbol a plugin exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL_V1: &[u8] = b"explaind_plugin_v1\0";
 /// Path of the C header, for tools and tests that compile C plugins.
@@ -285,6 +285,19 @@ pub struct ExdHostApi {
             out_expected: *mut *mut DLTensor,
         ) -> *mut ExdError,
     >,
+    // ---- ABI 1.2 ----
+    pub layer_gradient: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            inputs: *const DLTensor,
+            num_inputs: usize,
+            seeds: *const DLTensor,
+            layer: *const c_char,
+            out_layer: *mut *const c_char,
+            out_activation: *mut *mut DLTensor,
+            out_gradient: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
 }
 
 impl ExdHostApi {
@@ -339,6 +352,11 @@ unsafe impl Sync for ExdPluginInfo {}
 unsafe impl Sync for ExdParamSpec {}
 unsafe impl Sync for ExdHostApi {}
 
+/// The size of the host table as ABI 1.2 defined it.
+pub mod v1_2_sizes {
+    pub const HOST_API: u32 = 152;
+}
+
 /// The size of the host table as ABI 1.1 defined it.
 pub mod v1_1_sizes {
     pub const HOST_API: u32 = 144;
@@ -374,7 +392,7 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
     fields!(out, ExdTensorInfo { name: usize, element_type: i32, ndim: i32, shape: usize });
     fields!(out, ExdModelInfo { header: ExdStructHeader, name: usize, version: usize, sha256: usize, num_inputs: usize, inputs: usize, num_outputs: usize, outputs: usize });
     fields!(out, ExdExplainRequest { header: ExdStructHeader, model: usize, num_inputs: usize, inputs: usize, output_index: usize, output_row_size: i64, num_targets: usize, targets: usize, outputs: usize, num_params: usize, params: usize, background: usize, max_batch_rows: i64 });
-    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, model_info: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize, gradient: usize, deeplift_multipliers: usize, deep_shap: usize });
+    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, model_info: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize, gradient: usize, deeplift_multipliers: usize, deep_shap: usize, layer_gradient: usize });
     fields!(out, ExdPluginInfo { header: ExdStructHeader, name: usize, version: usize, description: usize, flags: u64, num_params: usize, params: usize });
     fields!(out, ExdPluginApi { header: ExdStructHeader, info: usize, create: usize, destroy: usize, explain: usize });
     out
@@ -389,8 +407,9 @@ mod tests {
     fn v1_0_sizes_match_the_structs() {
         assert_eq!(size_of::<ExdModelInfo>() as u32, v1_0_sizes::MODEL_INFO);
         assert_eq!(size_of::<ExdExplainRequest>() as u32, v1_0_sizes::EXPLAIN_REQUEST);
-        assert_eq!(size_of::<ExdHostApi>() as u32, v1_1_sizes::HOST_API);
+        assert_eq!(size_of::<ExdHostApi>() as u32, v1_2_sizes::HOST_API);
         assert_eq!(std::mem::offset_of!(ExdHostApi, gradient) as u32, v1_0_sizes::HOST_API, "1.1 appends after 1.0");
+        assert_eq!(std::mem::offset_of!(ExdHostApi, layer_gradient) as u32, v1_1_sizes::HOST_API, "1.2 appends after 1.1");
         assert_eq!(size_of::<ExdPluginInfo>() as u32, v1_0_sizes::PLUGIN_INFO);
         assert_eq!(size_of::<ExdPluginApi>() as u32, v1_0_sizes::PLUGIN_API);
         assert_eq!(size_of::<DLTensor>(), 48);

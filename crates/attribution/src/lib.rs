@@ -58,10 +58,12 @@ pub struct DeepShap {
     pub stats: RunStats,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum Kind {
     Gradient,
     DeepLift,
+    /// The gradient at a named intermediate tensor, and the tensor itself.
+    Layer(String),
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -73,6 +75,8 @@ struct CompiledKey {
 
 enum Compiled {
     Gradient { model: Model },
+    /// Outputs `activation` and `gradient` of `model` are the layer and its gradient.
+    Layer { model: Model, activation: usize, gradient: usize },
     /// `activations`: the forward pass returning what the backward pass reads; `backward`:
     /// both sides' activations and the seed in, multipliers out; `pairs`: everything in one
     /// graph, for explicit (input, reference) pairs.
@@ -94,6 +98,8 @@ pub struct AttributionEngine {
     compiled: dashmap::DashMap<CompiledKey, Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>>,
     /// Keyed by (model digest, output, background digest, first row, end row).
     activations: BoundedCache<(String, usize, String, usize, usize), Activations>,
+    /// Per model digest: the tensors a layer method may name.
+    layer_indexes: dashmap::DashMap<String, Arc<LayerIndex>>,
 }
 
 impl AttributionEngine {
@@ -104,6 +110,7 @@ impl AttributionEngine {
             chunk_bytes: 256 << 20,
             compiled: Default::default(),
             activations: BoundedCache::new(cache_budget_bytes),
+            layer_indexes: Default::default(),
         }
     }
 
@@ -118,15 +125,14 @@ impl AttributionEngine {
     }
 
     fn compiled(&self, model: &Model, output: usize, kind: Kind) -> Result<Arc<Compiled>, AttributionError> {
-        let key = CompiledKey { model_sha256: model.sha256.clone(), output, kind };
+        let key = CompiledKey { model_sha256: model.sha256.clone(), output, kind: kind.clone() };
         let cell = self.compiled.entry(key).or_default().clone();
         cell.get_or_init(|| self.compile(model, output, kind).map(Arc::new)).clone()
     }
 
     fn compile(&self, model: &Model, output: usize, kind: Kind) -> Result<Compiled, AttributionError> {
         let path = model.dir.join("model.onnx");
-        let bytes = std::fs::read(&path).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
-        let proto = ModelProto::from_bytes(&bytes).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
+        let proto = read_proto(model)?;
         let output_name = model.outputs[output].name.clone();
         let inputs: Vec<String> = model.inputs.iter().map(|i| i.name.clone()).collect();
         let unsupported = |kind, error| AttributionError::Unsupported { model: format!("{}/{}", model.name, model.version), kind, error };
@@ -142,6 +148,16 @@ impl AttributionEngine {
                 let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
                 Compiled::Gradient { model: load(&compiled.model, "gradient")? }
             }
+            Kind::Layer(ref layer) => {
+                let request = GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![layer.clone()] };
+                let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
+                let graph = load(&compiled.model, &format!("layer-gradient:{layer}"))?;
+                let position = |name: &str| graph.outputs.iter().position(|o| o.name == name);
+                let (Some(activation), Some(gradient)) = (position(layer), position(&compiled.gradients[0])) else {
+                    return Err(AttributionError::Internal(format!("the compiled graph lacks the outputs for layer {layer:?}")));
+                };
+                Compiled::Layer { model: graph, activation, gradient }
+            }
             Kind::DeepLift => {
                 let request = DeepLiftRequest { output: output_name, inputs };
                 let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
@@ -152,7 +168,7 @@ impl AttributionEngine {
                 }
             }
         };
-        tracing::info!(model = %model.name, version = %model.version, ?kind, output, elapsed_ms = began.elapsed().as_millis() as u64, "compiled attribution graph");
+        tracing::info!(model = %model.name, version = %model.version, kind = ?kind, output, elapsed_ms = began.elapsed().as_millis() as u64, "compiled attribution graph");
         Ok(compiled)
     }
 
@@ -171,6 +187,54 @@ impl AttributionEngine {
         feed.push(seeds.view());
         let (mut outputs, stats) = graph.run(&feed).map_err(internal)?;
         Ok((outputs.split_off(model.outputs.len()), stats))
+    }
+
+    /// The layer a request names (`None`: the last 2-D convolution's output), checked against
+    /// the model: an unknown name or a model without a default is an invalid argument that
+    /// names the `layer` parameter and lists the model's 4-D tensors.
+    pub fn resolve_layer(&self, model: &Model, layer: Option<&str>) -> Result<String, AttributionError> {
+        let index = match self.layer_indexes.get(&model.sha256) {
+            Some(index) => index.clone(),
+            None => {
+                let index = Arc::new(LayerIndex::of(&read_proto(model)?));
+                self.layer_indexes.insert(model.sha256.clone(), index.clone());
+                index
+            }
+        };
+        let candidates = if index.four_d.is_empty() { "none".to_string() } else { index.four_d.join(", ") };
+        let model = format!("{}/{}", model.name, model.version);
+        match layer.filter(|l| !l.is_empty()) {
+            None => index.default.clone().ok_or_else(|| {
+                AttributionError::InvalidArgument(format!(
+                    "layer: model {model} has no 2-D convolution to default to; name a layer (its 4-D tensors: {candidates})"
+                ))
+            }),
+            Some(name) if index.names.contains(name) => Ok(name.to_string()),
+            Some(name) => Err(AttributionError::InvalidArgument(format!(
+                "layer: model {model} has no tensor named {name:?} (its 4-D tensors: {candidates})"
+            ))),
+        }
+    }
+
+    /// A layer's value and the gradient d(seedᵀ · output)/d(layer) for the rows of `inputs`;
+    /// `layer` must come from [`AttributionEngine::resolve_layer`].
+    pub fn layer_gradient(
+        &self,
+        model: &Model,
+        output: usize,
+        layer: &str,
+        inputs: &[ArrayViewD<'_, f32>],
+        seeds: ArrayViewD<'_, f32>,
+    ) -> Result<(ArrayD<f32>, ArrayD<f32>, RunStats), AttributionError> {
+        let compiled = self.compiled(model, output, Kind::Layer(layer.to_string()))?;
+        let Compiled::Layer { model: graph, activation, gradient } = &*compiled else { unreachable!() };
+        let seeds = shaped_seeds(model, output, seeds)?;
+        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
+        feed.push(seeds.view());
+        let (mut outputs, stats) = graph.run(&feed).map_err(internal)?;
+        let gradient = std::mem::take(&mut outputs[*gradient]);
+        let activation = std::mem::take(&mut outputs[*activation]);
+        Ok((activation, gradient, stats))
     }
 
     /// DeepLIFT multipliers for paired rows: `inputs[i][b]` against `references[i][b]`, seeded
@@ -322,6 +386,38 @@ impl AttributionEngine {
         }
         Ok(DeepShap { attributions, expected, stats })
     }
+}
+
+/// What layer methods need to know of a model's tensors, kept per model digest.
+struct LayerIndex {
+    /// Every value a layer may name: the model's inputs and every node output.
+    names: std::collections::HashSet<String>,
+    /// Rank-4 node outputs, in graph order: the candidates an error lists.
+    four_d: Vec<String>,
+    /// The last 2-D convolution's output.
+    default: Option<String>,
+}
+
+impl LayerIndex {
+    fn of(proto: &ModelProto) -> Self {
+        let mut names = std::collections::HashSet::new();
+        if let Some(graph) = &proto.graph {
+            names.extend(graph.input.iter().map(|i| i.name().to_string()));
+            names.extend(graph.node.iter().flat_map(|n| n.output.iter()).filter(|o| !o.is_empty()).cloned());
+        }
+        LayerIndex {
+            names,
+            four_d: explaind_graph::layers::four_d_layers(proto),
+            default: explaind_graph::layers::last_conv2d_output(proto),
+        }
+    }
+}
+
+/// The served model's ONNX graph, read from its file.
+fn read_proto(model: &Model) -> Result<ModelProto, AttributionError> {
+    let path = model.dir.join("model.onnx");
+    let bytes = std::fs::read(&path).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
+    ModelProto::from_bytes(&bytes).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))
 }
 
 /// The seed shaped as the model's output batch: [B, *output_shape_without_batch].

@@ -18,12 +18,16 @@
 //! alone. An operator on the gradient path without a rule is an error naming the operator and
 //! the node: never a silent wrong answer.
 //!
+//! [`layers`] tells which intermediate tensors are image-like layers (rank 4) and which one a
+//! layer method such as Grad-CAM defaults to.
+//!
 //! [`compile_deeplift`] builds on the same rules for DeepLIFT multipliers against reference
 //! inputs (rescale, two-player Shapley, decomposed softmax, routed max-pool); see
 //! `../shared/design/deep-shap.md`.
 
 mod deeplift;
 mod gradient;
+pub mod layers;
 pub mod rules;
 
 pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};

@@ -200,6 +200,19 @@ impl<'a> Emitter<'a> {
         None
     }
 
+    /// The shape and elements of a constant float tensor (an initializer or a `Constant`
+    /// node's output).
+    pub fn constant_f32(&self, name: &str) -> Option<(Vec<i64>, Vec<f32>)> {
+        if let Some(t) = self.source.initializer(name) {
+            return t.to_f32().ok();
+        }
+        let (_, node) = self.source.producer(name)?;
+        if node.op_type() == "Constant" {
+            return node.attr_tensor("value").and_then(|t| t.to_f32().ok());
+        }
+        None
+    }
+
     /// The rank of a tensor when the model says it: initializers, declared inputs, outputs
     /// and value infos, `Constant` outputs.
     pub fn rank(&self, name: &str) -> Option<usize> {
@@ -260,6 +273,47 @@ fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
         None | Some("NOTSET") => Ok(()),
         Some(other) => Err(form(node, &format!("auto_pad {other} is not supported; export with explicit pads"))),
     }
+}
+
+/// Input channels from which a convolution's input gradient runs faster as a plain Conv with
+/// the kernel flipped than as a ConvTranspose: ONNX Runtime's blocked convolution kernels win
+/// from about 16 channels out (25–45 % on 2 cores); with few channels (an RGB input layer)
+/// ConvTranspose is several times faster (`../shared/design/deep-shap.md`, measured section).
+const FLIPPED_CONV_MIN_CHANNELS: i64 = 16;
+
+/// The input gradient of a stride-1, undilated, ungrouped 2-D convolution with constant weights
+/// as a plain convolution: the kernel flipped in space with its channel axes swapped, padded by
+/// k − 1 − p on each side. `None` when the convolution does not have that form (the caller
+/// uses ConvTranspose).
+fn flipped_kernel_conv(e: &mut Emitter<'_>, node: &NodeProto, g: &str) -> Option<String> {
+    let all_one = |name: &str| node.attr_ints(name).is_none_or(|v| v.iter().all(|&d| d == 1));
+    if !all_one("strides") || !all_one("dilations") || node.attr_int("group").unwrap_or(1) != 1 {
+        return None;
+    }
+    let (dims, weights) = e.constant_f32(node.input.get(1)?)?;
+    let [m, c, kh, kw] = dims[..] else { return None };
+    if c < FLIPPED_CONV_MIN_CHANNELS {
+        return None;
+    }
+    let pads = node.attr_ints("pads").map(<[i64]>::to_vec).unwrap_or_else(|| vec![0; 4]);
+    let flipped_pads = [kh - 1 - pads[0], kw - 1 - pads[1], kh - 1 - pads[2], kw - 1 - pads[3]];
+    if flipped_pads.iter().any(|&p| p < 0) {
+        return None;
+    }
+    let (m, c, kh, kw) = (m as usize, c as usize, kh as usize, kw as usize);
+    let mut flipped = vec![0f32; weights.len()];
+    for o in 0..m {
+        for i in 0..c {
+            for y in 0..kh {
+                for x in 0..kw {
+                    flipped[((i * m + o) * kh + (kh - 1 - y)) * kw + (kw - 1 - x)] = weights[((o * c + i) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    let shape = [c as i64, m as i64, kh as i64, kw as i64];
+    let kernel = e.builder().add_initializer(tensor_f32("conv_grad_flipped_kernel", &shape, &flipped));
+    Some(e.node("Conv", &[g, &kernel], vec![AttributeProto::ints("pads", flipped_pads)]))
 }
 
 /// The vector-Jacobian product of one node. `g[k]` is the gradient of output k, `varies[i]`
@@ -469,11 +523,16 @@ pub fn vjp(
             if varies.get(1).copied().unwrap_or(false) || varies.get(2).copied().unwrap_or(false) {
                 return Err(form(node, "gradients with respect to weights or bias are not supported"));
             }
-            // The adjoint of a convolution is the transposed convolution with the same weights;
-            // positions the forward pass never read (when strides do not divide evenly) get 0.
-            let attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "pads", "strides"]);
-            let back = e.node("ConvTranspose", &[g0, x(1)], attrs);
-            out[0] = Some(e.pad_to(&back, x(0)));
+            if let Some(back) = flipped_kernel_conv(e, node, g0) {
+                out[0] = Some(back);
+            } else {
+                // The adjoint of a convolution is the transposed convolution with the same
+                // weights; positions the forward pass never read (when strides do not divide
+                // evenly) get 0.
+                let attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "pads", "strides"]);
+                let back = e.node("ConvTranspose", &[g0, x(1)], attrs);
+                out[0] = Some(e.pad_to(&back, x(0)));
+            }
         }
         "ConvTranspose" => {
             require_explicit_padding(node)?;

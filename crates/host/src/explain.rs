@@ -343,6 +343,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         background,
         stats: Mutex::new(RunStats::default()),
         scratch: Mutex::new(Default::default()),
+        strings: Mutex::new(Vec::new()),
         results: Mutex::new(Results::default()),
     };
 

@@ -153,6 +153,8 @@ pub(crate) struct CallContext {
     pub stats: Mutex<RunStats>,
     /// Scratch and forward-output tensors, by the address of their DLTensor.
     pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
+    /// Strings handed to the plugin (layer names), kept until the call ends.
+    pub strings: Mutex<Vec<CString>>,
     pub results: Mutex<Results>,
 }
 
@@ -423,6 +425,48 @@ unsafe extern "C" fn deep_shap(
     })
 }
 
+unsafe extern "C" fn layer_gradient(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    seeds: *const abi::DLTensor,
+    layer: *const c_char,
+    out_layer: *mut *const c_char,
+    out_activation: *mut *mut abi::DLTensor,
+    out_gradient: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_activation.is_null() || out_gradient.is_null() {
+            return Err(Failure::invalid_argument("layer_gradient: out_activation and out_gradient must not be NULL"));
+        }
+        if let Some(f) = ctx.cancel.failure() {
+            return Err(f);
+        }
+        let requested = if layer.is_null() { None } else { Some(unsafe { CStr::from_ptr(layer) }.to_string_lossy()) };
+        let layer = ctx.engine.resolve_layer(&ctx.model, requested.as_deref()).map_err(|e| attribution_failure(ctx, e))?;
+        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "layer_gradient") }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, "layer_gradient") }?;
+        if seeds.shape()[0] != views[0].shape()[0] {
+            return Err(Failure::invalid_argument("layer_gradient: seeds need one row per input row"));
+        }
+        let (activation, gradient, stats) = ctx
+            .engine
+            .layer_gradient(&ctx.model, ctx.output_index, &layer, &views, seeds)
+            .map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        hand_out(ctx, vec![activation], out_activation);
+        hand_out(ctx, vec![gradient], out_gradient);
+        if !out_layer.is_null() {
+            let name = CString::new(layer).expect("ONNX names hold no NUL");
+            let mut strings = ctx.strings.lock().unwrap();
+            // The CString's buffer stays put when the Vec grows: the pointer lives until the call ends.
+            unsafe { *out_layer = name.as_ptr() };
+            strings.push(name);
+        }
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn forward(
     context: *mut abi::ExdContext,
     inputs: *const abi::DLTensor,
@@ -579,4 +623,5 @@ pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     gradient: Some(gradient),
     deeplift_multipliers: Some(deeplift_multipliers),
     deep_shap: Some(deep_shap),
+    layer_gradient: Some(layer_gradient),
 };

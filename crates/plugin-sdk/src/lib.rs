@@ -219,6 +219,16 @@ impl<'a> TensorView<'a> {
     }
 }
 
+/// What [`Context::layer_gradient`] returns.
+pub struct LayerGradient<'c> {
+    /// The layer's ONNX tensor name.
+    pub layer: String,
+    /// The layer's value for every row: [B, *layer_shape_without_batch].
+    pub activation: HostTensor<'c>,
+    /// The gradient at the layer, shaped like `activation`.
+    pub gradient: HostTensor<'c>,
+}
+
 /// A tensor owned by the host (a forward output or scratch space), released when dropped.
 pub struct HostTensor<'c> {
     host: &'c abi::ExdHostApi,
@@ -366,6 +376,28 @@ impl<'a> Request<'a> {
             other => Err(Error::invalid_argument(format!("parameters.{name}: expected a number, got {other:?}"))),
         }
     }
+    /// An integer parameter; `None` when it is optional and unset.
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, Error> {
+        match self.param(name) {
+            ParamValue::Integer(v) => Ok(Some(v)),
+            ParamValue::None => Ok(None),
+            other => Err(Error::invalid_argument(format!("parameters.{name}: expected an integer, got {other:?}"))),
+        }
+    }
+    pub fn flag(&self, name: &str) -> Result<bool, Error> {
+        match self.param(name) {
+            ParamValue::Flag(v) => Ok(v),
+            other => Err(Error::invalid_argument(format!("parameters.{name}: expected true or false, got {other:?}"))),
+        }
+    }
+    /// A text parameter; `None` when it is optional and unset.
+    pub fn text(&self, name: &str) -> Result<Option<&'a str>, Error> {
+        match self.param(name) {
+            ParamValue::Text(v) => Ok(Some(v)),
+            ParamValue::None => Ok(None),
+            other => Err(Error::invalid_argument(format!("parameters.{name}: expected text, got {other:?}"))),
+        }
+    }
     pub fn integers(&self, name: &str) -> Result<Option<&'a [i64]>, Error> {
         match self.param(name) {
             ParamValue::Integers(v) => Ok(Some(v)),
@@ -489,6 +521,39 @@ impl<'a> Context<'a> {
             return Err(self.take_error(err));
         }
         Ok((self.host_tensors(out), HostTensor { host: self.host, ctx: self.raw, raw: expected }))
+    }
+
+    /// An intermediate tensor of the model and the gradient of `seeds` · (explained output) with
+    /// respect to it (ABI 1.2), for the rows of `inputs`. `layer` names the ONNX tensor; `None`
+    /// lets the host pick the last 2-D convolution's output. Returns the layer's name (the chosen
+    /// one), its activation and its gradient, both [B, *layer_shape_without_batch].
+    pub fn layer_gradient(
+        &self,
+        inputs: &[TensorView<'_>],
+        seeds: TensorView<'_>,
+        layer: Option<&str>,
+    ) -> Result<LayerGradient<'_>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, layer_gradient) + std::mem::size_of::<usize>();
+        let f = self.host.layer_gradient.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let layer = std::ffi::CString::new(layer.unwrap_or(""))
+            .map_err(|_| Error::invalid_argument("layer: the name contains a NUL byte"))?;
+        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let seeds = dl_borrow(&seeds);
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let (mut activation, mut gradient) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let err = unsafe {
+            f(self.raw, dl.as_ptr(), dl.len(), &seeds, layer.as_ptr(), &mut name, &mut activation, &mut gradient)
+        };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        // SAFETY: the host owns the name until `explain` returns, which outlives this context.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        Ok(LayerGradient {
+            layer: name,
+            activation: HostTensor { host: self.host, ctx: self.raw, raw: activation },
+            gradient: HostTensor { host: self.host, ctx: self.raw, raw: gradient },
+        })
     }
 
     /// The attributions for model input `input_index`: [N, T, *input_shape_without_batch],

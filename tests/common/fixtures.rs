@@ -1,0 +1,61 @@
+//! The Deep SHAP fixture cases (`tests/data/deepshap/<case>`, made by
+//! `scripts/make_deepshap_fixtures.py`): their models as a repository, their inputs, and explain
+//! requests for them. The gradient fixtures (`tests/data/gradients`) are for the same cases.
+
+use super::{model, named, read_npy, repo_root};
+use explaind::proto;
+use std::collections::HashMap;
+
+/// A model repository holding the fixture cases' models (`tests/data/deepshap/<case>`).
+pub fn fixture_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo_root().join("tests/data/deepshap")).unwrap() {
+        let case = entry.unwrap().path();
+        let version = dir.path().join(case.file_name().unwrap()).join("1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::copy(case.join("model.onnx"), version.join("model.onnx")).unwrap();
+    }
+    dir
+}
+
+pub struct Case {
+    pub name: String,
+    pub meta: serde_json::Value,
+    pub x: ndarray::ArrayD<f32>,
+    pub background: ndarray::ArrayD<f32>,
+}
+
+pub fn case(name: &str) -> Case {
+    let dir = format!("tests/data/deepshap/{name}");
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join(&dir).join("meta.json")).unwrap()).unwrap();
+    Case {
+        name: name.into(),
+        meta,
+        x: read_npy(&format!("{dir}/x.npy")),
+        background: read_npy(&format!("{dir}/background.npy")),
+    }
+}
+
+pub fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets>) -> proto::ExplainRequest {
+    let input = c.meta["input_name"].as_str().unwrap();
+    proto::ExplainRequest {
+        model: model(&c.name),
+        explainer: explainer.into(),
+        inputs: vec![named(input, &c.x)],
+        targets,
+        output: c.meta["output_name"].as_str().unwrap().into(),
+        parameters: HashMap::new(),
+        background: vec![named(input, &c.background)],
+        background_id: String::new(),
+        plot: None,
+    }
+}
+
+pub fn all_targets() -> Option<proto::Targets> {
+    Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) })
+}
+
+pub fn extra<'a>(response: &'a proto::ExplainResponse, name: &str) -> &'a proto::Tensor {
+    response.extras.iter().find(|e| e.name == name).and_then(|e| e.tensor.as_ref()).unwrap()
+}

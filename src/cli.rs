@@ -31,9 +31,16 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on. Port 0 picks a free port; the chosen address is printed.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: String,
+    /// TOML file with every option (see README, "Configuration"); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:50051). Port 0 picks a free port; the chosen
+    /// address is printed.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Serve Prometheus metrics over HTTP at this address (GET /metrics).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Model repository: <dir>/<name>/<version>/model.onnx. Default: the bundled demo models.
     #[arg(long)]
     pub models: Option<PathBuf>,
@@ -44,36 +51,58 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_bundled_plugins: bool,
     /// Execution provider: auto (CUDA if the library and a GPU have it), cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: explaind_runtime::DeviceChoice,
+    #[arg(long)]
+    pub device: Option<String>,
     /// ONNX Runtime shared library (overrides ORT_DYLIB_PATH and the default .ort/ location).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Largest accepted request message, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
-    pub max_message_bytes: usize,
-    /// Most rows accepted in one request batch.
-    #[arg(long, default_value_t = 4096)]
-    pub max_request_rows: usize,
-    /// Most rows sent to ONNX Runtime in one call (bounds the memory of large batches).
-    #[arg(long, default_value_t = 1024)]
-    pub max_batch_rows: usize,
-    /// Threads ONNX Runtime uses inside one operator (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub intra_threads: usize,
-    /// Sessions per model: how many forward passes of one model may run at once.
-    #[arg(long, default_value_t = 1)]
-    pub sessions_per_model: usize,
-    /// Memory budget of the background-activation cache (Deep SHAP), in bytes.
-    #[arg(long, default_value_t = 512 << 20)]
-    pub cache_bytes: u64,
+    /// Largest accepted request message, in bytes (default 64 MiB).
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Most rows accepted in one request batch (default 4096).
+    #[arg(long)]
+    pub max_request_rows: Option<usize>,
+    /// Requests one caller may have in flight (default 0: no limit).
+    #[arg(long)]
+    pub max_concurrent_per_caller: Option<usize>,
+    /// Explainer budget: most rows one explain request may run through the model and its
+    /// compiled graphs (default 0: no limit).
+    #[arg(long)]
+    pub max_model_rows_per_request: Option<u64>,
+    /// Most rows sent to ONNX Runtime in one call (bounds the memory of large batches; default 1024).
+    #[arg(long)]
+    pub max_batch_rows: Option<usize>,
+    /// Threads ONNX Runtime uses inside one operator (default 0: one per core).
+    #[arg(long)]
+    pub intra_threads: Option<usize>,
+    /// Sessions per model: how many forward passes of one model may run at once (default 1).
+    #[arg(long)]
+    pub sessions_per_model: Option<usize>,
+    /// Memory budget of the background-activation cache (Deep SHAP), in bytes (default 512 MiB).
+    #[arg(long)]
+    pub cache_bytes: Option<u64>,
     /// Working memory of one Deep SHAP backward run, in bytes: bounds how many background rows
-    /// go into one ONNX Runtime call (and the size of each cached chunk of activations).
-    #[arg(long, default_value_t = 256 << 20)]
-    pub chunk_bytes: u64,
-    /// Memory budget of registered background sets, in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    pub background_bytes: u64,
+    /// go into one ONNX Runtime call (and the size of each cached chunk; default 256 MiB).
+    #[arg(long)]
+    pub chunk_bytes: Option<u64>,
+    /// Memory budget of registered background sets, in bytes (default 256 MiB).
+    #[arg(long)]
+    pub background_bytes: Option<u64>,
+    /// TLS: the server's PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the server's PEM private key (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: PEM CA certificates that client certificates must chain to.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Audit log directory: every predict and explain request leaves a record there.
+    #[arg(long)]
+    pub audit_dir: Option<PathBuf>,
+    /// Ed25519 key file that signs the audit log's checkpoints.
+    #[arg(long)]
+    pub audit_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,7 +11,9 @@
 //! [`server`] builds the listening server (health, reflection, limits), and [`cli`] is the
 //! command line. ARCHITECTURE.md walks one Explain request through all of it.
 
+pub mod access;
 pub mod cli;
+pub mod config;
 pub mod convert;
 pub mod figure;
 pub mod server;

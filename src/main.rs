@@ -27,8 +27,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
-    let state = explaind::server::build_state(&args)?;
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    let config = explaind::config::Config::resolve(&args)?;
+    let tls = explaind::server::tls_config(&config)?;
+    let state = explaind::server::build_state(&config)?;
+    let listen = &config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("--listen {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts and tests wait for this exact line on stdout.
     println!("explaind listening on {addr}");
@@ -38,5 +41,5 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    explaind::server::serve(listener, state, shutdown).await.map_err(|e| e.to_string())
+    explaind::server::serve(listener, state, tls, shutdown).await.map_err(|e| e.to_string())
 }

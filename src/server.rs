@@ -15,10 +15,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub const SERVICE_NAMES: [&str; 3] =
     ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
 
-/// Serves `state` on `listener` until `shutdown` resolves.
+/// Serves `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let limit = state.limits.max_message_bytes;
@@ -44,8 +45,13 @@ pub async fn serve(
         }
         accepted
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .layer(tower::layer::layer_fn(|inner| OversizeIsResourceExhausted { inner }))
+        .layer(crate::access::AccessLayer { policy: state.access.clone() })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -122,24 +128,25 @@ pub fn find_bundled_dir(name: &str) -> Option<std::path::PathBuf> {
 
 /// Sets up everything `serve` needs: ONNX Runtime, the model repository, the plugins.
 /// Problems with single models or plugins are logged and skipped; a missing runtime is fatal.
-pub fn build_state(args: &crate::cli::ServeArgs) -> Result<Arc<State>, String> {
+pub fn build_state(config: &crate::config::Config) -> Result<Arc<State>, String> {
     use explaind_runtime::{ModelRepository, OrtRuntime, RuntimeOptions};
-    let library = explaind_runtime::find_library(args.ort_lib.as_deref());
+    let library = explaind_runtime::find_library(config.runtime.ort_lib.as_deref());
+    let device = config.device()?;
     let options = RuntimeOptions {
-        device: args.device,
-        intra_threads: args.intra_threads,
-        sessions_per_model: args.sessions_per_model,
-        max_batch_rows: args.max_batch_rows,
+        device,
+        intra_threads: config.runtime.intra_threads,
+        sessions_per_model: config.runtime.sessions_per_model,
+        max_batch_rows: config.runtime.max_batch_rows,
     };
     let runtime = OrtRuntime::init(&library, options).map_err(|e| e.to_string())?;
     tracing::info!(
         library = %runtime.library.display(),
         cuda_in_library = runtime.cuda_compiled,
-        device = ?args.device,
+        device = ?device,
         "ONNX Runtime loaded"
     );
 
-    let models_dir = match &args.models {
+    let models_dir = match &config.models.dir {
         Some(dir) => dir.clone(),
         None => find_bundled_dir("models").ok_or("no --models given and no bundled models/ directory found")?,
     };
@@ -157,17 +164,38 @@ pub fn build_state(args: &crate::cli::ServeArgs) -> Result<Arc<State>, String> {
     tracing::info!(repository = %models_dir.display(), models = loaded.len(), "model repository ready");
 
     let plugins = Arc::new(explaind_host::PluginRegistry::new());
-    if !args.no_bundled_plugins {
+    if config.plugins.bundled {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let dir = exe.parent().ok_or("the executable has no directory")?;
         plugins.load_dir(dir, "explaind_plugin_");
     }
-    for dir in &args.plugin_dirs {
+    for dir in &config.plugins.dirs {
         plugins.load_dir(dir, "");
     }
-    let limits = crate::service::Limits { max_message_bytes: args.max_message_bytes, max_batch_rows: args.max_request_rows };
-    let engine =
-        Arc::new(explaind_attribution::AttributionEngine::new(runtime, args.cache_bytes).with_chunk_bytes(args.chunk_bytes));
-    let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(args.background_bytes));
-    Ok(Arc::new(State { repository, plugins, limits, engine, backgrounds }))
+    let limits = crate::service::Limits {
+        max_message_bytes: config.server.max_message_bytes,
+        max_batch_rows: config.server.max_request_rows,
+        max_model_rows_per_request: config.server.max_model_rows_per_request,
+    };
+    let engine = Arc::new(
+        explaind_attribution::AttributionEngine::new(runtime, config.cache.activation_bytes).with_chunk_bytes(config.cache.chunk_bytes),
+    );
+    let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(config.cache.background_bytes));
+    let access = Arc::new(crate::access::AccessPolicy::new(&config.auth, config.server.max_concurrent_per_caller));
+    if config.auth.tokens.is_empty() && config.auth.clients.is_empty() {
+        tracing::warn!("no tokens or client certificates configured: every caller has every role (development mode)");
+    }
+    Ok(Arc::new(State { repository, plugins, limits, engine, backgrounds, access }))
+}
+
+/// The TLS settings of `config`, read from their PEM files.
+pub fn tls_config(config: &crate::config::Config) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    let Some(tls) = &config.tls else { return Ok(None) };
+    let read = |path: &std::path::Path, what: &str| std::fs::read(path).map_err(|e| format!("tls.{what} {}: {e}", path.display()));
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert, "cert")?, read(&tls.key, "key")?);
+    let mut server = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        server = server.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client_ca")?));
+    }
+    Ok(Some(server))
 }

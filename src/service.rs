@@ -16,11 +16,14 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most rows in one request's batch (inputs or background).
     pub max_batch_rows: usize,
+    /// Explainer budget: most rows one explain request may run through the model and its
+    /// compiled graphs (0: no limit).
+    pub max_model_rows_per_request: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 64 << 20, max_batch_rows: 4096 }
+        Limits { max_message_bytes: 64 << 20, max_batch_rows: 4096, max_model_rows_per_request: 0 }
     }
 }
 
@@ -32,6 +35,8 @@ pub struct State {
     /// Compiled gradient/DeepLIFT graphs and the background-activation cache.
     pub engine: Arc<explaind_attribution::AttributionEngine>,
     pub backgrounds: Arc<explaind_host::BackgroundRegistry>,
+    /// Who may call what, and how many requests each caller may have in flight.
+    pub access: Arc<crate::access::AccessPolicy>,
 }
 
 fn repository_status(e: RepositoryError) -> Status {
@@ -86,13 +91,10 @@ async fn run_blocking<T: Send + 'static>(
     result
 }
 
+/// The request's cancellation token: its deadline comes from the access layer, which read the
+/// client's `grpc-timeout`.
 fn cancel_token<T>(request: &Request<T>) -> CancelToken {
-    let deadline = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(convert::parse_grpc_timeout)
-        .map(|d| Instant::now() + d);
+    let deadline = request.extensions().get::<crate::access::Deadline>().map(|d| d.0);
     CancelToken { deadline, cancelled: Default::default() }
 }
 
@@ -280,6 +282,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
             background,
             cancel: cancel.clone(),
             engine: state.engine.clone(),
+            budget_rows: state.limits.max_model_rows_per_request,
         };
         let (plot_model, explainer_name) = (model.clone(), plugin.name.clone());
         let (outcome, plot_png) = run_blocking(&cancel, move || {

@@ -156,8 +156,7 @@ async fn a_passed_deadline_stops_the_plugin_through_the_cancellation_check() {
     let mut request = tonic::Request::new(echo_request(&samples, "wait"));
     request.set_timeout(std::time::Duration::from_millis(300));
     let status = client.explain(request).await.unwrap_err();
-    // tonic reports a passed deadline as CANCELLED ("Timeout expired") on either side.
-    assert!(matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded), "{status:?}");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
     // The waiting plugin (it would wait 60 s) must have been told to stop and have returned.
     let began = std::time::Instant::now();

@@ -121,6 +121,30 @@ impl TestServer {
         cache_bytes: u64,
         chunk_bytes: u64,
     ) -> TestServer {
+        let open = explaind::access::AccessPolicy::new(&Default::default(), 0);
+        Self::start_full(repository, limits, extra_plugins, cache_bytes, chunk_bytes, open, None).await
+    }
+
+    /// The demo models and plugins behind an access policy and, optionally, TLS. The address
+    /// is `https://localhost:PORT` with TLS (the test certificates name `localhost`).
+    pub async fn start_secure(
+        limits: Limits,
+        access: explaind::access::AccessPolicy,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> TestServer {
+        let repository = ModelRepository::new(repo_root().join("models"), runtime());
+        Self::start_full(repository, limits, &[], 256 << 20, DEFAULT_CHUNK_BYTES, access, tls).await
+    }
+
+    async fn start_full(
+        repository: ModelRepository,
+        limits: Limits,
+        extra_plugins: &[PathBuf],
+        cache_bytes: u64,
+        chunk_bytes: u64,
+        access: explaind::access::AccessPolicy,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> TestServer {
         let repository = Arc::new(repository);
         let (_, failed) = repository.load_all().unwrap();
         assert!(failed.is_empty(), "demo models failed to load: {failed:?}");
@@ -138,13 +162,15 @@ impl TestServer {
             explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes),
         );
         let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
-        let state = Arc::new(State { repository, plugins, limits, engine, backgrounds });
+        let access = Arc::new(access);
+        let state = Arc::new(State { repository, plugins, limits, engine, backgrounds, access });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let addr = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let serve_state = state.clone();
         tokio::spawn(async move {
-            explaind::server::serve(listener, serve_state, async {
+            explaind::server::serve(listener, serve_state, tls, async {
                 let _ = rx.await;
             })
             .await

@@ -122,6 +122,10 @@ pub struct ExplainJob {
     pub cancel: CancelToken,
     /// Compiles and runs gradient and DeepLIFT graphs for the ABI 1.1 host functions.
     pub engine: Arc<explaind_attribution::AttributionEngine>,
+    /// Explainer budget: most rows the plugin may run through the model and its compiled
+    /// graphs in this request (0: no limit). Past it, host functions fail with
+    /// RESOURCE_EXHAUSTED before running.
+    pub budget_rows: u64,
 }
 
 pub struct ExplainOutcome {
@@ -269,7 +273,7 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
 pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
-    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine } = job;
+    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget_rows } = job;
     let params = bind_params(&plugin, params)?;
 
     let background = match background {
@@ -344,6 +348,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         stats: Mutex::new(RunStats::default()),
         scratch: Mutex::new(Default::default()),
         strings: Mutex::new(Vec::new()),
+        budget: crate::host_api::Budget::new(budget_rows),
         results: Mutex::new(Results::default()),
     };
 

@@ -155,7 +155,42 @@ pub(crate) struct CallContext {
     pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
     /// Strings handed to the plugin (layer names), kept until the call ends.
     pub strings: Mutex<Vec<CString>>,
+    pub budget: Budget,
     pub results: Mutex<Results>,
+}
+
+/// The rows a request may still run through the model and its compiled graphs.
+pub(crate) struct Budget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Self {
+        Budget { limit, used: Default::default() }
+    }
+
+    /// Books `rows` more rows for `what`, or fails without booking them.
+    fn charge(&self, rows: u64, what: &str) -> Result<(), Failure> {
+        use std::sync::atomic::Ordering;
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let before = self.used.fetch_add(rows, Ordering::Relaxed);
+        if before + rows > self.limit {
+            self.used.fetch_sub(rows, Ordering::Relaxed);
+            return Err(Failure::new(
+                abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "explainer budget: {what} would bring this request to {} model rows, over the limit of {} \
+                     (--max-model-rows-per-request)",
+                    before + rows,
+                    self.limit
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl CallContext {
@@ -351,6 +386,7 @@ unsafe extern "C" fn gradient(
         if seeds.shape()[0] != views[0].shape()[0] {
             return Err(Failure::invalid_argument("gradient: seeds need one row per input row"));
         }
+        ctx.budget.charge(views[0].shape()[0] as u64, "gradient")?;
         let (grads, stats) =
             ctx.engine.gradient(&ctx.model, ctx.output_index, &views, seeds).map_err(|e| attribution_failure(ctx, e))?;
         ctx.stats.lock().unwrap().add(stats);
@@ -381,6 +417,7 @@ unsafe extern "C" fn deeplift_multipliers(
         if refs[0].shape()[0] != rows || seeds.shape()[0] != rows {
             return Err(Failure::invalid_argument("deeplift_multipliers: inputs, references and seeds need the same rows"));
         }
+        ctx.budget.charge(rows as u64, "deeplift_multipliers")?;
         let (m, stats) = ctx
             .engine
             .deeplift_pairs(&ctx.model, ctx.output_index, &views, &refs, seeds)
@@ -411,6 +448,8 @@ unsafe extern "C" fn deep_shap(
         if seeds.ndim() != 3 || seeds.shape()[0] != views[0].shape()[0] {
             return Err(Failure::invalid_argument("deep_shap: seeds must be [N, S, output_row_size] for N input rows"));
         }
+        let background_rows = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0) as u64;
+        ctx.budget.charge(seeds.shape()[0] as u64 * seeds.shape()[1] as u64 * background_rows, "deep_shap")?;
         let cancelled = || ctx.cancel.is_cancelled();
         let result = ctx
             .engine
@@ -449,6 +488,7 @@ unsafe extern "C" fn layer_gradient(
         if seeds.shape()[0] != views[0].shape()[0] {
             return Err(Failure::invalid_argument("layer_gradient: seeds need one row per input row"));
         }
+        ctx.budget.charge(views[0].shape()[0] as u64, "layer_gradient")?;
         let (activation, gradient, stats) = ctx
             .engine
             .layer_gradient(&ctx.model, ctx.output_index, &layer, &views, seeds)
@@ -482,6 +522,7 @@ unsafe extern "C" fn forward(
         }
         let views = unsafe { model_inputs(ctx, inputs, num_inputs, "forward") }?;
         let rows = views[0].shape()[0];
+        ctx.budget.charge(rows as u64, "forward")?;
         let (outputs, stats) =
             ctx.model.run(&views).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
         ctx.stats.lock().unwrap().add(stats);

@@ -1,0 +1,391 @@
+//! Kernel SHAP explainer plugin: shap's `KernelExplainer` estimator, minus its default feature
+//! selection, with the efficiency constraint enforced exactly.
+//!
+//! For an input x, background rows b_1..b_K and M feature groups:
+//! - E[f] is the mean model output over the background; the base value is link(E[f]).
+//! - Groups whose elements equal x's in every background row do not vary: φ = 0, and they
+//!   are left out of M (as in shap).
+//! - The budget (`nsamples`, default 2M + 2048) is capped at 2^M − 2. Coalition sizes are
+//!   enumerated in full, smallest first, while the budget covers them; the rest is sampled in
+//!   complement pairs, and a repeated draw adds weight instead of a row ([`coalitions`]).
+//! - The value of a coalition S is the mean over the background of f(x on S, b_k elsewhere),
+//!   with the link (identity or logit) applied after averaging.
+//! - φ is the weighted least-squares fit of the Shapley kernel without intercept, with
+//!   Σφ = link(f(x)) − link(E[f]) enforced exactly by eliminating one variable ([`solve`]).
+//!   When the budget enumerates every coalition, φ are the exact (interventional) Shapley
+//!   values over the background.
+//!
+//! Groups: by default every element of an input row is a feature. `mask` (one integer per
+//! element of a row) groups elements by id; `patch=[h, w]` cuts the last axes into a grid
+//! (channels share a patch). A group's φ is spread evenly over its elements, so the
+//! attributions (shape [N, T, *row]) still sum to link(f(x)) − link(E[f]); the extra
+//! `group_values` [N, T, G] has the values per group, and `groups` (the row's shape) the group
+//! of each element.
+//!
+//! Error estimate: the extra `standard_errors` [N, T, G], a sandwich (HC0) estimate over the
+//! randomly sampled coalitions of the regression (enumerated coalitions carry no sampling
+//! error, so a full enumeration reports 0).
+//!
+//! Feature selection is off by default. `num_features=k` keeps the k groups with the largest
+//! |φ| of the full fit and refits with the others at 0 (efficiency still exact). This differs
+//! from shap's `l1_reg="num_features(k)"`, which picks them along a LARS path.
+//!
+//! Models with more than one input are refused (INVALID_ARGUMENT). Sampling is seeded by
+//! `seed` and split per input, so results are reproducible.
+
+pub mod coalitions;
+pub mod groups;
+pub mod rng;
+pub mod solve;
+
+use explaind_plugin_sdk::{
+    Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
+};
+use groups::Groups;
+use rng::Rng;
+
+pub struct KernelShap;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Link {
+    Identity,
+    Logit,
+}
+
+impl Link {
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "identity" => Ok(Link::Identity),
+            "logit" => Ok(Link::Logit),
+            other => Err(Error::invalid_argument(format!(
+                "parameters.link: expected \"identity\" or \"logit\", got {other:?}"
+            ))),
+        }
+    }
+    fn apply(self, v: f64) -> Result<f64, Error> {
+        match self {
+            Link::Identity => Ok(v),
+            Link::Logit if v > 0.0 && v < 1.0 => Ok((v / (1.0 - v)).ln()),
+            Link::Logit => Err(Error::invalid_argument(format!(
+                "parameters.link: logit needs model outputs strictly between 0 and 1 (probabilities), got {v}"
+            ))),
+        }
+    }
+}
+
+
+
+/// One input's work: its varying groups and coalitions, and the summed outputs per coalition.
+struct Job {
+    varying: Vec<usize>,
+    coalitions: Option<coalitions::Coalitions>,
+    sums: Vec<f64>,
+}
+
+impl Explainer for KernelShap {
+    fn info() -> PluginInfo {
+        PluginInfo::new("kernel-shap", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Kernel SHAP (shap's KernelExplainer estimator) over the request's background: Shapley \
+                 kernel weights, full enumeration of the sizes the budget covers then paired sampling, \
+                 weighted least squares with the efficiency constraint exact. Base values are \
+                 link(E f); extras: `standard_errors` and `group_values` [N, T, G], `groups` (group \
+                 of each element), `completeness_residual` [N, T]. A group's value is spread evenly \
+                 over its elements.",
+            )
+            .reentrant()
+            .needs_background()
+            .param(
+                "nsamples",
+                ParamKind::Integer,
+                ParamDefault::Optional,
+                "Coalitions to evaluate (the budget); default 2M + 2048, capped at 2^M - 2 (which \
+                 enumerates every coalition and gives exact Shapley values).",
+            )
+            .param(
+                "link",
+                ParamKind::Text,
+                ParamDefault::Text("identity".into()),
+                "\"identity\" or \"logit\", applied after averaging over the background.",
+            )
+            .param("seed", ParamKind::Integer, ParamDefault::Integer(0), "Seed of the coalition sampling.")
+            .param(
+                "mask",
+                ParamKind::Integers,
+                ParamDefault::Optional,
+                "Group id (>= 0) of every element of one input row, row-major: elements with the same \
+                 id are switched together (column groups, superpixels).",
+            )
+            .param(
+                "patch",
+                ParamKind::Integers,
+                ParamDefault::Optional,
+                "Grid patches over the last axes, e.g. [2, 2] for an image: each patch (all channels) is one group.",
+            )
+            .param(
+                "num_features",
+                ParamKind::Integer,
+                ParamDefault::Optional,
+                "Keep only the k groups with the largest |value| of the full fit and refit; default: no selection.",
+            )
+            .param(
+                "batch_rows",
+                ParamKind::Integer,
+                ParamDefault::Integer(0),
+                "Rows per forward call the plugin builds (bounds its memory); 0: the server's max batch rows.",
+            )
+    }
+
+    fn create() -> Result<Self, Error> {
+        Ok(KernelShap)
+    }
+
+    fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
+        if request.inputs().len() != 1 {
+            return Err(Error::invalid_argument(format!(
+                "inputs: kernel-shap explains models with one input; this model has {}",
+                request.inputs().len()
+            )));
+        }
+        let input = request.inputs()[0];
+        let background = request
+            .background()
+            .and_then(|b| b.first().copied())
+            .filter(|b| b.rows() > 0)
+            .ok_or_else(|| Error::failed_precondition("background: kernel-shap needs background rows"))?;
+        let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
+        let row_len = input.row_len();
+
+        let link = Link::parse(request.text("link")?.unwrap_or(""))?;
+        let nsamples = request.integer("nsamples")?;
+        if let Some(v) = nsamples {
+            if v < 1 {
+                return Err(Error::invalid_argument(format!(
+                    "parameters.nsamples: the budget must be at least 1, got {v}"
+                )));
+            }
+        }
+        let seed = request.integer("seed")?.unwrap_or(0) as u64;
+        let num_features = request.integer("num_features")?;
+        if let Some(k) = num_features {
+            if k < 1 {
+                return Err(Error::invalid_argument(format!("parameters.num_features: must be at least 1, got {k}")));
+            }
+        }
+        let batch_rows = match request.integer("batch_rows")?.unwrap_or(0) {
+            v if v < 0 => return Err(Error::invalid_argument(format!("parameters.batch_rows: must be >= 0, got {v}"))),
+            0 => request.max_batch_rows(),
+            v => v as usize,
+        };
+        let groups = match (request.integers("mask")?, request.integers("patch")?) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_argument("parameters.patch: give mask or patch, not both"));
+            }
+            (Some(mask), None) => Groups::from_mask(mask, row_len, &item_shape)?,
+            (None, Some(patch)) => Groups::from_patch(patch, &item_shape)?,
+            (None, None) => Groups::singletons(row_len),
+        };
+        let g_count = groups.count();
+
+        let (n_inputs, n_targets, out_row) = (request.batch_size(), request.num_targets(), request.output_row_size());
+        let k_rows = background.rows();
+
+        // E[f] over the background, every output element.
+        let mut fnull = vec![0f64; out_row];
+        let mut batch_shape = input.shape.to_vec();
+        let mut first = 0;
+        while first < k_rows {
+            ctx.check_cancelled()?;
+            let rows = batch_rows.min(k_rows - first);
+            batch_shape[0] = rows as i64;
+            let out = ctx.forward(&[TensorView::new(
+                &batch_shape,
+                &background.data[first * row_len..(first + rows) * row_len],
+            )])?;
+            for (i, v) in out.data().iter().enumerate() {
+                fnull[i % out_row] += *v as f64;
+            }
+            first += rows;
+        }
+        fnull.iter_mut().for_each(|v| *v /= k_rows as f64);
+
+        // Coalitions per input (the varying groups depend on x).
+        let mut jobs = Vec::with_capacity(n_inputs);
+        for n in 0..n_inputs {
+            let x = input.row(n);
+            let varying: Vec<usize> = (0..g_count)
+                .filter(|&g| groups.members(g).iter().any(|&e| (0..k_rows).any(|k| background.row(k)[e] != x[e])))
+                .collect();
+            let m = varying.len();
+            let coalitions = if m >= 2 {
+                let budget =
+                    nsamples.map_or(coalitions::default_budget(m), |v| v as u64).min(coalitions::max_coalitions(m));
+                Some(coalitions::build(m, budget, &mut Rng::new(seed, n as u64)))
+            } else {
+                None
+            };
+            let count = coalitions.as_ref().map_or(0, |c| c.len());
+            jobs.push(Job { varying, coalitions, sums: vec![0.0; count * n_targets] });
+        }
+
+        // Every (input, coalition, background row) is one model row; rows of different inputs
+        // share batches. A cursor walks them so filling a batch allocates nothing.
+        let total_rows: usize = jobs.iter().map(|j| j.sums.len() / n_targets.max(1) * k_rows).sum();
+        let chunk = batch_rows.min(total_rows).max(1);
+        let mut batch = vec![0f32; chunk * row_len];
+        let mut owners = vec![(0usize, 0usize); chunk];
+        let mut from_x: Vec<usize> = Vec::with_capacity(row_len);
+        let mut cursor = (0usize, 0usize, 0usize); // (input, coalition, background row)
+        let mut done = 0;
+        while done < total_rows {
+            ctx.check_cancelled()?;
+            let rows = chunk.min(total_rows - done);
+            for r in 0..rows {
+                while jobs[cursor.0].coalitions.as_ref().is_none_or(|c| cursor.1 >= c.len()) {
+                    cursor = (cursor.0 + 1, 0, 0);
+                }
+                let (n, c, k) = cursor;
+                if k == 0 {
+                    // The elements a coalition takes from x, once for its K rows.
+                    let job = &jobs[n];
+                    let co = job.coalitions.as_ref().unwrap();
+                    from_x.clear();
+                    for (w, &word) in co.mask(c).iter().enumerate() {
+                        let mut bits = word;
+                        while bits != 0 {
+                            let j = w * 64 + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            from_x.extend_from_slice(groups.members(job.varying[j]));
+                        }
+                    }
+                }
+                let row = &mut batch[r * row_len..(r + 1) * row_len];
+                row.copy_from_slice(background.row(k));
+                let x = input.row(n);
+                for &e in &from_x {
+                    row[e] = x[e];
+                }
+                owners[r] = (n, c);
+                cursor = if k + 1 < k_rows { (n, c, k + 1) } else { (n, c + 1, 0) };
+            }
+            batch_shape[0] = rows as i64;
+            let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
+            let out = out.data();
+            for (r, &(n, c)) in owners[..rows].iter().enumerate() {
+                let targets = request.targets(n);
+                let sums = &mut jobs[n].sums[c * n_targets..(c + 1) * n_targets];
+                for (s, &t) in sums.iter_mut().zip(targets) {
+                    *s += out[r * out_row + t as usize] as f64;
+                }
+            }
+            done += rows;
+        }
+
+        // Regressions, then results.
+        let mut group_values = vec![0f64; n_inputs * n_targets * g_count];
+        let mut standard_errors = vec![0f64; n_inputs * n_targets * g_count];
+        let mut base = vec![0f64; n_inputs * n_targets];
+        let mut residual = vec![0f64; n_inputs * n_targets];
+        let mut regularized = false;
+        for (n, job) in jobs.iter().enumerate() {
+            let m = job.varying.len();
+            let targets = request.targets(n);
+            // Per target: link(E f), link(f(x)) − link(E f), and the regression's y.
+            let mut totals = Vec::with_capacity(n_targets);
+            for (t, &target) in targets.iter().enumerate() {
+                let e_f = link.apply(fnull[target as usize])?;
+                base[n * n_targets + t] = e_f;
+                totals.push(link.apply(request.outputs().row(n)[target as usize] as f64)? - e_f);
+            }
+            let Some(co) = &job.coalitions else {
+                // Zero or one varying group: that group gets everything.
+                if let Some(&g) = job.varying.first() {
+                    for (t, total) in totals.iter().enumerate() {
+                        group_values[(n * n_targets + t) * g_count + g] = *total;
+                    }
+                }
+                continue;
+            };
+            let mut ys = vec![0f64; n_targets * co.len()];
+            for t in 0..n_targets {
+                let e_f = base[n * n_targets + t];
+                for c in 0..co.len() {
+                    ys[t * co.len() + c] = link.apply(job.sums[c * n_targets + t] / k_rows as f64)? - e_f;
+                }
+            }
+            let y_of = |t: usize| &ys[t * co.len()..(t + 1) * co.len()];
+            let z = |c: usize, j: usize| co.has(c, j);
+            let all: Vec<usize> = (0..m).collect();
+            let design = solve::Design { z: &z, rows: co.len(), weights: &co.weights, active: &all };
+            let y_refs: Vec<&[f64]> = (0..n_targets).map(y_of).collect();
+            let full = solve::fit(&design, &y_refs, &totals, co.enumerated);
+            regularized |= full.jitter > 0.0;
+            for t in 0..n_targets {
+                let k = n * n_targets + t;
+                let (mut phi, mut se, mut active) = (full.phi[t].clone(), full.se[t].clone(), all.clone());
+                if let Some(keep) = num_features.map(|v| v as usize).filter(|&v| v < m) {
+                    let mut order = all.clone();
+                    order.sort_by(|&a, &b| phi[b].abs().total_cmp(&phi[a].abs()).then(a.cmp(&b)));
+                    active = order[..keep].to_vec();
+                    active.sort_unstable();
+                    if active.len() == 1 {
+                        phi = ndarray::Array1::from_elem(1, totals[t]);
+                        se = ndarray::Array1::zeros(1);
+                    } else {
+                        let design = solve::Design { z: &z, rows: co.len(), weights: &co.weights, active: &active };
+                        let refit = solve::fit(&design, &[y_of(t)], &[totals[t]], co.enumerated);
+                        regularized |= refit.jitter > 0.0;
+                        (phi, se) = (refit.phi[0].clone(), refit.se[0].clone());
+                    }
+                }
+                for (i, &j) in active.iter().enumerate() {
+                    group_values[k * g_count + job.varying[j]] = phi[i];
+                    standard_errors[k * g_count + job.varying[j]] = se[i];
+                }
+            }
+        }
+        for (k, r) in residual.iter_mut().enumerate() {
+            let n = k / n_targets;
+            let total = request.outputs().row(n)[request.targets(n)[k % n_targets] as usize] as f64;
+            *r = group_values[k * g_count..(k + 1) * g_count].iter().sum::<f64>() - (link.apply(total)? - base[k]);
+        }
+
+        let attributions = ctx.attributions(0)?;
+        for (k, out) in attributions.chunks_exact_mut(row_len).enumerate() {
+            for (e, v) in out.iter_mut().enumerate() {
+                let g = groups.of_element[e];
+                *v = (group_values[k * g_count + g] / groups.members(g).len() as f64) as f32;
+            }
+        }
+        for (o, v) in ctx.base_values()?.iter_mut().zip(&base) {
+            *o = *v as f32;
+        }
+        let nt_g = [n_inputs as i64, n_targets as i64, g_count as i64];
+        for (o, v) in ctx.extra("group_values", &nt_g)?.iter_mut().zip(&group_values) {
+            *o = *v as f32;
+        }
+        for (o, v) in ctx.extra("standard_errors", &nt_g)?.iter_mut().zip(&standard_errors) {
+            *o = *v as f32;
+        }
+        for (o, v) in
+            ctx.extra("completeness_residual", &[n_inputs as i64, n_targets as i64])?.iter_mut().zip(&residual)
+        {
+            *o = *v as f32;
+        }
+        for (o, &g) in ctx.extra("groups", &input.shape[1..])?.iter_mut().zip(&groups.of_element) {
+            *o = g as f32;
+        }
+        let list = |f: &dyn Fn(&Job) -> usize| jobs.iter().map(f).map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+        ctx.info("groups", &g_count.to_string())?;
+        ctx.info("varying_groups", &list(&|j| j.varying.len()))?;
+        ctx.info("coalitions", &list(&|j| j.coalitions.as_ref().map_or(0, |c| c.len())))?;
+        ctx.info("enumerated_coalitions", &list(&|j| j.coalitions.as_ref().map_or(0, |c| c.enumerated)))?;
+        ctx.info("link", if link == Link::Logit { "logit" } else { "identity" })?;
+        if regularized {
+            ctx.info("regularized", "the normal equations were singular (budget too small?): a tiny ridge was added")?;
+        }
+        Ok(())
+    }
+}
+
+export_plugin!(KernelShap);

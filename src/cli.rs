@@ -27,6 +27,72 @@ pub enum Command {
     Predict(PredictArgs),
     /// Explain a model's predictions.
     Explain(ExplainArgs),
+    /// Audit log tools: make a signing key, verify a log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Write a new Ed25519 signing key to FILE (mode 0600) and its public key to FILE.pub.
+    Keygen { file: PathBuf },
+    /// Check a log's hash chain and checkpoint signatures; report the first broken record.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditVerifyArgs {
+    /// The public key (FILE.pub from `audit keygen`).
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// Accept a log whose oldest files were deleted (the first entry is then trusted).
+    #[arg(long)]
+    pub allow_partial: bool,
+    /// Log files in chain order; a directory stands for its audit.log and rotated files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs an `audit` subcommand (local files only; no daemon needed).
+pub fn run_audit(command: AuditCommand) -> Result<(), String> {
+    match command {
+        AuditCommand::Keygen { file } => {
+            let public = explaind_audit::generate_key_file(&file).map_err(|e| e.to_string())?;
+            let out = json!({
+                "secret_key": file.display().to_string(),
+                "public_key": explaind_audit::public_key_path(&file).display().to_string(),
+                "public_key_hex": public.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            Ok(())
+        }
+        AuditCommand::Verify(args) => {
+            let key = explaind_audit::load_verifying_key(&args.public_key).map_err(|e| e.to_string())?;
+            let mut files = Vec::new();
+            for path in &args.files {
+                if path.is_dir() {
+                    files.extend(explaind_audit::chain_files(&path.join("audit.log")).map_err(|e| format!("{}: {e}", path.display()))?);
+                } else {
+                    files.push(path.clone());
+                }
+            }
+            let options = explaind_audit::VerifyOptions { allow_partial: args.allow_partial };
+            let summary = explaind_audit::verify_with(&files, &key, &options).map_err(|e| format!("audit log broken: {e}"))?;
+            let out = json!({
+                "files": summary.files,
+                "records": summary.records,
+                "checkpoints": summary.checkpoints,
+                "first_seq": summary.first_seq,
+                "last_seq": summary.last_seq,
+                "head_hash": summary.head_hash,
+                "last_signed_seq": summary.last_signed_seq,
+                "unsigned_records": summary.unsigned_records,
+                "torn_tail": summary.torn_tail.as_ref().map(|t| format!("{t:?}")),
+            });
+            println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -328,7 +394,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             .map_err(|e| format!("cannot reach the daemon at {addr}: {e}"))
     };
     let out: Value = match command {
-        Command::Serve(_) => unreachable!("serve is not a client command"),
+        Command::Serve(_) | Command::Audit(_) => unreachable!("not a client command"),
         Command::Models(args) => {
             let mut client = ModelServiceClient::new(connect(args.addr).await?);
             let models = client.list_models(proto::ListModelsRequest {}).await.map_err(status_text)?.into_inner().models;

@@ -132,14 +132,18 @@ pub struct AuditConfig {
     pub fsync_every_ms: u64,
     /// Records waiting for the writer; when full, `on_full` decides.
     pub queue: usize,
-    /// "wait" (the request waits for room) or "reject" (UNAVAILABLE). Never dropped.
+    /// "wait" (the request waits for room, at most `wait_ms`, then UNAVAILABLE) or "reject"
+    /// (UNAVAILABLE at once). A record is never dropped: the request fails instead.
     pub on_full: String,
+    pub wait_ms: u64,
     /// Keep the request's inputs in the record (privacy: off by default; digests always).
     pub store_inputs: bool,
     /// Start a new file past this size, bytes.
     pub rotate_bytes: u64,
-    /// A signed checkpoint every this many records.
+    /// A signed checkpoint every this many records ...
     pub checkpoint_every: u64,
+    /// ... and when records have waited this many seconds for one (0: only by count).
+    pub checkpoint_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -181,9 +185,11 @@ impl Default for AuditConfig {
             fsync_every_ms: 0,
             queue: 4096,
             on_full: "wait".into(),
+            wait_ms: 1000,
             store_inputs: false,
             rotate_bytes: 256 << 20,
             checkpoint_every: 1000,
+            checkpoint_seconds: 60,
         }
     }
 }
@@ -295,6 +301,27 @@ impl Config {
         Ok(())
     }
 
+    /// The audit log's settings, with its signing key read.
+    pub fn audit_log(&self) -> Result<Option<explaind_audit::AuditConfig>, String> {
+        let Some(audit) = &self.audit else { return Ok(None) };
+        let key = explaind_audit::load_signing_key(&audit.key).map_err(|e| format!("audit.key {}: {e}", audit.key.display()))?;
+        let mut log = explaind_audit::AuditConfig::new(audit.dir.join("audit.log"), key);
+        log.fsync = match audit.fsync_every_ms {
+            0 => explaind_audit::Fsync::EveryRecord,
+            ms => explaind_audit::Fsync::EveryMillis(ms),
+        };
+        log.queue_capacity = audit.queue;
+        log.on_full = match audit.on_full.as_str() {
+            "reject" => explaind_audit::OnFull::Reject,
+            _ => explaind_audit::OnFull::Wait(std::time::Duration::from_millis(audit.wait_ms)),
+        };
+        log.max_file_bytes = audit.rotate_bytes;
+        log.checkpoint_every_records = audit.checkpoint_every;
+        log.checkpoint_interval = (audit.checkpoint_seconds > 0).then(|| std::time::Duration::from_secs(audit.checkpoint_seconds));
+        log.store_inputs = audit.store_inputs;
+        Ok(Some(log))
+    }
+
     pub fn device(&self) -> Result<explaind_runtime::DeviceChoice, String> {
         self.runtime.device.parse().map_err(|e| format!("runtime.device: {e}"))
     }
@@ -330,6 +357,18 @@ mod tests {
         assert_eq!(config.cache.chunk_bytes, 1234);
         assert_eq!(config.cache.activation_bytes, CacheConfig::default().activation_bytes, "default");
         assert_eq!(config.device().unwrap(), explaind_runtime::DeviceChoice::Cpu);
+    }
+
+    #[test]
+    fn the_production_example_in_deploy_sets_every_section() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/explaind.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.tls.as_ref().unwrap().client_ca.is_some());
+        assert_eq!(config.auth.tokens.len(), 2);
+        assert_eq!(config.auth.clients.len(), 1);
+        assert_eq!(config.audit.as_ref().unwrap().fsync_every_ms, 0);
+        assert_eq!(config.server.max_concurrent_per_caller, 8);
+        assert_eq!(config.server.metrics_listen.as_deref(), Some("127.0.0.1:9464"));
     }
 
     #[test]

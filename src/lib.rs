@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod figure;
+pub mod observe;
 pub mod server;
 pub mod service;
 

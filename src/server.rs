@@ -128,7 +128,9 @@ pub fn find_bundled_dir(name: &str) -> Option<std::path::PathBuf> {
 
 /// Sets up everything `serve` needs: ONNX Runtime, the model repository, the plugins.
 /// Problems with single models or plugins are logged and skipped; a missing runtime is fatal.
-pub fn build_state(config: &crate::config::Config) -> Result<Arc<State>, String> {
+/// Also opens the audit log when one is configured; its writer is returned for the caller to
+/// shut down (flush, final checkpoint) after the server stops.
+pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option<explaind_audit::AuditWriter>), String> {
     use explaind_runtime::{ModelRepository, OrtRuntime, RuntimeOptions};
     let library = explaind_runtime::find_library(config.runtime.ort_lib.as_deref());
     let device = config.device()?;
@@ -185,7 +187,17 @@ pub fn build_state(config: &crate::config::Config) -> Result<Arc<State>, String>
     if config.auth.tokens.is_empty() && config.auth.clients.is_empty() {
         tracing::warn!("no tokens or client certificates configured: every caller has every role (development mode)");
     }
-    Ok(Arc::new(State { repository, plugins, limits, engine, backgrounds, access }))
+    let (observer, writer) = match config.audit_log()? {
+        None => (crate::observe::Observer::without_audit(), None),
+        Some(audit) => {
+            let path = audit.path.clone();
+            let (log, writer) = explaind_audit::AuditLog::open(audit).map_err(|e| format!("audit log: {e}"))?;
+            tracing::info!(path = %path.display(), opened = ?writer.opened(), "audit log open");
+            (crate::observe::Observer { audit: Some(log) }, Some(writer))
+        }
+    };
+    let observer = Arc::new(observer);
+    Ok((Arc::new(State { repository, plugins, limits, engine, backgrounds, access, observer }), writer))
 }
 
 /// The TLS settings of `config`, read from their PEM files.
@@ -198,4 +210,43 @@ pub fn tls_config(config: &crate::config::Config) -> Result<Option<tonic::transp
         server = server.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client_ca")?));
     }
     Ok(Some(server))
+}
+
+/// Installs the Prometheus recorder for the `metrics` crate (once per process) and returns the
+/// handle that renders the text exposition.
+pub fn install_metrics_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    // Request and model times span a millisecond to minutes.
+    const SECONDS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&SECONDS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("metrics: {e}"))
+}
+
+/// Answers `GET /metrics` on `listener` with the Prometheus text exposition (HTTP/1.1, no TLS:
+/// bind it to an address only the scraper reaches).
+pub async fn serve_metrics(listener: TcpListener, handle: metrics_exporter_prometheus::PrometheusHandle) {
+    use http_body_util::Full;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let handle = handle.clone();
+                async move {
+                    let response = if request.method() == http::Method::GET && request.uri().path() == "/metrics" {
+                        http::Response::builder()
+                            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                            .body(Full::new(bytes::Bytes::from(handle.render())))
+                    } else {
+                        http::Response::builder().status(http::StatusCode::NOT_FOUND).body(Full::new(bytes::Bytes::from_static(b"GET /metrics\n")))
+                    };
+                    Ok::<_, std::convert::Infallible>(response.expect("static response parts"))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
 }

@@ -29,7 +29,7 @@ pub(crate) fn new_error(code: abi::ExdCode, message: &str) -> *mut abi::ExdError
 /// Takes ownership of an error a plugin returned.
 pub(crate) fn take_error(err: *mut abi::ExdError) -> Failure {
     let boxed = unsafe { Box::from_raw(err as *mut HostError) };
-    Failure { code: boxed.code, message: boxed.message.to_string_lossy().into_owned() }
+    Failure { code: boxed.code, message: boxed.message.to_string_lossy().into_owned(), from_plugin: true }
 }
 
 unsafe extern "C" fn error_new(code: abi::ExdCode, message: *const c_char) -> *mut abi::ExdError {

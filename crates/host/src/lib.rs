@@ -26,11 +26,14 @@ pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
 pub struct Failure {
     pub code: i32,
     pub message: String,
+    /// The plugin returned this error (as opposed to the host refusing the request or a host
+    /// function failing on the plugin's behalf): what the plugin-error metric counts.
+    pub from_plugin: bool,
 }
 
 impl Failure {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), from_plugin: false }
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(explaind_abi::EXD_INVALID_ARGUMENT, message)

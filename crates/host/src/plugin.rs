@@ -119,7 +119,9 @@ impl Plugin {
         if failure.code == abi::EXD_PLUGIN_PANICKED {
             tracing::error!(plugin = %self.name, "plugin panicked; replacing its instance: {}", failure.message);
             self.replace_instance();
-            return Err(Failure::internal(format!("explainer {} failed: {}", self.name, failure.message)));
+            let mut panicked = Failure::internal(format!("explainer {} failed: {}", self.name, failure.message));
+            panicked.from_plugin = true;
+            return Err(panicked);
         }
         Err(failure)
     }

@@ -11,6 +11,7 @@
 //!   `explaind_activation_cache_bytes` (from `explaind-attribution`), and the audit log's queue
 //!   depth and write latency (from `explaind-audit`).
 
+use crate::proto;
 use explaind_runtime::RunStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,6 +68,56 @@ impl Observation {
             plugin_failed: false,
         }
     }
+}
+
+impl Observation {
+    /// The inputs' digest (as `RegisterBackground` names rows: shapes and float32 data of every
+    /// input), and the inputs themselves (their protobuf encoding) when the audit log keeps them.
+    pub fn record_inputs(&mut self, observer: &Observer, inputs: &[ndarray::ArrayD<f32>], wire: &[proto::NamedTensor]) {
+        use prost::Message;
+        self.input_digest = explaind_runtime::digest_arrays(inputs);
+        if observer.stores_inputs() {
+            self.inputs = Some(wire.iter().flat_map(|t| t.encode_length_delimited_to_vec()).collect());
+        }
+    }
+}
+
+/// The audit identity of a served model.
+pub fn model_identity(model: &explaind_runtime::Model) -> explaind_audit::ModelIdentity {
+    explaind_audit::ModelIdentity { name: model.name.clone(), version: model.version.clone(), sha256: model.sha256.clone() }
+}
+
+/// The request's parameters as JSON (the audit record's `parameters`), with the targets,
+/// output and background reference that shape the result.
+pub fn explain_parameters(request: &proto::ExplainRequest) -> serde_json::Value {
+    use proto::param_value::Kind;
+    let mut params = serde_json::Map::new();
+    for (name, value) in &request.parameters {
+        let v = match &value.kind {
+            Some(Kind::Number(n)) => serde_json::json!(n),
+            Some(Kind::Integer(i)) => serde_json::json!(i),
+            Some(Kind::Flag(b)) => serde_json::json!(b),
+            Some(Kind::Text(t)) => serde_json::json!(t),
+            Some(Kind::Numbers(l)) => serde_json::json!(l.values),
+            Some(Kind::Integers(l)) => serde_json::json!(l.values),
+            None => serde_json::Value::Null,
+        };
+        params.insert(name.clone(), v);
+    }
+    let targets = match request.targets.as_ref().and_then(|t| t.selection.as_ref()) {
+        None | Some(proto::targets::Selection::Predicted(_)) => serde_json::json!("predicted"),
+        Some(proto::targets::Selection::Indices(list)) => serde_json::json!({ "indices": list.values }),
+        Some(proto::targets::Selection::All(_)) => serde_json::json!("all"),
+        Some(proto::targets::Selection::TopK(k)) => serde_json::json!({ "top_k": k }),
+    };
+    let background = if !request.background_id.is_empty() {
+        serde_json::json!({ "id": request.background_id })
+    } else if !request.background.is_empty() {
+        serde_json::json!("inline")
+    } else {
+        serde_json::json!("model default")
+    };
+    serde_json::json!({ "explainer": params, "targets": targets, "output": request.output, "background": background })
 }
 
 /// Records metrics and audit records for finished requests.

@@ -1,9 +1,9 @@
 //! The gRPC services: thin adapters from wire messages to the host and runtime crates.
 
 use crate::convert::{self, invalid, status_of};
-use crate::observe::{Observation, Observer};
-use explaind_audit::Rpc;
+use crate::observe::{self, Observation};
 use crate::proto;
+use explaind_audit::Rpc;
 use explaind_host::{CancelToken, ExplainJob, PluginRegistry};
 use explaind_runtime::{Model, ModelRepository, RepositoryError, RunStats};
 use std::sync::Arc;
@@ -64,54 +64,6 @@ impl State {
             Status::not_found(format!("model: {e} (loaded: {})", listed.join(", ")))
         })
     }
-}
-
-fn model_identity(model: &Model) -> explaind_audit::ModelIdentity {
-    explaind_audit::ModelIdentity { name: model.name.clone(), version: model.version.clone(), sha256: model.sha256.clone() }
-}
-
-/// The inputs' digest (as `RegisterBackground` names rows: shapes and float32 data of every
-/// input), and the inputs themselves when the audit log keeps them.
-fn observe_inputs(observation: &mut Observation, observer: &Observer, inputs: &[ndarray::ArrayD<f32>], wire: &[proto::NamedTensor]) {
-    use prost::Message;
-    observation.input_digest = explaind_runtime::digest_arrays(inputs);
-    if observer.stores_inputs() {
-        let encoded: Vec<u8> = wire.iter().flat_map(|t| t.encode_length_delimited_to_vec()).collect();
-        observation.inputs = Some(encoded);
-    }
-}
-
-/// The request's parameters as JSON (the audit record's `parameters`), with the targets,
-/// output and background reference that shape the result.
-fn parameters_json(request: &proto::ExplainRequest) -> serde_json::Value {
-    use proto::param_value::Kind;
-    let mut params = serde_json::Map::new();
-    for (name, value) in &request.parameters {
-        let v = match &value.kind {
-            Some(Kind::Number(n)) => serde_json::json!(n),
-            Some(Kind::Integer(i)) => serde_json::json!(i),
-            Some(Kind::Flag(b)) => serde_json::json!(b),
-            Some(Kind::Text(t)) => serde_json::json!(t),
-            Some(Kind::Numbers(l)) => serde_json::json!(l.values),
-            Some(Kind::Integers(l)) => serde_json::json!(l.values),
-            None => serde_json::Value::Null,
-        };
-        params.insert(name.clone(), v);
-    }
-    let targets = match request.targets.as_ref().and_then(|t| t.selection.as_ref()) {
-        None | Some(proto::targets::Selection::Predicted(_)) => serde_json::json!("predicted"),
-        Some(proto::targets::Selection::Indices(list)) => serde_json::json!({ "indices": list.values }),
-        Some(proto::targets::Selection::All(_)) => serde_json::json!("all"),
-        Some(proto::targets::Selection::TopK(k)) => serde_json::json!({ "top_k": k }),
-    };
-    let background = if !request.background_id.is_empty() {
-        serde_json::json!({ "id": request.background_id })
-    } else if !request.background.is_empty() {
-        serde_json::json!("inline")
-    } else {
-        serde_json::json!("model default")
-    };
-    serde_json::json!({ "explainer": params, "targets": targets, "output": request.output, "background": background })
 }
 
 fn timing(total: Duration, stats: RunStats) -> proto::Timing {
@@ -183,9 +135,9 @@ impl ModelService {
         let cancel = cancel_token(&request);
         let request = request.into_inner();
         let model = self.0.model(request.model.as_ref())?;
-        observation.model = Some(model_identity(&model));
+        observation.model = Some(observe::model_identity(&model));
         let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", self.0.limits.max_batch_rows)?;
-        observe_inputs(observation, &self.0.observer, &inputs, &request.inputs);
+        observation.record_inputs(&self.0.observer, &inputs, &request.inputs);
         let run_model = model.clone();
         let (outputs, stats) = run_blocking(&cancel, move || {
             let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
@@ -312,7 +264,7 @@ impl ExplainService {
         let request = request.into_inner();
         let state = &self.0;
         let model = state.model(request.model.as_ref())?;
-        observation.model = Some(model_identity(&model));
+        observation.model = Some(observe::model_identity(&model));
         let plugin = state.plugins.get(&request.explainer).ok_or_else(|| {
             let names: Vec<String> = state.plugins.list().iter().map(|p| p.name.clone()).collect();
             Status::not_found(format!("explainer: no explainer named {:?} (loaded: {})", request.explainer, names.join(", ")))
@@ -322,9 +274,9 @@ impl ExplainService {
             version: plugin.version.clone(),
             file_sha256: plugin.file_sha256.clone(),
         });
-        observation.parameters = parameters_json(&request);
+        observation.parameters = observe::explain_parameters(&request);
         let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", state.limits.max_batch_rows)?;
-        observe_inputs(observation, &state.observer, &inputs, &request.inputs);
+        observation.record_inputs(&state.observer, &inputs, &request.inputs);
         let output_index = if request.output.is_empty() {
             0
         } else {

@@ -35,10 +35,10 @@ pub fn tensor_ranks(graph: &GraphProto) -> HashMap<String, usize> {
         ranks.insert(init.name().to_string(), init.dims.len());
     }
     for node in &graph.node {
-        if let Some(rank) = node_output_rank(node, &ranks) {
-            if let Some(out) = node.output.first().filter(|o| !o.is_empty()) {
-                ranks.entry(out.clone()).or_insert(rank);
-            }
+        if let Some(rank) = node_output_rank(node, &ranks)
+            && let Some(out) = node.output.first().filter(|o| !o.is_empty())
+        {
+            ranks.entry(out.clone()).or_insert(rank);
         }
     }
     ranks
@@ -52,10 +52,10 @@ fn node_output_rank(node: &NodeProto, ranks: &HashMap<String, usize>) -> Option<
     let op = node.op_type();
     if RANK_PRESERVING.contains(&op) {
         // A convolution's weight states the rank even when its input does not.
-        if matches!(op, "Conv" | "ConvTranspose") {
-            if let Some(rank) = node.input.get(1).and_then(rank_of) {
-                return Some(rank);
-            }
+        if matches!(op, "Conv" | "ConvTranspose")
+            && let Some(rank) = node.input.get(1).and_then(rank_of)
+        {
+            return Some(rank);
         }
         return node.input.first().and_then(rank_of);
     }

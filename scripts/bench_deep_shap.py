@@ -71,7 +71,8 @@ REFERENCE_BUDGET_S = 20.0
 COLD_REPEATS = 5
 SCALING_ROWS = (250, 500, 1000)
 SCALING_SEED = 81
-SCALING_CACHE_BYTES = 512 << 20
+SCALING_CACHE_BYTES = 256 << 20
+SCALING_CHUNK_BYTES = 128 << 20  # with the cache budget, keeps the daemon under 1 GiB at 1000 rows
 SCALING_MAX_BATCH_ROWS = 256
 REFERENCE_LIMIT_S = 60.0
 CLASSES = 10
@@ -377,6 +378,7 @@ def scaling_case(repo: Path, x: np.ndarray):
     for k in SCALING_ROWS:
         bg = scaling_data(k)
         proc, addr = start_daemon("--models", str(repo), "--cache-bytes", str(SCALING_CACHE_BYTES),
+                                  "--chunk-bytes", str(SCALING_CHUNK_BYTES),
                                   "--max-batch-rows", str(SCALING_MAX_BATCH_ROWS))
         try:
             client = Client(addr)
@@ -497,7 +499,7 @@ def main() -> None:
     print(f"| ratio cold / warm | {cw['cold'] / cw['warm']:.1f}x | |")
     print()
     print(f"Scaling (mid-cnn, 1 input, 10 classes; a fresh daemon per row count, started with "
-          f"`--cache-bytes {SCALING_CACHE_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}`; cold: the "
+          f"`--cache-bytes {SCALING_CACHE_BYTES} --chunk-bytes {SCALING_CHUNK_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}`; cold: the "
           f"first request; warm: the same request again (median of 3 where cold is under 5 s, else 1); "
           f"rows through ONNX Runtime (cold / warm; fewer when warm means the cache held the background); "
           f"peak RSS: the daemon's VmHWM after these requests; shap and captum (per class): one call each "

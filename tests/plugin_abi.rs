@@ -149,6 +149,16 @@ async fn plugin_errors_keep_their_code_and_message() {
 }
 
 #[tokio::test]
+async fn the_sdk_never_hands_out_one_result_slice_twice() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut client = server.explainer().await;
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let status = client.explain(echo_request(&samples, "alias")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("attributions[0] twice"), "{}", status.message());
+}
+
+#[tokio::test]
 async fn a_passed_deadline_stops_the_plugin_through_the_cancellation_check() {
     let server = TestServer::start(Default::default(), &[]).await;
     let mut client = server.explainer().await;

@@ -56,10 +56,11 @@ impl<'r, 'a> GradientRows<'r, 'a> {
 
     /// For every row: `point(row, i, dst)` writes model input i's point into `dst`; after the
     /// gradient call, `combine(row, i, gradient, attribution)` folds input i's gradient into
-    /// the attribution of (n, t) (a slice of the result tensor, zero at the start).
+    /// the attribution of (n, t): a slice of `results[i]` (from [`attribution_results`]).
     pub fn run(
         &self,
         ctx: &Context<'_>,
+        results: &mut [&mut [f32]],
         mut point: impl FnMut(Row, usize, &mut [f32]),
         mut combine: impl FnMut(Row, usize, &[f32], &mut [f32]),
     ) -> Result<(), Error> {
@@ -71,7 +72,6 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         let chunk = self.chunk_rows().min(total.max(1));
         let row_lens: Vec<usize> = inputs.iter().map(TensorView::row_len).collect();
 
-        let mut results: Vec<&mut [f32]> = (0..inputs.len()).map(|i| ctx.attributions(i)).collect::<Result<_, _>>()?;
         let mut buffers: Vec<Vec<f32>> = row_lens.iter().map(|&len| vec![0.0; chunk * len]).collect();
         let mut seeds = vec![0f32; chunk * output_row];
         let mut rows = Vec::with_capacity(chunk);
@@ -121,6 +121,11 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         }
         Ok(())
     }
+}
+
+/// The attribution tensor of every model input, [N, T, *input_shape] each, to fill.
+pub fn attribution_results<'c>(ctx: &'c Context<'_>, request: &Request<'_>) -> Result<Vec<&'c mut [f32]>, Error> {
+    (0..request.inputs().len()).map(|i| ctx.attributions(i)).collect()
 }
 
 /// Seeded random draws for sample `sample` of input `n`: the same (seed, n, sample) always

@@ -417,6 +417,9 @@ unsafe fn slice_or_empty<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 pub struct Context<'a> {
     host: &'a abi::ExdHostApi,
     raw: *mut abi::ExdContext,
+    /// The result tensors already handed out as `&mut [f32]`: the host returns the same
+    /// tensor for the same name, so a second slice would alias the first.
+    handed_out: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 // SAFETY: the header promises every host function is thread-safe during the call.
@@ -556,26 +559,44 @@ impl<'a> Context<'a> {
         })
     }
 
+    /// Records that the result `key` is handed out; a second request for it is an error (the
+    /// slice would alias the first), which is what makes the `&self -> &mut` accessors below
+    /// sound.
+    fn hand_out_once(&self, key: String) -> Result<(), Error> {
+        let mut handed_out = self.handed_out.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(key.clone()) {
+            Ok(())
+        } else {
+            Err(Error::internal(format!("the plugin asked for the result {key} twice; keep the slice it got the first time")))
+        }
+    }
+
     /// The attributions for model input `input_index`: [N, T, *input_shape_without_batch],
-    /// zero-filled, to be written by the plugin.
+    /// zero-filled, to be written by the plugin. Each result is handed out once per call.
+    #[allow(clippy::mut_from_ref)] // sound: `hand_out_once`
     pub fn attributions(&self, input_index: usize) -> Result<&mut [f32], Error> {
         let f = self.host.result_attributions.ok_or_else(|| Error::internal("host has no result_attributions"))?;
+        self.hand_out_once(format!("attributions[{input_index}]"))?;
         let mut out = std::ptr::null_mut();
         let err = unsafe { f(self.raw, input_index, &mut out) };
         self.result_slice(err, out)
     }
 
-    /// The base values, [N, T].
+    /// The base values, [N, T]. Handed out once per call.
+    #[allow(clippy::mut_from_ref)] // sound: `hand_out_once`
     pub fn base_values(&self) -> Result<&mut [f32], Error> {
         let f = self.host.result_base_values.ok_or_else(|| Error::internal("host has no result_base_values"))?;
+        self.hand_out_once("base_values".into())?;
         let mut out = std::ptr::null_mut();
         let err = unsafe { f(self.raw, &mut out) };
         self.result_slice(err, out)
     }
 
-    /// A named extra result of any shape.
+    /// A named extra result of any shape. Each name is handed out once per call.
+    #[allow(clippy::mut_from_ref)] // sound: `hand_out_once`
     pub fn extra(&self, name: &str, shape: &[i64]) -> Result<&mut [f32], Error> {
         let f = self.host.result_extra.ok_or_else(|| Error::internal("host has no result_extra"))?;
+        self.hand_out_once(format!("extra {name:?}"))?;
         let cname = CString::new(name).map_err(|_| Error::internal("extra name has a NUL byte"))?;
         let mut out = std::ptr::null_mut();
         let err = unsafe { f(self.raw, cname.as_ptr(), shape.as_ptr(), shape.len() as i32, &mut out) };
@@ -590,7 +611,7 @@ impl<'a> Context<'a> {
         if err.is_null() { Ok(()) } else { Err(self.take_error(err)) }
     }
 
-    #[allow(clippy::mut_from_ref)] // each result tensor is handed out once per name by the host
+    #[allow(clippy::mut_from_ref)] // callers hand each result out once (`hand_out_once`)
     fn result_slice(&self, err: *mut abi::ExdError, out: *mut abi::DLTensor) -> Result<&mut [f32], Error> {
         if !err.is_null() {
             return Err(self.take_error(err));
@@ -835,7 +856,7 @@ pub mod __private {
         }
         let result = catch_unwind(AssertUnwindSafe(|| {
             let request = unsafe { Request::from_raw(&*request) }?;
-            let ctx = Context { host, raw: context };
+            let ctx = Context { host, raw: context, handed_out: Default::default() };
             inst.explainer.explain(&ctx, &request)
         }));
         match result {

@@ -5,7 +5,7 @@
 //! f(x) − E[f(background)] (the base value reported). Draws are seeded per (input, sample).
 //! `local_smoothing` adds Gaussian noise of that standard deviation to x first, as shap does.
 
-use explaind_gradient_methods::{GradientRows, Noise, integer_at_least};
+use explaind_gradient_methods::{GradientRows, Noise, attribution_results, integer_at_least};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin};
 use rand::Rng;
 
@@ -77,8 +77,10 @@ impl Explainer for ExpectedGradients {
         let (mut point_x, mut combine_x) = (vec![0f32; max_len], vec![0f32; max_len]);
         let scale = 1.0 / samples as f32;
 
+        let mut results = attribution_results(ctx, request)?;
         GradientRows::new(request, samples).run(
             ctx,
+            &mut results,
             |row, i, dst| {
                 let (k, a) = picks[row.n * samples + row.sample];
                 let x = &mut point_x[..dst.len()];

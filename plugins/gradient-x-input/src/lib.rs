@@ -3,7 +3,7 @@
 //! attributions sum to f(x) − f(0). The host compiles the model's graph into a gradient graph
 //! (ABI 1.1 `gradient`).
 
-use explaind_gradient_methods::GradientRows;
+use explaind_gradient_methods::{GradientRows, attribution_results};
 use explaind_plugin_sdk::{Context, Error, Explainer, PluginInfo, Request, export_plugin};
 
 pub struct GradientXInput;
@@ -25,8 +25,10 @@ impl Explainer for GradientXInput {
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let inputs = request.inputs();
+        let mut results = attribution_results(ctx, request)?;
         GradientRows::new(request, 1).run(
             ctx,
+            &mut results,
             |row, i, dst| dst.copy_from_slice(inputs[i].row(row.n)),
             |row, i, gradient, out| {
                 for ((o, &g), &x) in out.iter_mut().zip(gradient).zip(inputs[i].row(row.n)) {

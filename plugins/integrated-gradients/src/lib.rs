@@ -5,7 +5,7 @@
 //! delta Σφ − (f(x) − f(b)), which shrinks as the steps grow.
 
 use explaind_gradient_methods::quadrature::PathMethod;
-use explaind_gradient_methods::{GradientRows, choice, forward_rows, integer_at_least};
+use explaind_gradient_methods::{GradientRows, attribution_results, choice, forward_rows, integer_at_least};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, export_plugin};
 
 pub struct IntegratedGradients;
@@ -48,8 +48,10 @@ impl Explainer for IntegratedGradients {
         let (alphas, weights) = method.points(steps);
         let inputs = request.inputs();
 
+        let mut results = attribution_results(ctx, request)?;
         GradientRows::new(request, steps).run(
             ctx,
+            &mut results,
             |row, i, dst| {
                 let (x, b, a) = (inputs[i].row(row.n), &baselines[i], alphas[row.sample] as f32);
                 for ((d, &x), &b) in dst.iter_mut().zip(x).zip(b) {
@@ -63,7 +65,7 @@ impl Explainer for IntegratedGradients {
                 }
             },
         )?;
-        report_base_and_delta(ctx, request, &baselines)
+        report_base_and_delta(ctx, request, &baselines, &results)
     }
 }
 
@@ -88,7 +90,7 @@ fn baselines(request: &Request<'_>) -> Result<Vec<Vec<f32>>, Error> {
 }
 
 /// Base values f(b) and convergence deltas Σφ − (f(x) − f(b)) for every (input, target).
-fn report_base_and_delta(ctx: &Context<'_>, request: &Request<'_>, baselines: &[Vec<f32>]) -> Result<(), Error> {
+fn report_base_and_delta(ctx: &Context<'_>, request: &Request<'_>, baselines: &[Vec<f32>], results: &[&mut [f32]]) -> Result<(), Error> {
     let (n, t) = (request.batch_size(), request.num_targets());
     let shapes: Vec<Vec<i64>> = request
         .inputs()
@@ -101,8 +103,7 @@ fn report_base_and_delta(ctx: &Context<'_>, request: &Request<'_>, baselines: &[
         .collect();
     let at_baseline = forward_rows(ctx, &shapes, baselines)?;
     let mut sums = vec![0f64; n * t];
-    for i in 0..request.inputs().len() {
-        let attributions = ctx.attributions(i)?;
+    for attributions in results {
         let len = attributions.len() / (n * t).max(1);
         for (k, sum) in sums.iter_mut().enumerate() {
             *sum += attributions[k * len..(k + 1) * len].iter().map(|&v| v as f64).sum::<f64>();

@@ -3,7 +3,7 @@
 //! graph into a gradient graph (ABI 1.1 `gradient`); every (input, target) row of a request goes
 //! through it in few batched runs.
 
-use explaind_gradient_methods::GradientRows;
+use explaind_gradient_methods::{GradientRows, attribution_results};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, export_plugin};
 
 pub struct Saliency;
@@ -26,8 +26,10 @@ impl Explainer for Saliency {
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let abs = request.flag("abs")?;
+        let mut results = attribution_results(ctx, request)?;
         GradientRows::new(request, 1).run(
             ctx,
+            &mut results,
             |row, i, dst| dst.copy_from_slice(request.inputs()[i].row(row.n)),
             |_, _, gradient, out| {
                 for (o, &g) in out.iter_mut().zip(gradient) {

@@ -6,7 +6,7 @@
 //! goes through the host's graph-compiled gradient (ABI 1.1) in few batched runs.
 
 use explaind_gradient_methods::quadrature::PathMethod;
-use explaind_gradient_methods::{GradientRows, Noise, choice, integer_at_least};
+use explaind_gradient_methods::{GradientRows, Noise, attribution_results, choice, integer_at_least};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, export_plugin};
 
 pub struct SmoothGrad;
@@ -59,11 +59,13 @@ impl Explainer for SmoothGrad {
         let max_len = inputs.iter().map(|x| x.row_len()).max().unwrap_or(0);
         let (mut point_noise, mut combine_noise) = (vec![0f32; max_len], vec![0f32; max_len]);
 
+        let mut results = attribution_results(ctx, request)?;
         if !over_ig {
             let abs = request.flag("abs")?;
             let scale = 1.0 / samples as f32;
             return GradientRows::new(request, samples).run(
                 ctx,
+                &mut results,
                 |row, i, dst| {
                     let eps = &mut point_noise[..dst.len()];
                     draw(row.n, i, row.sample, eps);
@@ -86,6 +88,7 @@ impl Explainer for SmoothGrad {
         // Sample index = noise sample × steps + path step.
         GradientRows::new(request, samples * steps).run(
             ctx,
+            &mut results,
             |row, i, dst| {
                 let (s, a) = (row.sample / steps, alphas[row.sample % steps] as f32);
                 let eps = &mut point_noise[..dst.len()];

@@ -6,7 +6,8 @@
 //!   `info["waiting"]` = how many `wait` calls are still running;
 //! - `panic`: panics inside `explain`;
 //! - `error`: returns INVALID_ARGUMENT naming `parameters.mode`;
-//! - `wait`: checks for cancellation every 5 ms until the host says stop (at most 60 s).
+//! - `wait`: checks for cancellation every 5 ms until the host says stop (at most 60 s);
+//! - `alias`: asks the SDK for the same result slice twice (the SDK must refuse the second).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, ParamValue, PluginInfo, Request, export_plugin};
@@ -32,9 +33,9 @@ impl Drop for Waiting {
 impl Explainer for Misbehaving {
     fn info() -> PluginInfo {
         PluginInfo::new("misbehaving", env!("CARGO_PKG_VERSION"))
-            .description("Test plugin: echo, panic, error or wait, chosen by `mode`.")
+            .description("Test plugin: echo, panic, error, wait or alias, chosen by `mode`.")
             .reentrant()
-            .param("mode", ParamKind::Text, ParamDefault::Text("echo".into()), "echo, panic, error or wait")
+            .param("mode", ParamKind::Text, ParamDefault::Text("echo".into()), "echo, panic, error, wait or alias")
     }
 
     fn create() -> Result<Self, Error> {
@@ -60,6 +61,14 @@ impl Explainer for Misbehaving {
             }
             "panic" => panic!("misbehaving plugin panics on purpose"),
             "error" => Err(Error::invalid_argument("parameters.mode: asked to fail")),
+            "alias" => {
+                let first = ctx.attributions(0)?;
+                let second = ctx.attributions(0)?;
+                // Unreachable when the SDK is right: two live `&mut` to one tensor.
+                first[0] = 1.0;
+                second[0] = 2.0;
+                Ok(())
+            }
             "wait" => {
                 let _waiting = Waiting::enter();
                 let began = std::time::Instant::now();

@@ -102,30 +102,31 @@ impl<T> Queue<T> {
             };
             state = self.not_full.wait_timeout(state, remaining).unwrap_or_else(|e| e.into_inner()).0;
         }
-        state.items.push_back(item);
-        state.accepted += 1;
-        let result = (state.accepted, state.items.len());
-        drop(state);
-        self.not_empty.notify_one();
-        Ok(result)
+        Ok(self.enqueue(state, item))
     }
 
     /// Enqueues `item` if there is room now; otherwise hands it back with the reason, so the
     /// caller can wait for room somewhere it may block.
     pub fn try_push(&self, item: T) -> Result<(u64, usize), (SubmitError, T)> {
-        let mut state = self.lock();
+        let state = self.lock();
         if let Some(stopped) = &state.stopped {
             return Err((stopped.clone(), item));
         }
         if state.items.len() >= self.capacity {
             return Err((SubmitError::Full, item));
         }
+        Ok(self.enqueue(state, item))
+    }
+
+    /// Appends `item` under the lock the caller holds (having checked there is room), then
+    /// wakes the writer; returns its ticket and the new depth.
+    fn enqueue(&self, mut state: MutexGuard<'_, State<T>>, item: T) -> (u64, usize) {
         state.items.push_back(item);
         state.accepted += 1;
         let result = (state.accepted, state.items.len());
         drop(state);
         self.not_empty.notify_one();
-        Ok(result)
+        result
     }
 
     /// Takes up to `max` items, waiting until `deadline` (or for ever) when there are none.

@@ -403,41 +403,20 @@ impl AuditLog {
     /// [`AuditConfig::on_full`]), after shutdown, or after a write error.
     pub fn submit(&self, event: AuditEvent) -> Result<(), SubmitError> {
         match self.shared.queue.push(event, self.shared.on_full) {
-            Ok((_, depth)) => {
-                metrics::gauge!("explaind_audit_queue_depth").set(depth as f64);
-                Ok(())
-            }
-            Err(e) => {
-                let reason = match e {
-                    SubmitError::Full => "full",
-                    SubmitError::Closed => "closed",
-                    SubmitError::Failed(_) => "failed",
-                };
-                metrics::counter!("explaind_audit_rejected_total", "reason" => reason).increment(1);
-                Err(e)
-            }
+            Ok((_, depth)) => Ok(queued(depth)),
+            Err(e) => Err(refused(e)),
         }
     }
 
     /// Queues one record if there is room now, never blocking. When the queue is full and the
-    /// policy is to wait, the event comes back (`Err(Some(event))`) for the caller to
-    /// [`AuditLog::submit`] from a thread that may block; any other failure is final.
+    /// policy is to wait, the event comes back (`Err(Ok(event))`) for the caller to
+    /// [`AuditLog::submit`] from a thread that may block; any other failure is final
+    /// (`Err(Err(reason))`).
     pub fn try_submit(&self, event: AuditEvent) -> Result<(), Result<AuditEvent, SubmitError>> {
         match self.shared.queue.try_push(event) {
-            Ok((_, depth)) => {
-                metrics::gauge!("explaind_audit_queue_depth").set(depth as f64);
-                Ok(())
-            }
+            Ok((_, depth)) => Ok(queued(depth)),
             Err((SubmitError::Full, event)) if matches!(self.shared.on_full, OnFull::Wait(_)) => Err(Ok(event)),
-            Err((error, _)) => {
-                let reason = match error {
-                    SubmitError::Full => "full",
-                    SubmitError::Closed => "closed",
-                    SubmitError::Failed(_) => "failed",
-                };
-                metrics::counter!("explaind_audit_rejected_total", "reason" => reason).increment(1);
-                Err(Err(error))
-            }
+            Err((error, _)) => Err(Err(refused(error))),
         }
     }
 
@@ -477,6 +456,22 @@ impl AuditLog {
     pub(crate) fn pause_writer(&self, paused: bool) {
         self.shared.queue.set_paused(paused);
     }
+}
+
+/// Exports the queue depth after a record was queued.
+fn queued(depth: usize) {
+    metrics::gauge!("explaind_audit_queue_depth").set(depth as f64);
+}
+
+/// Counts a refused record by its reason, and passes the reason on.
+fn refused(error: SubmitError) -> SubmitError {
+    let reason = match error {
+        SubmitError::Full => "full",
+        SubmitError::Closed => "closed",
+        SubmitError::Failed(_) => "failed",
+    };
+    metrics::counter!("explaind_audit_rejected_total", "reason" => reason).increment(1);
+    error
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -73,11 +73,22 @@ impl Observation {
 impl Observation {
     /// The inputs' digest (as `RegisterBackground` names rows: shapes and float32 data of every
     /// input), and the inputs themselves (their protobuf encoding) when the audit log keeps them.
+    /// Only the audit record uses them: without an audit log, nothing is hashed or encoded.
     pub fn record_inputs(&mut self, observer: &Observer, inputs: &[ndarray::ArrayD<f32>], wire: &[proto::NamedTensor]) {
         use prost::Message;
+        if observer.audit.is_none() {
+            return;
+        }
         self.input_digest = explaind_runtime::digest_arrays(inputs);
         if observer.stores_inputs() {
             self.inputs = Some(wire.iter().flat_map(|t| t.encode_length_delimited_to_vec()).collect());
+        }
+    }
+
+    /// The explain request's parameters, for the audit record (and only when there is one).
+    pub fn record_parameters(&mut self, observer: &Observer, request: &proto::ExplainRequest) {
+        if observer.audit.is_some() {
+            self.parameters = explain_parameters(request);
         }
     }
 }
@@ -89,7 +100,7 @@ pub fn model_identity(model: &explaind_runtime::Model) -> explaind_audit::ModelI
 
 /// The request's parameters as JSON (the audit record's `parameters`), with the targets,
 /// output and background reference that shape the result.
-pub fn explain_parameters(request: &proto::ExplainRequest) -> serde_json::Value {
+fn explain_parameters(request: &proto::ExplainRequest) -> serde_json::Value {
     use proto::param_value::Kind;
     let mut params = serde_json::Map::new();
     for (name, value) in &request.parameters {

@@ -274,7 +274,7 @@ impl ExplainService {
             version: plugin.version.clone(),
             file_sha256: plugin.file_sha256.clone(),
         });
-        observation.parameters = observe::explain_parameters(&request);
+        observation.record_parameters(&state.observer, &request);
         let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", state.limits.max_batch_rows)?;
         observation.record_inputs(&state.observer, &inputs, &request.inputs);
         let output_index = if request.output.is_empty() {

@@ -182,10 +182,7 @@ impl AttributionEngine {
         seeds: ArrayViewD<'_, f32>,
     ) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
         let Compiled::Gradient { model: graph } = &*self.compiled(model, output, Kind::Gradient)? else { unreachable!() };
-        let seeds = shaped_seeds(model, output, seeds)?;
-        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
-        feed.push(seeds.view());
-        let (mut outputs, stats) = graph.run(&feed).map_err(internal)?;
+        let (mut outputs, stats) = run_seeded(graph, model, output, inputs, seeds)?;
         Ok((outputs.split_off(model.outputs.len()), stats))
     }
 
@@ -201,17 +198,18 @@ impl AttributionEngine {
                 index
             }
         };
-        let candidates = if index.four_d.is_empty() { "none".to_string() } else { index.four_d.join(", ") };
-        let model = format!("{}/{}", model.name, model.version);
+        let (name, version, candidates) = (&model.name, &model.version, || index.candidates());
         match layer.filter(|l| !l.is_empty()) {
             None => index.default.clone().ok_or_else(|| {
                 AttributionError::InvalidArgument(format!(
-                    "layer: model {model} has no 2-D convolution to default to; name a layer (its 4-D tensors: {candidates})"
+                    "layer: model {name}/{version} has no 2-D convolution to default to; name a layer (its 4-D tensors: {})",
+                    candidates()
                 ))
             }),
-            Some(name) if index.names.contains(name) => Ok(name.to_string()),
-            Some(name) => Err(AttributionError::InvalidArgument(format!(
-                "layer: model {model} has no tensor named {name:?} (its 4-D tensors: {candidates})"
+            Some(layer) if index.names.contains(layer) => Ok(layer.to_string()),
+            Some(layer) => Err(AttributionError::InvalidArgument(format!(
+                "layer: model {name}/{version} has no tensor named {layer:?} (its 4-D tensors: {})",
+                candidates()
             ))),
         }
     }
@@ -228,10 +226,7 @@ impl AttributionEngine {
     ) -> Result<(ArrayD<f32>, ArrayD<f32>, RunStats), AttributionError> {
         let compiled = self.compiled(model, output, Kind::Layer(layer.to_string()))?;
         let Compiled::Layer { model: graph, activation, gradient } = &*compiled else { unreachable!() };
-        let seeds = shaped_seeds(model, output, seeds)?;
-        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
-        feed.push(seeds.view());
-        let (mut outputs, stats) = graph.run(&feed).map_err(internal)?;
+        let (mut outputs, stats) = run_seeded(graph, model, output, inputs, seeds)?;
         let gradient = std::mem::take(&mut outputs[*gradient]);
         let activation = std::mem::take(&mut outputs[*activation]);
         Ok((activation, gradient, stats))
@@ -248,11 +243,8 @@ impl AttributionEngine {
         seeds: ArrayViewD<'_, f32>,
     ) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
         let Compiled::DeepLift { pairs, .. } = &*self.compiled(model, output, Kind::DeepLift)? else { unreachable!() };
-        let seeds = shaped_seeds(model, output, seeds)?;
-        let mut feed: Vec<ArrayViewD<f32>> = inputs.to_vec();
-        feed.extend(references.iter().cloned());
-        feed.push(seeds.view());
-        let (mut outputs, stats) = pairs.run(&feed).map_err(internal)?;
+        let feed: Vec<ArrayViewD<f32>> = inputs.iter().chain(references).cloned().collect();
+        let (mut outputs, stats) = run_seeded(pairs, model, output, &feed, seeds)?;
         Ok((outputs.split_off(model.outputs.len()), stats))
     }
 
@@ -411,6 +403,11 @@ impl LayerIndex {
             default: explaind_graph::layers::last_conv2d_output(proto),
         }
     }
+
+    /// The 4-D tensors, for an error message.
+    fn candidates(&self) -> String {
+        if self.four_d.is_empty() { "none".to_string() } else { self.four_d.join(", ") }
+    }
 }
 
 /// The served model's ONNX graph, read from its file.
@@ -418,6 +415,21 @@ fn read_proto(model: &Model) -> Result<ModelProto, AttributionError> {
     let path = model.dir.join("model.onnx");
     let bytes = std::fs::read(&path).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))?;
     ModelProto::from_bytes(&bytes).map_err(|e| AttributionError::Internal(format!("{}: {e}", path.display())))
+}
+
+/// Runs a compiled graph on `feed` followed by the seeds (shaped as `model`'s output batch);
+/// returns all of the graph's outputs, the model's own first.
+fn run_seeded(
+    graph: &Model,
+    model: &Model,
+    output: usize,
+    feed: &[ArrayViewD<'_, f32>],
+    seeds: ArrayViewD<'_, f32>,
+) -> Result<(Vec<ArrayD<f32>>, RunStats), AttributionError> {
+    let seeds = shaped_seeds(model, output, seeds)?;
+    let mut feed: Vec<ArrayViewD<f32>> = feed.iter().map(|v| v.view()).collect();
+    feed.push(seeds.view());
+    graph.run(&feed).map_err(internal)
 }
 
 /// The seed shaped as the model's output batch: [B, *output_shape_without_batch].

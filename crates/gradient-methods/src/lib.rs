@@ -48,12 +48,6 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         GradientRows { request, samples }
     }
 
-    /// Rows per host call: the request's batch limit, and at most [`CHUNK_BYTES`] of inputs.
-    fn chunk_rows(&self) -> usize {
-        let row_bytes: usize = self.request.inputs().iter().map(|x| x.row_len() * 4).sum::<usize>().max(1);
-        self.request.max_batch_rows().min(CHUNK_BYTES / row_bytes).max(1)
-    }
-
     /// For every row: `point(row, i, dst)` writes model input i's point into `dst`; after the
     /// gradient call, `combine(row, i, gradient, attribution)` folds input i's gradient into
     /// the attribution of (n, t): a slice of `results[i]` (from [`attribution_results`]).
@@ -69,7 +63,7 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         let (n, t, s) = (request.batch_size(), request.num_targets(), self.samples);
         let output_row = request.output_row_size();
         let total = n * t * s;
-        let chunk = self.chunk_rows().min(total.max(1));
+        let chunk = chunk_rows(request).min(total.max(1));
         let row_lens: Vec<usize> = inputs.iter().map(TensorView::row_len).collect();
 
         let mut buffers: Vec<Vec<f32>> = row_lens.iter().map(|&len| vec![0.0; chunk * len]).collect();
@@ -121,6 +115,12 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         }
         Ok(())
     }
+}
+
+/// Rows per host call for `request`: its batch limit, and at most [`CHUNK_BYTES`] of inputs.
+pub fn chunk_rows(request: &Request<'_>) -> usize {
+    let row_bytes: usize = request.inputs().iter().map(|x| x.row_len() * 4).sum::<usize>().max(1);
+    request.max_batch_rows().min(CHUNK_BYTES / row_bytes).max(1)
 }
 
 /// The attribution tensor of every model input, [N, T, *input_shape] each, to fill.

@@ -10,7 +10,7 @@
 //! input's channels. The chosen layer and its shape are reported in the response's info.
 
 use explaind_gradient_methods::gradcam::{Upsample, cam};
-use explaind_gradient_methods::{CHUNK_BYTES, choice};
+use explaind_gradient_methods::{choice, chunk_rows};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin};
 
 pub struct GradCam;
@@ -54,8 +54,7 @@ impl Explainer for GradCam {
         let inputs = request.inputs();
         let (n, t) = (request.batch_size(), request.num_targets());
         let output_row = request.output_row_size();
-        let row_bytes: usize = inputs.iter().map(|x| x.row_len() * 4).sum::<usize>().max(1);
-        let chunk = request.max_batch_rows().min(CHUNK_BYTES / row_bytes).max(1);
+        let chunk = chunk_rows(request);
 
         // Filled after the first call, when the layer's shape is known.
         let mut maps: Option<(&mut [f32], Vec<i64>)> = None;

@@ -177,13 +177,6 @@ pub fn choice<'a>(request: &Request<'a>, name: &str, choices: &[&str]) -> Result
     }
 }
 
-/// The model's explained output at one row per input n of `points` (each [N, ...] like the
-/// request's inputs), as [N, output_row_size].
-pub fn forward_rows(ctx: &Context<'_>, shapes: &[Vec<i64>], points: &[Vec<f32>]) -> Result<Vec<f32>, Error> {
-    let views: Vec<TensorView> = shapes.iter().zip(points).map(|(s, d)| TensorView::new(s, d)).collect();
-    Ok(ctx.forward(&views)?.data().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -603,6 +603,37 @@ impl<'a> Context<'a> {
         self.result_slice(err, out)
     }
 
+    /// For methods that attribute f(x) − f(b) against one baseline row per model input
+    /// (DeepLIFT, integrated gradients): runs the model on the baseline, writes f(b) as the
+    /// base values, and the extra `name` [N, T] = sums[n, t] − (f(x) − f(b)), where `sums` holds
+    /// Σ attributions per (input row, target), row-major.
+    pub fn report_against_baseline(&self, request: &Request<'_>, baseline: &[&[f32]], sums: &[f64], name: &str) -> Result<(), Error> {
+        let (n, t) = (request.batch_size(), request.num_targets());
+        let shapes: Vec<Vec<i64>> = request
+            .inputs()
+            .iter()
+            .map(|x| {
+                let mut shape = x.shape.to_vec();
+                shape[0] = 1;
+                shape
+            })
+            .collect();
+        let views: Vec<TensorView> = shapes.iter().zip(baseline).map(|(s, d)| TensorView::new(s, d)).collect();
+        let at_baseline = self.forward(&views)?;
+        let at_baseline = at_baseline.data();
+        let base = self.base_values()?;
+        let residual = self.extra(name, &[n as i64, t as i64])?;
+        for i in 0..n {
+            for (j, &target) in request.targets(i).iter().enumerate() {
+                let k = i * t + j;
+                base[k] = at_baseline[target as usize];
+                let gap = request.outputs().row(i)[target as usize] as f64 - base[k] as f64;
+                residual[k] = (sums[k] - gap) as f32;
+            }
+        }
+        Ok(())
+    }
+
     /// A fact to report in the response.
     pub fn info(&self, key: &str, value: &str) -> Result<(), Error> {
         let f = self.host.result_info.ok_or_else(|| Error::internal("host has no result_info"))?;

@@ -62,28 +62,9 @@ impl Explainer for DeepLift {
                 }
             }
         }
-        // f(baseline): one forward pass on a single baseline row per input.
-        let one_row: Vec<(Vec<i64>, Vec<f32>)> = inputs
-            .iter()
-            .map(|input| {
-                let mut shape = input.shape.to_vec();
-                shape[0] = 1;
-                (shape, vec![baseline; input.row_len()])
-            })
-            .collect();
-        let views: Vec<TensorView> = one_row.iter().map(|(s, d)| TensorView::new(s, d)).collect();
-        let at_baseline = ctx.forward(&views)?;
-        let at_baseline = at_baseline.data();
-        let base = ctx.base_values()?;
-        let residual = ctx.extra("completeness_residual", &[n as i64, t as i64])?;
-        for i in 0..n {
-            for (j, &target) in request.targets(i).iter().enumerate() {
-                let k = i * t + j;
-                base[k] = at_baseline[target as usize];
-                let gap = request.outputs().row(i)[target as usize] as f64 - base[k] as f64;
-                residual[k] = (sums[k] - gap) as f32;
-            }
-        }
+        let baseline_rows: Vec<Vec<f32>> = inputs.iter().map(|x| vec![baseline; x.row_len()]).collect();
+        let baseline_rows: Vec<&[f32]> = baseline_rows.iter().map(Vec::as_slice).collect();
+        ctx.report_against_baseline(request, &baseline_rows, &sums, "completeness_residual")?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! delta Σφ − (f(x) − f(b)), which shrinks as the steps grow.
 
 use explaind_gradient_methods::quadrature::PathMethod;
-use explaind_gradient_methods::{GradientRows, attribution_results, choice, forward_rows, integer_at_least};
+use explaind_gradient_methods::{GradientRows, attribution_results, choice, integer_at_least};
 use explaind_plugin_sdk::{Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, export_plugin};
 
 pub struct IntegratedGradients;
@@ -91,35 +91,16 @@ fn baselines(request: &Request<'_>) -> Result<Vec<Vec<f32>>, Error> {
 
 /// Base values f(b) and convergence deltas Σφ − (f(x) − f(b)) for every (input, target).
 fn report_base_and_delta(ctx: &Context<'_>, request: &Request<'_>, baselines: &[Vec<f32>], results: &[&mut [f32]]) -> Result<(), Error> {
-    let (n, t) = (request.batch_size(), request.num_targets());
-    let shapes: Vec<Vec<i64>> = request
-        .inputs()
-        .iter()
-        .map(|x| {
-            let mut shape = x.shape.to_vec();
-            shape[0] = 1;
-            shape
-        })
-        .collect();
-    let at_baseline = forward_rows(ctx, &shapes, baselines)?;
-    let mut sums = vec![0f64; n * t];
+    let pairs = request.batch_size() * request.num_targets();
+    let mut sums = vec![0f64; pairs];
     for attributions in results {
-        let len = attributions.len() / (n * t).max(1);
+        let len = attributions.len() / pairs.max(1);
         for (k, sum) in sums.iter_mut().enumerate() {
             *sum += attributions[k * len..(k + 1) * len].iter().map(|&v| v as f64).sum::<f64>();
         }
     }
-    let base = ctx.base_values()?;
-    let delta = ctx.extra("convergence_delta", &[n as i64, t as i64])?;
-    for i in 0..n {
-        for (j, &target) in request.targets(i).iter().enumerate() {
-            let k = i * t + j;
-            base[k] = at_baseline[target as usize];
-            let gap = request.outputs().row(i)[target as usize] as f64 - base[k] as f64;
-            delta[k] = (sums[k] - gap) as f32;
-        }
-    }
-    Ok(())
+    let baselines: Vec<&[f32]> = baselines.iter().map(Vec::as_slice).collect();
+    ctx.report_against_baseline(request, &baselines, &sums, "convergence_delta")
 }
 
 export_plugin!(IntegratedGradients);

@@ -17,7 +17,7 @@
 
 use crate::CompileError;
 use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
-use crate::rules::{Emitter, form, vjp};
+use crate::rules::{Emitter, PairLayout, form, vjp};
 use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
 
@@ -41,9 +41,10 @@ pub struct CompiledDeepLift {
     ///   of `activations`); run it on input rows and on reference rows alike;
     /// - `backward_model` takes the input side's activations, then the reference side's (both in
     ///   that order), then the seed, and returns the multipliers. With R reference rows the seed
-    ///   has T·R rows: seed row t·R + r pairs seed t with reference row r (the graph repeats the
-    ///   reference rows itself). The input side has one row (explained against all of them) or
-    ///   T·R rows (explicit pairs).
+    ///   has T·R rows: seed row t·R + r pairs seed t with reference row r. The input side has
+    ///   one row (explained against every reference) or R rows (pairs). What depends on the
+    ///   pair alone is computed for the R pairs and broadcast over the T seeds
+    ///   ([`crate::rules::PairLayout`]).
     pub activation_model: ModelProto,
     pub backward_model: ModelProto,
     /// Names of the activations (tensors of the original graph).
@@ -114,14 +115,22 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     seed_info.name = Some(seed.clone());
     builder.graph_mut().input.push(seed_info);
 
+    // The row counts of the pair layout. The backward model defines them afresh (see `split`).
+    let layout = PairLayout {
+        gradient_rows: GRADIENT_ROWS.into(),
+        pair_rows: PAIR_ROWS.into(),
+        repeats: REPEATS.into(),
+    };
+    builder.graph_mut().node.extend(layout_nodes(&seed, references.first().map(String::as_str)));
+    builder.graph_mut().initializer.extend(layout_constants());
+
     let mut grads: HashMap<String, Vec<String>> = HashMap::from([(request.output.clone(), vec![seed.clone()])]);
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
-    // The backward model may get the input side as one row (see `split`): full shapes are read
-    // from the reference side, which always has every row.
-    emit.read_shapes_from(reference_of.clone());
+    emit.use_pair_layout(reference_of.clone(), layout);
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
+    let sizes = crate::layers::spatial_sizes(graph);
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
-        multipliers(emit, node, output_grads, varies, &reference)
+        multipliers(emit, node, output_grads, varies, &reference, &sizes)
     })?;
     let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
@@ -174,12 +183,20 @@ fn split(
 
     // Walk back from the backward nodes' inputs: a varying value (either side) becomes an
     // activation; anything else not at hand is recomputed by including its producer.
-    let mut keep: Vec<bool> = (0..combined.node.len()).map(|i| i >= backward_start).collect();
+    // The layout's row counts are defined afresh below, from the backward model's own inputs.
+    let is_layout = |n: &NodeProto| n.name().starts_with(LAYOUT_NODE_PREFIX);
+    let mut keep: Vec<bool> = combined.node.iter().enumerate().map(|(i, n)| i >= backward_start && !is_layout(n)).collect();
     let mut activations: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = combined.node[backward_start..].iter().flat_map(|n| n.input.clone()).collect();
+    let mut pending: Vec<String> =
+        combined.node[backward_start..].iter().filter(|n| !is_layout(n)).flat_map(|n| n.input.clone()).collect();
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(tensor) = pending.pop() {
-        if tensor.is_empty() || !seen.insert(tensor.clone()) || initializers.contains(tensor.as_str()) || tensor == seed {
+        if tensor.is_empty()
+            || !seen.insert(tensor.clone())
+            || initializers.contains(tensor.as_str())
+            || tensor == seed
+            || [GRADIENT_ROWS, PAIR_ROWS, REPEATS].contains(&tensor.as_str())
+        {
             continue;
         }
         let original_name = original_of.get(tensor.as_str()).copied().unwrap_or(tensor.as_str());
@@ -227,94 +244,16 @@ fn split(
         ..Default::default()
     };
 
-    // The backward model: what was kept, fed by both sides' activations and the seed. The
-    // reference side comes as R rows and the seed as T·R rows (T seeds per reference row,
-    // seed-major); the graph repeats the reference rows T times, and the input side (one row,
-    // or T·R) broadcasts against them, so nothing is copied per (row, seed) pair.
-    let mut backward_nodes: Vec<NodeProto> = Vec::new();
-    let node = |op: &str, inputs: Vec<String>, output: String, attributes: Vec<explaind_onnx::AttributeProto>| NodeProto {
-        input: inputs,
-        output: vec![output.clone()],
-        name: Some(format!("{output}__node")),
-        op_type: Some(op.into()),
-        attribute: attributes,
-        ..Default::default()
-    };
-    let first_reference = activations.first().map(|a| format!("{}__input", reference_of.get(a).map(String::as_str).unwrap_or(a)));
-    let mut constants = Vec::new();
-    if let Some(first_reference) = &first_reference {
-        // repeats = rows(seed) / rows(reference), as a 1-element int64 tensor.
-        constants.push(explaind_onnx::tensor_i64("__deeplift_zero", &[1], &[0]));
-        constants.push(explaind_onnx::tensor_i64("__deeplift_one", &[1], &[1]));
-        constants.push(explaind_onnx::tensor_i64("__deeplift_minus_one", &[1], &[-1]));
-        constants.push(explaind_onnx::tensor_i64("__deeplift_end", &[1], &[i64::MAX]));
-        let first_dim = |b: &mut Vec<NodeProto>, tensor: &str, out: &str| {
-            b.push(node("Shape", vec![tensor.into()], format!("{out}__shape"), vec![]));
-            b.push(node(
-                "Slice",
-                vec![format!("{out}__shape"), "__deeplift_zero".into(), "__deeplift_one".into()],
-                out.into(),
-                vec![],
-            ));
-        };
-        first_dim(&mut backward_nodes, seed, "__deeplift_seed_rows");
-        first_dim(&mut backward_nodes, first_reference, "__deeplift_reference_rows");
-        backward_nodes.push(node(
-            "Div",
-            vec!["__deeplift_seed_rows".into(), "__deeplift_reference_rows".into()],
-            "__deeplift_repeats".into(),
-            vec![],
-        ));
-    }
-    for activation in &activations {
-        let reference = reference_of.get(activation).map(String::as_str).unwrap_or(activation).to_string();
-        let input = format!("{reference}__input");
-        let shape = format!("{reference}__in_shape");
-        backward_nodes.push(node("Shape", vec![input.clone()], shape.clone(), vec![]));
-        backward_nodes.push(node(
-            "Concat",
-            vec!["__deeplift_repeats".into(), shape.clone()],
-            format!("{reference}__tiled_shape"),
-            vec![explaind_onnx::AttributeProto::int("axis", 0)],
-        ));
-        backward_nodes.push(node("Unsqueeze", vec![input, "__deeplift_zero".into()], format!("{reference}__lifted"), vec![]));
-        backward_nodes.push(node(
-            "Expand",
-            vec![format!("{reference}__lifted"), format!("{reference}__tiled_shape")],
-            format!("{reference}__tiled"),
-            vec![],
-        ));
-        backward_nodes.push(node(
-            "Slice",
-            vec![shape, "__deeplift_one".into(), "__deeplift_end".into()],
-            format!("{reference}__row_shape"),
-            vec![],
-        ));
-        backward_nodes.push(node(
-            "Concat",
-            vec!["__deeplift_minus_one".into(), format!("{reference}__row_shape")],
-            format!("{reference}__flat_shape"),
-            vec![explaind_onnx::AttributeProto::int("axis", 0)],
-        ));
-        backward_nodes.push(node(
-            "Reshape",
-            vec![format!("{reference}__tiled"), format!("{reference}__flat_shape")],
-            reference.clone(),
-            vec![],
-        ));
-    }
+    // The backward model: what was kept, fed by both sides' activations (the input side's under
+    // the original names, one row or R; the reference side's under their twins' names, R rows)
+    // and the seed (T·R rows), with the layout's row counts read from those.
+    let first_reference = activations.first().map(|a| reference_of.get(a).cloned().unwrap_or_else(|| a.clone()));
+    let mut backward_nodes = layout_nodes(seed, first_reference.as_deref());
     backward_nodes.extend(combined.node.iter().zip(&keep).filter(|(_, k)| **k).map(|(n, _)| n.clone()));
-    // The input side goes in under its own names, one row or T·R rows: it broadcasts against
-    // the reference side, whose shapes the rules read (see `Emitter::read_shapes_from`).
     let mut inputs: Vec<_> = activations.iter().map(|a| float_output(a)).collect();
-    inputs.extend(
-        activations
-            .iter()
-            .map(|a| float_output(&format!("{}__input", reference_of.get(a).map(String::as_str).unwrap_or(a)))),
-    );
+    inputs.extend(activations.iter().map(|a| float_output(reference_of.get(a).map(String::as_str).unwrap_or(a))));
     inputs.extend(combined.input.iter().filter(|i| i.name() == seed).cloned());
-    let mut backward_initializers = keep_initializers(&backward_nodes);
-    backward_initializers.extend(constants);
+    let backward_initializers = keep_initializers(&backward_nodes);
     let backward_graph = explaind_onnx::GraphProto {
         name: Some(format!("{}_backward", original.name())),
         initializer: backward_initializers,
@@ -326,28 +265,73 @@ fn split(
     (activation_graph, backward_graph, activations)
 }
 
-/// `numerator / denominator` where `|denominator| >= epsilon`, else `fallback`.
-fn guarded_ratio(e: &mut Emitter<'_>, numerator: &str, denominator: &str, epsilon: f32, fallback: &str) -> String {
+/// The layout's row counts (see [`PairLayout`]): T·R, R and T as 1-element int64 tensors.
+const GRADIENT_ROWS: &str = "__deeplift_gradient_rows";
+const PAIR_ROWS: &str = "__deeplift_pair_rows";
+const REPEATS: &str = "__deeplift_repeats";
+const LAYOUT_NODE_PREFIX: &str = "__deeplift_layout";
+
+/// Nodes defining the layout's row counts: T·R from the seed's rows, R from a reference-side
+/// tensor's (the seed's when there is none: T = 1).
+fn layout_nodes(seed: &str, reference: Option<&str>) -> Vec<NodeProto> {
+    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: Some(format!("{LAYOUT_NODE_PREFIX}_{output}")),
+        op_type: Some(op.into()),
+        ..Default::default()
+    };
+    let first = |tensor: &str, out: &str| {
+        let shape = format!("{out}__shape");
+        vec![node("Shape", &[tensor], &shape), node("Slice", &[&shape, "__deeplift_zero", "__deeplift_one"], out)]
+    };
+    let mut nodes = first(seed, GRADIENT_ROWS);
+    nodes.extend(first(reference.unwrap_or(seed), PAIR_ROWS));
+    nodes.push(node("Div", &[GRADIENT_ROWS, PAIR_ROWS], REPEATS));
+    nodes
+}
+
+fn layout_constants() -> Vec<explaind_onnx::TensorProto> {
+    vec![explaind_onnx::tensor_i64("__deeplift_zero", &[1], &[0]), explaind_onnx::tensor_i64("__deeplift_one", &[1], &[1])]
+}
+
+/// The pair-stage pieces of a guarded division by `denominator`: a 0/1 mask of where
+/// `|denominator| >= epsilon`, and `1 / denominator` there (0 elsewhere).
+fn guarded_inverse(e: &mut Emitter<'_>, denominator: &str, epsilon: f32) -> (String, String) {
     let magnitude = e.node("Abs", &[denominator], vec![]);
     let threshold = e.scalar(epsilon);
     let usable = e.node("GreaterOrEqual", &[&magnitude, &threshold], vec![]);
-    // Where the denominator is too small it is replaced by 1 (so the ratio stays finite), and
-    // the fallback is selected: arithmetic on a 0/1 mask, as `Emitter::select` explains.
-    let one = e.scalar(1.0);
+    // Arithmetic on a 0/1 mask rather than `Where` (see `Emitter::select`): where the
+    // denominator is too small it is replaced by 1, so the inverse stays finite, and masked.
     let mask = e.float_mask(&usable);
+    let one = e.scalar(1.0);
     let unusable = e.node("Sub", &[&one, &mask], vec![]);
     let safe = e.node("Add", &[denominator, &unusable], vec![]);
-    let ratio = e.node("Div", &[numerator, &safe], vec![]);
-    e.blend(&mask, &ratio, fallback)
+    let inverse = e.node("Div", &[&mask, &safe], vec![]);
+    (mask, inverse)
 }
 
-/// The DeepLIFT multipliers of one node (see the module documentation for the rules).
+/// The rescale factor `Δy / Δz`, or `slope` (the derivative at x) where `|Δz| < ε`: one
+/// pair-stage tensor, so the multiplier is the gradient times it.
+fn rescale_factor(e: &mut Emitter<'_>, dy: &str, dz: &str, slope: &str) -> String {
+    let (mask, inverse) = guarded_inverse(e, dz, RESCALE_EPSILON);
+    let ratio = e.node("Mul", &[dy, &inverse], vec![]);
+    let one = e.scalar(1.0);
+    let unusable = e.node("Sub", &[&one, &mask], vec![]);
+    let fallback = e.node("Mul", &[&unusable, slope], vec![]);
+    e.node("Add", &[&ratio, &fallback], vec![])
+}
+
+/// The DeepLIFT multipliers of one node (see the module documentation for the rules). What
+/// depends on the forward values is computed in the pair stage; the gradient is multiplied by
+/// it ([`Emitter::per_pair`]), so the seeds' rows only carry linear work.
 fn multipliers(
     e: &mut Emitter<'_>,
     node: &NodeProto,
     g: &[Option<String>],
     varies: &[bool],
     reference: &dyn Fn(&str) -> String,
+    sizes: &HashMap<String, Vec<i64>>,
 ) -> Result<Vec<Option<String>>, CompileError> {
     let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };
     let x = |i: usize| node.input[i].clone();
@@ -358,19 +342,20 @@ fn multipliers(
     if ELEMENTWISE.contains(&op) || (op == "Div" && varies[1] && !varies[0]) {
         // Rescale: g · (y_x − y_r) / (z_x − z_r), the plain gradient at x where z barely moves.
         let z = if op == "Div" { 1 } else { 0 };
-        let plain = if op == "Div" {
-            // −g · y / b, on the output's shape like the rescaled value (summed over broadcast
-            // axes only once, below).
-            let p = e.node("Mul", &[&g0, &y], vec![]);
-            let p = e.node("Div", &[&p, &x(1)], vec![]);
+        let slope = if op == "Div" {
+            // d(a/b)/db = −y / b, on the output's shape like the rescaled value.
+            let p = e.node("Div", &[&y, &x(1)], vec![]);
             e.node("Neg", &[&p], vec![])
         } else {
-            vjp(e, node, g, varies)?.swap_remove(0).expect("the varying input has a gradient")
+            // The rule's vector-Jacobian product of a unit gradient: the derivative at x.
+            let one = e.scalar(1.0);
+            let unit = vec![Some(one)];
+            vjp(e, node, &unit, varies)?.swap_remove(0).expect("the varying input has a gradient")
         };
         let dz = e.node("Sub", &[&x(z), &reference(&x(z))], vec![]);
         let dy = e.node("Sub", &[&y, &reference(&y)], vec![]);
-        let scaled = e.node("Mul", &[&g0, &dy], vec![]);
-        let m = guarded_ratio(e, &scaled, &dz, RESCALE_EPSILON, &plain);
+        let factor = rescale_factor(e, &dy, &dz, &slope);
+        let m = e.per_pair(&g0, &factor);
         // For Div the multiplier lives on the output's shape; sum it over broadcast axes.
         out[z] = Some(if op == "Div" { e.unbroadcast(&m, &x(1)) } else { m });
         return Ok(out);
@@ -382,7 +367,7 @@ fn multipliers(
             for (i, other) in [(0, 1), (1, 0)] {
                 let sum = e.node("Add", &[&x(other), &reference(&x(other))], vec![]);
                 let mean = e.node("Mul", &[&sum, &half], vec![]);
-                let m = e.node("Mul", &[&g0, &mean], vec![]);
+                let m = e.per_pair(&g0, &mean);
                 out[i] = Some(e.unbroadcast(&m, &x(i)));
             }
         }
@@ -395,31 +380,33 @@ fn multipliers(
             // a: Δa · (1/b_x + 1/b_r) / 2
             let sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
             let mean = e.node("Mul", &[&sum, &half], vec![]);
-            let m_a = e.node("Mul", &[&g0, &mean], vec![]);
+            let m_a = e.per_pair(&g0, &mean);
             out[0] = Some(e.unbroadcast(&m_a, &x(0)));
-            // b: (a_x + a_r) / 2 · (1/b_x − 1/b_r), divided by Δb.
+            // b: (a_x + a_r) / 2 · (1/b_x − 1/b_r), divided by Δb (no multiplier where Δb ≈ 0).
             let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
             let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
             let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
             let contribution = e.node("Mul", &[&a_mean, &inv_diff], vec![]);
-            let contribution = e.node("Mul", &[&g0, &contribution], vec![]);
             let db = e.node("Sub", &[&bx, &br], vec![]);
-            let zero = e.scalar(0.0);
-            let zeros = e.node("Mul", &[&contribution, &zero], vec![]);
-            let m_b = guarded_ratio(e, &contribution, &db, ROUTE_EPSILON, &zeros);
+            let (_, inverse) = guarded_inverse(e, &db, ROUTE_EPSILON);
+            let factor = e.node("Mul", &[&contribution, &inverse], vec![]);
+            let m_b = e.per_pair(&g0, &factor);
             out[1] = Some(e.unbroadcast(&m_b, &x(1)));
         }
         "MatMul" if varies[0] && varies[1] => {
+            if e.rank(&x(0)).is_none_or(|r| r < 3) || e.rank(&x(1)).is_none_or(|r| r < 3) {
+                return Err(form(node, "MatMul with two varying operands needs declared ranks of 3 or more (a batch axis)"));
+            }
             let half = e.scalar(0.5);
             let b_sum = e.node("Add", &[&x(1), &reference(&x(1))], vec![]);
             let b_mean = e.node("Mul", &[&b_sum, &half], vec![]);
             let b_t = e.swap_last_two(&b_mean, &x(1), node)?;
-            let m_a = e.node("MatMul", &[&g0, &b_t], vec![]);
+            let m_a = e.per_pair_matmul(&g0, &b_t, false);
             out[0] = Some(e.unbroadcast(&m_a, &x(0)));
             let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
             let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
             let a_t = e.swap_last_two(&a_mean, &x(0), node)?;
-            let m_b = e.node("MatMul", &[&a_t, &g0], vec![]);
+            let m_b = e.per_pair_matmul(&g0, &a_t, true);
             out[1] = Some(e.unbroadcast(&m_b, &x(1)));
         }
         "Gemm" if varies[0] && varies[1] => {
@@ -427,7 +414,7 @@ fn multipliers(
         }
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
         "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
-        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference)?),
+        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, sizes)?),
         // Everything else that has a rule is linear in its varying inputs: the multiplier is the
         // vector-Jacobian product.
         _ => return vjp(e, node, g, varies),
@@ -448,44 +435,54 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
         let sum = e.node("ReduceSum", &[&exp, &axes], keep());
         (centred, exp, sum)
     };
+    // Pair stage.
     let (cx, ex, sx) = side(e, &zx);
     let (cr, er, sr) = side(e, &zr);
     let half = e.scalar(0.5);
     let one = e.scalar(1.0);
-    let zero = e.scalar(0.0);
-
-    // y = e / s, both varying (two-player Shapley rule).
     let inv_x = e.node("Div", &[&one, &sx], vec![]);
     let inv_r = e.node("Div", &[&one, &sr], vec![]);
     let inv_sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
     let inv_mean = e.node("Mul", &[&inv_sum, &half], vec![]);
-    let m_e = e.node("Mul", &[g, &inv_mean], vec![]);
     let e_sum = e.node("Add", &[&ex, &er], vec![]);
     let e_mean = e.node("Mul", &[&e_sum, &half], vec![]);
     let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
-    let contribution = e.node("Mul", &[&e_mean, &inv_diff], vec![]);
-    let contribution = e.node("Mul", &[g, &contribution], vec![]);
-    let contribution = e.node("ReduceSum", &[&contribution, &axes], keep());
+    let to_sum = e.node("Mul", &[&e_mean, &inv_diff], vec![]);
     let ds = e.node("Sub", &[&sx, &sr], vec![]);
-    let no_multiplier = e.node("Mul", &[&contribution, &zero], vec![]);
-    let m_s = guarded_ratio(e, &contribution, &ds, ROUTE_EPSILON, &no_multiplier);
-    // s = ReduceSum(e) is linear: its multiplier spreads back over the axis.
-    let m_e = e.node("Add", &[&m_e, &m_s], vec![]);
-    // e = Exp(c): rescale, with the gradient e_x where c barely moves.
+    let (_, inv_ds) = guarded_inverse(e, &ds, ROUTE_EPSILON);
     let dc = e.node("Sub", &[&cx, &cr], vec![]);
     let de = e.node("Sub", &[&ex, &er], vec![]);
-    let scaled = e.node("Mul", &[&m_e, &de], vec![]);
-    let plain = e.node("Mul", &[&m_e, &ex], vec![]);
-    let m_c = guarded_ratio(e, &scaled, &dc, RESCALE_EPSILON, &plain);
+    let exp_factor = rescale_factor(e, &de, &dc, &ex);
     // c = z − max(z): rescaled elementwise from z to c, as shap's TensorFlow backend does.
     let dz = e.node("Sub", &[&zx, &zr], vec![]);
-    let scaled = e.node("Mul", &[&m_c, &dc], vec![]);
-    Ok(guarded_ratio(e, &scaled, &dz, RESCALE_EPSILON, &m_c))
+    let centring_factor = rescale_factor(e, &dc, &dz, &one);
+
+    // Gradient stage. y = e / s, both varying (two-player Shapley rule): e gets g at the mean of
+    // 1/s, s gets Σ g · mean(e) · Δ(1/s), divided by Δs.
+    let m_e = e.per_pair(g, &inv_mean);
+    let contribution = e.per_pair(g, &to_sum);
+    let contribution = e.node("ReduceSum", &[&contribution, &axes], keep());
+    let m_s = e.per_pair(&contribution, &inv_ds);
+    // s = ReduceSum(e) is linear: its multiplier spreads back over the axis.
+    let m_e = e.node("Add", &[&m_e, &m_s], vec![]);
+    // e = Exp(c), then c from z: rescale factors.
+    let both = e.node("Mul", &[&exp_factor, &centring_factor], vec![]);
+    Ok(e.per_pair(&m_e, &both))
 }
 
 /// MaxPool: each output's difference goes to the argmax of x (the part above the reference's
 /// maximum) and of r (the part below), added up at those positions, divided by Δx.
-fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&str) -> String) -> Result<String, CompileError> {
+///
+/// The routing weights are pair-stage values. Windows that tile the input without overlap
+/// (stride = kernel, no padding or dilation: the common 2×2 pool) give each input position
+/// one weight, so the gradient stage is a nearest upsampling and a product; other windows scatter-add every seed's values at the pair's argmax positions.
+fn max_pool(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &str,
+    reference: &dyn Fn(&str) -> String,
+    sizes: &HashMap<String, Vec<i64>>,
+) -> Result<String, CompileError> {
     if node.attr_int("storage_order").unwrap_or(0) != 0 {
         return Err(form(node, "storage_order 1 is not supported"));
     }
@@ -500,22 +497,71 @@ fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&
         .collect();
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
-    // Indices are flat over the whole batch, so the input side needs all its rows here.
-    let full_shape = e.shape(&xx);
-    let xx_full = e.node("Expand", &[&xx, &full_shape], vec![]);
-    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_full], 2, attrs.clone()).swap_remove(1);
+
+    // Pair stage. Indices are flat over the whole batch, so the input side gets all R rows.
+    let pair_shape = e.pair_shape(&xx);
+    let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
+    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_rows], 2, attrs.clone()).swap_remove(1);
     let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
     let top = e.node("Max", &[&yx, &yr], vec![]);
     let above = e.node("Sub", &[&top, &yr], vec![]);
     let below = e.node("Sub", &[&yx, &top], vec![]);
-    let to_x = e.node("Mul", &[g, &above], vec![]);
-    let to_r = e.node("Mul", &[g, &below], vec![]);
+    let dx = e.node("Sub", &[&xx, &xr], vec![]);
+    let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
     let flat = e.ints(&[-1]);
+
+    if let Some(kernel) = tiling_window(node) {
+        // One weight per input position: what its window's output difference routes to it.
+        let count = e.node("ReduceProd", &[&pair_shape], vec![AttributeProto::int("keepdims", 0)]);
+        let mut weights = e.flat_zeros(&count);
+        for (indices, values) in [(&index_x, &above), (&index_r, &below)] {
+            let indices = e.node("Reshape", &[indices, &flat], vec![]);
+            let values = e.node("Reshape", &[values, &flat], vec![]);
+            weights = e.node(
+                "ScatterElements",
+                &[&weights, &indices, &values],
+                vec![AttributeProto::int("axis", 0), AttributeProto::string("reduction", "add")],
+            );
+        }
+        let weights = e.node("Reshape", &[&weights, &pair_shape], vec![]);
+        let weights = e.node("Mul", &[&weights, &inv_dx], vec![]);
+        // Gradient stage: each output's gradient to its whole window, then the weights.
+        let mut scales = vec![1.0f32, 1.0];
+        scales.extend(kernel.iter().map(|&k| k as f32));
+        let scales = e.builder().add_initializer(explaind_onnx::tensor_f32("maxpool_scales", &[scales.len() as i64], &scales));
+        let spread = e.node(
+            "Resize",
+            &[g, "", &scales],
+            vec![
+                AttributeProto::string("mode", "nearest"),
+                AttributeProto::string("coordinate_transformation_mode", "asymmetric"),
+                AttributeProto::string("nearest_mode", "floor"),
+            ],
+        );
+        // Positions past the last whole window (floor mode) belong to none: zeros, unless the
+        // file tells that the windows divide the input (the padding would copy the tensor).
+        let divides = sizes.get(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
+        let spread = if divides { spread } else { e.pad_to(&spread, &xx) };
+        return Ok(e.per_pair(&spread, &weights));
+    }
+
+    // Gradient stage, any windows: every seed's values go to the pair's argmax positions,
+    // offset by the seed's block of the flat gradient tensor.
     let count = e.size(&xx);
     let mut routed = e.flat_zeros(&count);
-    for (indices, values) in [(index_x, to_x), (index_r, to_r)] {
-        let indices = e.node("Reshape", &[&indices, &flat], vec![]);
+    for (indices, weight) in [(index_x, above), (index_r, below)] {
+        let values = e.per_pair(g, &weight);
         let values = e.node("Reshape", &[&values, &flat], vec![]);
+        let pair_indices = e.node("Reshape", &[&indices, &flat], vec![]);
+        let indices = match e.seed_offsets(&xx) {
+            Some(offsets) => {
+                let row = e.ints(&[1, -1]);
+                let pair_indices = e.node("Reshape", &[&pair_indices, &row], vec![]);
+                let all = e.node("Add", &[&pair_indices, &offsets], vec![]);
+                e.node("Reshape", &[&all, &flat], vec![])
+            }
+            None => pair_indices,
+        };
         routed = e.node(
             "ScatterElements",
             &[&routed, &indices, &values],
@@ -524,7 +570,19 @@ fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&
     }
     let shape = e.shape(&xx);
     let routed = e.node("Reshape", &[&routed, &shape], vec![]);
-    let dx = e.node("Sub", &[&xx, &xr], vec![]);
-    let zeros = e.zeros_like(&routed);
-    Ok(guarded_ratio(e, &routed, &dx, ROUTE_EPSILON, &zeros))
+    Ok(e.per_pair(&routed, &inv_dx))
+}
+
+/// The kernel of a 2-D max-pool whose windows tile its input without overlap or gaps between
+/// them (strides equal to the kernel, no padding, no dilation, floor mode); `None` otherwise.
+fn tiling_window(node: &NodeProto) -> Option<Vec<i64>> {
+    let kernel = node.attr_ints("kernel_shape")?.to_vec();
+    let strides = node.attr_ints("strides").map(<[i64]>::to_vec).unwrap_or_else(|| vec![1; kernel.len()]);
+    let untouched = |name: &str, neutral: i64| node.attr_ints(name).is_none_or(|v| v.iter().all(|&d| d == neutral));
+    let tiles = kernel.len() == 2
+        && strides == kernel
+        && untouched("pads", 0)
+        && untouched("dilations", 1)
+        && node.attr_int("ceil_mode").unwrap_or(0) == 0;
+    tiles.then_some(kernel)
 }

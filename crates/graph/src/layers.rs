@@ -66,6 +66,87 @@ fn node_output_rank(node: &NodeProto, ranks: &HashMap<String, usize>) -> Option<
     None
 }
 
+/// Operators whose first output has the spatial size (and rank) of their first input.
+const SIZE_PRESERVING: &[&str] = &[
+    "Abs", "BatchNormalization", "Cast", "Clip", "Dropout", "Elu", "Erf", "Exp", "Identity", "LeakyRelu",
+    "Neg", "Relu", "Sigmoid", "Softplus", "Tanh",
+];
+
+/// The spatial size (the axes after N and C) of every rank-4 value whose size the file tells
+/// statically: a declared input or value, then through convolutions, pools, elementwise
+/// operators and broadcasts with constants. Used where a backward rule can choose a faster
+/// form when it knows the size (a max-pool whose windows tile its input exactly).
+pub fn spatial_sizes(graph: &GraphProto) -> HashMap<String, Vec<i64>> {
+    let mut sizes: HashMap<String, Vec<i64>> = HashMap::new();
+    for info in graph.input.iter().chain(&graph.value_info) {
+        let Some(shape) = info.tensor_shape() else { continue };
+        let spatial: Option<Vec<i64>> =
+            shape.iter().skip(2).map(|d| if let Some(explaind_onnx::Dim::Value(v)) = d { Some(*v) } else { None }).collect();
+        if let (4, Some(spatial)) = (shape.len(), spatial) {
+            sizes.insert(info.name().to_string(), spatial);
+        }
+    }
+    for node in &graph.node {
+        if let Some(size) = node_output_size(graph, node, &sizes)
+            && let Some(out) = node.output.first().filter(|o| !o.is_empty())
+        {
+            sizes.entry(out.clone()).or_insert(size);
+        }
+    }
+    sizes
+}
+
+fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String, Vec<i64>>) -> Option<Vec<i64>> {
+    if !is_default_domain(node.domain()) {
+        return None;
+    }
+    let input = sizes.get(node.input.first()?)?;
+    let op = node.op_type();
+    if SIZE_PRESERVING.contains(&op) {
+        return Some(input.clone());
+    }
+    if matches!(op, "Conv" | "MaxPool" | "AveragePool") {
+        if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") || node.attr_int("ceil_mode").unwrap_or(0) != 0 {
+            return None;
+        }
+        let kernel: Vec<i64> = match node.attr_ints("kernel_shape") {
+            Some(k) => k.to_vec(),
+            None => graph.initializer(node.input.get(1)?)?.dims.get(2..)?.to_vec(),
+        };
+        let n = kernel.len();
+        if n != input.len() {
+            return None;
+        }
+        let or = |name: &str, default: i64, len: usize| node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len]);
+        let (strides, dilations, pads) = (or("strides", 1, n), or("dilations", 1, n), or("pads", 0, 2 * n));
+        return (0..n)
+            .map(|i| {
+                let span = dilations[i] * (kernel[i] - 1) + 1;
+                let padded = input[i] + pads[i] + pads[i + n];
+                (padded >= span).then(|| (padded - span) / strides[i] + 1)
+            })
+            .collect();
+    }
+    if BROADCASTING.contains(&op) {
+        // Every other operand a known value of the same size, or a constant that broadcasts
+        // over the spatial axes (size 1 there, or fewer axes).
+        for other in node.input.iter().skip(1).filter(|i| !i.is_empty()) {
+            if let Some(size) = sizes.get(other) {
+                if size != input {
+                    return None;
+                }
+            } else {
+                let dims = &graph.initializer(other)?.dims;
+                if dims.iter().rev().take(input.len()).any(|&d| d != 1) {
+                    return None;
+                }
+            }
+        }
+        return Some(input.clone());
+    }
+    None
+}
+
 /// The values of rank 4 that nodes compute (not the model's inputs or constants), in graph
 /// order: the layers a Grad-CAM request can name.
 pub fn four_d_layers(model: &ModelProto) -> Vec<String> {
@@ -131,6 +212,19 @@ mod tests {
         // Conv, Relu, Conv, Add are 4-D; Flatten and Gemm are not (and not guessed).
         assert_eq!(layers, outputs[..4].iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(last_conv2d_output(&model).as_deref(), Some(outputs[2]));
+    }
+
+    #[test]
+    fn spatial_sizes_follow_convolutions_activations_and_constant_broadcasts() {
+        let model = small_cnn();
+        let graph = model.graph.as_ref().unwrap();
+        let sizes = spatial_sizes(graph);
+        let size = |i: usize| sizes.get(&graph.node[i].output[0]).cloned();
+        assert_eq!(sizes.get("x"), Some(&vec![4, 4]));
+        // 4×4 through an unpadded 3×3 convolution is 2×2; then ReLU, a 1×1 convolution and a
+        // broadcast of a one-element constant keep it; Flatten has no spatial size.
+        assert_eq!([size(0), size(1), size(2), size(3)], [Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2])]);
+        assert_eq!(size(4), None);
     }
 
     #[test]

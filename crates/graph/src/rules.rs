@@ -20,10 +20,30 @@ pub struct Emitter<'a> {
     scalars: HashMap<u32, String>,
     int_lists: HashMap<Vec<i64>, String>,
     shapes: HashMap<String, String>,
-    /// Where a tensor's shape is to be read from another tensor of the same shape. DeepLIFT's
-    /// backward graph gets the input side as a single row that broadcasts against the reference
-    /// side's rows; every full shape is then read from the reference side.
+    /// DeepLIFT's counterparts: for each value of the input side, the same value computed on
+    /// the references. See [`PairLayout`].
     shape_source: HashMap<String, String>,
+    /// Set while compiling DeepLIFT multipliers: how their rows are laid out.
+    layout: Option<PairLayout>,
+}
+
+/// How DeepLIFT's graphs lay out their rows, so that what depends only on an (input,
+/// reference) pair is computed once per pair rather than once per (pair, seed).
+///
+/// - The *pair stage* works on the forward values of both sides: the reference side has R rows
+///   and the input side R rows or one row (which broadcasts). Rescale ratios, routing weights
+///   and Shapley means are computed here, with R rows.
+/// - The *gradient stage* carries the seeds backwards with T·R rows, seed-major (row t·R + r
+///   holds seed t against reference r). It is linear in the seeds: every nonlinearity is a
+///   multiplication by a pair-stage factor, broadcast over the T seeds by
+///   [`Emitter::per_pair`].
+///
+/// The three names are 1-element int64 tensors the graph defines: T·R, R and T.
+#[derive(Debug, Clone)]
+pub struct PairLayout {
+    pub gradient_rows: String,
+    pub pair_rows: String,
+    pub repeats: String,
 }
 
 impl<'a> Emitter<'a> {
@@ -36,6 +56,7 @@ impl<'a> Emitter<'a> {
             int_lists: HashMap::new(),
             shapes: HashMap::new(),
             shape_source: HashMap::new(),
+            layout: None,
         }
     }
 
@@ -67,31 +88,106 @@ impl<'a> Emitter<'a> {
         name
     }
 
-    /// Reads the shapes of the given tensors from their counterparts (see `shape_source`).
-    pub fn read_shapes_from(&mut self, counterparts: HashMap<String, String>) {
+    /// Switches to DeepLIFT's row layout: `counterparts` maps each input-side value to its
+    /// reference-side twin, whose shape (with T·R rows) the gradient stage takes.
+    pub fn use_pair_layout(&mut self, counterparts: HashMap<String, String>, layout: PairLayout) {
         self.shape_source = counterparts;
+        self.layout = Some(layout);
     }
 
-    /// The tensor whose shape `tensor` has: itself, or its counterpart.
-    pub fn shaped_like(&self, tensor: &str) -> String {
-        self.shape_source.get(tensor).cloned().unwrap_or_else(|| tensor.to_string())
-    }
-
-    /// `Shape(tensor)`, emitted once per tensor.
+    /// The gradient-stage shape of `tensor`: `Shape(tensor)`, or under a [`PairLayout`] its
+    /// reference twin's shape with T·R rows. Emitted once per tensor.
     pub fn shape(&mut self, tensor: &str) -> String {
         if let Some(name) = self.shapes.get(tensor) {
             return name.clone();
         }
-        let source = self.shaped_like(tensor);
-        let name = self.node("Shape", &[&source], vec![]);
+        let name = match (self.shape_source.get(tensor).cloned(), self.layout.clone()) {
+            (Some(twin), Some(layout)) => {
+                let twin_shape = self.pair_shape(&twin);
+                let rest = self.after_first(&twin_shape);
+                self.node("Concat", &[&layout.gradient_rows, &rest], vec![AttributeProto::int("axis", 0)])
+            }
+            _ => self.node("Shape", &[tensor], vec![]),
+        };
         self.shapes.insert(tensor.to_string(), name.clone());
         name
     }
 
-    /// `Size(tensor)`, read like [`Emitter::shape`].
+    /// The pair-stage shape of `tensor` (R rows under a [`PairLayout`]): its reference twin's.
+    pub fn pair_shape(&mut self, tensor: &str) -> String {
+        let source = self.shape_source.get(tensor).cloned().unwrap_or_else(|| tensor.to_string());
+        let key = format!("{source}\u{0}pair");
+        if let Some(name) = self.shapes.get(&key) {
+            return name.clone();
+        }
+        let name = self.node("Shape", &[&source], vec![]);
+        self.shapes.insert(key, name.clone());
+        name
+    }
+
+    /// The element count of `tensor`'s gradient-stage shape, as an int64 scalar.
     pub fn size(&mut self, tensor: &str) -> String {
-        let source = self.shaped_like(tensor);
-        self.node("Size", &[&source], vec![])
+        let shape = self.shape(tensor);
+        self.node("ReduceProd", &[&shape], vec![AttributeProto::int("keepdims", 0)])
+    }
+
+    /// `g · factor` for a gradient-stage `g` (T·R rows) and a pair-stage `factor` (R rows, or
+    /// one): `g` is viewed as [T, R, ...] so the factor broadcasts over the seeds without
+    /// being copied T times. Without a [`PairLayout`] a plain product.
+    pub fn per_pair(&mut self, g: &str, factor: &str) -> String {
+        let Some(layout) = self.layout.clone() else { return self.node("Mul", &[g, factor], vec![]) };
+        let g_shape = self.node("Shape", &[g], vec![]);
+        let rest = self.after_first(&g_shape);
+        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
+        let lifted = self.node("Reshape", &[g, &lifted_shape], vec![]);
+        let product = self.node("Mul", &[&lifted, factor], vec![]);
+        let flat_shape = self.node("Concat", &[&layout.gradient_rows, &rest], vec![AttributeProto::int("axis", 0)]);
+        self.node("Reshape", &[&product, &flat_shape], vec![])
+    }
+
+    /// The gradient-stage product of `g` with a pair-stage matrix: `g · factor`, or
+    /// `factor · g` when `factor_first`, batched over the seeds like [`Emitter::per_pair`].
+    pub fn per_pair_matmul(&mut self, g: &str, factor: &str, factor_first: bool) -> String {
+        let operands = |g: &str| if factor_first { [factor.to_string(), g.to_string()] } else { [g.to_string(), factor.to_string()] };
+        let Some(layout) = self.layout.clone() else {
+            let [a, b] = operands(g);
+            return self.node("MatMul", &[&a, &b], vec![]);
+        };
+        let g_shape = self.node("Shape", &[g], vec![]);
+        let rest = self.after_first(&g_shape);
+        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
+        let lifted = self.node("Reshape", &[g, &lifted_shape], vec![]);
+        let [a, b] = operands(&lifted);
+        let product = self.node("MatMul", &[&a, &b], vec![]);
+        let product_shape = self.node("Shape", &[&product], vec![]);
+        let start = self.ints(&[2]);
+        let end = self.ints(&[i64::MAX]);
+        let product_rest = self.node("Slice", &[&product_shape, &start, &end], vec![]);
+        let flat_shape = self.node("Concat", &[&layout.gradient_rows, &product_rest], vec![AttributeProto::int("axis", 0)]);
+        self.node("Reshape", &[&product, &flat_shape], vec![])
+    }
+
+    /// Under a [`PairLayout`], the flat offset of each seed's block in a gradient-stage tensor
+    /// shaped like `tensor`, as [T, 1] int64 (t · R · row size); without one, `None`.
+    pub fn seed_offsets(&mut self, tensor: &str) -> Option<String> {
+        let layout = self.layout.clone()?;
+        let pair_shape = self.pair_shape(tensor);
+        let block = self.node("ReduceProd", &[&pair_shape], vec![AttributeProto::int("keepdims", 0)]);
+        let zero = self.builder.add_initializer(tensor_i64("grad_zero", &[], &[0]));
+        let one = self.builder.add_initializer(tensor_i64("grad_step", &[], &[1]));
+        let axis0 = self.ints(&[0]);
+        let seeds = self.node("Squeeze", &[&layout.repeats, &axis0], vec![]);
+        let seeds = self.node("Range", &[&zero, &seeds, &one], vec![]);
+        let offsets = self.node("Mul", &[&seeds, &block], vec![]);
+        let column = self.ints(&[-1, 1]);
+        Some(self.node("Reshape", &[&offsets, &column], vec![]))
+    }
+
+    /// Elements from index 1 on of a 1-D tensor.
+    fn after_first(&mut self, shape: &str) -> String {
+        let start = self.ints(&[1]);
+        let end = self.ints(&[i64::MAX]);
+        self.node("Slice", &[shape, &start, &end], vec![])
     }
 
     /// `condition ? a : b` elementwise, as `b + mask · (a − b)` with the condition cast to 0/1.
@@ -143,10 +239,10 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// Zeros in `tensor`'s (gradient-stage) shape.
     pub fn zeros_like(&mut self, tensor: &str) -> String {
-        let zero = self.scalar(0.0);
-        let source = self.shaped_like(tensor);
-        self.node("Mul", &[&source, &zero], vec![])
+        let shape = self.shape(tensor);
+        self.node("ConstantOfShape", &[&shape], vec![AttributeProto::tensor("value", tensor_f32("", &[1], &[0.0]))])
     }
 
     /// A flat float tensor of `count` zeros (`count`: an int64 scalar).

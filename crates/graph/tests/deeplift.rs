@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use explaind_graph::{DeepLiftRequest, compile_deeplift};
-use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, tensor_f32};
+use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, tensor_f32};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 /// Checks completeness for every (input row, reference row, output element) triple; returns
@@ -247,26 +247,30 @@ fn demo_models_are_complete_against_their_backgrounds() {
     check_completeness(&wine, "logits", &[x], &[r]);
 }
 
-#[test]
-fn the_split_models_compute_what_the_combined_one_does() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
-    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
-    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
+/// The split models (activations, then the backward pass over T seeds × R references)
+/// against the combined graph: first R explicit pairs with one seed each, then one input row
+/// against all R references with `seeds` seeds each (seed-major rows) against the T·R explicit
+/// pairs. Returns the backward model's nodes.
+fn check_split_against_pairs(model: &ModelProto, output: &str, x: &ArrayD<f32>, r: &ArrayD<f32>, seeds: usize) -> Vec<NodeProto> {
+    let input = model.graph.as_ref().unwrap().input[0].name().to_string();
+    let compiled = compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: vec![input.clone()] }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let combined = load(&compiled.model, &dir, "combined");
     let activation = load(&compiled.activation_model, &dir, "activation");
     let backward = load(&compiled.backward_model, &dir, "backward");
-    // The input itself, and what every nonlinearity reads.
-    assert!(compiled.activations.contains(&"image".to_string()), "{:?}", compiled.activations);
-    assert!(compiled.activations.len() > 3, "{:?}", compiled.activations);
-    // The backward model recomputes no convolution: those are in the activation model only.
-    let backward_ops: Vec<&str> = compiled.backward_model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect();
-    assert!(!backward_ops.contains(&"Conv"), "{backward_ops:?}");
+    let output_index = model.graph.as_ref().unwrap().output.iter().position(|o| o.name() == output).unwrap();
+    let outputs = forward_output_shape(&load(model, &dir, "forward"), std::slice::from_ref(x), output_index)[1..].iter().product();
+    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        assert_eq!(a.shape(), b.shape());
+        for (u, v) in a.iter().zip(b.iter()) {
+            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
+        }
+    };
+    let k = r.shape()[0];
+    assert_eq!(x.shape()[0], k, "x has one row per reference");
 
-    let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
-    let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
-    let seed = array(&[4, 10], 70, 0.0);
+    // R pairs, one seed each: the same through both.
+    let seed = array(&[k, outputs], 70, 0.0);
     let together = combined.run(&[x.view(), r.view(), seed.view()]).unwrap().0;
     let x_side = activation.run(&[x.view()]).unwrap().0;
     let r_side = activation.run(&[r.view()]).unwrap().0;
@@ -275,30 +279,84 @@ fn the_split_models_compute_what_the_combined_one_does() {
     feed.extend(r_side.iter().map(|a| a.view()));
     feed.push(seed.view());
     let apart = backward.run(&feed).unwrap().0;
-    let multipliers = &together[1..];
-    assert_eq!(multipliers.len(), apart.len());
-    for (a, b) in multipliers.iter().zip(&apart) {
-        assert_eq!(a.shape(), b.shape());
-        for (u, v) in a.iter().zip(b.iter()) {
-            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
-        }
+    let n_outputs = model.graph.as_ref().unwrap().output.len();
+    assert_eq!(together.len() - n_outputs, apart.len());
+    for (a, b) in together[n_outputs..].iter().zip(&apart) {
+        close(a, b);
     }
 
-    // One input row against all 4 reference rows, with 3 seeds each (seed-major rows): the
-    // same as the explicit 12 pairs through the combined graph.
+    // One input row against all R references, `seeds` seeds each: the T·R explicit pairs.
     let one: Vec<_> = x_side.iter().map(|a| a.slice_axis(Axis(0), (1..2).into()).to_owned()).collect();
-    let seeds3 = array(&[3, 10], 71, 0.0);
-    let tiled_seeds = ndarray::Array2::from_shape_fn((12, 10), |(row, e)| seeds3[[row / 4, e]]).into_dyn();
+    let per_seed = array(&[seeds, outputs], 71, 0.0);
+    let tiled_seeds = ndarray::Array2::from_shape_fn((seeds * k, outputs), |(row, e)| per_seed[[row / k, e]]).into_dyn();
     let mut feed: Vec<_> = one.iter().map(|a| a.view()).collect();
     feed.extend(r_side.iter().map(|a| a.view()));
     feed.push(tiled_seeds.view());
     let broadcast = backward.run(&feed).unwrap().0;
-    let pairs_x = x.select(Axis(0), &[1; 12]);
-    let pairs_r = r.select(Axis(0), &(0..12).map(|row| row % 4).collect::<Vec<_>>());
+    let pairs_x = x.select(Axis(0), &vec![1; seeds * k]);
+    let pairs_r = r.select(Axis(0), &(0..seeds * k).map(|row| row % k).collect::<Vec<_>>());
     let explicit = combined.run(&[pairs_x.view(), pairs_r.view(), tiled_seeds.view()]).unwrap().0;
-    assert_eq!(broadcast[0].shape(), &[12, 1, 8, 8]);
-    for (u, v) in broadcast[0].iter().zip(explicit[1].iter()) {
-        assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
-    }
+    assert_eq!(broadcast[0].shape()[0], seeds * k);
+    close(&broadcast[0], &explicit[n_outputs]);
+    compiled.backward_model.graph.unwrap().node
 }
 
+#[test]
+fn the_split_models_compute_what_the_combined_one_does() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
+    let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
+    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
+    // The input itself, and what every nonlinearity reads.
+    assert!(compiled.activations.contains(&"image".to_string()), "{:?}", compiled.activations);
+    assert!(compiled.activations.len() > 3, "{:?}", compiled.activations);
+    let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
+    let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
+    let backward = check_split_against_pairs(&digits, "logits", &x, &r, 3);
+    // The backward model recomputes no convolution: those are in the activation model only.
+    assert!(!backward.iter().any(|n| n.op_type() == "Conv"));
+}
+
+#[test]
+fn the_split_models_route_every_form_of_max_pool() {
+    // Three pools: 2×2 windows tiling a declared 8×8 input (a nearest upsampling, nothing
+    // padded); overlapping 3×3 windows of stride 1 (a scatter over every seed); 3×3 windows of
+    // stride 3 on a 4×4 input (tiling, with a last row and column in no window: padded).
+    let m = single_input(&[1, 8, 8], |b, x| {
+        let w = constant(b, &[2, 1, 3, 3], 90);
+        let c = b.add_node("Conv", &[x, &w], vec![AttributeProto::ints("pads", [1, 1, 1, 1])]);
+        let a = b.add_node("Relu", &[&c], vec![]);
+        let two = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+        let p = b.add_node("MaxPool", &[&a], two);
+        let w = constant(b, &[3, 2, 3, 3], 91);
+        let c = b.add_node("Conv", &[&p, &w], vec![AttributeProto::ints("pads", [1, 1, 1, 1])]);
+        let a = b.add_node("Tanh", &[&c], vec![]);
+        let overlapping = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("strides", [1, 1]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+        ];
+        let p = b.add_node("MaxPool", &[&a], overlapping);
+        let three = vec![AttributeProto::ints("kernel_shape", [3, 3]), AttributeProto::ints("strides", [3, 3])];
+        let p = b.add_node("MaxPool", &[&p], three);
+        let f = b.add_node("Flatten", &[&p], vec![]);
+        let w = constant(b, &[4, 3], 92);
+        b.add_node("Gemm", &[&f, &w], vec![AttributeProto::int("transB", 1)])
+    });
+    let (x, r) = (rows(5, &[1, 8, 8], 93), rows(5, &[1, 8, 8], 94));
+    let backward = check_split_against_pairs(&m, &output_name(&m), &x, &r, 3);
+    // Each form took its own route: two upsamplings, one of them padded; one scatter whose
+    // indices are the pair's offset per seed (an Add of offsets, then flattened).
+    let producer = |tensor: &str| backward.iter().find(|n| n.output.iter().any(|o| o == tensor));
+    let upsampled: Vec<&str> = backward.iter().filter(|n| n.op_type() == "Resize").map(|n| n.output[0].as_str()).collect();
+    assert_eq!(upsampled.len(), 2);
+    let padded = upsampled.iter().filter(|u| backward.iter().any(|n| n.op_type() == "Pad" && n.input[0] == **u)).count();
+    assert_eq!(padded, 1);
+    let offset_scatters = backward
+        .iter()
+        .filter(|n| n.op_type() == "ScatterElements")
+        .filter(|n| producer(&n.input[1]).and_then(|p| producer(&p.input[0])).is_some_and(|p| p.op_type() == "Add"))
+        .count();
+    assert_eq!(offset_scatters, 2, "x's and r's argmax positions");
+    check_completeness(&m, &output_name(&m), &[x], &[r]);
+}

@@ -373,9 +373,11 @@ fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
 
 /// Input channels from which a convolution's input gradient runs faster as a plain Conv with
 /// the kernel flipped than as a ConvTranspose: ONNX Runtime's blocked convolution kernels win
-/// from about 16 channels out (25–45 % on 2 cores); with few channels (an RGB input layer)
-/// ConvTranspose is several times faster (`../shared/design/deep-shap.md`, measured section).
-const FLIPPED_CONV_MIN_CHANNELS: i64 = 16;
+/// from about 8 channels out (the digits CNN's 8→16 layer: its DeepLIFT backward pass over
+/// 1000 rows went from 4.3 to 3.3 ms; 25–45 % on wider layers); with fewer channels (an RGB
+/// or grey input layer) ConvTranspose is faster (`../shared/design/deep-shap.md`, measured
+/// section; a 3-channel layer measured here agrees).
+const FLIPPED_CONV_MIN_CHANNELS: i64 = 8;
 
 /// The input gradient of a stride-1, undilated, ungrouped 2-D convolution with constant weights
 /// as a plain convolution: the kernel flipped in space with its channel axes swapped, padded by

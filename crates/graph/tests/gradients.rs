@@ -173,7 +173,7 @@ fn convolutions() {
         let attrs = vec![AttributeProto::int("group", 2), AttributeProto::ints("dilations", [2, 2])];
         b.add_node("Conv", &[&x[0], &w], attrs)
     });
-    // Stride 1 and 16 input channels: the flipped-kernel Conv route, with asymmetric pads.
+    // Stride 1 and 16 input channels (8 or more): the flipped-kernel Conv route, with asymmetric pads.
     check(&[&[2, 16, 5, 6]], 0.0, |b, x| {
         let w = constant(b, &[3, 16, 3, 2], 11);
         b.add_node("Conv", &[&x[0], &w], vec![AttributeProto::ints("pads", [1, 0, 2, 1])])

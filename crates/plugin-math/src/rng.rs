@@ -21,6 +21,14 @@ impl Rng {
         self.inner.next_u64()
     }
 
+    /// Moves to the start of the stream's `draw`-th 64-bit draw (counting from 0), so a
+    /// consumer whose items each take a fixed number of draws can generate any item on its own
+    /// (in parallel, or in any order) and get what a sequential pass gives. `uniform` and
+    /// `next_u64` take one draw each; `below` may take several.
+    pub fn seek(&mut self, draw: u64) {
+        self.inner.set_word_pos(2 * draw as u128);
+    }
+
     /// Uniform in [0, 1).
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -51,6 +59,18 @@ mod tests {
         let xc: Vec<u64> = (0..8).map(|_| c.next_u64()).collect();
         assert_eq!(xa, xb);
         assert_ne!(xa, xc);
+    }
+
+    #[test]
+    fn seeking_lands_where_sequential_draws_are() {
+        let mut sequential = Rng::new(3, 2);
+        let draws: Vec<u64> = (0..40).map(|_| sequential.next_u64()).collect();
+        for start in [0u64, 1, 7, 8, 17, 31] {
+            let mut r = Rng::new(3, 2);
+            r.seek(start);
+            let again: Vec<u64> = (0..9).map(|_| r.next_u64()).collect();
+            assert_eq!(again, draws[start as usize..start as usize + 9]);
+        }
     }
 
     #[test]

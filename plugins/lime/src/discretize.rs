@@ -91,9 +91,9 @@ impl Feature {
     /// A value inside bin `b`: lime's truncated normal with the bin's mean and spread. Where
     /// the bin is a single point (its bounds are equal) the value is that point; lime returns
     /// the standardised bound there (0), which is a bug we do not copy.
-    pub fn draw_value(&self, b: usize, rng: &mut crate::rng::Rng) -> f64 {
+    pub fn draw_value(&self, b: usize, u: f64) -> f64 {
         match &self.samplers[b] {
-            Some(distribution) => distribution.sample(rng),
+            Some(distribution) => distribution.sample(u),
             None => self.mins[b],
         }
     }
@@ -129,9 +129,9 @@ mod tests {
         assert_eq!(f.frequencies, vec![5.0 / 8.0, 1.0 / 8.0, 2.0 / 8.0]);
         // Bin 0 is the single point 0: draws give exactly 0.
         let mut rng = crate::rng::Rng::new(0, 0);
-        assert_eq!(f.draw_value(0, &mut rng), 0.0);
+        assert_eq!(f.draw_value(0, rng.uniform()), 0.0);
         for _ in 0..100 {
-            let v = f.draw_value(2, &mut rng);
+            let v = f.draw_value(2, rng.uniform());
             assert!(v > 1.25 - 1e-12 && v <= 3.0);
         }
         // Stds are population stds plus lime's 1e-11.

@@ -62,9 +62,15 @@ fn at_least(name: &str, value: Option<i64>, min: i64) -> Result<Option<usize>, E
 }
 
 /// One input's perturbations: writes sample `i`'s binary representation and model row.
-trait Sampler {
+///
+/// Every perturbed sample takes the same number of draws from the input's random stream, so
+/// sample i's start at (i − 1) · `draws_per_sample` (sample 0 is x itself): any run of samples
+/// can be generated on its own thread and the result does not depend on how rows are split
+/// into batches or threads.
+trait Sampler: Sync {
     fn features(&self) -> usize;
-    fn fill(&mut self, i: usize, z: &mut [u8], row: &mut [f32]);
+    fn draws_per_sample(&self) -> u64;
+    fn fill(&self, i: usize, rng: &mut Rng, z: &mut [u8], row: &mut [f32]);
     fn distance(&self, z: &[u8]) -> f64;
 }
 
@@ -72,23 +78,25 @@ struct Tabular<'a> {
     x: &'a [f32],
     stats: &'a [discretize::Feature],
     x_bins: Vec<usize>,
-    rng: Rng,
 }
 
 impl Sampler for Tabular<'_> {
     fn features(&self) -> usize {
         self.x.len()
     }
-    fn fill(&mut self, i: usize, z: &mut [u8], row: &mut [f32]) {
+    fn draws_per_sample(&self) -> u64 {
+        2 * self.x.len() as u64
+    }
+    fn fill(&self, i: usize, rng: &mut Rng, z: &mut [u8], row: &mut [f32]) {
         if i == 0 {
             z.fill(1);
             row.copy_from_slice(self.x);
             return;
         }
         for (j, f) in self.stats.iter().enumerate() {
-            let b = f.draw_bin(self.rng.uniform());
+            let b = f.draw_bin(rng.uniform());
             z[j] = (b == self.x_bins[j]) as u8;
-            row[j] = f.draw_value(b, &mut self.rng) as f32;
+            row[j] = f.draw_value(b, rng.uniform()) as f32;
         }
     }
     fn distance(&self, z: &[u8]) -> f64 {
@@ -104,14 +112,16 @@ struct Image<'a> {
     hidden: Vec<f32>,
     pixels: usize,
     channels: usize,
-    rng: Rng,
 }
 
 impl Sampler for Image<'_> {
     fn features(&self) -> usize {
         self.members.len()
     }
-    fn fill(&mut self, i: usize, z: &mut [u8], row: &mut [f32]) {
+    fn draws_per_sample(&self) -> u64 {
+        self.members.len().div_ceil(64) as u64
+    }
+    fn fill(&self, i: usize, rng: &mut Rng, z: &mut [u8], row: &mut [f32]) {
         row.copy_from_slice(self.x);
         if i == 0 {
             z.fill(1);
@@ -120,7 +130,7 @@ impl Sampler for Image<'_> {
         let mut bits = 0u64;
         for (s, zs) in z.iter_mut().enumerate() {
             if s % 64 == 0 {
-                bits = self.rng.next_u64();
+                bits = rng.next_u64();
             }
             *zs = (bits >> (s % 64) & 1) as u8;
             if *zs == 0 {
@@ -139,6 +149,82 @@ impl Sampler for Image<'_> {
         let on = z.iter().filter(|&&v| v == 1).count() as f64;
         1.0 - (on / m).sqrt()
     }
+}
+
+/// Every input's samples, input-major: sample row g is sample g % S of input g / S, and its
+/// binary representation sits at `offsets[n] + i · widths[n]` of one flat buffer (so a run of
+/// rows owns a contiguous part of it).
+struct Samples<'s, 'a> {
+    samplers: &'s [Box<dyn Sampler + 'a>],
+    seed: u64,
+    per_input: usize,
+    widths: Vec<usize>,
+    offsets: Vec<usize>,
+}
+
+impl Samples<'_, '_> {
+    /// Where row `row`'s binary representation starts (the buffer's length for one past the
+    /// last row).
+    fn binary_offset(&self, row: usize) -> usize {
+        let (n, i) = (row / self.per_input, row % self.per_input);
+        match self.offsets.get(n) {
+            Some(offset) => offset + i * self.widths[n],
+            None => self.offsets.last().map_or(0, |last| last + self.per_input * self.widths[n - 1]),
+        }
+    }
+
+    /// Fills rows `first..first + count`: their binary representations into `binary` (which
+    /// starts at row `first`'s) and their model rows into `batch`.
+    fn fill(&self, first: usize, count: usize, binary: &mut [u8], batch: &mut [f32]) {
+        let row_len = batch.len() / count.max(1);
+        let mut rng: Option<(usize, Rng)> = None;
+        let mut at = 0;
+        for (r, row) in batch.chunks_exact_mut(row_len).enumerate().take(count) {
+            let (n, i) = ((first + r) / self.per_input, (first + r) % self.per_input);
+            let sampler = &self.samplers[n];
+            if rng.as_ref().is_none_or(|(owner, _)| *owner != n) {
+                let mut fresh = Rng::new(self.seed, n as u64);
+                fresh.seek(i.saturating_sub(1) as u64 * sampler.draws_per_sample());
+                rng = Some((n, fresh));
+            }
+            let (_, rng) = rng.as_mut().expect("set above");
+            let m = self.widths[n];
+            sampler.fill(i, rng, &mut binary[at..at + m], row);
+            at += m;
+        }
+    }
+
+    /// [`Samples::fill`] split over `threads` threads in contiguous runs of rows.
+    fn fill_parallel(&self, first: usize, count: usize, binary: &mut [u8], batch: &mut [f32], threads: usize) {
+        let row_len = batch.len() / count.max(1);
+        let parts = threads.min(count / MIN_ROWS_PER_THREAD).max(1);
+        if parts == 1 {
+            return self.fill(first, count, binary, batch);
+        }
+        std::thread::scope(|scope| {
+            let (mut binary, mut batch) = (binary, batch);
+            let mut start = 0;
+            for part in 0..parts {
+                let end = count * (part + 1) / parts;
+                let split = self.binary_offset(first + end) - self.binary_offset(first + start);
+                let (own_binary, rest_binary) = std::mem::take(&mut binary).split_at_mut(split);
+                let (own_batch, rest_batch) = std::mem::take(&mut batch).split_at_mut((end - start) * row_len);
+                (binary, batch) = (rest_binary, rest_batch);
+                let rows = (first + start, end - start);
+                scope.spawn(move || self.fill(rows.0, rows.1, own_binary, own_batch));
+                start = end;
+            }
+        });
+    }
+}
+
+/// Below this many rows per thread, sampling stays on the calling thread.
+const MIN_ROWS_PER_THREAD: usize = 256;
+
+/// Threads for the plugin's own loops (sampling, the local models): the machine's cores, at
+/// most 8.
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -300,7 +386,7 @@ impl Explainer for Lime {
                 for n in 0..n_inputs {
                     let x = input.row(n);
                     let x_bins = stats.iter().zip(x).map(|(f, &v)| f.bin(v as f64)).collect();
-                    samplers.push(Box::new(Tabular { x, stats: &stats, x_bins, rng: Rng::new(seed, n as u64) }));
+                    samplers.push(Box::new(Tabular { x, stats: &stats, x_bins }));
                 }
             }
             Mode::Image { channels, height, width } => {
@@ -358,23 +444,20 @@ impl Explainer for Lime {
                         }
                     }
                     segment_maps.push(labels);
-                    samplers.push(Box::new(Image {
-                        x,
-                        members,
-                        hidden,
-                        pixels,
-                        channels,
-                        rng: Rng::new(seed, n as u64),
-                    }));
+                    samplers.push(Box::new(Image { x, members, hidden, pixels, channels }));
                 }
             }
         }
 
-        // Samples of every input through the model, in shared batches.
+        // Samples of every input through the model, in shared batches; each batch is sampled
+        // on all cores (ONNX Runtime has them while the model runs).
         let n_targets = request.num_targets();
         let out_row = request.output_row_size();
         let widths: Vec<usize> = samplers.iter().map(|s| s.features()).collect();
-        let mut binary: Vec<Vec<u8>> = widths.iter().map(|&m| vec![0u8; num_samples * m]).collect();
+        let offsets: Vec<usize> = widths.iter().scan(0, |at, &m| Some(std::mem::replace(at, *at + num_samples * m))).collect();
+        let mut binary = vec![0u8; widths.iter().sum::<usize>() * num_samples];
+        let samples = Samples { samplers: &samplers, seed, per_input: num_samples, widths: widths.clone(), offsets };
+        let threads = worker_threads();
         let mut labels: Vec<Vec<f64>> = (0..n_inputs).map(|_| vec![0f64; num_samples * n_targets]).collect();
         let total = n_inputs * num_samples;
         let chunk = batch_rows.min(total).max(1);
@@ -384,11 +467,8 @@ impl Explainer for Lime {
         while done < total {
             ctx.check_cancelled()?;
             let rows = chunk.min(total - done);
-            for r in 0..rows {
-                let (n, i) = ((done + r) / num_samples, (done + r) % num_samples);
-                let m = widths[n];
-                samplers[n].fill(i, &mut binary[n][i * m..(i + 1) * m], &mut batch[r * row_len..(r + 1) * row_len]);
-            }
+            let (from, to) = (samples.binary_offset(done), samples.binary_offset(done + rows));
+            samples.fill_parallel(done, rows, &mut binary[from..to], &mut batch[..rows * row_len], threads);
             batch_shape[0] = rows as i64;
             let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
             let out = out.data();
@@ -401,17 +481,15 @@ impl Explainer for Lime {
             done += rows;
         }
 
-        // Local models.
-        let mut fits: Vec<regression::Fit> = Vec::with_capacity(n_inputs * n_targets);
-        let mut y = vec![0f64; num_samples];
-        for n in 0..n_inputs {
-            ctx.check_cancelled()?;
+        // Local models, inputs spread over the cores.
+        ctx.check_cancelled()?;
+        let fit_input = |n: usize| -> Vec<regression::Fit> {
             let m = widths[n];
             let width = kernel_width.unwrap_or(match mode {
                 Mode::Tabular => 0.75 * (m as f64).sqrt(),
                 Mode::Image { .. } => 0.25,
             });
-            let z = &binary[n];
+            let z = &binary[samples.offsets[n]..samples.offsets[n] + num_samples * m];
             let weights: Vec<f64> = (0..num_samples)
                 .map(|i| {
                     let d = samplers[n].distance(&z[i * m..(i + 1) * m]);
@@ -425,15 +503,37 @@ impl Explainer for Lime {
             };
             let gram = regression::gram(num_samples, m, &weights, &row);
             let k = num_features.unwrap_or(if mode == Mode::Tabular { 10 } else { 100_000 });
-            for t in 0..n_targets {
-                for (i, v) in y.iter_mut().enumerate() {
-                    *v = labels[n][i * n_targets + t];
-                }
-                let target = regression::target(&gram, &weights, &y, &row);
-                let used = regression::select(&gram, &target, k, selection);
-                fits.push(regression::ridge(&gram, &target, &used, 1.0));
-            }
-        }
+            let mut y = vec![0f64; num_samples];
+            (0..n_targets)
+                .map(|t| {
+                    for (i, v) in y.iter_mut().enumerate() {
+                        *v = labels[n][i * n_targets + t];
+                    }
+                    let target = regression::target(&gram, &weights, &y, &row);
+                    let used = regression::select(&gram, &target, k, selection);
+                    regression::ridge(&gram, &target, &used, 1.0)
+                })
+                .collect()
+        };
+        let per_thread = n_inputs.div_ceil(threads.min(n_inputs).max(1)).max(1);
+        let fits: Vec<regression::Fit> = if per_thread >= n_inputs {
+            (0..n_inputs).flat_map(fit_input).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let fit_input = &fit_input;
+                let handles: Vec<_> = (0..n_inputs)
+                    .step_by(per_thread)
+                    .map(|first| scope.spawn(move || (first..(first + per_thread).min(n_inputs)).flat_map(fit_input).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(|_| Error::internal("lime: a local-model thread panicked")))
+                    .collect::<Result<Vec<_>, Error>>()
+            })?
+            .into_iter()
+            .flatten()
+            .collect()
+        };
 
         // Results.
         let attributions = ctx.attributions(0)?;

@@ -6,6 +6,8 @@ pub use explaind_plugin_math::Rng;
 /// N(mean, std²) truncated to [lo, hi] (in data units), sampled by inverting the CDF. The CDF
 /// at both ends is computed once, so a draw costs one uniform and one quantile. An interval
 /// in the upper tail is mirrored into the lower one, where the CDF keeps its relative precision.
+/// A draw takes exactly one uniform (so samples can be generated independently; see
+/// [`Rng::seek`]).
 #[derive(Clone, Debug)]
 pub struct TruncatedNormal {
     mean: f64,
@@ -28,9 +30,10 @@ impl TruncatedNormal {
         TruncatedNormal { mean, std, lo, hi, a, b, sign, pa, width: pb - pa }
     }
 
-    pub fn sample(&self, rng: &mut Rng) -> f64 {
+    /// The draw for a uniform `u` in [0, 1).
+    pub fn sample(&self, u: f64) -> f64 {
         let z = if self.width > 0.0 {
-            let u = self.pa + rng.uniform() * self.width;
+            let u = self.pa + u * self.width;
             normal_quantile(u.max(f64::MIN_POSITIVE)).clamp(self.a, self.b)
         } else {
             // Both ends beyond the CDF's resolution: the interval is a point at this scale.
@@ -115,13 +118,13 @@ mod tests {
     fn truncated_normal_stays_in_its_interval_with_the_right_mean() {
         let mut r = Rng::new(2, 0);
         // N(0, 1) on [0, inf-ish): mean sqrt(2/pi) = 0.7979.
-        let draws: Vec<f64> = (0..40_000).map(|_| TruncatedNormal::new(0.0, 1.0, 0.0, 50.0).sample(&mut r)).collect();
+        let draws: Vec<f64> = (0..40_000).map(|_| TruncatedNormal::new(0.0, 1.0, 0.0, 50.0).sample(r.uniform())).collect();
         assert!(draws.iter().all(|&d| (0.0..=50.0).contains(&d)));
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         assert!((mean - 0.7979).abs() < 0.02, "{mean}");
         // Far in the upper tail: stays inside.
         for _ in 0..100 {
-            let d = TruncatedNormal::new(0.0, 1.0, 7.0, 7.5).sample(&mut r);
+            let d = TruncatedNormal::new(0.0, 1.0, 7.0, 7.5).sample(r.uniform());
             assert!((7.0..=7.5).contains(&d));
         }
     }

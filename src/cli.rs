@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Threads ONNX Runtime uses inside one operator (default 0: one per core).
     #[arg(long)]
     pub intra_threads: Option<usize>,
+    /// Whether idle ONNX Runtime workers spin between runs (default false): faster back-to-back runs,
+    /// but the spinning takes a core from the plugins' own work.
+    #[arg(long)]
+    pub intra_op_spinning: Option<bool>,
     /// Sessions per model: how many forward passes of one model may run at once (default 1).
     #[arg(long)]
     pub sessions_per_model: Option<usize>,

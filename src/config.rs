@@ -66,6 +66,8 @@ pub struct RuntimeConfig {
     pub max_batch_rows: usize,
     /// Threads inside one operator (0: one per core).
     pub intra_threads: usize,
+    /// Idle workers spin between runs (default false; see `RuntimeOptions`).
+    pub intra_op_spinning: bool,
     pub sessions_per_model: usize,
 }
 
@@ -167,7 +169,14 @@ impl Default for PluginsConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { device: "auto".into(), ort_lib: None, max_batch_rows: 1024, intra_threads: 0, sessions_per_model: 1 }
+        RuntimeConfig {
+            device: "auto".into(),
+            ort_lib: None,
+            max_batch_rows: 1024,
+            intra_threads: 0,
+            intra_op_spinning: false,
+            sessions_per_model: 1,
+        }
     }
 }
 
@@ -256,6 +265,7 @@ impl Config {
         }
         set(&mut self.runtime.max_batch_rows, &a.max_batch_rows);
         set(&mut self.runtime.intra_threads, &a.intra_threads);
+        set(&mut self.runtime.intra_op_spinning, &a.intra_op_spinning);
         set(&mut self.runtime.sessions_per_model, &a.sessions_per_model);
         set(&mut self.cache.activation_bytes, &a.cache_bytes);
         set(&mut self.cache.chunk_bytes, &a.chunk_bytes);

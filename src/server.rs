@@ -137,6 +137,7 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
     let options = RuntimeOptions {
         device,
         intra_threads: config.runtime.intra_threads,
+        intra_op_spinning: config.runtime.intra_op_spinning,
         sessions_per_model: config.runtime.sessions_per_model,
         max_batch_rows: config.runtime.max_batch_rows,
     };

@@ -47,7 +47,8 @@ pub struct CompiledDeepLift {
     ///   ([`crate::rules::PairLayout`]).
     pub activation_model: ModelProto,
     pub backward_model: ModelProto,
-    /// Names of the activations (tensors of the original graph).
+    /// Names of the activations: tensors of the original graph, and values derived from one
+    /// side's row alone (max-pool argmax masks), which are computed and cached with them.
     pub activations: Vec<String>,
     /// Reference input per attributed input, in the request's order (`<input>__ref`).
     pub references: Vec<String>,
@@ -87,7 +88,6 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     }
 
     // The forward pass again, on the references: every node that computes a varying value.
-    let forward_nodes = graph.node.len();
     for node in &graph.node {
         if !node.output.iter().any(|o| varying.contains(o)) {
             continue;
@@ -109,6 +109,27 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
         builder.graph_mut().node.push(copy);
     }
 
+    // Values the backward pass reads that depend on one side's row alone are computed with the
+    // activations (once per row, and cached with the background's): the argmax positions of
+    // the max-pools whose windows tile their input, as 0/1 masks shaped like the pool's input.
+    let mut varying = varying;
+    let mut derived_nodes = Vec::new();
+    let mut argmax_masks: HashMap<String, String> = HashMap::new();
+    for (node, _) in graph.node.iter().zip(&on_path).filter(|(n, on)| **on && n.op_type() == "MaxPool") {
+        if tiling_window(node).is_none() || !varying.contains(&node.input[0]) {
+            continue;
+        }
+        let input = node.input[0].clone();
+        let (mask, nodes) = argmax_mask(&mut builder, node, &input);
+        let (mask_ref, nodes_ref) = argmax_mask(&mut builder, node, &reference_of[&input]);
+        derived_nodes.extend(nodes.iter().cloned());
+        builder.graph_mut().node.extend(nodes.into_iter().chain(nodes_ref));
+        reference_of.insert(mask.clone(), mask_ref);
+        varying.insert(mask.clone());
+        argmax_masks.insert(node.output[0].clone(), mask);
+    }
+    let backward_start = builder.graph_mut().node.len();
+
     let info = graph.output.iter().find(|o| o.name() == request.output).expect("checked by analyse");
     let seed = builder.fresh_name(&format!("{}__seed", request.output));
     let mut seed_info = info.clone();
@@ -128,16 +149,15 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
     emit.use_pair_layout(reference_of.clone(), layout);
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
-    let sizes = crate::layers::spatial_sizes(graph);
+    let pools = Pools { sizes: crate::layers::spatial_sizes(graph), argmax_masks };
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
-        multipliers(emit, node, output_grads, varies, &reference, &sizes)
+        multipliers(emit, node, output_grads, varies, &reference, &pools)
     })?;
     let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
     let combined = builder.finish();
-    let backward_start = forward_nodes + graph.node.iter().filter(|n| n.output.iter().any(|o| varying.contains(o))).count();
     let (activation_graph, backward_graph, activations) =
-        split(&combined, graph, backward_start, &reference_of, &varying, &seed, &multiplier_outputs);
+        split(&combined, graph, &derived_nodes, backward_start, &reference_of, &varying, &seed, &multiplier_outputs);
     let with_graph = |g: explaind_onnx::GraphProto| {
         let mut m = model.clone();
         m.graph = Some(g);
@@ -149,7 +169,12 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
         m
     };
     Ok(CompiledDeepLift {
-        model: with_graph(combined),
+        model: with_graph({
+            // Fused factors (see `Emitter::per_pair`) leave the unfused products unused.
+            let mut pruned = combined;
+            prune_unused_nodes(&mut pruned);
+            pruned
+        }),
         activation_model: with_graph(activation_graph),
         backward_model: with_graph(backward_graph),
         activations,
@@ -162,9 +187,11 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
 /// Splits the combined graph into an activation model (the forward pass, returning what the
 /// backward pass reads) and a backward model (activations of both sides and the seed in,
 /// multipliers out). Nodes before `backward_start` are the two forward passes.
+#[allow(clippy::too_many_arguments)]
 fn split(
     combined: &explaind_onnx::GraphProto,
     original: &explaind_onnx::GraphProto,
+    derived: &[NodeProto],
     backward_start: usize,
     reference_of: &HashMap<String, String>,
     varying: &std::collections::HashSet<String>,
@@ -223,6 +250,7 @@ fn split(
     // The activation model: the original forward pass, returning the activations (through
     // Identity nodes, since a model input cannot be returned as an output by name everywhere).
     let mut forward_nodes = original.node.clone();
+    forward_nodes.extend(derived.iter().cloned());
     let mut forward_outputs = Vec::new();
     for activation in &activations {
         let out = format!("{activation}__activation");
@@ -254,7 +282,7 @@ fn split(
     inputs.extend(activations.iter().map(|a| float_output(reference_of.get(a).map(String::as_str).unwrap_or(a))));
     inputs.extend(combined.input.iter().filter(|i| i.name() == seed).cloned());
     let backward_initializers = keep_initializers(&backward_nodes);
-    let backward_graph = explaind_onnx::GraphProto {
+    let mut backward_graph = explaind_onnx::GraphProto {
         name: Some(format!("{}_backward", original.name())),
         initializer: backward_initializers,
         node: backward_nodes,
@@ -262,7 +290,25 @@ fn split(
         output: multipliers.iter().map(|m| float_output(m)).collect(),
         ..Default::default()
     };
+    prune_unused_nodes(&mut backward_graph);
     (activation_graph, backward_graph, activations)
+}
+
+/// Removes the nodes no graph output depends on (walking back from the outputs).
+fn prune_unused_nodes(graph: &mut explaind_onnx::GraphProto) {
+    let mut needed: std::collections::HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
+    let mut keep = vec![false; graph.node.len()];
+    for (index, node) in graph.node.iter().enumerate().rev() {
+        if node.output.iter().any(|o| needed.contains(o)) {
+            keep[index] = true;
+            needed.extend(node.input.iter().filter(|i| !i.is_empty()).cloned());
+        }
+    }
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
 }
 
 /// The layout's row counts (see [`PairLayout`]): T·R, R and T as 1-element int64 tensors.
@@ -331,7 +377,7 @@ fn multipliers(
     g: &[Option<String>],
     varies: &[bool],
     reference: &dyn Fn(&str) -> String,
-    sizes: &HashMap<String, Vec<i64>>,
+    pools: &Pools,
 ) -> Result<Vec<Option<String>>, CompileError> {
     let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };
     let x = |i: usize| node.input[i].clone();
@@ -414,7 +460,7 @@ fn multipliers(
         }
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
         "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
-        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, sizes)?),
+        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, pools)?),
         // Everything else that has a rule is linear in its varying inputs: the multiplier is the
         // vector-Jacobian product.
         _ => return vjp(e, node, g, varies),
@@ -481,7 +527,7 @@ fn max_pool(
     node: &NodeProto,
     g: &str,
     reference: &dyn Fn(&str) -> String,
-    sizes: &HashMap<String, Vec<i64>>,
+    pools: &Pools,
 ) -> Result<String, CompileError> {
     if node.attr_int("storage_order").unwrap_or(0) != 0 {
         return Err(form(node, "storage_order 1 is not supported"));
@@ -498,52 +544,43 @@ fn max_pool(
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
 
-    // Pair stage. Indices are flat over the whole batch, so the input side gets all R rows.
-    let pair_shape = e.pair_shape(&xx);
-    let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
-    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_rows], 2, attrs.clone()).swap_remove(1);
-    let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
+    // Pair stage: the part of each output's difference above the reference's maximum goes to
+    // x's argmax, the part below to r's.
     let top = e.node("Max", &[&yx, &yr], vec![]);
     let above = e.node("Sub", &[&top, &yr], vec![]);
     let below = e.node("Sub", &[&yx, &top], vec![]);
     let dx = e.node("Sub", &[&xx, &xr], vec![]);
     let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
-    let flat = e.ints(&[-1]);
 
-    if let Some(kernel) = tiling_window(node) {
-        // One weight per input position: what its window's output difference routes to it.
-        let count = e.node("ReduceProd", &[&pair_shape], vec![AttributeProto::int("keepdims", 0)]);
-        let mut weights = e.flat_zeros(&count);
-        for (indices, values) in [(&index_x, &above), (&index_r, &below)] {
-            let indices = e.node("Reshape", &[indices, &flat], vec![]);
-            let values = e.node("Reshape", &[values, &flat], vec![]);
-            weights = e.node(
-                "ScatterElements",
-                &[&weights, &indices, &values],
-                vec![AttributeProto::int("axis", 0), AttributeProto::string("reduction", "add")],
-            );
+    if let (Some(kernel), Some(mask_x)) = (tiling_window(node), pools.argmax_masks.get(&yx)) {
+        // One weight per input position: its window's `above` where x takes its maximum there,
+        // its `below` where r does (the 0/1 masks come with the activations), over Δx.
+        let mask_r = reference(mask_x);
+        let divides = pools.sizes.get(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
+        let pair_shape = e.pair_shape(&xx);
+        let mut weights = Vec::new();
+        for (part, mask) in [(&above, mask_x), (&below, &mask_r)] {
+            let spread = spread_over_windows(e, part, &kernel);
+            let spread = if divides { spread } else { e.pad_to_shape(&spread, &pair_shape) };
+            weights.push(e.node("Mul", &[&spread, mask], vec![]));
         }
-        let weights = e.node("Reshape", &[&weights, &pair_shape], vec![]);
+        let weights = e.node("Add", &[&weights[0], &weights[1]], vec![]);
         let weights = e.node("Mul", &[&weights, &inv_dx], vec![]);
         // Gradient stage: each output's gradient to its whole window, then the weights.
-        let mut scales = vec![1.0f32, 1.0];
-        scales.extend(kernel.iter().map(|&k| k as f32));
-        let scales = e.builder().add_initializer(explaind_onnx::tensor_f32("maxpool_scales", &[scales.len() as i64], &scales));
-        let spread = e.node(
-            "Resize",
-            &[g, "", &scales],
-            vec![
-                AttributeProto::string("mode", "nearest"),
-                AttributeProto::string("coordinate_transformation_mode", "asymmetric"),
-                AttributeProto::string("nearest_mode", "floor"),
-            ],
-        );
+        let spread = spread_over_windows(e, g, &kernel);
         // Positions past the last whole window (floor mode) belong to none: zeros, unless the
         // file tells that the windows divide the input (the padding would copy the tensor).
-        let divides = sizes.get(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
         let spread = if divides { spread } else { e.pad_to(&spread, &xx) };
         return Ok(e.per_pair(&spread, &weights));
     }
+
+    // Pair stage, any windows: the argmax positions of both sides. Indices are flat over the
+    // whole batch, so the input side gets all R rows.
+    let pair_shape = e.pair_shape(&xx);
+    let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
+    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_rows], 2, attrs.clone()).swap_remove(1);
+    let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
+    let flat = e.ints(&[-1]);
 
     // Gradient stage, any windows: every seed's values go to the pair's argmax positions,
     // offset by the seed's block of the flat gradient tensor.
@@ -571,6 +608,67 @@ fn max_pool(
     let shape = e.shape(&xx);
     let routed = e.node("Reshape", &[&routed, &shape], vec![]);
     Ok(e.per_pair(&routed, &inv_dx))
+}
+
+/// What the max-pool rule knows beyond the node: static spatial sizes, and the argmax masks
+/// computed with the activations (by pool output).
+struct Pools {
+    sizes: HashMap<String, Vec<i64>>,
+    argmax_masks: HashMap<String, String>,
+}
+
+/// Each value of `t` ([N, C, h, w]) repeated over its window (nearest upsampling by the kernel).
+fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
+    let mut scales = vec![1.0f32, 1.0];
+    scales.extend(kernel.iter().map(|&k| k as f32));
+    let scales = e.builder().add_initializer(explaind_onnx::tensor_f32("maxpool_scales", &[scales.len() as i64], &scales));
+    e.node(
+        "Resize",
+        &[t, "", &scales],
+        vec![
+            AttributeProto::string("mode", "nearest"),
+            AttributeProto::string("coordinate_transformation_mode", "asymmetric"),
+            AttributeProto::string("nearest_mode", "floor"),
+        ],
+    )
+}
+
+/// Nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each window's
+/// maximum (its first, as MaxPool's indices say, when several tie). Returns the mask's name.
+fn argmax_mask(builder: &mut GraphBuilder, pool: &NodeProto, input: &str) -> (String, Vec<NodeProto>) {
+    let attrs: Vec<AttributeProto> = pool
+        .attribute
+        .iter()
+        .filter(|a| ["ceil_mode", "dilations", "kernel_shape", "pads", "strides"].contains(&a.name()))
+        .cloned()
+        .collect();
+    let flat = builder.add_initializer(explaind_onnx::tensor_i64("argmax_flat", &[1], &[-1]));
+    let one = explaind_onnx::tensor_f32("", &[1], &[1.0]);
+    let zero = explaind_onnx::tensor_f32("", &[1], &[0.0]);
+    let mut nodes = Vec::new();
+    let mut add = |builder: &mut GraphBuilder, op: &str, inputs: &[&str], outputs: usize, attributes: Vec<AttributeProto>| {
+        let names: Vec<String> = (0..outputs).map(|_| builder.fresh_name(&format!("{input}__argmax"))).collect();
+        nodes.push(NodeProto {
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            output: names.clone(),
+            name: Some(builder.fresh_name(&format!("{input}__argmax_{op}"))),
+            op_type: Some(op.into()),
+            attribute: attributes,
+            ..Default::default()
+        });
+        names
+    };
+    let pooled = add(builder, "MaxPool", &[input], 2, attrs);
+    let indices = add(builder, "Reshape", &[&pooled[1], &flat], 1, vec![]).remove(0);
+    let count = add(builder, "Shape", &[&indices], 1, vec![]).remove(0);
+    let ones = add(builder, "ConstantOfShape", &[&count], 1, vec![AttributeProto::tensor("value", one)]).remove(0);
+    let shape = add(builder, "Shape", &[input], 1, vec![]).remove(0);
+    let zeros = add(builder, "ConstantOfShape", &[&shape], 1, vec![AttributeProto::tensor("value", zero)]).remove(0);
+    let flat_zeros = add(builder, "Reshape", &[&zeros, &flat], 1, vec![]).remove(0);
+    let scattered =
+        add(builder, "ScatterElements", &[&flat_zeros, &indices, &ones], 1, vec![AttributeProto::int("axis", 0)]).remove(0);
+    let mask = add(builder, "Reshape", &[&scattered, &shape], 1, vec![]).remove(0);
+    (mask, nodes)
 }
 
 /// The kernel of a 2-D max-pool whose windows tile its input without overlap or gaps between

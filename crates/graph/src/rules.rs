@@ -25,6 +25,8 @@ pub struct Emitter<'a> {
     shape_source: HashMap<String, String>,
     /// Set while compiling DeepLIFT multipliers: how their rows are laid out.
     layout: Option<PairLayout>,
+    /// Results of [`Emitter::per_pair`], by name: the gradient and the factor they multiplied.
+    pair_products: HashMap<String, (String, String)>,
 }
 
 /// How DeepLIFT's graphs lay out their rows, so that what depends only on an (input,
@@ -57,6 +59,7 @@ impl<'a> Emitter<'a> {
             shapes: HashMap::new(),
             shape_source: HashMap::new(),
             layout: None,
+            pair_products: HashMap::new(),
         }
     }
 
@@ -134,15 +137,25 @@ impl<'a> Emitter<'a> {
     /// `g · factor` for a gradient-stage `g` (T·R rows) and a pair-stage `factor` (R rows, or
     /// one): `g` is viewed as [T, R, ...] so the factor broadcasts over the seeds without
     /// being copied T times. Without a [`PairLayout`] a plain product.
+    ///
+    /// Factors in a row (a max-pool's routing weights, then the rescale factor of the ReLU
+    /// before it) are multiplied together in the pair stage first, so the seeds' rows take one
+    /// product rather than one per factor.
     pub fn per_pair(&mut self, g: &str, factor: &str) -> String {
         let Some(layout) = self.layout.clone() else { return self.node("Mul", &[g, factor], vec![]) };
+        if let Some((inner, first)) = self.pair_products.get(g).cloned() {
+            let both = self.node("Mul", &[&first, factor], vec![]);
+            return self.per_pair(&inner, &both);
+        }
         let g_shape = self.node("Shape", &[g], vec![]);
         let rest = self.after_first(&g_shape);
         let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
         let lifted = self.node("Reshape", &[g, &lifted_shape], vec![]);
         let product = self.node("Mul", &[&lifted, factor], vec![]);
         let flat_shape = self.node("Concat", &[&layout.gradient_rows, &rest], vec![AttributeProto::int("axis", 0)]);
-        self.node("Reshape", &[&product, &flat_shape], vec![])
+        let result = self.node("Reshape", &[&product, &flat_shape], vec![]);
+        self.pair_products.insert(result.clone(), (g.to_string(), factor.to_string()));
+        result
     }
 
     /// The gradient-stage product of `g` with a pair-stage matrix: `g · factor`, or
@@ -340,8 +353,13 @@ impl<'a> Emitter<'a> {
     /// Pads `value` at the end of each axis with zeros up to `like`'s shape (same rank).
     pub fn pad_to(&mut self, value: &str, like: &str) -> String {
         let want = self.shape(like);
+        self.pad_to_shape(value, &want)
+    }
+
+    /// Pads `value` at the end of each axis with zeros up to the shape `want` (a shape tensor).
+    pub fn pad_to_shape(&mut self, value: &str, want: &str) -> String {
         let have = self.shape(value);
-        let missing = self.node("Sub", &[&want, &have], vec![]);
+        let missing = self.node("Sub", &[want, &have], vec![]);
         let zero = self.node("Sub", &[&missing, &missing], vec![]);
         let pads = self.node("Concat", &[&zero, &missing], vec![AttributeProto::int("axis", 0)]);
         self.node("Pad", &[value, &pads], vec![])

@@ -348,13 +348,18 @@ fn the_split_models_route_every_form_of_max_pool() {
     });
     let (x, r) = (rows(5, &[1, 8, 8], 93), rows(5, &[1, 8, 8], 94));
     let backward = check_split_against_pairs(&m, &output_name(&m), &x, &r, 3);
-    // Each form took its own route: two upsamplings, one of them padded; one scatter whose
-    // indices are the pair's offset per seed (an Add of offsets, then flattened).
+    // Each form took its own route. The two tiling pools: their argmax masks come with the
+    // activations (no MaxPool recomputed for them), three upsamplings each (x's and r's part
+    // of the routing weights, and the gradient), padded for the one whose windows leave a
+    // margin. The overlapping pool: MaxPool on both sides, and a scatter whose indices are the
+    // pair's offset per seed (an Add of offsets, then flattened).
     let producer = |tensor: &str| backward.iter().find(|n| n.output.iter().any(|o| o == tensor));
+    let count = |op: &str| backward.iter().filter(|n| n.op_type() == op).count();
+    assert_eq!(count("MaxPool"), 2);
     let upsampled: Vec<&str> = backward.iter().filter(|n| n.op_type() == "Resize").map(|n| n.output[0].as_str()).collect();
-    assert_eq!(upsampled.len(), 2);
+    assert_eq!(upsampled.len(), 6);
     let padded = upsampled.iter().filter(|u| backward.iter().any(|n| n.op_type() == "Pad" && n.input[0] == **u)).count();
-    assert_eq!(padded, 1);
+    assert_eq!(padded, 3);
     let offset_scatters = backward
         .iter()
         .filter(|n| n.op_type() == "ScatterElements")

@@ -79,6 +79,12 @@ pub struct RuntimeOptions {
     pub device: DeviceChoice,
     /// Threads ONNX Runtime uses inside one operator (0: one per core).
     pub intra_threads: usize,
+    /// Whether idle intra-op workers spin before sleeping (for some milliseconds): faster runs
+    /// back to back (Kernel SHAP's 76 calls on wine-mlp: about 80 -> 60 ms on 2 cores), but
+    /// the spinning takes a core from whatever runs next, a plugin's own sampling threads
+    /// included (LIME on wine-mlp: about 15 -> 19 ms). Off by default: a daemon serving
+    /// several explainers on a small machine loses more than it gains (BENCHMARKS.md).
+    pub intra_op_spinning: bool,
     /// Sessions per model, i.e. how many forward passes of one model may run at once.
     pub sessions_per_model: usize,
     /// The most rows sent to ONNX Runtime in one call; larger batches are split.
@@ -87,7 +93,13 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        RuntimeOptions { device: DeviceChoice::Auto, intra_threads: 0, sessions_per_model: 1, max_batch_rows: 1024 }
+        RuntimeOptions {
+            device: DeviceChoice::Auto,
+            intra_threads: 0,
+            intra_op_spinning: false,
+            sessions_per_model: 1,
+            max_batch_rows: 1024,
+        }
     }
 }
 
@@ -151,7 +163,14 @@ impl OrtRuntime {
         let builder = std::panic::catch_unwind(|| ort::init_from(library))
             .map_err(|_| load_err("the library panicked while loading".into()))?
             .map_err(|e| load_err(format!("{e:?}")))?;
-        let env = builder.with_name("explaind").build().map_err(|e| load_err(e.to_string()))?;
+        // One intra-op thread pool for every session: the sessions an explanation alternates
+        // between (activations, backward pass, forward) share its workers, so spinning workers
+        // of one session never compete with another's (what made per-session spinning a loss).
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(options.intra_threads)
+            .and_then(|p| p.with_spin_control(options.intra_op_spinning))
+            .map_err(|e| load_err(e.to_string()))?;
+        let env = builder.with_name("explaind").with_global_thread_pool(pool).build().map_err(|e| load_err(e.to_string()))?;
         use ort::ep::ExecutionProvider as _;
         let cuda_compiled = ort::ep::CUDA::is_available().unwrap_or(false);
         let rt = OrtRuntime { library: library.to_path_buf(), options, cuda_compiled, env };

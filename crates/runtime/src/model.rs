@@ -305,12 +305,8 @@ impl Model {
 fn build_session(rt: &OrtRuntime, bytes: &[u8], path: &Path) -> Result<(Session, ExecutionProvider), ModelError> {
     let session_err = |e: ort::Error| ModelError::Session { path: path.to_path_buf(), message: e.to_string() };
     let builder = || -> Result<_, ort::Error> {
-        let mut b = Session::builder(rt.environment())?;
-        if rt.options.intra_threads > 0 {
-            b = b.with_intra_threads(rt.options.intra_threads)?;
-        }
-        // Idle ONNX Runtime workers spin by default; on small machines that costs more than it saves.
-        Ok(b.with_intra_op_spinning(false)?)
+        // Threads come from the environment's global pool (`OrtRuntime::init`).
+        Session::builder(rt.environment())
     };
     let with_cuda = || -> Result<Session, ort::Error> {
         let mut b = builder()?.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;

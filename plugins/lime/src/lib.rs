@@ -25,8 +25,9 @@
 //! [M, 4] (0 past the last bin) and `instance_bins` [N, M]; image: `segments` [N, H, W].
 //!
 //! Sampling is seeded (`seed`, split per input). Models with more than one input are refused
-//! (INVALID_ARGUMENT). Perturbed rows go to the model `batch_rows` at a time (default: the
-//! server's bound), rows of several inputs sharing a batch.
+//! (INVALID_ARGUMENT). Perturbed rows are sampled on every core in waves of up to 32 MiB and
+//! go to the model `batch_rows` at a time (default: the server's bound), rows of several
+//! inputs sharing a batch; the result does not depend on either.
 
 pub mod discretize;
 pub mod regression;
@@ -218,6 +219,9 @@ impl Samples<'_, '_> {
     }
 }
 
+/// How far ahead of the model calls the plugin samples (bounds its memory with `batch_rows`).
+const SAMPLE_AHEAD_BYTES: usize = 32 << 20;
+
 /// Below this many rows per thread, sampling stays on the calling thread.
 const MIN_ROWS_PER_THREAD: usize = 256;
 
@@ -303,7 +307,7 @@ impl Explainer for Lime {
                 "batch_rows",
                 ParamKind::Integer,
                 ParamDefault::Integer(0),
-                "Rows per forward call the plugin builds; 0: the server's max batch rows.",
+                "Rows per forward call; 0: the server's max batch rows. The plugin samples up to 32 MiB of rows ahead of the calls.",
             )
     }
 
@@ -449,8 +453,7 @@ impl Explainer for Lime {
             }
         }
 
-        // Samples of every input through the model, in shared batches; each batch is sampled
-        // on all cores (ONNX Runtime has them while the model runs).
+        // Samples of every input through the model, in shared batches, sampled on every core.
         let n_targets = request.num_targets();
         let out_row = request.output_row_size();
         let widths: Vec<usize> = samplers.iter().map(|s| s.features()).collect();
@@ -461,21 +464,28 @@ impl Explainer for Lime {
         let mut labels: Vec<Vec<f64>> = (0..n_inputs).map(|_| vec![0f64; num_samples * n_targets]).collect();
         let total = n_inputs * num_samples;
         let chunk = batch_rows.min(total).max(1);
-        let mut batch = vec![0f32; chunk * row_len];
+        // Rows are sampled in waves of up to SAMPLE_AHEAD_BYTES and then sent to the model a
+        // batch at a time, back to back: sampling does not alternate with model calls, whose
+        // runtime threads would still be busy (spinning) when the next batch's sampling starts.
+        let wave = (SAMPLE_AHEAD_BYTES / (4 * row_len.max(1))).max(chunk).min(total);
+        let mut rows_buffer = vec![0f32; wave * row_len];
         let mut batch_shape = input.shape.to_vec();
         let mut done = 0;
         while done < total {
             ctx.check_cancelled()?;
-            let rows = chunk.min(total - done);
+            let rows = wave.min(total - done);
             let (from, to) = (samples.binary_offset(done), samples.binary_offset(done + rows));
-            samples.fill_parallel(done, rows, &mut binary[from..to], &mut batch[..rows * row_len], threads);
-            batch_shape[0] = rows as i64;
-            let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
-            let out = out.data();
-            for r in 0..rows {
-                let (n, i) = ((done + r) / num_samples, (done + r) % num_samples);
-                for (t, &target) in request.targets(n).iter().enumerate() {
-                    labels[n][i * n_targets + t] = out[r * out_row + target as usize] as f64;
+            samples.fill_parallel(done, rows, &mut binary[from..to], &mut rows_buffer[..rows * row_len], threads);
+            for first in (0..rows).step_by(chunk) {
+                let count = chunk.min(rows - first);
+                batch_shape[0] = count as i64;
+                let out = ctx.forward(&[TensorView::new(&batch_shape, &rows_buffer[first * row_len..(first + count) * row_len])])?;
+                let out = out.data();
+                for r in 0..count {
+                    let (n, i) = ((done + first + r) / num_samples, (done + first + r) % num_samples);
+                    for (t, &target) in request.targets(n).iter().enumerate() {
+                        labels[n][i * n_targets + t] = out[r * out_row + target as usize] as f64;
+                    }
                 }
             }
             done += rows;

@@ -27,6 +27,9 @@ pub struct Emitter<'a> {
     layout: Option<PairLayout>,
     /// Results of [`Emitter::per_pair`], by name: the gradient and the factor they multiplied.
     pair_products: HashMap<String, (String, String)>,
+    /// Static spatial sizes of the source graph's values ([`crate::layers::spatial_sizes`]),
+    /// computed when a rule first asks.
+    spatial_sizes: Option<HashMap<String, Vec<i64>>>,
 }
 
 /// How DeepLIFT's graphs lay out their rows, so that what depends only on an (input,
@@ -60,6 +63,7 @@ impl<'a> Emitter<'a> {
             shape_source: HashMap::new(),
             layout: None,
             pair_products: HashMap::new(),
+            spatial_sizes: None,
         }
     }
 
@@ -297,6 +301,12 @@ impl<'a> Emitter<'a> {
         self.node("Reshape", &[&reduced, &target_shape], vec![])
     }
 
+    /// The spatial size (the axes after N and C) of a value, when the file tells it statically.
+    pub fn spatial_size(&mut self, name: &str) -> Option<Vec<i64>> {
+        let source = self.source;
+        self.spatial_sizes.get_or_insert_with(|| crate::layers::spatial_sizes(source)).get(name).cloned()
+    }
+
     /// The value of a constant int64 tensor (an initializer or a `Constant` node's output).
     pub fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
         if let Some(t) = self.source.initializer(name) {
@@ -387,6 +397,58 @@ fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
         None | Some("NOTSET") => Ok(()),
         Some(other) => Err(form(node, &format!("auto_pad {other} is not supported; export with explicit pads"))),
     }
+}
+
+/// The largest convolution Jacobian (output elements × input elements of one row) that
+/// [`dense_conv_gradient`] builds: 64 Ki floats (256 KiB, within a core's L2 cache).
+const DENSE_CONV_MAX_ENTRIES: i64 = 1 << 16;
+
+/// The input gradient of a 2-D convolution on a small map as one matrix product: its Jacobian
+/// (a constant, built here from the weights) applied to the flattened gradient. On maps of a
+/// few pixels, ONNX Runtime's convolutions spend their time in set-up and layout reorders;
+/// a GEMM does the same arithmetic (and the zeros) several times faster (the digits CNN's
+/// DeepLIFT backward pass, 1000 rows: about 2.3 -> 1.5 ms). `None` unless the weights are
+/// constant, the sizes static, padding explicit and the Jacobian within
+/// [`DENSE_CONV_MAX_ENTRIES`].
+fn dense_conv_gradient(e: &mut Emitter<'_>, node: &NodeProto, g: &str) -> Option<String> {
+    let (dims, weights) = e.constant_f32(node.input.get(1)?)?;
+    let [m, per_group, kh, kw] = dims[..] else { return None };
+    let (&[h, w], &[oh, ow]) = (&e.spatial_size(&node.input[0])?[..], &e.spatial_size(&node.output[0])?[..]) else {
+        return None;
+    };
+    let group = node.attr_int("group").unwrap_or(1);
+    let c = per_group * group;
+    let (rows, cols) = (m * oh * ow, c * h * w);
+    if rows * cols > DENSE_CONV_MAX_ENTRIES || node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") {
+        return None;
+    }
+    let pair = |name: &str, default: i64| node.attr_ints(name).map_or([default; 2], |v| [v[0], v[1]]);
+    let (strides, dilations) = (pair("strides", 1), pair("dilations", 1));
+    let pads = node.attr_ints("pads").map_or([0; 2], |p| [p[0], p[1]]);
+    let mut jacobian = vec![0f32; (rows * cols) as usize];
+    let outputs_per_group = m / group;
+    for out_channel in 0..m {
+        let first_channel = out_channel / outputs_per_group * per_group;
+        for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+            let row = (out_channel * oh + oy) * ow + ox;
+            for k in 0..per_group {
+                for (ky, kx) in (0..kh).flat_map(|y| (0..kw).map(move |x| (y, x))) {
+                    let iy = oy * strides[0] - pads[0] + ky * dilations[0];
+                    let ix = ox * strides[1] - pads[1] + kx * dilations[1];
+                    if (0..h).contains(&iy) && (0..w).contains(&ix) {
+                        let col = ((first_channel + k) * h + iy) * w + ix;
+                        jacobian[(row * cols + col) as usize] += weights[(((out_channel * per_group + k) * kh + ky) * kw + kx) as usize];
+                    }
+                }
+            }
+        }
+    }
+    let matrix = e.builder().add_initializer(tensor_f32("conv_grad_jacobian", &[rows, cols], &jacobian));
+    let flat = e.ints(&[-1, rows]);
+    let g_flat = e.node("Reshape", &[g, &flat], vec![]);
+    let product = e.node("MatMul", &[&g_flat, &matrix], vec![]);
+    let shape = e.ints(&[-1, c, h, w]);
+    Some(e.node("Reshape", &[&product, &shape], vec![]))
 }
 
 /// Input channels from which a convolution's input gradient runs faster as a plain Conv with
@@ -639,7 +701,9 @@ pub fn vjp(
             if varies.get(1).copied().unwrap_or(false) || varies.get(2).copied().unwrap_or(false) {
                 return Err(form(node, "gradients with respect to weights or bias are not supported"));
             }
-            if let Some(back) = flipped_kernel_conv(e, node, g0) {
+            if let Some(back) = dense_conv_gradient(e, node, g0) {
+                out[0] = Some(back);
+            } else if let Some(back) = flipped_kernel_conv(e, node, g0) {
                 out[0] = Some(back);
             } else {
                 // The adjoint of a convolution is the transposed convolution with the same

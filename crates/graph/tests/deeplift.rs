@@ -307,9 +307,12 @@ fn the_split_models_compute_what_the_combined_one_does() {
     let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
     let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
     let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
-    // The input itself, and what every nonlinearity reads.
-    assert!(compiled.activations.contains(&"image".to_string()), "{:?}", compiled.activations);
-    assert!(compiled.activations.len() > 3, "{:?}", compiled.activations);
+    // What the nonlinearities read (both ReLUs' inputs and outputs), and the argmax masks of
+    // the two 2×2 max-pools.
+    for read in ["conv1", "relu1", "conv2", "relu2"] {
+        assert!(compiled.activations.contains(&read.to_string()), "{read} missing from {:?}", compiled.activations);
+    }
+    assert_eq!(compiled.activations.iter().filter(|a| a.contains("argmax")).count(), 2, "{:?}", compiled.activations);
     let x = read("models/digits-cnn/1/samples.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
     let r = read("models/digits-cnn/1/background.npy").slice_axis(Axis(0), (0..4).into()).to_owned();
     let backward = check_split_against_pairs(&digits, "logits", &x, &r, 3);

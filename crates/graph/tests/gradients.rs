@@ -157,29 +157,67 @@ fn matmul_and_gemm() {
     }
 }
 
+/// `m` with the spatial axes (2 on) of every input symbolic: the compiler then cannot size a
+/// convolution's Jacobian and takes the convolution routes.
+fn symbolic_spatial(mut m: ModelProto) -> ModelProto {
+    for input in &mut m.graph.as_mut().unwrap().input {
+        if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
+            for (axis, dim) in t.shape.as_mut().unwrap().dim.iter_mut().enumerate().skip(2) {
+                *dim = explaind_onnx::Dim::from(format!("s{axis}").as_str()).into();
+            }
+        }
+    }
+    m
+}
+
+/// Checks a convolution's gradient both ways: with the declared (static) sizes, where a small
+/// 2-D convolution's gradient is a product with its Jacobian (`MatMul`), and with symbolic
+/// sizes, where it is `ConvTranspose` or, from 8 input channels at stride 1, a `Conv` with a
+/// flipped kernel (`flipped`).
+fn check_conv(shape: &[usize], flipped: bool, body: impl Fn(&mut GraphBuilder, &[String]) -> String) {
+    let ops = |m: &ModelProto| -> Vec<String> {
+        let request = GradientRequest { outputs: vec![output_name(m)], wrt: vec!["x0".into()], expose: vec![] };
+        let compiled = compile_gradient(m, &request).unwrap();
+        let forward_nodes = m.graph.as_ref().unwrap().node.len();
+        compiled.model.graph.unwrap().node[forward_nodes..].iter().map(|n| n.op_type().to_string()).collect()
+    };
+    let inputs = [array(shape, 1, 0.0)];
+    let static_sizes = model(&[shape], &body);
+    let has = |ops: &[String], op: &str| ops.iter().any(|o| o == op);
+    if shape.len() == 4 {
+        assert!(has(&ops(&static_sizes), "MatMul"), "{:?}", ops(&static_sizes));
+    }
+    check_gradients(&static_sizes, &output_name(&static_sizes), &inputs);
+    let symbolic = symbolic_spatial(model(&[shape], &body));
+    let symbolic_ops = ops(&symbolic);
+    assert!(!has(&symbolic_ops, "MatMul"), "{symbolic_ops:?}");
+    assert_eq!(has(&symbolic_ops, "Conv"), flipped, "{symbolic_ops:?}");
+    check_gradients(&symbolic, &output_name(&symbolic), &inputs);
+}
+
 #[test]
 fn convolutions() {
     // Strided, padded, and with a size the stride does not divide: the last row/column is
     // never read by the forward pass and gets zero gradient.
-    check(&[&[2, 2, 7, 7]], 0.0, |b, x| {
+    check_conv(&[2, 2, 7, 7], false, |b, x| {
         let w = constant(b, &[3, 2, 3, 3], 5);
         let bias = constant(b, &[3], 6);
         let attrs = vec![AttributeProto::ints("pads", [1, 1, 1, 1]), AttributeProto::ints("strides", [2, 2])];
         b.add_node("Conv", &[&x[0], &w, &bias], attrs)
     });
     // Grouped and dilated.
-    check(&[&[1, 4, 6, 6]], 0.0, |b, x| {
+    check_conv(&[1, 4, 6, 6], false, |b, x| {
         let w = constant(b, &[4, 2, 2, 2], 8);
         let attrs = vec![AttributeProto::int("group", 2), AttributeProto::ints("dilations", [2, 2])];
         b.add_node("Conv", &[&x[0], &w], attrs)
     });
-    // Stride 1 and 16 input channels (8 or more): the flipped-kernel Conv route, with asymmetric pads.
-    check(&[&[2, 16, 5, 6]], 0.0, |b, x| {
+    // Stride 1 and 16 input channels: the flipped-kernel route, with asymmetric pads.
+    check_conv(&[2, 16, 5, 6], true, |b, x| {
         let w = constant(b, &[3, 16, 3, 2], 11);
         b.add_node("Conv", &[&x[0], &w], vec![AttributeProto::ints("pads", [1, 0, 2, 1])])
     });
-    // One-dimensional.
-    check(&[&[2, 3, 9]], 0.0, |b, x| {
+    // One-dimensional: always ConvTranspose.
+    check_conv(&[2, 3, 9], false, |b, x| {
         let w = constant(b, &[2, 3, 4], 9);
         b.add_node("Conv", &[&x[0], &w], vec![AttributeProto::ints("strides", [3])])
     });

@@ -18,6 +18,10 @@ run the PyTorch twin of the same model (same weights) with 2 threads. Cases:
    sent through ONNX Runtime and the daemon's peak RSS (VmHWM). shap and captum run once per row
    count, each in a child process stopped after a minute (and not run for more rows once stopped).
 
+Cases 1 and 2 also time one plain forward pass of the ONNX model over background rows x 10 rows
+(onnxruntime's Python API): the backward pass does at least that many multiply-adds, so it is a
+floor for any implementation on this runtime.
+
 explaind's times are whole gRPC round trips from this Python client (encoding included) with a
 registered background (`background_id`); shap's and captum's are in-process calls. shap's
 explainer is built once per case (its constructor runs the background forward pass) and only
@@ -240,9 +244,22 @@ class References:
 # ---------------------------------------------------------------- cases
 
 
+def forward_pass_time(model_path: Path, rows: np.ndarray) -> float:
+    """Median time of one plain forward pass over `rows` through onnxruntime's Python API (the
+    library explaind loads; workers not spinning, as in explaind)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return statistics.median(timed(lambda: session.run(None, {name: rows}), EXPLAIND_REPEATS))
+
+
 def compare_case(client: Client, name: str, model_name: str, input_name: str, output: str,
-                 torch_model, x: np.ndarray, background: np.ndarray, check_shap_atol: float | None):
-    """explaind (warm, registered background) against shap and captum, all 10 classes."""
+                 torch_model, x: np.ndarray, background: np.ndarray, check_shap_atol: float | None,
+                 model_path: Path):
+    """explaind (warm, registered background) against shap and captum, all 10 classes; and one
+    forward pass over as many rows as the backward pass has (background rows x classes)."""
     bg_id = client.register(model_name, input_name, background)
     req = client.request(model_name, input_name, output, x, bg_id, all_classes=True)
     first = client.explain(req)  # compiles the graph and fills the cache
@@ -274,7 +291,10 @@ def compare_case(client: Client, name: str, model_name: str, input_name: str, ou
     c1 = statistics.median(timed_reference(lambda: refs.captum_one_call(x)))
     total_ms = statistics.median(t[0] for t in server)
     model_ms = statistics.median(t[1] for t in server)
-    return dict(name=name, explaind=e, shap=s, captum=c, captum1=c1, total_ms=total_ms,
+    backward_rows = np.ascontiguousarray(np.repeat(background, 10, axis=0))
+    forward = forward_pass_time(model_path, backward_rows)
+    return dict(name=name, explaind=e, shap=s, captum=c, captum1=c1, total_ms=total_ms, forward=forward,
+                backward_rows=len(backward_rows),
                 model_ms=model_ms, calls=server[0][2], rows=server[0][3], residual=residual(first),
                 d_shap=d_shap, d_captum=d_captum)
 
@@ -450,9 +470,10 @@ def main() -> None:
             client = Client(addr)
             results = [
                 compare_case(client, "digits-cnn, 1 input, 10 classes, 100 background rows",
-                             "digits-cnn", "image", "logits", digits, digits_x, digits_bg, 1e-3),
+                             "digits-cnn", "image", "logits", digits, digits_x, digits_bg, 1e-3,
+                             REPO / "models" / "digits-cnn" / "1" / "model.onnx"),
                 compare_case(client, "mid-cnn, 1 input, 10 classes, 50 background rows",
-                             "mid-cnn", "x", "y", mid, mid_x, mid_bg, None),
+                             "mid-cnn", "x", "y", mid, mid_x, mid_bg, None, repo / "mid-cnn" / "1" / "model.onnx"),
             ]
             cw = cold_warm_case(client, mid_x, mid_bg)
             client.channel.close()
@@ -484,6 +505,15 @@ def main() -> None:
               f"| {fmt_s(r['shap'])} | {fmt_s(r['captum'])} | {fmt_s(r['captum1'])} "
               f"| {r['shap'] / r['explaind']:.1f}x | {r['captum'] / r['explaind']:.1f}x "
               f"| {r['captum1'] / r['explaind']:.1f}x |")
+    print()
+    print("A floor: the backward pass over the background rows x classes does at least the multiply-adds of one "
+          "forward pass over as many rows (its transposed convolutions are the forward ones' adjoints). One "
+          "plain forward pass over that many rows, through onnxruntime's Python API:\n")
+    print("| case | rows | one forward pass | explaind / forward pass | shap / forward pass | captum per class / forward pass |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name'].split(',')[0]} | {r['backward_rows']} | {fmt_s(r['forward'])} "
+              f"| {r['explaind'] / r['forward']:.1f} | {r['shap'] / r['forward']:.1f}x | {r['captum'] / r['forward']:.1f}x |")
     print()
     print("Agreement and completeness (max absolute): "
           + "; ".join(f"{r['name'].split(',')[0]}: vs shap {r['d_shap']:.1g}, vs captum {r['d_captum']:.1g}, "

@@ -283,9 +283,12 @@ impl AttributionEngine {
         // activations at once; the chunk size depends on the model only, so every request with
         // this background shares the entries.
         let cache_rows = ((self.chunk_bytes / 4 / bytes_per_row) as usize).clamp(1, model.max_batch_rows().max(1));
-        // Rows per backward run: the backward graph holds both sides' activations for all S
-        // seeds, and about as much again.
-        let run_rows = ((self.chunk_bytes / (4 * bytes_per_row * s as u64)) as usize).clamp(1, model.max_batch_rows().max(1));
+        // Rows per backward run. Its pair stage holds about one row's activations per
+        // background row, its gradient stage (S seeds per row) about 0.4 of that per seed and
+        // row (ONNX Runtime's peak, measured on the mid-size CNN of BENCHMARKS.md): budget
+        // 2 + S/2 activation rows per background row.
+        let per_run_row = bytes_per_row * (2 + (s as u64).div_ceil(2));
+        let run_rows = ((self.chunk_bytes / per_run_row) as usize).clamp(1, model.max_batch_rows().max(1));
 
         let seeds = seeds.to_shape((n, s, row)).map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))?;
         let mut attributions: Vec<ArrayD<f32>> = inputs

@@ -13,7 +13,12 @@
 //!   marginal contributions (the two-player Shapley rule);
 //! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
 //! - `MaxPool` routes each output's difference to the argmax positions of `x` and `r` and adds
-//!   (scatter-add), so overlapping windows stay additive.
+//!   (scatter-add), so overlapping windows stay additive; windows that tile the input use
+//!   argmax masks computed with the activations instead.
+//!
+//! The backward pass has a pair stage and a gradient stage ([`crate::rules::PairLayout`]): the
+//! rules above evaluate their nonlinear parts once per (input, reference) pair, and the seeds
+//! only flow through products with them.
 
 use crate::CompileError;
 use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
@@ -70,7 +75,7 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
     let opset = check_opset(model)?;
     let outputs = vec![request.output.clone()];
-    let Analysis { varying, on_path } = analyse(graph, &request.inputs, &outputs, &[])?;
+    let Analysis { mut varying, on_path } = analyse(graph, &request.inputs, &outputs, &[])?;
     let target_opset = opset.max(17);
     let mut builder = GraphBuilder::from_graph(graph.clone());
 
@@ -112,7 +117,6 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     // Values the backward pass reads that depend on one side's row alone are computed with the
     // activations (once per row, and cached with the background's): the argmax positions of
     // the max-pools whose windows tile their input, as 0/1 masks shaped like the pool's input.
-    let mut varying = varying;
     let mut derived_nodes = Vec::new();
     let mut argmax_masks: HashMap<String, String> = HashMap::new();
     for (node, _) in graph.node.iter().zip(&on_path).filter(|(n, on)| **on && n.op_type() == "MaxPool") {
@@ -546,25 +550,31 @@ fn max_pool(
 
     // Pair stage: the part of each output's difference above the reference's maximum goes to
     // x's argmax, the part below to r's.
-    let top = e.node("Max", &[&yx, &yr], vec![]);
-    let above = e.node("Sub", &[&top, &yr], vec![]);
-    let below = e.node("Sub", &[&yx, &top], vec![]);
     let dx = e.node("Sub", &[&xx, &xr], vec![]);
     let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
 
     if let (Some(kernel), Some(mask_x)) = (tiling_window(node), pools.argmax_masks.get(&yx)) {
         // One weight per input position: its window's `above` where x takes its maximum there,
-        // its `below` where r does (the 0/1 masks come with the activations), over Δx.
+        // its `below` where r does (the 0/1 masks come with the activations), over Δx. At x's
+        // argmax the window's maximum is x itself, so `above` = relu(x − y_r) there, and
+        // likewise `below` = −relu(r − y_x) at r's: each side needs only the other's maxima
+        // spread over the windows.
         let mask_r = reference(mask_x);
         let divides = pools.sizes.get(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
-        let pair_shape = e.pair_shape(&xx);
-        let mut weights = Vec::new();
-        for (part, mask) in [(&above, mask_x), (&below, &mask_r)] {
-            let spread = spread_over_windows(e, part, &kernel);
-            let spread = if divides { spread } else { e.pad_to_shape(&spread, &pair_shape) };
-            weights.push(e.node("Mul", &[&spread, mask], vec![]));
+        let mut parts = Vec::new();
+        for (own, other_max, other_input, mask) in [(&xx, &yr, &xr, mask_x), (&xr, &yx, &xx, &mask_r)] {
+            let spread = spread_over_windows(e, other_max, &kernel);
+            let spread = if divides {
+                spread
+            } else {
+                let other_shape = e.node("Shape", &[other_input], vec![]);
+                e.pad_to_shape(&spread, &other_shape)
+            };
+            let excess = e.node("Sub", &[own, &spread], vec![]);
+            let excess = e.node("Relu", &[&excess], vec![]);
+            parts.push(e.node("Mul", &[&excess, mask], vec![]));
         }
-        let weights = e.node("Add", &[&weights[0], &weights[1]], vec![]);
+        let weights = e.node("Sub", &[&parts[0], &parts[1]], vec![]);
         let weights = e.node("Mul", &[&weights, &inv_dx], vec![]);
         // Gradient stage: each output's gradient to its whole window, then the weights.
         let spread = spread_over_windows(e, g, &kernel);
@@ -574,8 +584,11 @@ fn max_pool(
         return Ok(e.per_pair(&spread, &weights));
     }
 
-    // Pair stage, any windows: the argmax positions of both sides. Indices are flat over the
-    // whole batch, so the input side gets all R rows.
+    // Pair stage, any windows: the parts above and below, and the argmax positions of both
+    // sides. Indices are flat over the whole batch, so the input side gets all R rows.
+    let top = e.node("Max", &[&yx, &yr], vec![]);
+    let above = e.node("Sub", &[&top, &yr], vec![]);
+    let below = e.node("Sub", &[&yx, &top], vec![]);
     let pair_shape = e.pair_shape(&xx);
     let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
     let index_x = e.builder().add_node_multi("MaxPool", &[&xx_rows], 2, attrs.clone()).swap_remove(1);

@@ -19,11 +19,15 @@
 //! the node: never a silent wrong answer.
 //!
 //! [`layers`] tells which intermediate tensors are image-like layers (rank 4) and which one a
-//! layer method such as Grad-CAM defaults to.
+//! layer method such as Grad-CAM defaults to, and the static spatial sizes a file tells (which
+//! let a rule pick a faster exact form, such as a small convolution's gradient as one matrix
+//! product with its Jacobian).
 //!
 //! [`compile_deeplift`] builds on the same rules for DeepLIFT multipliers against reference
 //! inputs (rescale, two-player Shapley, decomposed softmax, routed max-pool); see
-//! `../shared/design/deep-shap.md`.
+//! `../shared/design/deep-shap.md`. Its backward pass computes the nonlinear rules once per
+//! (input, reference) pair and carries the seeds through products with them
+//! ([`rules::PairLayout`]).
 
 mod deeplift;
 mod gradient;

@@ -151,10 +151,8 @@ impl<'a> Emitter<'a> {
             let both = self.node("Mul", &[&first, factor], vec![]);
             return self.per_pair(&inner, &both);
         }
-        let g_shape = self.node("Shape", &[g], vec![]);
-        let rest = self.after_first(&g_shape);
-        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
-        let lifted = self.node("Reshape", &[g, &lifted_shape], vec![]);
+        let (lifted, rest) = self.lift(g, &layout);
+        // The factor broadcasts into g's shape, so the product has g's shape again.
         let product = self.node("Mul", &[&lifted, factor], vec![]);
         let flat_shape = self.node("Concat", &[&layout.gradient_rows, &rest], vec![AttributeProto::int("axis", 0)]);
         let result = self.node("Reshape", &[&product, &flat_shape], vec![]);
@@ -170,10 +168,7 @@ impl<'a> Emitter<'a> {
             let [a, b] = operands(g);
             return self.node("MatMul", &[&a, &b], vec![]);
         };
-        let g_shape = self.node("Shape", &[g], vec![]);
-        let rest = self.after_first(&g_shape);
-        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
-        let lifted = self.node("Reshape", &[g, &lifted_shape], vec![]);
+        let (lifted, _) = self.lift(g, &layout);
         let [a, b] = operands(&lifted);
         let product = self.node("MatMul", &[&a, &b], vec![]);
         let product_shape = self.node("Shape", &[&product], vec![]);
@@ -198,6 +193,14 @@ impl<'a> Emitter<'a> {
         let offsets = self.node("Mul", &[&seeds, &block], vec![]);
         let column = self.ints(&[-1, 1]);
         Some(self.node("Reshape", &[&offsets, &column], vec![]))
+    }
+
+    /// A gradient-stage `g` (T·R rows) viewed as [T, R, ...], and the shape of one of its rows.
+    fn lift(&mut self, g: &str, layout: &PairLayout) -> (String, String) {
+        let g_shape = self.node("Shape", &[g], vec![]);
+        let rest = self.after_first(&g_shape);
+        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
+        (self.node("Reshape", &[g, &lifted_shape], vec![]), rest)
     }
 
     /// Elements from index 1 on of a 1-D tensor.

@@ -513,7 +513,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['name'].split(',')[0]} | {r['backward_rows']} | {fmt_s(r['forward'])} "
-              f"| {r['explaind'] / r['forward']:.1f} | {r['shap'] / r['forward']:.1f}x | {r['captum'] / r['forward']:.1f}x |")
+              f"| {r['explaind'] / r['forward']:.1f}x | {r['shap'] / r['forward']:.1f}x | {r['captum'] / r['forward']:.1f}x |")
     print()
     print("Agreement and completeness (max absolute): "
           + "; ".join(f"{r['name'].split(',')[0]}: vs shap {r['d_shap']:.1g}, vs captum {r['d_captum']:.1g}, "

@@ -20,7 +20,8 @@ Cases (wine-mlp, 6 held-out rows, its 50-row default background):
 
 Needs a release build and the benchmark venv (scripts/requirements-bench.txt):
     cargo build --release -p explaind -p explaind-plugin-kernel-shap -p explaind-plugin-lime
-    /tmp/bench-venv/bin/python scripts/bench_kernel_shap_lime.py
+    /tmp/bench-venv/bin/python scripts/bench_kernel_shap_lime.py [DAEMON FLAGS...]
+Flags after the script's name go to `explaind serve` (for example `--intra-op-spinning true`).
 
 Prints Markdown for BENCHMARKS.md.
 """
@@ -95,7 +96,7 @@ def main() -> None:
 
     # Calls of up to 8192 rows (the default is 1024): fewer, larger ONNX Runtime calls, as shap
     # and lime make (shap sends 103,700 rows per input at once, lime 5000).
-    proc, addr = start_daemon("--max-batch-rows", "8192")
+    proc, addr = start_daemon("--max-batch-rows", "8192", *sys.argv[1:])
     rows = []
     notes = []
     try:
@@ -226,7 +227,7 @@ def main() -> None:
           f"onnxruntime {ort.__version__} (both sides on the CPU, default threads)")
     print(f"Load average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     print("explaind: median of 5 gRPC round trips after one warm-up; shap and lime: median of 3 "
-          "after one warm-up.\n")
+          f"after one warm-up. Daemon flags: --max-batch-rows 8192 {' '.join(sys.argv[1:])}\n")
     print("| case | explaind (gRPC) | reference | ratio | in server: total / model, rows |")
     print("|---|---|---|---|---|")
     for name, e, ref, ref_text, server in rows:

@@ -465,8 +465,8 @@ impl Explainer for Lime {
         let total = n_inputs * num_samples;
         let chunk = batch_rows.min(total).max(1);
         // Rows are sampled in waves of up to SAMPLE_AHEAD_BYTES and then sent to the model a
-        // batch at a time, back to back: sampling does not alternate with model calls, whose
-        // runtime threads would still be busy (spinning) when the next batch's sampling starts.
+        // batch at a time, back to back: sampling does not alternate with model calls (after
+        // which ONNX Runtime's workers, where they spin, would still hold a core).
         let wave = (SAMPLE_AHEAD_BYTES / (4 * row_len.max(1))).max(chunk).min(total);
         let mut rows_buffer = vec![0f32; wave * row_len];
         let mut batch_shape = input.shape.to_vec();

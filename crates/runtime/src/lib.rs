@@ -79,11 +79,10 @@ pub struct RuntimeOptions {
     pub device: DeviceChoice,
     /// Threads ONNX Runtime uses inside one operator (0: one per core).
     pub intra_threads: usize,
-    /// Whether idle intra-op workers spin before sleeping (for some milliseconds): faster runs
-    /// back to back (Kernel SHAP's 76 calls on wine-mlp: about 80 -> 60 ms on 2 cores), but
-    /// the spinning takes a core from whatever runs next, a plugin's own sampling threads
-    /// included (LIME on wine-mlp: about 15 -> 19 ms). Off by default: a daemon serving
-    /// several explainers on a small machine loses more than it gains (BENCHMARKS.md).
+    /// Whether idle intra-op workers spin before sleeping (for milliseconds after each run):
+    /// runs back to back start sooner, but the spinning takes a core from whatever runs next,
+    /// a plugin's own sampling threads included. Off by default: on the 2-core benchmarks it
+    /// gained nothing (BENCHMARKS.md, "Kernel SHAP and LIME").
     pub intra_op_spinning: bool,
     /// Sessions per model, i.e. how many forward passes of one model may run at once.
     pub sessions_per_model: usize,

@@ -22,7 +22,7 @@
 
 use crate::CompileError;
 use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
-use crate::rules::{Emitter, PairLayout, form, vjp};
+use crate::rules::{Emitter, PairLayout, form, max_pool_attrs, vjp};
 use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
 
@@ -124,11 +124,10 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
             continue;
         }
         let input = node.input[0].clone();
-        let (mask, nodes) = argmax_mask(&mut builder, node, &input);
-        let (mask_ref, nodes_ref) = argmax_mask(&mut builder, node, &reference_of[&input]);
-        derived_nodes.extend(nodes.iter().cloned());
-        builder.graph_mut().node.extend(nodes.into_iter().chain(nodes_ref));
+        let (mask, nodes) = argmax_mask(&mut builder, node, &input)?;
+        let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input])?;
         reference_of.insert(mask.clone(), mask_ref);
+        derived_nodes.extend(nodes);
         varying.insert(mask.clone());
         argmax_masks.insert(node.output[0].clone(), mask);
     }
@@ -153,9 +152,8 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
     emit.use_pair_layout(reference_of.clone(), layout);
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
-    let pools = Pools { sizes: crate::layers::spatial_sizes(graph), argmax_masks };
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
-        multipliers(emit, node, output_grads, varies, &reference, &pools)
+        multipliers(emit, node, output_grads, varies, &reference, &argmax_masks)
     })?;
     let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
@@ -381,7 +379,7 @@ fn multipliers(
     g: &[Option<String>],
     varies: &[bool],
     reference: &dyn Fn(&str) -> String,
-    pools: &Pools,
+    argmax_masks: &HashMap<String, String>,
 ) -> Result<Vec<Option<String>>, CompileError> {
     let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };
     let x = |i: usize| node.input[i].clone();
@@ -464,7 +462,7 @@ fn multipliers(
         }
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
         "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
-        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, pools)?),
+        "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, argmax_masks)?),
         // Everything else that has a rule is linear in its varying inputs: the multiplier is the
         // vector-Jacobian product.
         _ => return vjp(e, node, g, varies),
@@ -525,26 +523,17 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
 ///
 /// The routing weights are pair-stage values. Windows that tile the input without overlap
 /// (stride = kernel, no padding or dilation: the common 2×2 pool) give each input position
-/// one weight, so the gradient stage is a nearest upsampling and a product; other windows scatter-add every seed's values at the pair's argmax positions.
+/// one weight, read from the argmax masks computed with the activations (`argmax_masks`, by
+/// pool output), so the gradient stage is a nearest upsampling and a product; other windows
+/// scatter-add every seed's values at the pair's argmax positions.
 fn max_pool(
     e: &mut Emitter<'_>,
     node: &NodeProto,
     g: &str,
     reference: &dyn Fn(&str) -> String,
-    pools: &Pools,
+    argmax_masks: &HashMap<String, String>,
 ) -> Result<String, CompileError> {
-    if node.attr_int("storage_order").unwrap_or(0) != 0 {
-        return Err(form(node, "storage_order 1 is not supported"));
-    }
-    if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") {
-        return Err(form(node, "auto_pad is not supported; export with explicit pads"));
-    }
-    let attrs: Vec<AttributeProto> = node
-        .attribute
-        .iter()
-        .filter(|a| ["ceil_mode", "dilations", "kernel_shape", "pads", "strides"].contains(&a.name()))
-        .cloned()
-        .collect();
+    let attrs = max_pool_attrs(node)?;
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
 
@@ -553,14 +542,14 @@ fn max_pool(
     let dx = e.node("Sub", &[&xx, &xr], vec![]);
     let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
 
-    if let (Some(kernel), Some(mask_x)) = (tiling_window(node), pools.argmax_masks.get(&yx)) {
+    if let (Some(kernel), Some(mask_x)) = (tiling_window(node), argmax_masks.get(&yx)) {
         // One weight per input position: its window's `above` where x takes its maximum there,
         // its `below` where r does (the 0/1 masks come with the activations), over Δx. At x's
         // argmax the window's maximum is x itself, so `above` = relu(x − y_r) there, and
         // likewise `below` = −relu(r − y_x) at r's: each side needs only the other's maxima
         // spread over the windows.
         let mask_r = reference(mask_x);
-        let divides = pools.sizes.get(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
+        let divides = e.spatial_size(&xx).is_some_and(|size| size.iter().zip(&kernel).all(|(s, k)| s % k == 0));
         let mut parts = Vec::new();
         for (own, other_max, other_input, mask) in [(&xx, &yr, &xr, mask_x), (&xr, &yx, &xx, &mask_r)] {
             let spread = spread_over_windows(e, other_max, &kernel);
@@ -623,13 +612,6 @@ fn max_pool(
     Ok(e.per_pair(&routed, &inv_dx))
 }
 
-/// What the max-pool rule knows beyond the node: static spatial sizes, and the argmax masks
-/// computed with the activations (by pool output).
-struct Pools {
-    sizes: HashMap<String, Vec<i64>>,
-    argmax_masks: HashMap<String, String>,
-}
-
 /// Each value of `t` ([N, C, h, w]) repeated over its window (nearest upsampling by the kernel).
 fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
     let mut scales = vec![1.0f32, 1.0];
@@ -646,42 +628,33 @@ fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
     )
 }
 
-/// Nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each window's
-/// maximum (its first, as MaxPool's indices say, when several tie). Returns the mask's name.
-fn argmax_mask(builder: &mut GraphBuilder, pool: &NodeProto, input: &str) -> (String, Vec<NodeProto>) {
-    let attrs: Vec<AttributeProto> = pool
-        .attribute
-        .iter()
-        .filter(|a| ["ceil_mode", "dilations", "kernel_shape", "pads", "strides"].contains(&a.name()))
-        .cloned()
-        .collect();
+/// Adds nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each
+/// window's maximum (its first, as MaxPool's indices say, when several tie). Returns the
+/// mask's name and the nodes added.
+fn argmax_mask(builder: &mut GraphBuilder, pool: &NodeProto, input: &str) -> Result<(String, Vec<NodeProto>), CompileError> {
+    let attrs = max_pool_attrs(pool)?;
+    let first_node = builder.graph_mut().node.len();
     let flat = builder.add_initializer(explaind_onnx::tensor_i64("argmax_flat", &[1], &[-1]));
-    let one = explaind_onnx::tensor_f32("", &[1], &[1.0]);
-    let zero = explaind_onnx::tensor_f32("", &[1], &[0.0]);
-    let mut nodes = Vec::new();
-    let mut add = |builder: &mut GraphBuilder, op: &str, inputs: &[&str], outputs: usize, attributes: Vec<AttributeProto>| {
-        let names: Vec<String> = (0..outputs).map(|_| builder.fresh_name(&format!("{input}__argmax"))).collect();
-        nodes.push(NodeProto {
-            input: inputs.iter().map(|i| i.to_string()).collect(),
-            output: names.clone(),
-            name: Some(builder.fresh_name(&format!("{input}__argmax_{op}"))),
-            op_type: Some(op.into()),
-            attribute: attributes,
+    let filled = |value: f32| vec![AttributeProto::tensor("value", explaind_onnx::tensor_f32("", &[1], &[value]))];
+    let indices = builder.add_node_multi("MaxPool", &[input], 2, attrs).swap_remove(1);
+    let indices = builder.add_node("Reshape", &[&indices, &flat], vec![]);
+    let count = builder.add_node("Shape", &[&indices], vec![]);
+    let ones = builder.add_node("ConstantOfShape", &[&count], filled(1.0));
+    let shape = builder.add_node("Shape", &[input], vec![]);
+    let zeros = builder.add_node("ConstantOfShape", &[&shape], filled(0.0));
+    let zeros = builder.add_node("Reshape", &[&zeros, &flat], vec![]);
+    let scattered = builder.add_node("ScatterElements", &[&zeros, &indices, &ones], vec![AttributeProto::int("axis", 0)]);
+    // Named after its input, so the activations it joins say what it is.
+    let mask = builder
+        .push_node(NodeProto {
+            input: vec![scattered, shape],
+            output: vec![format!("{input}__argmax")],
+            name: Some(format!("{input}__argmax")),
+            op_type: Some("Reshape".into()),
             ..Default::default()
-        });
-        names
-    };
-    let pooled = add(builder, "MaxPool", &[input], 2, attrs);
-    let indices = add(builder, "Reshape", &[&pooled[1], &flat], 1, vec![]).remove(0);
-    let count = add(builder, "Shape", &[&indices], 1, vec![]).remove(0);
-    let ones = add(builder, "ConstantOfShape", &[&count], 1, vec![AttributeProto::tensor("value", one)]).remove(0);
-    let shape = add(builder, "Shape", &[input], 1, vec![]).remove(0);
-    let zeros = add(builder, "ConstantOfShape", &[&shape], 1, vec![AttributeProto::tensor("value", zero)]).remove(0);
-    let flat_zeros = add(builder, "Reshape", &[&zeros, &flat], 1, vec![]).remove(0);
-    let scattered =
-        add(builder, "ScatterElements", &[&flat_zeros, &indices, &ones], 1, vec![AttributeProto::int("axis", 0)]).remove(0);
-    let mask = add(builder, "Reshape", &[&scattered, &shape], 1, vec![]).remove(0);
-    (mask, nodes)
+        })
+        .remove(0);
+    Ok((mask, builder.graph_mut().node[first_node..].to_vec()))
 }
 
 /// The kernel of a 2-D max-pool whose windows tile its input without overlap or gaps between

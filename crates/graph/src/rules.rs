@@ -27,6 +27,8 @@ pub struct Emitter<'a> {
     layout: Option<PairLayout>,
     /// Results of [`Emitter::per_pair`], by name: the gradient and the factor they multiplied.
     pair_products: HashMap<String, (String, String)>,
+    /// The int64 scalars 0 and 1 that [`Emitter::range`] starts and steps by.
+    range_bounds: Option<(String, String)>,
     /// Static spatial sizes of the source graph's values ([`crate::layers::spatial_sizes`]),
     /// computed when a rule first asks.
     spatial_sizes: Option<HashMap<String, Vec<i64>>>,
@@ -64,6 +66,7 @@ impl<'a> Emitter<'a> {
             layout: None,
             pair_products: HashMap::new(),
             spatial_sizes: None,
+            range_bounds: None,
         }
     }
 
@@ -185,11 +188,9 @@ impl<'a> Emitter<'a> {
         let layout = self.layout.clone()?;
         let pair_shape = self.pair_shape(tensor);
         let block = self.node("ReduceProd", &[&pair_shape], vec![AttributeProto::int("keepdims", 0)]);
-        let zero = self.builder.add_initializer(tensor_i64("grad_zero", &[], &[0]));
-        let one = self.builder.add_initializer(tensor_i64("grad_step", &[], &[1]));
         let axis0 = self.ints(&[0]);
         let seeds = self.node("Squeeze", &[&layout.repeats, &axis0], vec![]);
-        let seeds = self.node("Range", &[&zero, &seeds, &one], vec![]);
+        let seeds = self.range(&seeds);
         let offsets = self.node("Mul", &[&seeds, &block], vec![]);
         let column = self.ints(&[-1, 1]);
         Some(self.node("Reshape", &[&offsets, &column], vec![]))
@@ -201,6 +202,20 @@ impl<'a> Emitter<'a> {
         let rest = self.after_first(&g_shape);
         let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
         (self.node("Reshape", &[g, &lifted_shape], vec![]), rest)
+    }
+
+    /// `0, 1, ..., count − 1` as int64 (`count`: an int64 scalar), with the bounds as shared
+    /// constants.
+    pub fn range(&mut self, count: &str) -> String {
+        let (zero, one) = match &self.range_bounds {
+            Some(bounds) => bounds.clone(),
+            None => {
+                let zero = self.builder.add_initializer(tensor_i64("grad_zero", &[], &[0]));
+                let one = self.builder.add_initializer(tensor_i64("grad_step", &[], &[1]));
+                self.range_bounds.insert((zero, one)).clone()
+            }
+        };
+        self.node("Range", &[&zero, count, &one], vec![])
     }
 
     /// Elements from index 1 on of a 1-D tensor.
@@ -285,9 +300,7 @@ impl<'a> Emitter<'a> {
         let extra = self.node("Sub", &[&grad_rank, &target_rank], vec![]);
         let axis0 = self.ints(&[0]);
         let extra = self.node("Squeeze", &[&extra, &axis0], vec![]);
-        let zero = self.builder.add_initializer(tensor_i64("grad_zero", &[], &[0]));
-        let one = self.builder.add_initializer(tensor_i64("grad_step", &[], &[1]));
-        let leading = self.node("Range", &[&zero, &extra, &one], vec![]);
+        let leading = self.range(&extra);
         let keep_rank = vec![AttributeProto::int("keepdims", 0), AttributeProto::int("noop_with_empty_axes", 1)];
         let same_rank = self.node("ReduceSum", &[grad, &leading], keep_rank);
         let same_rank_shape = self.node("Shape", &[&same_rank], vec![]);
@@ -393,6 +406,16 @@ pub(crate) fn form(node: &NodeProto, reason: &str) -> CompileError {
 /// Copies the named attributes that are present on `node`.
 fn copy_attrs(node: &NodeProto, names: &[&str]) -> Vec<AttributeProto> {
     node.attribute.iter().filter(|a| names.contains(&a.name())).cloned().collect()
+}
+
+/// The attributes a backward rule repeats on a `MaxPool` it recomputes (for its indices), once
+/// the node is of a form the rules support.
+pub(crate) fn max_pool_attrs(node: &NodeProto) -> Result<Vec<AttributeProto>, CompileError> {
+    require_explicit_padding(node)?;
+    if node.attr_int("storage_order").unwrap_or(0) != 0 {
+        return Err(form(node, "storage_order 1 is not supported"));
+    }
+    Ok(copy_attrs(node, &["ceil_mode", "dilations", "kernel_shape", "pads", "strides"]))
 }
 
 fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
@@ -729,13 +752,9 @@ pub fn vjp(
             out[0] = Some(e.node("Conv", &[g0, x(1)], attrs));
         }
         "MaxPool" => {
-            require_explicit_padding(node)?;
-            if node.attr_int("storage_order").unwrap_or(0) != 0 {
-                return Err(form(node, "storage_order 1 is not supported"));
-            }
             // Route each output's gradient to the element it took (flat indices over the whole
             // tensor, batch included) and add, so overlapping windows sum their contributions.
-            let attrs = copy_attrs(node, &["ceil_mode", "dilations", "kernel_shape", "pads", "strides"]);
+            let attrs = max_pool_attrs(node)?;
             let outputs = e.builder().add_node_multi("MaxPool", &[x(0)], 2, attrs);
             let flat = e.ints(&[-1]);
             let indices = e.node("Reshape", &[&outputs[1], &flat], vec![]);
@@ -897,9 +916,7 @@ pub fn vjp(
             // repeated indices, with no shape known in advance.
             let shape = e.shape(x(0));
             let count = e.size(x(0));
-            let zero = e.builder().add_initializer(tensor_i64("grad_zero", &[], &[0]));
-            let one = e.builder().add_initializer(tensor_i64("grad_step", &[], &[1]));
-            let positions = e.node("Range", &[&zero, &count, &one], vec![]);
+            let positions = e.range(&count);
             let positions = e.node("Reshape", &[&positions, &shape], vec![]);
             let mut inputs: Vec<&str> = vec![&positions];
             inputs.extend(node.input[1..].iter().map(String::as_str));

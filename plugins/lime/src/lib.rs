@@ -159,7 +159,7 @@ struct Samples<'s, 'a> {
     samplers: &'s [Box<dyn Sampler + 'a>],
     seed: u64,
     per_input: usize,
-    widths: Vec<usize>,
+    widths: &'s [usize],
     offsets: Vec<usize>,
 }
 
@@ -459,7 +459,7 @@ impl Explainer for Lime {
         let widths: Vec<usize> = samplers.iter().map(|s| s.features()).collect();
         let offsets: Vec<usize> = widths.iter().scan(0, |at, &m| Some(std::mem::replace(at, *at + num_samples * m))).collect();
         let mut binary = vec![0u8; widths.iter().sum::<usize>() * num_samples];
-        let samples = Samples { samplers: &samplers, seed, per_input: num_samples, widths: widths.clone(), offsets };
+        let samples = Samples { samplers: &samplers, seed, per_input: num_samples, widths: &widths, offsets };
         let threads = worker_threads();
         let mut labels: Vec<Vec<f64>> = (0..n_inputs).map(|_| vec![0f64; num_samples * n_targets]).collect();
         let total = n_inputs * num_samples;

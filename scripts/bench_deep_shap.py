@@ -36,6 +36,10 @@ Before timing, explaind's attributions are checked against shap's on the digits 
 1e-3); the max |attribution difference| vs shap and captum and explaind's max completeness
 residual are printed for every case.
 
+`EXPLAIND_BENCH_SCALING=0` leaves out the scaling case. On a GPU (README.md, "On a GPU"), `EXPLAIND_BENCH_DEVICE=cuda` runs the daemon with `--device cuda`
+(the CUDA build of ONNX Runtime named by ORT_DYLIB_PATH) and shap and captum on the same GPU
+through PyTorch; the CPU floor table is then left out.
+
 Needs a release build (`target/release/explaind`) and the reference libraries:
     cargo build --release --workspace
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/requirements-bench.txt
@@ -80,6 +84,9 @@ SCALING_CHUNK_BYTES = 128 << 20  # with the cache budget, keeps the daemon under
 SCALING_MAX_BATCH_ROWS = 256
 REFERENCE_LIMIT_S = 60.0
 CLASSES = 10
+DEVICE = os.environ.get("EXPLAIND_BENCH_DEVICE", "cpu")
+if DEVICE not in ("cpu", "cuda"):
+    raise SystemExit(f"EXPLAIND_BENCH_DEVICE={DEVICE!r}: expected cpu or cuda")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -108,6 +115,13 @@ def timed_reference(fn) -> list[float]:
     first = time.perf_counter() - t0
     repeats = REFERENCE_REPEATS if first * REFERENCE_REPEATS <= REFERENCE_BUDGET_S else REFERENCE_REPEATS_SLOW
     return timed(fn, repeats, warmup=False)
+
+
+def exact_float32(torch) -> None:
+    """No TF32 on the GPU (PyTorch allows it in cuDNN convolutions by default): explaind turns it
+    off too, and the attributions are compared."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def fmt_s(seconds: float) -> str:
@@ -211,33 +225,37 @@ class References:
         from make_deepshap_fixtures import clone_before_maxpool
 
         self.torch = torch
-        self.bg = torch.from_numpy(background)
+        self.device = torch.device(DEVICE)
+        self.bg = torch.from_numpy(background).to(self.device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.shap = shap.DeepExplainer(copy.deepcopy(model), self.bg)
+            self.shap = shap.DeepExplainer(copy.deepcopy(model).to(self.device), self.bg)
         captum_model = clone_before_maxpool(copy.deepcopy(model)) or copy.deepcopy(model)
-        self.captum = DeepLiftShap(captum_model)
+        self.captum = DeepLiftShap(captum_model.to(self.device))
+
+    def tensor(self, x: np.ndarray):
+        return self.torch.from_numpy(x).to(self.device)
 
     def shap_values(self, x: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sv = np.asarray(self.shap.shap_values(self.torch.from_numpy(x), check_additivity=False))
+            sv = np.asarray(self.shap.shap_values(self.tensor(x), check_additivity=False))
         return np.moveaxis(sv, -1, 1)  # (N, *in, T) -> (N, T, *in)
 
     def captum_per_class(self, x: np.ndarray) -> np.ndarray:
-        xt = self.torch.from_numpy(x)
+        xt = self.tensor(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return np.stack([self.captum.attribute(xt, baselines=self.bg, target=t).detach().numpy()
+            return np.stack([self.captum.attribute(xt, baselines=self.bg, target=t).detach().cpu().numpy()
                              for t in range(CLASSES)], axis=1)
 
     def captum_one_call(self, x: np.ndarray) -> np.ndarray:
         # one input: repeat it once per class, target = [0..9] (the batch is 10 x K rows)
         assert x.shape[0] == 1
-        xt = self.torch.from_numpy(np.repeat(x, CLASSES, axis=0))
+        xt = self.tensor(np.repeat(x, CLASSES, axis=0))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            a = self.captum.attribute(xt, baselines=self.bg, target=list(range(CLASSES))).detach().numpy()
+            a = self.captum.attribute(xt, baselines=self.bg, target=list(range(CLASSES))).detach().cpu().numpy()
         return a[None]
 
 
@@ -292,7 +310,7 @@ def compare_case(client: Client, name: str, model_name: str, input_name: str, ou
     total_ms = statistics.median(t[0] for t in server)
     model_ms = statistics.median(t[1] for t in server)
     backward_rows = np.ascontiguousarray(np.repeat(background, 10, axis=0))
-    forward = forward_pass_time(model_path, backward_rows)
+    forward = forward_pass_time(model_path, backward_rows) if DEVICE == "cpu" else None
     return dict(name=name, explaind=e, shap=s, captum=c, captum1=c1, total_ms=total_ms, forward=forward,
                 backward_rows=len(backward_rows),
                 model_ms=model_ms, calls=server[0][2], rows=server[0][3], residual=residual(first),
@@ -350,6 +368,7 @@ def reference_worker(lib: str, k: int, out: str) -> None:
     import torch
 
     torch.set_num_threads(2)
+    exact_float32(torch)
     x, _ = mid_data()
     refs = References(mid_cnn(), scaling_data(k))
     fn = refs.shap_values if lib == "shap" else refs.captum_per_class
@@ -397,7 +416,7 @@ def scaling_case(repo: Path, x: np.ndarray):
     stopped: dict[str, int] = {}
     for k in SCALING_ROWS:
         bg = scaling_data(k)
-        proc, addr = start_daemon("--models", str(repo), "--cache-bytes", str(SCALING_CACHE_BYTES),
+        proc, addr = start_daemon("--models", str(repo), "--device", DEVICE, "--cache-bytes", str(SCALING_CACHE_BYTES),
                                   "--chunk-bytes", str(SCALING_CHUNK_BYTES),
                                   "--max-batch-rows", str(SCALING_MAX_BATCH_ROWS))
         try:
@@ -443,6 +462,18 @@ def scaling_case(repo: Path, x: np.ndarray):
 # ---------------------------------------------------------------- main
 
 
+def print_floor(results) -> None:
+    print("A floor: the backward pass over the background rows x classes does at least the multiply-adds of one "
+          "forward pass over as many rows (its transposed convolutions are the forward ones' adjoints). One "
+          "plain forward pass over that many rows, through onnxruntime's Python API:\n")
+    print("| case | rows | one forward pass | explaind / forward pass | shap / forward pass | captum per class / forward pass |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name'].split(',')[0]} | {r['backward_rows']} | {fmt_s(r['forward'])} "
+              f"| {r['explaind'] / r['forward']:.1f}x | {r['shap'] / r['forward']:.1f}x | {r['captum'] / r['forward']:.1f}x |")
+    print()
+
+
 def main() -> None:
     generate_stubs()
     import captum
@@ -452,6 +483,7 @@ def main() -> None:
     from make_deepshap_fixtures import digits_cnn
 
     torch.set_num_threads(2)
+    exact_float32(torch)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
 
@@ -465,7 +497,7 @@ def main() -> None:
     repo = Path(tempfile.mkdtemp(prefix="explaind-bench-models-"))
     try:
         build_repository(repo, mid, mid_x)
-        proc, addr = start_daemon("--models", str(repo))
+        proc, addr = start_daemon("--models", str(repo), "--device", DEVICE)
         try:
             client = Client(addr)
             results = [
@@ -480,14 +512,18 @@ def main() -> None:
         finally:
             proc.kill()
             proc.wait()
-        scaling = scaling_case(repo, mid_x)
+        scaling = scaling_case(repo, mid_x) if os.environ.get("EXPLAIND_BENCH_SCALING", "1") != "0" else []
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     elapsed = time.perf_counter() - started
 
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, shap {shap.__version__}, "
-          f"captum {captum.__version__}, onnxruntime {ort.__version__} (explaind: CPU, default threads)")
+          f"captum {captum.__version__}, onnxruntime {ort.__version__} "
+          f"(explaind: {'CPU, default threads' if DEVICE == 'cpu' else 'CUDA'})")
+    if DEVICE == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(0)}; explaind with --device cuda "
+              f"({os.environ.get('ORT_DYLIB_PATH', 'the default library')}); shap and captum on the same GPU through PyTorch")
     binary = REPO / "target" / "release" / "explaind"
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(binary.stat().st_mtime))
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
@@ -506,15 +542,8 @@ def main() -> None:
               f"| {r['shap'] / r['explaind']:.1f}x | {r['captum'] / r['explaind']:.1f}x "
               f"| {r['captum1'] / r['explaind']:.1f}x |")
     print()
-    print("A floor: the backward pass over the background rows x classes does at least the multiply-adds of one "
-          "forward pass over as many rows (its transposed convolutions are the forward ones' adjoints). One "
-          "plain forward pass over that many rows, through onnxruntime's Python API:\n")
-    print("| case | rows | one forward pass | explaind / forward pass | shap / forward pass | captum per class / forward pass |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['name'].split(',')[0]} | {r['backward_rows']} | {fmt_s(r['forward'])} "
-              f"| {r['explaind'] / r['forward']:.1f}x | {r['shap'] / r['forward']:.1f}x | {r['captum'] / r['forward']:.1f}x |")
-    print()
+    if DEVICE == "cpu":
+        print_floor(results)
     print("Agreement and completeness (max absolute): "
           + "; ".join(f"{r['name'].split(',')[0]}: vs shap {r['d_shap']:.1g}, vs captum {r['d_captum']:.1g}, "
                       f"explaind completeness residual {r['residual']:.1g}, {r['calls']} ONNX Runtime calls "
@@ -528,20 +557,21 @@ def main() -> None:
     print(f"| same background (warm cache) | {fmt_s(cw['warm'])} | {cw['warm_total_ms']:.1f} / {cw['warm_model_ms']:.1f} ms |")
     print(f"| ratio cold / warm | {cw['cold'] / cw['warm']:.1f}x | |")
     print()
-    print(f"Scaling (mid-cnn, 1 input, 10 classes; a fresh daemon per row count, started with "
-          f"`--cache-bytes {SCALING_CACHE_BYTES} --chunk-bytes {SCALING_CHUNK_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}`; cold: the "
-          f"first request; warm: the same request again (median of 3 where cold is under 5 s, else 1); "
-          f"rows through ONNX Runtime (cold / warm; fewer when warm means the cache held the background); "
-          f"peak RSS: the daemon's VmHWM after these requests; shap and captum (per class): one call each "
-          f"in a child process, stopped after {REFERENCE_LIMIT_S:.0f} s; ratio to explaind warm):\n")
-    print("| background rows | explaind cold | explaind warm | warm per row | in server (warm): total / model "
-          "| rows through ORT | peak RSS | shap | captum, per class |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in scaling:
-        print(f"| {r['rows']} | {fmt_s(r['cold'])} | {fmt_s(r['warm'])} | {r['warm'] / r['rows'] * 1e3:.1f} ms "
-              f"| {r['warm_total_ms']:.0f} / {r['warm_model_ms']:.0f} ms | {r['cold_rows']} / {r['warm_rows']} "
-              f"| {r['rss']:.0f} MiB | {r['shap']} | {r['captum']} |")
-    print()
+    if scaling:
+        print(f"Scaling (mid-cnn, 1 input, 10 classes; a fresh daemon per row count, started with "
+              f"`--cache-bytes {SCALING_CACHE_BYTES} --chunk-bytes {SCALING_CHUNK_BYTES} --max-batch-rows {SCALING_MAX_BATCH_ROWS}`; cold: the "
+              f"first request; warm: the same request again (median of 3 where cold is under 5 s, else 1); "
+              f"rows through ONNX Runtime (cold / warm; fewer when warm means the cache held the background); "
+              f"peak RSS: the daemon's VmHWM after these requests; shap and captum (per class): one call each "
+              f"in a child process, stopped after {REFERENCE_LIMIT_S:.0f} s; ratio to explaind warm):\n")
+        print("| background rows | explaind cold | explaind warm | warm per row | in server (warm): total / model "
+              "| rows through ORT | peak RSS | shap | captum, per class |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in scaling:
+            print(f"| {r['rows']} | {fmt_s(r['cold'])} | {fmt_s(r['warm'])} | {r['warm'] / r['rows'] * 1e3:.1f} ms "
+                  f"| {r['warm_total_ms']:.0f} / {r['warm_model_ms']:.0f} ms | {r['cold_rows']} / {r['warm_rows']} "
+                  f"| {r['rss']:.0f} MiB | {r['shap']} | {r['captum']} |")
+        print()
     print(f"Load average (1 min) at the start and the end: {load_start:.2f}, {os.getloadavg()[0]:.2f}")
 
 

@@ -23,12 +23,13 @@ def generate_stubs() -> None:
 
 
 def start_daemon(*extra: str) -> tuple[subprocess.Popen, str]:
-    """Starts target/release/explaind serve (CPU, free port, `extra` flags); returns the
-    process and its address once it prints its listening line."""
+    """Starts target/release/explaind serve (free port; CPU unless `extra` names a `--device`);
+    returns the process and its address once it prints its listening line."""
     binary = REPO / "target" / "release" / "explaind"
     if not binary.exists():
         raise SystemExit(f"{binary} is missing: build it with `cargo build --release --workspace`")
-    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", "--device", "cpu", *extra],
+    device = [] if "--device" in extra else ["--device", "cpu"]
+    proc = subprocess.Popen([str(binary), "serve", "--listen", "127.0.0.1:0", *device, *extra],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     prefix = "explaind listening on "

@@ -93,6 +93,18 @@ async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_th
     let reference = whole.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
     assert_eq!(whole.state.engine.cache_stats().misses, 1, "the 20 rows fit one chunk");
 
+    // 200 KiB of working memory: cached chunks of 5 rows, runs of 2 (the last of each chunk
+    // overlapping the one before it, so all have one shape).
+    let overlapping = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 200 << 10).await;
+    let response = overlapping.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
+    assert_eq!(overlapping.state.engine.cache_stats().misses, 4, "20 rows in chunks of 5");
+    assert_close(
+        &floats(response.attributions[0].values.as_ref().unwrap()),
+        &floats(reference.attributions[0].values.as_ref().unwrap()),
+        1e-5,
+        1e-4,
+    );
+
     // 64 KiB of working memory: a few background rows per cached chunk, one per backward run.
     let chunked = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 64 << 10).await;
     let mut client = chunked.explainer().await;

@@ -23,10 +23,16 @@ pub fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// The test process's ONNX Runtime: the library `find_library` picks (`ORT_DYLIB_PATH` first), on
+/// the CPU unless `EXPLAIND_TEST_DEVICE` names another device (`cuda`: every model of the suite
+/// then runs on the GPU, or the suite fails; see `tests/cuda.rs`).
 pub fn runtime() -> &'static OrtRuntime {
     let library = explaind_runtime::find_library(None);
-    let options =
-        RuntimeOptions { device: explaind_runtime::DeviceChoice::Cpu, intra_threads: 1, ..Default::default() };
+    let device = match std::env::var("EXPLAIND_TEST_DEVICE") {
+        Ok(device) => device.parse().unwrap_or_else(|e| panic!("EXPLAIND_TEST_DEVICE: {e}")),
+        Err(_) => explaind_runtime::DeviceChoice::Cpu,
+    };
+    let options = RuntimeOptions { device, intra_threads: 1, ..Default::default() };
     OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e} (tests run `scripts/setup.sh` first)"))
 }
 

@@ -16,7 +16,7 @@ pub use cache::{BoundedCache, CacheStats};
 
 use explaind_graph::{CompileError, DeepLiftRequest, GradientRequest, compile_deeplift, compile_gradient};
 use explaind_onnx::ModelProto;
-use explaind_runtime::{Model, ModelError, OrtRuntime, RunStats};
+use explaind_runtime::{ExecutionProvider, Input, Model, ModelError, OrtRuntime, Resident, RunStats};
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
 use std::sync::{Arc, OnceLock};
 
@@ -56,6 +56,8 @@ pub struct DeepShap {
     /// [N, S]: seed · mean over the background of the model's output.
     pub expected: Array2<f32>,
     pub stats: RunStats,
+    /// Where the background's cached activations live: the GPU (CUDA) or host memory.
+    pub background_location: ExecutionProvider,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -79,14 +81,26 @@ enum Compiled {
     Layer { model: Model, activation: usize, gradient: usize },
     /// `activations`: the forward pass returning what the backward pass reads; `backward`:
     /// both sides' activations and the seed in, multipliers out; `pairs`: everything in one
-    /// graph, for explicit (input, reference) pairs.
-    DeepLift { activations: Model, backward: Model, pairs: Model },
+    /// graph, for explicit (input, reference) pairs; `background`: sessions of their own for
+    /// the background's forward passes, under CUDA.
+    DeepLift { activations: Model, backward: Model, pairs: Model, background: Option<Box<BackgroundSessions>> },
+}
+
+/// The activation graph and the served model loaded a second time, for the background's rows
+/// only. Under CUDA a session whose input shape changes re-runs cuDNN's algorithm search for
+/// every convolution, and a cold request would switch the shared sessions between its own
+/// rows and a background chunk's, twice. On the CPU the switch costs little, and the shared
+/// sessions save the second copy of the weights.
+struct BackgroundSessions {
+    activations: Model,
+    outputs: Model,
 }
 
 /// Cached activations of a chunk of background rows, and the sum of the model's output over
-/// those rows.
+/// those rows. The activations are resident where the backward graph runs (on the GPU under
+/// CUDA), so warm requests copy none of them.
 struct Activations {
-    arrays: Vec<ArrayD<f32>>,
+    arrays: Resident,
     output_sum: Vec<f64>,
 }
 
@@ -161,10 +175,18 @@ impl AttributionEngine {
             Kind::DeepLift => {
                 let request = DeepLiftRequest { output: output_name, inputs };
                 let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
+                let background = match model.execution_provider {
+                    ExecutionProvider::Cuda => Some(Box::new(BackgroundSessions {
+                        activations: load(&compiled.activation_model, "deeplift-background-activations")?,
+                        outputs: load(&proto, "background-outputs")?,
+                    })),
+                    ExecutionProvider::Cpu => None,
+                };
                 Compiled::DeepLift {
                     activations: load(&compiled.activation_model, "deeplift-activations")?,
                     backward: load(&compiled.backward_model, "deeplift-backward")?,
                     pairs: load(&compiled.model, "deeplift-pairs")?,
+                    background,
                 }
             }
         };
@@ -261,7 +283,11 @@ impl AttributionEngine {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<DeepShap, AttributionError> {
         let compiled = self.compiled(model, output, Kind::DeepLift)?;
-        let Compiled::DeepLift { activations: forward, backward, .. } = &*compiled else { unreachable!() };
+        let Compiled::DeepLift { activations: forward, backward, background: sessions, .. } = &*compiled else { unreachable!() };
+        let (background_forward, background_model) = match sessions {
+            Some(own) => (&own.activations, &own.outputs),
+            None => (forward, model),
+        };
         let (n, s) = (seeds.shape()[0], seeds.shape()[1]);
         let k = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0);
         if k == 0 {
@@ -283,12 +309,21 @@ impl AttributionEngine {
         // activations at once; the chunk size depends on the model only, so every request with
         // this background shares the entries.
         let cache_rows = ((self.chunk_bytes / 4 / bytes_per_row) as usize).clamp(1, model.max_batch_rows().max(1));
+        // Chunks of (nearly) equal rows, so the last is not a small remainder.
+        let cache_rows = k.div_ceil(k.div_ceil(cache_rows));
+        let last_chunk_rows = k - (k.div_ceil(cache_rows) - 1) * cache_rows;
         // Rows per backward run. Its pair stage holds about one row's activations per
         // background row, its gradient stage (S seeds per row) about 0.4 of that per seed and
         // row (ONNX Runtime's peak, measured on the mid-size CNN of BENCHMARKS.md): budget
         // 2 + S/2 activation rows per background row.
         let per_run_row = bytes_per_row * (2 + (s as u64).div_ceil(2));
         let run_rows = ((self.chunk_bytes / per_run_row) as usize).clamp(1, model.max_batch_rows().max(1));
+        // Runs of one size for the whole request: the fewest runs within the bound, rows shared
+        // out evenly, and no longer than the shortest chunk. ONNX Runtime re-plans a graph
+        // whose input shapes changed since its last run, and under CUDA that re-runs cuDNN's
+        // algorithm search for every convolution: on the H100 of BENCHMARKS.md, runs of 35
+        // then 15 rows took 86 ms per request, 25 and 25 took 9 ms.
+        let run_size = k.div_ceil(k.div_ceil(run_rows)).min(last_chunk_rows);
 
         let seeds = seeds.to_shape((n, s, row)).map_err(|e| AttributionError::InvalidArgument(format!("seeds: {e}")))?;
         let mut attributions: Vec<ArrayD<f32>> = inputs
@@ -304,15 +339,16 @@ impl AttributionEngine {
         let mut seed_shape = vec![0];
         seed_shape.extend(&model_output_shape(model, output, row)[1..]);
         let mut output_sum = vec![0f64; row];
+        let mut background_location = ExecutionProvider::Cpu;
 
         for chunk_start in (0..k).step_by(cache_rows) {
             let chunk_end = (chunk_start + cache_rows).min(k);
             let key = (model.sha256.clone(), output, background.digest.clone(), chunk_start, chunk_end);
             let cached = self.activations.get_or_compute(&key, || {
                 let views: Vec<_> = background.rows.iter().map(|a| a.slice_axis(Axis(0), (chunk_start..chunk_end).into())).collect();
-                let (arrays, run) = forward.run(&views).map_err(internal)?;
+                let (arrays, run) = background_forward.run(&views).map_err(internal)?;
                 stats.add(run);
-                let (outputs, run) = model.run(&views).map_err(internal)?;
+                let (outputs, run) = background_model.run(&views).map_err(internal)?;
                 stats.add(run);
                 let explained = &outputs[output];
                 let rows = chunk_end - chunk_start;
@@ -323,34 +359,41 @@ impl AttributionEngine {
                     .iter()
                     .map(|&v| v as f64)
                     .collect();
-                let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum::<u64>() + output_sum.len() as u64 * 8;
+                let arrays = backward.keep_resident(arrays).map_err(internal)?;
+                let bytes = arrays.bytes() + output_sum.len() as u64 * 8;
                 Ok::<_, AttributionError>((Activations { arrays, output_sum }, bytes))
             })?;
+            background_location = cached.arrays.location();
             for (total, part) in output_sum.iter_mut().zip(&cached.output_sum) {
                 *total += part;
             }
             // One input row at a time against runs of this chunk's rows, all S seeds in one run:
             // the backward graph repeats the cached activations per seed and expands the input's
             // to match, so the activations go in as views and nothing is copied per pair.
+            // Every run of this chunk has the same rows; the last one ends at the chunk's end,
+            // overlapping rows already done (their results are not added twice).
+            let chunk_rows = chunk_end - chunk_start;
+            let rows = run_size.min(chunk_rows);
+            seed_shape[0] = s * rows;
             for i in 0..n {
-                let x_side: Vec<ArrayViewD<f32>> =
-                    input_activations.iter().map(|a| a.slice_axis(Axis(0), (i..i + 1).into())).collect();
-                let mut first = chunk_start;
-                while first < chunk_end {
+                let x_side: Vec<Input> =
+                    input_activations.iter().map(|a| Input::Host(a.slice_axis(Axis(0), (i..i + 1).into()))).collect();
+                let seed_rows = ndarray::Array2::from_shape_fn((s * rows, row), |(r, e)| seeds[[i, r / rows, e]])
+                    .into_shape_with_order(IxDyn(&seed_shape))
+                    .expect("same length");
+                for (local, already_done) in runs(chunk_rows, rows) {
                     if cancelled() {
                         return Err(AttributionError::Cancelled);
                     }
-                    let rows = run_rows.min(chunk_end - first);
-                    let local = first - chunk_start;
-                    let mut feed = x_side.clone();
-                    feed.extend(cached.arrays.iter().map(|a| a.slice_axis(Axis(0), (local..local + rows).into())));
-                    seed_shape[0] = s * rows;
-                    let seed_rows = ndarray::Array2::from_shape_fn((s * rows, row), |(r, e)| seeds[[i, r / rows, e]])
-                        .into_shape_with_order(IxDyn(&seed_shape))
-                        .expect("same length");
-                    feed.push(seed_rows.view());
-                    let (multipliers, run) = backward.run(&feed).map_err(internal)?;
+                    let mut feed: Vec<Input> = x_side.iter().map(Input::reborrow).collect();
+                    feed.extend(
+                        (0..cached.arrays.len())
+                            .map(|index| Input::Resident { set: &cached.arrays, index, rows: local..local + rows }),
+                    );
+                    feed.push(Input::Host(seed_rows.view()));
+                    let (multipliers, run) = backward.run_inputs(&feed).map_err(internal)?;
                     stats.add(run);
+                    let first = chunk_start + local;
                     for (input, m) in multipliers.iter().enumerate() {
                         let len = m.len() / (s * rows);
                         let m = m.as_standard_layout();
@@ -360,7 +403,7 @@ impl AttributionEngine {
                         let out = attributions[input].as_slice_mut().expect("fresh array");
                         for j in 0..s {
                             let dst = &mut out[(i * s + j) * len..(i * s + j + 1) * len];
-                            for p in 0..rows {
+                            for p in already_done..rows {
                                 let m = &m[(j * rows + p) * len..(j * rows + p + 1) * len];
                                 let r = &r[(first + p) * len..(first + p + 1) * len];
                                 for e in 0..len {
@@ -369,7 +412,6 @@ impl AttributionEngine {
                             }
                         }
                     }
-                    first += rows;
                 }
             }
         }
@@ -379,8 +421,20 @@ impl AttributionEngine {
         for ((i, j), value) in expected.indexed_iter_mut() {
             *value = seeds.slice(ndarray::s![i, j, ..]).iter().zip(&mean_output).map(|(a, b)| *a as f64 * b).sum::<f64>() as f32;
         }
-        Ok(DeepShap { attributions, expected, stats })
+        Ok(DeepShap { attributions, expected, stats, background_location })
     }
+}
+
+/// The runs over `chunk_rows` rows, `rows` at a time (`rows` ≤ `chunk_rows`): each run's first
+/// row and how many of its rows an earlier run already covered. The last run ends at the
+/// chunk's end, so every run has the same shape.
+fn runs(chunk_rows: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    debug_assert!(rows >= 1 && rows <= chunk_rows);
+    (0..chunk_rows.div_ceil(rows)).map(move |run| {
+        let done = run * rows;
+        let first = done.min(chunk_rows - rows);
+        (first, done - first)
+    })
 }
 
 /// What layer methods need to know of a model's tensors, kept per model digest.
@@ -462,3 +516,26 @@ fn model_output_shape(model: &Model, output: usize, row: usize) -> Vec<usize> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_have_one_size_and_cover_every_row_once() {
+        assert_eq!(runs(4, 2).collect::<Vec<_>>(), [(0, 0), (2, 0)]);
+        assert_eq!(runs(5, 2).collect::<Vec<_>>(), [(0, 0), (2, 0), (3, 1)]);
+        assert_eq!(runs(3, 3).collect::<Vec<_>>(), [(0, 0)]);
+        for chunk_rows in 1..40 {
+            for rows in 1..=chunk_rows {
+                let mut covered = vec![0; chunk_rows];
+                for (first, skip) in runs(chunk_rows, rows) {
+                    assert!(first + rows <= chunk_rows);
+                    for row in first + skip..first + rows {
+                        covered[row] += 1;
+                    }
+                }
+                assert!(covered.iter().all(|&c| c == 1), "{chunk_rows} rows, runs of {rows}: {covered:?}");
+            }
+        }
+    }
+}

@@ -22,7 +22,7 @@
 
 use crate::CompileError;
 use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
-use crate::rules::{Emitter, PairLayout, form, max_pool_attrs, vjp};
+use crate::rules::{Emitter, PairLayout, form, max_pool_attrs, max_pool_indices, vjp};
 use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
 
@@ -119,13 +119,15 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     // the max-pools whose windows tile their input, as 0/1 masks shaped like the pool's input.
     let mut derived_nodes = Vec::new();
     let mut argmax_masks: HashMap<String, String> = HashMap::new();
+    let spatial_sizes = crate::layers::spatial_sizes(graph);
     for (node, _) in graph.node.iter().zip(&on_path).filter(|(n, on)| **on && n.op_type() == "MaxPool") {
         if tiling_window(node).is_none() || !varying.contains(&node.input[0]) {
             continue;
         }
         let input = node.input[0].clone();
-        let (mask, nodes) = argmax_mask(&mut builder, node, &input)?;
-        let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input])?;
+        let spatial = spatial_sizes.get(&input).map(Vec::as_slice);
+        let (mask, nodes) = argmax_mask(&mut builder, node, &input, spatial)?;
+        let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input], spatial)?;
         reference_of.insert(mask.clone(), mask_ref);
         derived_nodes.extend(nodes);
         varying.insert(mask.clone());
@@ -533,7 +535,7 @@ fn max_pool(
     reference: &dyn Fn(&str) -> String,
     argmax_masks: &HashMap<String, String>,
 ) -> Result<String, CompileError> {
-    let attrs = max_pool_attrs(node)?;
+    max_pool_attrs(node)?;
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
 
@@ -580,8 +582,9 @@ fn max_pool(
     let below = e.node("Sub", &[&yx, &top], vec![]);
     let pair_shape = e.pair_shape(&xx);
     let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
-    let index_x = e.builder().add_node_multi("MaxPool", &[&xx_rows], 2, attrs.clone()).swap_remove(1);
-    let index_r = e.builder().add_node_multi("MaxPool", &[&xr], 2, attrs).swap_remove(1);
+    let spatial = e.spatial_size(&xx);
+    let index_x = max_pool_indices(e.builder(), node, &xx_rows, spatial.as_deref())?;
+    let index_r = max_pool_indices(e.builder(), node, &xr, spatial.as_deref())?;
     let flat = e.ints(&[-1]);
 
     // Gradient stage, any windows: every seed's values go to the pair's argmax positions,
@@ -631,12 +634,16 @@ fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
 /// Adds nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each
 /// window's maximum (its first, as MaxPool's indices say, when several tie). Returns the
 /// mask's name and the nodes added.
-fn argmax_mask(builder: &mut GraphBuilder, pool: &NodeProto, input: &str) -> Result<(String, Vec<NodeProto>), CompileError> {
-    let attrs = max_pool_attrs(pool)?;
+fn argmax_mask(
+    builder: &mut GraphBuilder,
+    pool: &NodeProto,
+    input: &str,
+    spatial: Option<&[i64]>,
+) -> Result<(String, Vec<NodeProto>), CompileError> {
     let first_node = builder.graph_mut().node.len();
     let flat = builder.add_initializer(explaind_onnx::tensor_i64("argmax_flat", &[1], &[-1]));
     let filled = |value: f32| vec![AttributeProto::tensor("value", explaind_onnx::tensor_f32("", &[1], &[value]))];
-    let indices = builder.add_node_multi("MaxPool", &[input], 2, attrs).swap_remove(1);
+    let indices = max_pool_indices(builder, pool, input, spatial)?;
     let indices = builder.add_node("Reshape", &[&indices, &flat], vec![]);
     let count = builder.add_node("Shape", &[&indices], vec![]);
     let ones = builder.add_node("ConstantOfShape", &[&count], filled(1.0));

@@ -418,6 +418,115 @@ pub(crate) fn max_pool_attrs(node: &NodeProto) -> Result<Vec<AttributeProto>, Co
     Ok(copy_attrs(node, &["ceil_mode", "dilations", "kernel_shape", "pads", "strides"]))
 }
 
+/// MaxPool's `Indices` output for `input` (positions flat over the whole tensor, batch and
+/// channel included): on ties, the first maximum in row-major order, as ONNX Runtime's CPU
+/// kernel and PyTorch pick it. ONNX leaves ties open, and ONNX Runtime's CUDA kernel scans
+/// windows column by column, so its indices differ wherever a window holds its maximum twice
+/// (a blank region of an image after a convolution with a bias: measured on the digits CNN,
+/// where it moved gradients by up to 1.7 and Deep SHAP values by 0.1).
+///
+/// With the 2-D input's spatial size known (`spatial`), the windows are gathered explicitly and
+/// the first maximum found with operators whose results the standard fixes (Gather, Equal,
+/// CumSum, exact small-integer products), so every execution provider routes the same way.
+/// Otherwise MaxPool's own `Indices`: exact on the CPU, column-major on ties under CUDA.
+pub fn max_pool_indices(
+    builder: &mut GraphBuilder,
+    node: &NodeProto,
+    input: &str,
+    spatial: Option<&[i64]>,
+) -> Result<String, CompileError> {
+    let attrs = max_pool_attrs(node)?;
+    let kernel = node.attr_ints("kernel_shape").ok_or_else(|| form(node, "kernel_shape is missing"))?.to_vec();
+    let (Some(&[height, width]), 2) = (spatial, kernel.len()) else {
+        return Ok(builder.add_node_multi("MaxPool", &[input], 2, attrs).swap_remove(1));
+    };
+    let pair = |name: &str, default: i64| node.attr_ints(name).map(|v| v.to_vec()).unwrap_or_else(|| vec![default; 2]);
+    let (strides, dilations) = (pair("strides", 1), pair("dilations", 1));
+    let pads = node.attr_ints("pads").map(|v| v.to_vec()).unwrap_or_else(|| vec![0; 4]);
+    let ceil = node.attr_int("ceil_mode").unwrap_or(0) != 0;
+    let size = [height, width];
+    // Output size as ONNX Runtime computes it: in ceil mode, a window starting past the input
+    // (and its leading padding) is dropped.
+    let mut out = [0i64; 2];
+    for a in 0..2 {
+        let span = size[a] + pads[a] + pads[a + 2] - ((kernel[a] - 1) * dilations[a] + 1);
+        let steps = if ceil { (span + strides[a] - 1).div_euclid(strides[a]) } else { span.div_euclid(strides[a]) };
+        out[a] = steps + 1;
+        if ceil && (out[a] - 1) * strides[a] >= size[a] + pads[a] {
+            out[a] -= 1;
+        }
+    }
+    // Padded so every window lies inside; padding is −∞ and never a window's first maximum.
+    let padded: Vec<i64> =
+        (0..2).map(|a| (size[a] + pads[a] + pads[a + 2]).max((out[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1)).collect();
+    let after: Vec<i64> = (0..2).map(|a| padded[a] - size[a] - pads[a]).collect();
+    let mut x = input.to_string();
+    if pads[0] != 0 || pads[1] != 0 || after.iter().any(|&p| p != 0) {
+        let pad_amounts = builder.add_initializer(tensor_i64("maxpool_pads", &[8], &[0, 0, pads[0], pads[1], 0, 0, after[0], after[1]]));
+        let lowest = builder.add_initializer(tensor_f32("maxpool_pad_value", &[], &[f32::NEG_INFINITY]));
+        x = builder.add_node("Pad", &[&x, &pad_amounts, &lowest], vec![]);
+    }
+    let planes = builder.add_initializer(tensor_i64("maxpool_planes", &[3], &[0, 0, -1]));
+    let x = builder.add_node("Reshape", &[&x, &planes], vec![]);
+    // window_positions[i, j, k]: where window (i, j)'s k-th element (row-major) lies in the
+    // padded plane; source_positions: the same element's position in the unpadded input.
+    let window = kernel[0] * kernel[1];
+    let mut window_positions = Vec::with_capacity((out[0] * out[1] * window) as usize);
+    let mut source_positions = Vec::with_capacity(window_positions.capacity());
+    for i in 0..out[0] {
+        for j in 0..out[1] {
+            for ki in 0..kernel[0] {
+                for kj in 0..kernel[1] {
+                    let (row, col) = (i * strides[0] + ki * dilations[0], j * strides[1] + kj * dilations[1]);
+                    window_positions.push(row * padded[1] + col);
+                    source_positions.push(((row - pads[0]) * width + col - pads[1]) as f32);
+                }
+            }
+        }
+    }
+    let windows_shape = [out[0], out[1], window];
+    let gather = builder.add_initializer(tensor_i64("maxpool_windows", &windows_shape, &window_positions));
+    let windows = builder.add_node("Gather", &[&x, &gather], vec![AttributeProto::int("axis", 2)]);
+    // Each window's maximum (MaxPool's own output, exact), then the first element equal to it:
+    // equal and the first such in a running count.
+    let maxima = builder.add_node("MaxPool", &[input], attrs);
+    let column = builder.add_initializer(tensor_i64("maxpool_column", &[5], &[0, 0, 0, 0, 1]));
+    let maxima = builder.add_node("Reshape", &[&maxima, &column], vec![]);
+    let equal = builder.add_node("Equal", &[&windows, &maxima], vec![]);
+    let equal_f = builder.add_node("Cast", &[&equal], vec![AttributeProto::int("to", DataType::Float as i64)]);
+    let last_axis = builder.add_initializer(tensor_i64("maxpool_last_axis", &[], &[-1]));
+    let running = builder.add_node("CumSum", &[&equal_f, &last_axis], vec![]);
+    let one = builder.add_initializer(tensor_f32("maxpool_one", &[], &[1.0]));
+    let first_in_count = builder.add_node("Equal", &[&running, &one], vec![]);
+    let first = builder.add_node("And", &[&equal, &first_in_count], vec![]);
+    let first = builder.add_node("Cast", &[&first], vec![AttributeProto::int("to", DataType::Float as i64)]);
+    // Its position: one nonzero term per window, so the float sum is exact below 2^24.
+    let sources = builder.add_initializer(tensor_f32("maxpool_sources", &windows_shape, &source_positions));
+    let picked = builder.add_node("Mul", &[&first, &sources], vec![]);
+    let ones = builder.add_initializer(tensor_f32("maxpool_sum", &[window, 1], &vec![1.0; window as usize]));
+    let position = builder.add_node("MatMul", &[&picked, &ones], vec![]);
+    let position = builder.add_node("Cast", &[&position], vec![AttributeProto::int("to", DataType::Int64 as i64)]);
+    let four_d = builder.add_initializer(tensor_i64("maxpool_four_d", &[4], &[0, 0, 0, 0]));
+    let position = builder.add_node("Reshape", &[&position, &four_d], vec![]);
+    // Plus the offset of each (row, channel) plane: plane index · H·W.
+    let count = builder.add_node("Size", &[&position], vec![]);
+    let per_plane = builder.add_initializer(tensor_i64("maxpool_per_plane", &[], &[out[0] * out[1]]));
+    let plane_count = builder.add_node("Div", &[&count, &per_plane], vec![]);
+    let zero = builder.add_initializer(tensor_i64("maxpool_zero", &[], &[0]));
+    let step = builder.add_initializer(tensor_i64("maxpool_step", &[], &[1]));
+    let plane = builder.add_node("Range", &[&zero, &plane_count, &step], vec![]);
+    let plane_size = builder.add_initializer(tensor_i64("maxpool_plane_size", &[], &[height * width]));
+    let offsets = builder.add_node("Mul", &[&plane, &plane_size], vec![]);
+    let input_shape = builder.add_node("Shape", &[input], vec![]);
+    let lead = builder.add_initializer(tensor_i64("maxpool_lead", &[1], &[2]));
+    let start = builder.add_initializer(tensor_i64("maxpool_start", &[1], &[0]));
+    let batch_and_channels = builder.add_node("Slice", &[&input_shape, &start, &lead], vec![]);
+    let trailing = builder.add_initializer(tensor_i64("maxpool_trailing", &[2], &[1, 1]));
+    let offsets_shape = builder.add_node("Concat", &[&batch_and_channels, &trailing], vec![AttributeProto::int("axis", 0)]);
+    let offsets = builder.add_node("Reshape", &[&offsets, &offsets_shape], vec![]);
+    Ok(builder.add_node("Add", &[&position, &offsets], vec![]))
+}
+
 fn require_explicit_padding(node: &NodeProto) -> Result<(), CompileError> {
     match node.attr_string("auto_pad") {
         None | Some("NOTSET") => Ok(()),
@@ -754,10 +863,10 @@ pub fn vjp(
         "MaxPool" => {
             // Route each output's gradient to the element it took (flat indices over the whole
             // tensor, batch included) and add, so overlapping windows sum their contributions.
-            let attrs = max_pool_attrs(node)?;
-            let outputs = e.builder().add_node_multi("MaxPool", &[x(0)], 2, attrs);
+            let spatial = e.spatial_size(x(0));
+            let indices = max_pool_indices(e.builder(), node, x(0), spatial.as_deref())?;
             let flat = e.ints(&[-1]);
-            let indices = e.node("Reshape", &[&outputs[1], &flat], vec![]);
+            let indices = e.node("Reshape", &[&indices, &flat], vec![]);
             let values = e.node("Reshape", &[g0, &flat], vec![]);
             let flat_x = e.node("Reshape", &[x(0), &flat], vec![]);
             let zeros = e.zeros_like(&flat_x);

@@ -5,15 +5,19 @@
 //!   process and decides the execution provider (`--device auto|cpu|cuda`).
 //! - [`Model`] is one loaded `model.onnx` with its metadata, a small pool of sessions and an
 //!   optional default background; [`Model::run`] runs a batch in chunks of bounded size.
+//! - [`Resident`] keeps arrays that many runs read (cached background activations) where the
+//!   model's session reads them: on the GPU under CUDA, so they are copied there once.
 //! - [`ModelRepository`] maps `models/<name>/<version>/` to loaded models and reloads them on
 //!   request; requests can only name models, never paths.
 
 pub mod npy;
 mod model;
 mod repository;
+mod resident;
 
 pub use model::{Dim, ElementType, FLOAT, Model, ModelConfig, ModelError, RunStats, TensorSpec};
 pub use repository::{ModelRepository, RepositoryError};
+pub use resident::{Input, Resident};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -126,6 +130,17 @@ pub enum InitError {
 }
 
 static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
+
+/// Held around everything that reaches the GPU through ONNX Runtime (creating a CUDA session,
+/// running one, copying tensors to the device). With two such calls on different threads, ONNX
+/// Runtime 1.31's CUDA provider failed with CUDA error 900 ("operation not permitted when
+/// stream is capturing", from `cudaDeviceSynchronize` in session creation; onnxruntime issue
+/// 18806) on the H100 of BENCHMARKS.md. One GPU runs one graph at a time anyway; what the lock
+/// costs is overlapping one request's host work with another's kernels.
+pub(crate) fn lock_gpu() -> std::sync::MutexGuard<'static, ()> {
+    static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Where to look for the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then `.ort/libonnxruntime.so`
 /// in the current directory or any ancestor of the executable (where `scripts/setup.sh` puts it).

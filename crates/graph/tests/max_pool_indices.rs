@@ -1,0 +1,104 @@
+//! `rules::max_pool_indices`, the max-pool argmax that every execution provider computes alike,
+//! against ONNX Runtime's CPU MaxPool `Indices` (row-major first maximum on ties) on inputs full
+//! of ties, for every window form the compiler accepts, and against a hand-worked window.
+
+mod common;
+
+use common::*;
+use explaind_graph::rules::max_pool_indices;
+use explaind_onnx::proto::tensor_proto::DataType;
+use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto};
+use ndarray::{ArrayD, IxDyn};
+
+fn pool(attributes: Vec<AttributeProto>) -> NodeProto {
+    NodeProto { op_type: Some("MaxPool".into()), attribute: attributes, ..Default::default() }
+}
+
+fn as_float(b: &mut GraphBuilder, indices: &str) -> String {
+    b.add_node("Cast", &[indices], vec![AttributeProto::int("to", DataType::Float as i64)])
+}
+
+/// Runs `ours − MaxPool's Indices` (as floats) on `x`, or `ours` alone.
+fn run(node: &NodeProto, x: &ArrayD<f32>, against_max_pool: bool) -> Vec<f32> {
+    let shape: Vec<usize> = x.shape().to_vec();
+    let spatial = [shape[2] as i64, shape[3] as i64];
+    let m: ModelProto = model(&[&shape], |b, names| {
+        let ours = max_pool_indices(b, node, &names[0], Some(&spatial)).unwrap();
+        let ours = as_float(b, &ours);
+        if !against_max_pool {
+            return ours;
+        }
+        let attrs = node.attribute.clone();
+        let theirs = b.add_node_multi("MaxPool", &[&names[0]], 2, attrs).swap_remove(1);
+        let theirs = as_float(b, &theirs);
+        b.add_node("Sub", &[&ours, &theirs], vec![])
+    });
+    let graph = m.graph.as_ref().unwrap();
+    assert!(
+        !against_max_pool || graph.node.iter().filter(|n| n.op_type() == "MaxPool" && n.output.len() == 2).count() == 1,
+        "the construction itself reads no MaxPool indices"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (outputs, _) = load(&m, &dir, "indices").run(&[x.view()]).unwrap();
+    outputs[0].iter().copied().collect()
+}
+
+#[test]
+fn indices_equal_onnx_runtime_cpu_maxpool_on_inputs_full_of_ties() {
+    let forms: Vec<(&str, Vec<AttributeProto>, [usize; 2])> = vec![
+        ("2x2 tiling", vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])], [8, 8]),
+        ("2x2 tiling with a margin", vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])], [7, 9]),
+        (
+            "3x3 stride 2 padded",
+            vec![
+                AttributeProto::ints("kernel_shape", [3, 3]),
+                AttributeProto::ints("strides", [2, 2]),
+                AttributeProto::ints("pads", [1, 1, 1, 1]),
+            ],
+            [8, 8],
+        ),
+        ("3x3 stride 1 (overlapping)", vec![AttributeProto::ints("kernel_shape", [3, 3])], [6, 7]),
+        (
+            "asymmetric pads, 2x3 kernel, strides 1x2",
+            vec![
+                AttributeProto::ints("kernel_shape", [2, 3]),
+                AttributeProto::ints("strides", [1, 2]),
+                AttributeProto::ints("pads", [0, 1, 1, 0]),
+            ],
+            [6, 8],
+        ),
+        (
+            "dilated",
+            vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("dilations", [2, 2])],
+            [7, 7],
+        ),
+        (
+            "ceil mode",
+            vec![
+                AttributeProto::ints("kernel_shape", [3, 3]),
+                AttributeProto::ints("strides", [2, 2]),
+                AttributeProto::int("ceil_mode", 1),
+            ],
+            [8, 8],
+        ),
+    ];
+    for (name, attributes, [h, w]) in forms {
+        // Three levels only, so most windows hold their maximum more than once.
+        let x = array(&[3, 2, h, w], 7, 0.0).mapv(|v| (v * 1.5).round());
+        let differences = run(&pool(attributes), &x, true);
+        assert!(!differences.is_empty(), "{name}");
+        assert!(differences.iter().all(|&d| d == 0.0), "{name}: {differences:?}");
+    }
+}
+
+#[test]
+fn ties_go_to_the_first_maximum_in_row_major_order() {
+    // One 2x2 window [[0, 1], [1, 0]] per (row, channel): the maximum is at (0, 1) first in
+    // row-major order (flat 1 in its plane) and at (1, 0) first in column-major order (flat 2).
+    let window = [0f32, 1.0, 1.0, 0.0];
+    let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 2, 2]), |i| window[i[2] * 2 + i[3]]);
+    let attributes = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+    let indices = run(&pool(attributes), &x, false);
+    let expected: Vec<f32> = (0..6).map(|plane| (plane * 4 + 1) as f32).collect();
+    assert_eq!(indices, expected);
+}

@@ -23,7 +23,10 @@ if [[ -z "$wheel" ]]; then
   fi
   download="$(mktemp -d)"
   trap 'rm -rf "$download"' EXIT
+  # The daemon loads the C libraries only, not the Python module, so any one wheel serves:
+  # always the one whose hash requirements-gpu.txt pins, whatever this machine's Python is.
   PIP_DISABLE_PIP_VERSION_CHECK=1 "$PY" -m pip download --quiet --no-deps --only-binary=:all: \
+    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
     --require-hashes -r "$REQ" -d "$download"
   wheel="$(ls "$download"/onnxruntime_gpu-*.whl)"
 fi

@@ -510,6 +510,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 "attributions": response.attributions.iter().map(|a| (a.input_name.clone(), a.values.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
                 "base_values": response.base_values.as_ref().map(tensor_json),
                 "outputs": response.outputs.iter().map(|o| (o.name.clone(), o.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                "extras": response.extras.iter().map(|e| (e.name.clone(), e.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
                 "info": response.info,
                 "timing": { "total_ms": timing.total_ms, "model_ms": timing.model_ms, "model_calls": timing.model_calls, "model_rows": timing.model_rows },
             });

@@ -130,4 +130,24 @@ fn client_commands_against_the_default_daemon() {
     assert!(Command::new(BIN).args(&npy_args).status().unwrap().success());
     let array = explaind_runtime::npy::read_f32_file(&npy).unwrap();
     assert_eq!(array.shape(), &[1, 2, 1, 8, 8]);
+
+    // Deep SHAP against the model's default background: the JSON carries the extras, and the
+    // reported completeness residual is Σφ − (f(x) − base) computed from the JSON's own values.
+    let samples = repo_root().join("models/digits-cnn/1/samples.npy");
+    let result = client(&[
+        "explain", "--addr", &addr, "--model", "digits-cnn", "--explainer", "deep-shap",
+        "--input", samples.to_str().unwrap(), "--all-targets",
+    ]);
+    let floats = |v: &serde_json::Value| -> Vec<f64> { v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let (phi, outputs, base) =
+        (floats(&result["attributions"]["image"]), floats(&result["outputs"]["logits"]), floats(&result["base_values"]));
+    let residual = floats(&result["extras"]["completeness_residual"]);
+    assert_eq!(residual.len(), base.len());
+    let per_target = phi.len() / base.len();
+    for (j, reported) in residual.iter().enumerate() {
+        let sum: f64 = phi[j * per_target..(j + 1) * per_target].iter().sum();
+        let gap = outputs[j] - base[j];
+        assert!((sum - gap - reported).abs() <= 1e-3, "target {j}: Σφ {sum}, gap {gap}, reported {reported}");
+        assert!(reported.abs() <= 1e-4 * outputs[j].abs().max(1.0), "target {j}: residual {reported}");
+    }
 }

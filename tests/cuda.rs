@@ -2,13 +2,13 @@
 //! (`scripts/setup-gpu.sh`); run as README.md's "On a GPU" says:
 //!
 //! ```text
-//! EXPLAIND_TEST_DEVICE=cuda ORT_DYLIB_PATH=.ort-gpu/libonnxruntime.so \
-//!     cargo test --release --test cuda --test deep_shap -- --include-ignored
+//! EXPLAIND_TEST_DEVICE=cuda ORT_DYLIB_PATH=$PWD/.ort-gpu/libonnxruntime.so \
+//!     cargo test --release --test cuda --test deep_shap --test gradients -- --include-ignored
 //! ```
 //!
 //! With `EXPLAIND_TEST_DEVICE=cuda` every model the test harness loads must run on CUDA, so the
-//! whole Deep SHAP suite (`tests/deep_shap.rs`) runs there too; this file adds what only the GPU
-//! has: the background's activations kept in device memory.
+//! Deep SHAP and gradient suites (`tests/deep_shap.rs`, `tests/gradients.rs`) run there too;
+//! this file adds what only the GPU has: the background's activations kept in device memory.
 mod common;
 
 use common::fixtures::case;

@@ -530,8 +530,8 @@ mod tests {
                 let mut covered = vec![0; chunk_rows];
                 for (first, skip) in runs(chunk_rows, rows) {
                     assert!(first + rows <= chunk_rows);
-                    for row in first + skip..first + rows {
-                        covered[row] += 1;
+                    for count in &mut covered[first + skip..first + rows] {
+                        *count += 1;
                     }
                 }
                 assert!(covered.iter().all(|&c| c == 1), "{chunk_rows} rows, runs of {rows}: {covered:?}");

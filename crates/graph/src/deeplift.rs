@@ -535,7 +535,7 @@ fn max_pool(
     reference: &dyn Fn(&str) -> String,
     argmax_masks: &HashMap<String, String>,
 ) -> Result<String, CompileError> {
-    max_pool_attrs(node)?;
+    max_pool_attrs(node)?; // refuses the forms no route below handles
     let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     let (yx, yr) = (node.output[0].clone(), reference(&node.output[0]));
 
@@ -632,8 +632,8 @@ fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
 }
 
 /// Adds nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each
-/// window's maximum (its first, as MaxPool's indices say, when several tie). Returns the
-/// mask's name and the nodes added.
+/// window's maximum (its first in row-major order when several tie, on every execution
+/// provider: [`max_pool_indices`]). Returns the mask's name and the nodes added.
 fn argmax_mask(
     builder: &mut GraphBuilder,
     pool: &NodeProto,

@@ -88,22 +88,9 @@ impl Resident {
         self.shapes.is_empty()
     }
 
-    /// Rows (first axis) of array `index`.
-    pub fn rows(&self, index: usize) -> usize {
-        self.shapes[index].first().copied().unwrap_or(1)
-    }
-
     /// Bytes held (host or device memory, per [`Resident::location`]).
     pub fn bytes(&self) -> u64 {
         self.shapes.iter().map(|s| s.iter().product::<usize>() as u64 * 4).sum()
-    }
-
-    /// The host arrays, when the set lives in host memory.
-    pub fn host_arrays(&self) -> Option<&[ArrayD<f32>]> {
-        match &self.storage {
-            Storage::Host(arrays) => Some(arrays),
-            Storage::Cuda(_) => None,
-        }
     }
 
     /// A session input reading `rows` of array `index` in place.

@@ -245,24 +245,21 @@ impl Model {
     /// Blocking: call it from a blocking thread.
     pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<(Vec<ArrayD<f32>>, RunStats), ModelError> {
         let rows = inputs.first().map(|a| a.shape()[0]).unwrap_or(0);
-        let mut stats = RunStats::default();
         if rows <= self.max_batch_rows {
             // One call, inputs as given (they need not share a first axis in this case; the
             // rows counted are the largest first axis).
-            let began = Instant::now();
-            let outputs = self.run_views(inputs)?;
-            let counted = inputs.iter().map(|a| a.shape().first().copied().unwrap_or(1)).max().unwrap_or(0);
-            stats.add(RunStats { calls: 1, rows: counted as u64, elapsed: began.elapsed() });
-            return Ok((outputs, stats));
+            let inputs: Vec<Input> = inputs.iter().map(|a| Input::Host(a.view())).collect();
+            return self.run_inputs(&inputs);
         }
+        let mut stats = RunStats::default();
         let mut chunks: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); self.outputs.len()];
         let mut start = 0;
         loop {
             let end = (start + self.max_batch_rows).min(rows);
-            let slice: Vec<ArrayViewD<f32>> =
-                inputs.iter().map(|a| a.slice_axis(Axis(0), (start..end).into())).collect();
+            let slice: Vec<Input> =
+                inputs.iter().map(|a| Input::Host(a.slice_axis(Axis(0), (start..end).into()))).collect();
             let began = Instant::now();
-            let outputs = self.run_views(&slice)?;
+            let outputs = self.run_once(&slice)?;
             stats.add(RunStats { calls: 1, rows: (end - start) as u64, elapsed: began.elapsed() });
             for (slot, out) in chunks.iter_mut().zip(outputs) {
                 slot.push(out);
@@ -307,11 +304,6 @@ impl Model {
         let outputs = self.run_once(inputs)?;
         let rows = inputs.iter().map(Input::rows).max().unwrap_or(0);
         Ok((outputs, RunStats { calls: 1, rows: rows as u64, elapsed: began.elapsed() }))
-    }
-
-    fn run_views(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32>>, ModelError> {
-        let inputs: Vec<Input> = inputs.iter().map(|a| Input::Host(a.view())).collect();
-        self.run_once(&inputs)
     }
 
     fn run_once(&self, inputs: &[Input<'_>]) -> Result<Vec<ArrayD<f32>>, ModelError> {

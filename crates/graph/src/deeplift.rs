@@ -126,8 +126,9 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
         }
         let input = node.input[0].clone();
         let spatial = spatial_sizes.get(&input).map(Vec::as_slice);
-        let (mask, nodes) = argmax_mask(&mut builder, node, &input, spatial)?;
-        let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input], spatial)?;
+        let output = &node.output[0];
+        let (mask, nodes) = argmax_mask(&mut builder, node, &input, output, spatial)?;
+        let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input], &reference_of[output], spatial)?;
         reference_of.insert(mask.clone(), mask_ref);
         derived_nodes.extend(nodes);
         varying.insert(mask.clone());
@@ -583,8 +584,8 @@ fn max_pool(
     let pair_shape = e.pair_shape(&xx);
     let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
     let spatial = e.spatial_size(&xx);
-    let index_x = max_pool_indices(e.builder(), node, &xx_rows, spatial.as_deref())?;
-    let index_r = max_pool_indices(e.builder(), node, &xr, spatial.as_deref())?;
+    let index_x = max_pool_indices(e.builder(), node, &xx_rows, &yx, spatial.as_deref())?;
+    let index_r = max_pool_indices(e.builder(), node, &xr, &yr, spatial.as_deref())?;
     let flat = e.ints(&[-1]);
 
     // Gradient stage, any windows: every seed's values go to the pair's argmax positions,
@@ -631,19 +632,21 @@ fn spread_over_windows(e: &mut Emitter<'_>, t: &str, kernel: &[i64]) -> String {
     )
 }
 
-/// Adds nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` takes each
-/// window's maximum (its first in row-major order when several tie, on every execution
-/// provider: [`max_pool_indices`]). Returns the mask's name and the nodes added.
+/// Adds nodes computing a 0/1 mask shaped like `input` with a 1 where `pool` (whose result on
+/// `input` is `output`) takes each window's maximum (its first in row-major order when several
+/// tie, on every execution provider: [`max_pool_indices`]). Returns the mask's name and the
+/// nodes added.
 fn argmax_mask(
     builder: &mut GraphBuilder,
     pool: &NodeProto,
     input: &str,
+    output: &str,
     spatial: Option<&[i64]>,
 ) -> Result<(String, Vec<NodeProto>), CompileError> {
     let first_node = builder.graph_mut().node.len();
     let flat = builder.add_initializer(explaind_onnx::tensor_i64("argmax_flat", &[1], &[-1]));
     let filled = |value: f32| vec![AttributeProto::tensor("value", explaind_onnx::tensor_f32("", &[1], &[value]))];
-    let indices = max_pool_indices(builder, pool, input, spatial)?;
+    let indices = max_pool_indices(builder, pool, input, output, spatial)?;
     let indices = builder.add_node("Reshape", &[&indices, &flat], vec![]);
     let count = builder.add_node("Shape", &[&indices], vec![]);
     let ones = builder.add_node("ConstantOfShape", &[&count], filled(1.0));

@@ -429,10 +429,14 @@ pub(crate) fn max_pool_attrs(node: &NodeProto) -> Result<Vec<AttributeProto>, Co
 /// the first maximum found with operators whose results the standard fixes (Gather, Equal,
 /// CumSum, exact small-integer products), so every execution provider routes the same way.
 /// Otherwise MaxPool's own `Indices`: exact on the CPU, column-major on ties under CUDA.
+///
+/// `maxima` is the pool's output on `input`, which the graph already computes (one row of it
+/// may stand for all of `input`'s rows: it broadcasts).
 pub fn max_pool_indices(
     builder: &mut GraphBuilder,
     node: &NodeProto,
     input: &str,
+    maxima: &str,
     spatial: Option<&[i64]>,
 ) -> Result<String, CompileError> {
     let attrs = max_pool_attrs(node)?;
@@ -487,11 +491,10 @@ pub fn max_pool_indices(
     let windows_shape = [out[0], out[1], window];
     let gather = builder.add_initializer(tensor_i64("maxpool_windows", &windows_shape, &window_positions));
     let windows = builder.add_node("Gather", &[&x, &gather], vec![AttributeProto::int("axis", 2)]);
-    // Each window's maximum (MaxPool's own output, exact), then the first element equal to it:
-    // equal and the first such in a running count.
-    let maxima = builder.add_node("MaxPool", &[input], attrs);
+    // Each window's maximum (the pool's output), then the first element equal to it: equal and
+    // the first such in a running count.
     let column = builder.add_initializer(tensor_i64("maxpool_column", &[5], &[0, 0, 0, 0, 1]));
-    let maxima = builder.add_node("Reshape", &[&maxima, &column], vec![]);
+    let maxima = builder.add_node("Reshape", &[maxima, &column], vec![]);
     let equal = builder.add_node("Equal", &[&windows, &maxima], vec![]);
     let equal_f = builder.add_node("Cast", &[&equal], vec![AttributeProto::int("to", DataType::Float as i64)]);
     let last_axis = builder.add_initializer(tensor_i64("maxpool_last_axis", &[], &[-1]));
@@ -864,7 +867,7 @@ pub fn vjp(
             // Route each output's gradient to the element it took (flat indices over the whole
             // tensor, batch included) and add, so overlapping windows sum their contributions.
             let spatial = e.spatial_size(x(0));
-            let indices = max_pool_indices(e.builder(), node, x(0), spatial.as_deref())?;
+            let indices = max_pool_indices(e.builder(), node, x(0), &node.output[0], spatial.as_deref())?;
             let flat = e.ints(&[-1]);
             let indices = e.node("Reshape", &[&indices, &flat], vec![]);
             let values = e.node("Reshape", &[g0, &flat], vec![]);

@@ -23,7 +23,8 @@ fn run(node: &NodeProto, x: &ArrayD<f32>, against_max_pool: bool) -> Vec<f32> {
     let shape: Vec<usize> = x.shape().to_vec();
     let spatial = [shape[2] as i64, shape[3] as i64];
     let m: ModelProto = model(&[&shape], |b, names| {
-        let ours = max_pool_indices(b, node, &names[0], Some(&spatial)).unwrap();
+        let maxima = b.add_node("MaxPool", &[&names[0]], node.attribute.clone());
+        let ours = max_pool_indices(b, node, &names[0], &maxima, Some(&spatial)).unwrap();
         let ours = as_float(b, &ours);
         if !against_max_pool {
             return ours;

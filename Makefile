@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make serve   start the daemon with the bundled demo models and plugins (127.0.0.1:50051)
-#   make test    run the whole test suite (Rust, C plugins, Python gRPC client)
+#   make test    run the whole test suite (house style: rustfmt and clippy; Rust, C plugins,
+#                Python gRPC client)
 # Both set up what they need first: scripts/setup.sh installs the pinned Python packages and the
 # ONNX Runtime library (checksums verified); cargo builds the daemon and the plugins.
 
@@ -19,5 +20,7 @@ serve: build
 	target/debug/explaind serve --listen $(LISTEN)
 
 test: build
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 	.venv/bin/python -m pytest tests/python -q

@@ -131,8 +131,10 @@ impl AccessPolicy {
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .ok_or_else(|| Status::unauthenticated("authorization: expected \"Bearer <token>\""))?;
             let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
-            let principal =
-                self.tokens.get(&digest).ok_or_else(|| Status::unauthenticated("authorization: the bearer token is not recognised"))?;
+            let principal = self
+                .tokens
+                .get(&digest)
+                .ok_or_else(|| Status::unauthenticated("authorization: the bearer token is not recognised"))?;
             return Ok(Caller { name: principal.name.clone(), via: "token", roles: principal.roles.clone() });
         }
         if let Some(principal) = certificate.as_ref().and_then(|c| self.clients.get(c)) {
@@ -149,8 +151,11 @@ impl AccessPolicy {
         if self.max_concurrent == 0 {
             return Ok(None);
         }
-        let semaphore =
-            self.in_flight.entry(caller.to_string()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_concurrent))).clone();
+        let semaphore = self
+            .in_flight
+            .entry(caller.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_concurrent)))
+            .clone();
         semaphore.try_acquire_owned().map(Some).map_err(|_| {
             Status::resource_exhausted(format!(
                 "caller {caller:?} already has {} requests in flight (the limit per caller)",
@@ -203,6 +208,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_string();
+        let trail = request.extensions().get::<Arc<crate::trail::RequestTrail>>().cloned();
         let caller = match self.policy.authorize(&path, &request) {
             Ok(caller) => caller,
             Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
@@ -221,6 +227,9 @@ where
             request.extensions_mut().insert(Deadline(deadline));
         }
         if let Some(caller) = caller {
+            if let Some(trail) = &trail {
+                *trail.caller.lock().unwrap_or_else(|e| e.into_inner()) = Some(caller.name.clone());
+            }
             request.extensions_mut().insert(caller);
         }
         let future = self.inner.call(request);
@@ -230,7 +239,9 @@ where
                 None => future.await,
                 Some(deadline) => match tokio::time::timeout_at(deadline.into(), future).await {
                     Ok(response) => response,
-                    Err(_) => Ok(Status::deadline_exceeded(format!("the client's deadline passed after {path} started")).into_http()),
+                    Err(_) => {
+                        Ok(Status::deadline_exceeded(format!("the client's deadline passed after {path} started")).into_http())
+                    }
                 },
             }
         })

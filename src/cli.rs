@@ -71,7 +71,9 @@ pub fn run_audit(command: AuditCommand) -> Result<(), String> {
             let mut files = Vec::new();
             for path in &args.files {
                 if path.is_dir() {
-                    files.extend(explaind_audit::chain_files(&path.join("audit.log")).map_err(|e| format!("{}: {e}", path.display()))?);
+                    files.extend(
+                        explaind_audit::chain_files(&path.join("audit.log")).map_err(|e| format!("{}: {e}", path.display()))?,
+                    );
                 } else {
                     files.push(path.clone());
                 }
@@ -132,9 +134,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub max_concurrent_per_caller: Option<usize>,
     /// Explainer budget: most rows one explain request may run through the model and its
-    /// compiled graphs (default 0: no limit).
+    /// compiled graphs (default 20,000,000; 0: no limit).
     #[arg(long)]
     pub max_model_rows_per_request: Option<u64>,
+    /// Explainer budget: most bytes of scratch memory one explain request may hold besides its
+    /// inputs and results (default 2 GiB; 0: no limit).
+    #[arg(long)]
+    pub max_request_bytes: Option<u64>,
     /// Most rows sent to ONNX Runtime in one call (bounds the memory of large batches; default 1024).
     #[arg(long)]
     pub max_batch_rows: Option<usize>,
@@ -402,35 +408,42 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Models(args) => {
             let mut client = ModelServiceClient::new(connect(args.addr).await?);
             let models = client.list_models(proto::ListModelsRequest {}).await.map_err(status_text)?.into_inner().models;
-            json!(models.iter().map(|m| json!({
-                "name": m.name, "version": m.version, "sha256": m.sha256,
-                "execution_provider": m.execution_provider,
-                "inputs": m.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
-                "outputs": m.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
-                "labels": m.labels, "description": m.description,
-            })).collect::<Vec<_>>())
+            json!(
+                models
+                    .iter()
+                    .map(|m| json!({
+                        "name": m.name, "version": m.version, "sha256": m.sha256,
+                        "execution_provider": m.execution_provider,
+                        "inputs": m.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                        "outputs": m.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                        "labels": m.labels, "description": m.description,
+                    }))
+                    .collect::<Vec<_>>()
+            )
         }
         Command::Explainers(args) => {
             let mut client = ExplainServiceClient::new(connect(args.addr).await?);
             let list = client.list_explainers(proto::ListExplainersRequest {}).await.map_err(status_text)?.into_inner();
-            json!(list.explainers.iter().map(|e| json!({
-                "name": e.name, "version": e.version, "abi_version": e.abi_version,
-                "description": e.description, "requires": e.requires, "file_sha256": e.file_sha256,
-                "parameters": e.parameters.iter().map(|p| json!({
-                    "name": p.name, "kind": p.kind, "required": p.required, "description": p.description,
-                    "default": p.default_value.as_ref().and_then(|d| d.kind.as_ref()).map(param_json),
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>())
+            json!(
+                list.explainers
+                    .iter()
+                    .map(|e| json!({
+                        "name": e.name, "version": e.version, "abi_version": e.abi_version,
+                        "description": e.description, "requires": e.requires, "file_sha256": e.file_sha256,
+                        "parameters": e.parameters.iter().map(|p| json!({
+                            "name": p.name, "kind": p.kind, "required": p.required, "description": p.description,
+                            "default": p.default_value.as_ref().and_then(|d| d.kind.as_ref()).map(param_json),
+                        })).collect::<Vec<_>>(),
+                    }))
+                    .collect::<Vec<_>>()
+            )
         }
         Command::Predict(args) => {
             let input = read_input(&args.input)?;
             let mut client = ModelServiceClient::new(connect(args.target.client.addr.clone()).await?)
                 .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
             let response = client
-                .predict(proto::PredictRequest {
-                    model: args.target.model_ref(),
-                    inputs: single_input(input),
-                })
+                .predict(proto::PredictRequest { model: args.target.model_ref(), inputs: single_input(input) })
                 .await
                 .map_err(status_text)?
                 .into_inner();
@@ -515,7 +528,8 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 "timing": { "total_ms": timing.total_ms, "model_ms": timing.model_ms, "model_calls": timing.model_calls, "model_rows": timing.model_rows },
             });
             if let Some(path) = args.out {
-                std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 return Ok(());
             }
             value
@@ -532,7 +546,10 @@ mod tests {
 
     #[test]
     fn params_parse_by_shape_of_value() {
-        assert_eq!(parse_param("window=1,3,3").unwrap().1.kind, Some(Kind::Integers(proto::IntegerList { values: vec![1, 3, 3] })));
+        assert_eq!(
+            parse_param("window=1,3,3").unwrap().1.kind,
+            Some(Kind::Integers(proto::IntegerList { values: vec![1, 3, 3] }))
+        );
         assert_eq!(parse_param("baseline=0.5").unwrap().1.kind, Some(Kind::Number(0.5)));
         assert_eq!(parse_param("steps=50").unwrap().1.kind, Some(Kind::Integer(50)));
         assert_eq!(parse_param("abs=true").unwrap().1.kind, Some(Kind::Flag(true)));

@@ -52,34 +52,46 @@ pub fn tensor_to_array(tensor: Option<&proto::Tensor>, field: &str) -> Result<Ar
             tensor.data.len()
         )));
     }
-    let mut values = Vec::with_capacity(count);
-    for (i, chunk) in tensor.data.chunks_exact(4).enumerate() {
-        let v = f32::from_le_bytes(chunk.try_into().expect("chunks of 4"));
-        if !v.is_finite() {
-            return Err(invalid(format!("{field}.data: element {i} is {v}; inputs must be finite")));
-        }
-        values.push(v);
+    let values = floats_from_le_bytes(&tensor.data);
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(invalid(format!("{field}.data: element {i} is {}; inputs must be finite", values[i])));
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&dims), values).expect("length checked"))
 }
 
 /// Encodes a float32 array.
 pub fn array_to_tensor(array: &ArrayD<f32>) -> proto::Tensor {
-    let mut data = Vec::with_capacity(array.len() * 4);
-    for v in array.iter() {
-        data.extend_from_slice(&v.to_le_bytes());
-    }
+    let data = match array.as_slice() {
+        Some(values) => le_bytes_of_floats(values),
+        None => le_bytes_of_floats(&array.iter().copied().collect::<Vec<f32>>()),
+    };
     proto::Tensor { element_type: FLOAT, shape: array.shape().iter().map(|&d| d as i64).collect(), data }
+}
+
+/// The wire's little-endian bytes of `values`: one copy on little-endian machines (results run
+/// to hundreds of megabytes, and a per-element loop would hold a core long after a deadline).
+fn le_bytes_of_floats(values: &[f32]) -> Vec<u8> {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
+
+/// The floats of the wire's little-endian bytes (a multiple of 4 long).
+fn floats_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    if cfg!(target_endian = "little") {
+        // Copies, so the bytes need no particular alignment.
+        bytemuck::pod_collect_to_vec(bytes)
+    } else {
+        bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks of 4"))).collect()
+    }
 }
 
 /// Encodes an int64 table.
 pub fn int_tensor(shape: &[usize], values: impl Iterator<Item = i64>) -> proto::Tensor {
     let data = values.flat_map(|v| v.to_le_bytes()).collect();
-    proto::Tensor {
-        element_type: proto::ElementType::Int64 as i32,
-        shape: shape.iter().map(|&d| d as i64).collect(),
-        data,
-    }
+    proto::Tensor { element_type: proto::ElementType::Int64 as i32, shape: shape.iter().map(|&d| d as i64).collect(), data }
 }
 
 fn describe_shape(spec: &TensorSpec) -> String {
@@ -114,7 +126,12 @@ pub fn bind_inputs(
             0
         } else {
             model.inputs.iter().position(|s| s.name == named.name).ok_or_else(|| {
-                invalid(format!("{item}.name: {:?} is not an input of {} (inputs: {})", named.name, model.name, input_names(model)))
+                invalid(format!(
+                    "{item}.name: {:?} is not an input of {} (inputs: {})",
+                    named.name,
+                    model.name,
+                    input_names(model)
+                ))
             })?
         };
         if bound[index].is_some() {
@@ -240,11 +257,7 @@ pub fn model_metadata(model: &Model) -> proto::ModelMetadata {
         labels: model.config.labels.clone(),
         description: model.config.description.clone(),
         has_default_background: model.background.is_some(),
-        default_background_shape: model
-            .background
-            .iter()
-            .flat_map(|rows| rows[0].shape().iter().map(|&d| d as i64))
-            .collect(),
+        default_background_shape: model.background.iter().flat_map(|rows| rows[0].shape().iter().map(|&d| d as i64)).collect(),
     }
 }
 

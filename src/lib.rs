@@ -19,6 +19,7 @@ pub mod figure;
 pub mod observe;
 pub mod server;
 pub mod service;
+pub mod trail;
 
 /// The generated API (`proto/explaind/v1/explaind.proto`).
 pub mod proto {

@@ -42,7 +42,8 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     // Scripts and tests wait for this exact line on stdout.
     println!("explaind listening on {addr}");
     if let (Some(metrics_listen), Some(handle)) = (&config.server.metrics_listen, metrics) {
-        let metrics = tokio::net::TcpListener::bind(metrics_listen).await.map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
+        let metrics =
+            tokio::net::TcpListener::bind(metrics_listen).await.map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
         println!("explaind metrics on http://{}/metrics", metrics.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(explaind::server::serve_metrics(metrics, handle));
     }
@@ -72,7 +73,10 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     };
     if let Some(audit) = audit {
         // Everything queued, then a final signed checkpoint.
-        tokio::task::spawn_blocking(move || audit.shutdown()).await.map_err(|e| e.to_string())?.map_err(|e| format!("audit log: {e}"))?;
+        tokio::task::spawn_blocking(move || audit.shutdown())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("audit log: {e}"))?;
     }
     served
 }

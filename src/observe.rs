@@ -1,8 +1,9 @@
 //! What every predict and explain request leaves behind: Prometheus metrics and one audit
 //! record. The services fill an [`Observation`] as they learn things (model, explainer, digests,
 //! model work) and hand it to [`Observer::finish`] with their result; `finish` records the
-//! metrics, writes the audit record, and only then lets the response go out, so no result leaves
-//! the daemon unaudited. Metric names:
+//! metrics, writes the audit record and waits until it is durable, and only then lets the
+//! response go out, so no result leaves the daemon unaudited (`crate::trail` records the requests
+//! no service finished). Metric names:
 //!
 //! - `explaind_requests_total{rpc, model, explainer, code}`, `explaind_request_seconds{rpc, model, explainer}`
 //! - `explaind_model_seconds{model}` (time in ONNX Runtime per request), `explaind_model_rows_total{model}`
@@ -12,9 +13,10 @@
 //!   depth and write latency (from `explaind-audit`).
 
 use crate::proto;
+use crate::trail::RequestTrail;
 use explaind_runtime::RunStats;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 use tonic::Status;
 
 /// What one request did, as far as the service got.
@@ -33,32 +35,30 @@ pub struct Observation {
     pub stats: RunStats,
     /// Whether the failure (if any) came from the explainer plugin itself.
     pub plugin_failed: bool,
+    /// Where `finish` leaves the audit event for the audit-trail layer to write.
+    pub trail: Option<Arc<RequestTrail>>,
+    /// The digest of the response, when the service computed it already (off the async threads).
+    pub result_digest: Option<String>,
 }
 
-static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Observation {
-    /// Starts an observation of `request`: its id (the client's `x-request-id`, or a fresh
-    /// one) and its caller (set by the access layer).
+    /// Starts an observation of `request`: its id and arrival come from its
+    /// [`crate::trail::RequestTrail`] when the audit-trail layer gave it one (the server
+    /// always does), else from its `x-request-id`; its caller from the access layer.
     pub fn start<T>(rpc: explaind_audit::Rpc, request: &tonic::Request<T>) -> Observation {
-        let arrived = SystemTime::now();
-        let request_id = request
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                let nanos = arrived.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-                format!("{nanos:x}-{:x}", REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed))
-            });
-        let caller = request.extensions().get::<crate::access::Caller>().map(|c| c.name.clone()).unwrap_or_else(|| "unknown".into());
+        let trail = request.extensions().get::<Arc<RequestTrail>>().cloned();
+        let arrived = trail.as_ref().map_or_else(SystemTime::now, |t| t.arrived);
+        let request_id = trail
+            .as_ref()
+            .map_or_else(|| crate::trail::request_id(request.metadata().as_ref(), arrived), |t| t.request_id.clone());
+        let caller =
+            request.extensions().get::<crate::access::Caller>().map(|c| c.name.clone()).unwrap_or_else(|| "unknown".into());
         Observation {
             rpc,
             request_id,
             caller,
             arrived,
-            began: Instant::now(),
+            began: trail.as_ref().map_or_else(Instant::now, |t| t.began),
             model: None,
             explainer: None,
             parameters: serde_json::Value::Null,
@@ -66,6 +66,8 @@ impl Observation {
             inputs: None,
             stats: RunStats::default(),
             plugin_failed: false,
+            trail,
+            result_digest: None,
         }
     }
 }
@@ -109,15 +111,17 @@ fn explain_parameters(request: &proto::ExplainRequest) -> serde_json::Value {
             Some(Kind::Integer(i)) => serde_json::json!(i),
             Some(Kind::Flag(b)) => serde_json::json!(b),
             Some(Kind::Text(t)) => serde_json::json!(t),
-            Some(Kind::Numbers(l)) => serde_json::json!(l.values),
-            Some(Kind::Integers(l)) => serde_json::json!(l.values),
+            Some(Kind::Numbers(l)) => audited_list(&l.values, |v| v.to_le_bytes()),
+            Some(Kind::Integers(l)) => audited_list(&l.values, |v| v.to_le_bytes()),
             None => serde_json::Value::Null,
         };
         params.insert(name.clone(), v);
     }
     let targets = match request.targets.as_ref().and_then(|t| t.selection.as_ref()) {
         None | Some(proto::targets::Selection::Predicted(_)) => serde_json::json!("predicted"),
-        Some(proto::targets::Selection::Indices(list)) => serde_json::json!({ "indices": list.values }),
+        Some(proto::targets::Selection::Indices(list)) => {
+            serde_json::json!({ "indices": audited_list(&list.values, |v| v.to_le_bytes()) })
+        }
         Some(proto::targets::Selection::All(_)) => serde_json::json!("all"),
         Some(proto::targets::Selection::TopK(k)) => serde_json::json!({ "top_k": k }),
     };
@@ -129,6 +133,23 @@ fn explain_parameters(request: &proto::ExplainRequest) -> serde_json::Value {
         serde_json::json!("model default")
     };
     serde_json::json!({ "explainer": params, "targets": targets, "output": request.output, "background": background })
+}
+
+/// Lists longer than this are recorded by their length and digest, not element by element: a
+/// client could otherwise make every record of the log megabytes long.
+const MAX_AUDITED_LIST: usize = 64;
+
+/// A parameter list as the audit record keeps it: the values, or for a long list
+/// `{"count": n, "sha256": ...}` over the values' little-endian bytes.
+fn audited_list<T: serde::Serialize, const N: usize>(values: &[T], bytes: impl Fn(&T) -> [u8; N]) -> serde_json::Value {
+    if values.len() <= MAX_AUDITED_LIST {
+        return serde_json::json!(values);
+    }
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for v in values {
+        sha2::Digest::update(&mut hasher, bytes(v));
+    }
+    serde_json::json!({ "count": values.len(), "sha256": hex::encode(sha2::Digest::finalize(hasher)) })
 }
 
 /// Records metrics and audit records for finished requests.
@@ -170,18 +191,22 @@ impl Observer {
             .increment(1);
         metrics::histogram!("explaind_request_seconds", &labels).record(elapsed.as_secs_f64());
         if !model.is_empty() {
-            metrics::histogram!("explaind_model_seconds", "model" => model.clone()).record(observation.stats.elapsed.as_secs_f64());
+            metrics::histogram!("explaind_model_seconds", "model" => model.clone())
+                .record(observation.stats.elapsed.as_secs_f64());
             metrics::counter!("explaind_model_rows_total", "model" => model.clone()).increment(observation.stats.rows);
         }
         if observation.plugin_failed {
-            metrics::counter!("explaind_plugin_errors_total", "explainer" => explainer, "code" => format!("{code:?}")).increment(1);
+            metrics::counter!("explaind_plugin_errors_total", "explainer" => explainer, "code" => format!("{code:?}"))
+                .increment(1);
         }
 
+        let result = bounded_message(result);
         let Some(audit) = &self.audit else { return with_request_id(result, &observation.request_id) };
         // Requests that never named a loaded model (unknown model, malformed) leave a record too.
-        let result_digest = match &result {
-            Ok(response) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(response.get_ref().encode_to_vec())),
-            Err(_) => String::new(),
+        let result_digest = match (&result, observation.result_digest) {
+            (Ok(_), Some(digest)) => digest,
+            (Ok(response), None) => result_digest(response.get_ref()),
+            (Err(_), _) => String::new(),
         };
         let (status_code, message) = match &result {
             Ok(_) => (0, String::new()),
@@ -192,11 +217,7 @@ impl Observer {
             request_id: observation.request_id.clone(),
             caller: observation.caller,
             rpc: observation.rpc,
-            model: observation.model.unwrap_or_else(|| explaind_audit::ModelIdentity {
-                name: String::new(),
-                version: String::new(),
-                sha256: String::new(),
-            }),
+            model: observation.model.unwrap_or_else(no_model),
             explainer: observation.explainer,
             parameters: observation.parameters,
             input_digest: observation.input_digest,
@@ -207,24 +228,111 @@ impl Observer {
             model_calls: observation.stats.calls,
             model_rows: observation.stats.rows,
         };
-        // Without blocking when the queue has room (the common case); when it is full under the
-        // "wait" policy, the wait happens on a blocking thread, not on the async workers.
-        let refused = match audit.try_submit(event) {
-            Ok(()) => None,
-            Err(Err(e)) => Some(e.to_string()),
+        match &observation.trail {
+            // The audit-trail layer writes it, with the status the client actually gets (a
+            // layer may still turn this answer into DEADLINE_EXCEEDED), before the answer leaves.
+            Some(trail) => *trail.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(event),
+            None => {
+                if let Err(reason) = self.record(audit, event).await {
+                    return Err(Status::unavailable(format!("audit log: {reason}; the request's result is withheld")));
+                }
+            }
+        }
+        with_request_id(result, &observation.request_id)
+    }
+}
+
+/// The audit record's digest of a response: SHA-256 of its protobuf encoding, lower-case hex.
+pub fn result_digest<M: prost::Message>(response: &M) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(response.encode_to_vec()))
+}
+
+fn no_model() -> explaind_audit::ModelIdentity {
+    explaind_audit::ModelIdentity { name: String::new(), version: String::new(), sha256: String::new() }
+}
+
+/// The longest status message a client gets (and the audit log keeps): messages echo request
+/// values (names, lists), and a client's metadata limit (16 KiB in grpcio) turns a longer one
+/// into a transport error.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+fn bounded_message<M>(result: Result<tonic::Response<M>, Status>) -> Result<tonic::Response<M>, Status> {
+    match result {
+        Err(status) if status.message().len() > MAX_STATUS_MESSAGE => {
+            let message = status.message();
+            let mut cut = MAX_STATUS_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let bounded = format!("{}... ({} bytes in all)", &message[..cut], message.len());
+            Err(Status::with_metadata(status.code(), bounded, status.metadata().clone()))
+        }
+        other => other,
+    }
+}
+
+impl Observer {
+    /// Writes the record of one answered request (see [`crate::trail`]): the event its service
+    /// left, or, for a request no service finished (refused by a layer, past its deadline, not
+    /// decodable), one with what is known. `status` is the answer's status when it is an error.
+    /// Returns once the record is durable.
+    pub async fn record_answer(&self, trail: &RequestTrail, status: Option<explaind_audit::Outcome>) -> Result<(), String> {
+        let pending = trail.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if pending.is_none() {
+            let rpc = match trail.rpc {
+                explaind_audit::Rpc::Predict => "Predict",
+                explaind_audit::Rpc::Explain => "Explain",
+            };
+            let code = status.as_ref().map_or(0, |s| s.code);
+            metrics::counter!("explaind_requests_total", "rpc" => rpc, "model" => "", "explainer" => "", "code" => format!("{:?}", tonic::Code::from(code)))
+                .increment(1);
+        }
+        let Some(audit) = &self.audit else { return Ok(()) };
+        let mut event = pending.unwrap_or_else(|| explaind_audit::AuditEvent {
+            time: trail.arrived,
+            request_id: trail.request_id.clone(),
+            caller: trail.caller(),
+            rpc: trail.rpc,
+            model: no_model(),
+            explainer: None,
+            parameters: serde_json::Value::Null,
+            input_digest: String::new(),
+            result_digest: String::new(),
+            inputs: None,
+            status: explaind_audit::Outcome { code: tonic::Code::Unknown as i32, message: "answer without a status".into() },
+            duration: trail.began.elapsed(),
+            model_calls: 0,
+            model_rows: 0,
+        });
+        if let Some(status) = status
+            && status.code != event.status.code
+        {
+            // A layer replaced the service's answer (its deadline passed while the record was
+            // being prepared): the result did not leave, so the record holds no digest of it.
+            event.result_digest.clear();
+            event.status = status;
+        }
+        self.record(audit, event).await
+    }
+
+    /// Hands `event` to the audit log and waits until it is as durable as the fsync policy
+    /// promises (written under group commit, synced under `fsync_every_ms = 0`).
+    pub async fn record(&self, audit: &explaind_audit::AuditLog, event: explaind_audit::AuditEvent) -> Result<(), String> {
+        // Queued without blocking when there is room (the common case); when the queue is full
+        // under the "wait" policy, the wait happens on a blocking thread, not on the async workers.
+        let receipt = match audit.try_submit_acked(event) {
+            Ok(receipt) => receipt,
+            Err(Err(e)) => return Err(e.to_string()),
             Err(Ok(event)) => {
                 let log = audit.clone();
-                match tokio::task::spawn_blocking(move || log.submit(event)).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(e.to_string()),
+                match tokio::task::spawn_blocking(move || log.submit_acked(event)).await {
+                    Ok(Ok(receipt)) => receipt,
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(e) => return Err(e.to_string()),
                 }
             }
         };
-        if let Some(reason) = refused {
-            return Err(Status::unavailable(format!("audit log: {reason}; the request's result is withheld")));
-        }
-        with_request_id(result, &observation.request_id)
+        receipt.await.map_err(|e| e.to_string())
     }
 }
 

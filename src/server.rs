@@ -12,8 +12,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// Names of the services health checking reports on.
-pub const SERVICE_NAMES: [&str; 3] =
-    ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
+pub const SERVICE_NAMES: [&str; 3] = ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
 
 /// Serves `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves.
 pub async fn serve(
@@ -50,7 +49,8 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     builder
-        .layer(tower::layer::layer_fn(|inner| OversizeIsResourceExhausted { inner }))
+        .layer(crate::trail::AuditTrailLayer { observer: state.observer.clone() })
+        .layer(tower::layer::layer_fn(|inner| StatusConventions { inner }))
         .layer(crate::access::AccessLayer { policy: state.access.clone() })
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -66,25 +66,33 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
-            proto::admin_service_server::AdminServiceServer::new(AdminService(state.clone()))
-                .max_decoding_message_size(limit),
+            proto::admin_service_server::AdminServiceServer::new(AdminService(state.clone())).max_decoding_message_size(limit),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
 
-/// tonic answers a request over the size limit with OUT_OF_RANGE; gRPC's convention (and what
-/// clients in other languages expect) is RESOURCE_EXHAUSTED. This layer rewrites that one status.
+/// tonic's statuses for requests it cannot read, turned into the ones gRPC clients in other
+/// languages expect and that name the problem as the client's:
+/// - a message over the size limit: tonic says OUT_OF_RANGE; gRPC's convention is
+///   RESOURCE_EXHAUSTED;
+/// - bytes that are not the request message (garbage, a truncated frame, a missing message):
+///   tonic says INTERNAL, as if the server were at fault; it is INVALID_ARGUMENT.
 #[derive(Clone)]
-struct OversizeIsResourceExhausted<S> {
+struct StatusConventions<S> {
     inner: S,
 }
 
 const OUT_OF_RANGE: &str = "11";
 const RESOURCE_EXHAUSTED: &str = "8";
+const INTERNAL: &str = "13";
+const INVALID_ARGUMENT: &str = "3";
 
-impl<S, B, R> tower::Service<http::Request<B>> for OversizeIsResourceExhausted<S>
+/// What tonic's decoder says when the request body is not a valid message.
+const UNDECODABLE: [&str; 3] = ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "Missing request message"];
+
+impl<S, B, R> tower::Service<http::Request<B>> for StatusConventions<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
@@ -102,17 +110,33 @@ where
         Box::pin(async move {
             let mut response = future.await?;
             let headers = response.headers_mut();
-            let oversize = headers.get("grpc-status").is_some_and(|s| s == OUT_OF_RANGE)
-                && headers
-                    .get("grpc-message")
-                    .and_then(|m| m.to_str().ok())
-                    .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
-            if oversize {
+            let Some(code) = headers.get("grpc-status").cloned() else { return Ok(response) };
+            let message = headers.get("grpc-message").map(|m| crate::trail::percent_decode(m.as_bytes())).unwrap_or_default();
+            if code == OUT_OF_RANGE && message.contains("message length too large") {
                 headers.insert("grpc-status", http::HeaderValue::from_static(RESOURCE_EXHAUSTED));
+            } else if code == INTERNAL && UNDECODABLE.iter().any(|m| message.contains(m)) {
+                headers.insert("grpc-status", http::HeaderValue::from_static(INVALID_ARGUMENT));
+                let explained = format!("request: not a valid message of this RPC ({message})");
+                if let Ok(value) = http::HeaderValue::from_str(&percent_encode(&explained)) {
+                    headers.insert("grpc-message", value);
+                }
             }
             Ok(response)
         })
     }
+}
+
+/// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` stays as it is.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Finds `name` (a directory) in the current directory or beside an ancestor of the executable:
@@ -178,10 +202,14 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
     let limits = crate::service::Limits {
         max_message_bytes: config.server.max_message_bytes,
         max_batch_rows: config.server.max_request_rows,
-        max_model_rows_per_request: config.server.max_model_rows_per_request,
+        budget: explaind_host::RequestBudget {
+            model_rows: config.server.max_model_rows_per_request,
+            scratch_bytes: config.server.max_request_bytes,
+        },
     };
     let engine = Arc::new(
-        explaind_attribution::AttributionEngine::new(runtime, config.cache.activation_bytes).with_chunk_bytes(config.cache.chunk_bytes),
+        explaind_attribution::AttributionEngine::new(runtime, config.cache.activation_bytes)
+            .with_chunk_bytes(config.cache.chunk_bytes),
     );
     let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(config.cache.background_bytes));
     let access = Arc::new(crate::access::AccessPolicy::new(&config.auth, config.server.max_concurrent_per_caller));
@@ -192,8 +220,20 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
         None => (crate::observe::Observer::without_audit(), None),
         Some(audit) => {
             let path = audit.path.clone();
-            let (log, writer) = explaind_audit::AuditLog::open(audit).map_err(|e| format!("audit log: {e}"))?;
+            let (log, mut writer) = explaind_audit::AuditLog::open(audit).map_err(|e| format!("audit log: {e}"))?;
             tracing::info!(path = %path.display(), opened = ?writer.opened(), "audit log open");
+            // The log as it was found is checked beside the serving, not before it: a large
+            // log takes a while, and a warning is what a failure gets either way.
+            if let Some(check) = writer.startup_check() {
+                let shown = path.clone();
+                std::thread::spawn(move || match check.run() {
+                    Ok(report) => tracing::info!(path = %shown.display(), "existing audit log verifies: {report}"),
+                    Err(e) => tracing::warn!(
+                        path = %shown.display(),
+                        "the existing audit log does NOT verify: {e}; run `explaind audit verify` on it"
+                    ),
+                });
+            }
             (crate::observe::Observer { audit: Some(log) }, Some(writer))
         }
     };
@@ -204,7 +244,8 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
 /// The TLS settings of `config`, read from their PEM files.
 pub fn tls_config(config: &crate::config::Config) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
     let Some(tls) = &config.tls else { return Ok(None) };
-    let read = |path: &std::path::Path, what: &str| std::fs::read(path).map_err(|e| format!("tls.{what} {}: {e}", path.display()));
+    let read =
+        |path: &std::path::Path, what: &str| std::fs::read(path).map_err(|e| format!("tls.{what} {}: {e}", path.display()));
     let identity = tonic::transport::Identity::from_pem(read(&tls.cert, "cert")?, read(&tls.key, "key")?);
     let mut server = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca {
@@ -241,7 +282,9 @@ pub async fn serve_metrics(listener: TcpListener, handle: metrics_exporter_prome
                             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
                             .body(Full::new(bytes::Bytes::from(handle.render())))
                     } else {
-                        http::Response::builder().status(http::StatusCode::NOT_FOUND).body(Full::new(bytes::Bytes::from_static(b"GET /metrics\n")))
+                        http::Response::builder()
+                            .status(http::StatusCode::NOT_FOUND)
+                            .body(Full::new(bytes::Bytes::from_static(b"GET /metrics\n")))
                     };
                     Ok::<_, std::convert::Infallible>(response.expect("static response parts"))
                 }

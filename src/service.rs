@@ -18,14 +18,20 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most rows in one request's batch (inputs or background).
     pub max_batch_rows: usize,
-    /// Explainer budget: most rows one explain request may run through the model and its
-    /// compiled graphs (0: no limit).
-    pub max_model_rows_per_request: u64,
+    /// What one explain request may use (model rows, scratch bytes).
+    pub budget: explaind_host::RequestBudget,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 64 << 20, max_batch_rows: 4096, max_model_rows_per_request: 0 }
+        Limits {
+            max_message_bytes: 64 << 20,
+            max_batch_rows: 4096,
+            budget: explaind_host::RequestBudget {
+                model_rows: crate::config::DEFAULT_MAX_MODEL_ROWS_PER_REQUEST,
+                scratch_bytes: crate::config::DEFAULT_MAX_REQUEST_BYTES,
+            },
+        }
     }
 }
 
@@ -145,6 +151,9 @@ impl ModelService {
         })
         .await?;
         observation.stats = stats;
+        for (spec, output) in model.outputs.iter().zip(&outputs) {
+            explaind_host::finite::require_finite(&format!("outputs.{}", spec.name), output.view()).map_err(status_of)?;
+        }
         let outputs = model
             .outputs
             .iter()
@@ -180,7 +189,10 @@ impl proto::admin_service_server::AdminService for AdminService {
         Ok(Response::new(proto::LoadModelResponse { loaded: loaded.iter().map(|m| convert::model_metadata(m)).collect() }))
     }
 
-    async fn unload_model(&self, request: Request<proto::UnloadModelRequest>) -> Result<Response<proto::UnloadModelResponse>, Status> {
+    async fn unload_model(
+        &self,
+        request: Request<proto::UnloadModelRequest>,
+    ) -> Result<Response<proto::UnloadModelResponse>, Status> {
         let request = request.into_inner();
         let unloaded_versions = self.0.repository.unload(&request.name, &request.version).map_err(repository_status)?;
         tracing::info!(model = %request.name, versions = ?unloaded_versions, "model unloaded by admin request");
@@ -214,6 +226,9 @@ pub fn explainer_info(p: &explaind_host::Plugin) -> proto::ExplainerInfo {
                 description: s.description.clone(),
                 required: s.required,
                 default_value: s.default.as_ref().map(convert::param_to_proto),
+                minimum: s.range.map(|r| r.min).filter(|m| m.is_finite()),
+                maximum: s.range.map(|r| r.max).filter(|m| m.is_finite()),
+                max_length: s.range.map(|r| r.max_len).filter(|&n| n > 0),
             })
             .collect(),
         requires,
@@ -282,7 +297,12 @@ impl ExplainService {
         } else {
             model.outputs.iter().position(|o| o.name == request.output).ok_or_else(|| {
                 let names: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-                invalid(format!("output: {:?} is not an output of {} (outputs: {})", request.output, model.name, names.join(", ")))
+                invalid(format!(
+                    "output: {:?} is not an output of {} (outputs: {})",
+                    request.output,
+                    model.name,
+                    names.join(", ")
+                ))
             })?
         };
         let background = match (request.background.is_empty(), request.background_id.is_empty()) {
@@ -321,57 +341,87 @@ impl ExplainService {
             background,
             cancel: cancel.clone(),
             engine: state.engine.clone(),
-            budget_rows: state.limits.max_model_rows_per_request,
+            budget: state.limits.budget,
         };
-        let (plot_model, explainer_name) = (model.clone(), plugin.name.clone());
         let plugin_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = plugin_failed.clone();
+        let digest_wanted = state.observer.audit.is_some();
+        let worker_cancel = cancel.clone();
         let result = run_blocking(&cancel, move || {
             let outcome = explaind_host::explain(job).map_err(|failure| {
                 flag.store(failure.from_plugin, Ordering::Relaxed);
                 status_of(failure)
             })?;
             let png = match (&plot, &plot_input) {
-                (Some(options), Some(input)) => crate::figure::render(&plot_model, &explainer_name, input, &outcome, output_index, options)?,
+                (Some(options), Some(input)) => {
+                    crate::figure::render(&model, &plugin.name, input, &outcome, output_index, options)?
+                }
                 _ => Vec::new(),
             };
-            Ok((outcome, png))
+            // Encoding (and hashing, for the audit record) a large result takes a while: it
+            // happens here, off the async threads, and stops with the request.
+            let stopped = || worker_cancel.failure().map(status_of);
+            if let Some(status) = stopped() {
+                return Err(status);
+            }
+            let stats = outcome.stats;
+            let response = explain_response(&model, &plugin, outcome, png, began, &stopped)?;
+            let digest = match digest_wanted {
+                true => Some(observe::result_digest(&response)),
+                false => None,
+            };
+            Ok((response, digest, stats))
         })
         .await;
         observation.plugin_failed = plugin_failed.load(Ordering::Relaxed);
-        let (outcome, plot_png) = result?;
-        observation.stats = outcome.stats;
-
-        let attributions = outcome
-            .attributions
-            .iter()
-            .map(|(i, a)| proto::Attribution { input_name: model.inputs[*i].name.clone(), values: Some(convert::array_to_tensor(a)) })
-            .collect();
-        let table = &outcome.target_indices;
-        Ok(Response::new(proto::ExplainResponse {
-            attributions,
-            target_indices: Some(convert::int_tensor(table.shape(), table.iter().copied())),
-            outputs: model
-                .outputs
-                .iter()
-                .zip(&outcome.outputs)
-                .map(|(spec, a)| proto::NamedTensor { name: spec.name.clone(), tensor: Some(convert::array_to_tensor(a)) })
-                .collect(),
-            base_values: outcome.base_values.as_ref().map(convert::array_to_tensor),
-            extras: outcome
-                .extras
-                .iter()
-                .map(|(name, a)| proto::NamedTensor { name: name.clone(), tensor: Some(convert::array_to_tensor(a)) })
-                .collect(),
-            info: outcome.info.into_iter().collect(),
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
-            model_sha256: model.sha256.clone(),
-            explainer_name: plugin.name.clone(),
-            explainer_version: plugin.version.clone(),
-            explainer_file_sha256: plugin.file_sha256.clone(),
-            timing: Some(timing(began.elapsed(), outcome.stats)),
-            plot_png,
-        }))
+        let (response, digest, stats) = result?;
+        observation.stats = stats;
+        observation.result_digest = digest;
+        Ok(Response::new(response))
     }
+}
+
+/// The wire form of an explain result, with the timing up to now. `stopped` is asked between
+/// tensors, so a request past its deadline stops encoding.
+fn explain_response(
+    model: &Model,
+    plugin: &explaind_host::Plugin,
+    outcome: explaind_host::ExplainOutcome,
+    plot_png: Vec<u8>,
+    began: Instant,
+    stopped: &dyn Fn() -> Option<Status>,
+) -> Result<proto::ExplainResponse, Status> {
+    let encode = |a: &ndarray::ArrayD<f32>| match stopped() {
+        Some(status) => Err(status),
+        None => Ok(convert::array_to_tensor(a)),
+    };
+    let mut attributions = Vec::with_capacity(outcome.attributions.len());
+    for (i, a) in &outcome.attributions {
+        attributions.push(proto::Attribution { input_name: model.inputs[*i].name.clone(), values: Some(encode(a)?) });
+    }
+    let mut outputs = Vec::with_capacity(outcome.outputs.len());
+    for (spec, a) in model.outputs.iter().zip(&outcome.outputs) {
+        outputs.push(proto::NamedTensor { name: spec.name.clone(), tensor: Some(encode(a)?) });
+    }
+    let mut extras = Vec::with_capacity(outcome.extras.len());
+    for (name, a) in &outcome.extras {
+        extras.push(proto::NamedTensor { name: name.clone(), tensor: Some(encode(a)?) });
+    }
+    let table = &outcome.target_indices;
+    Ok(proto::ExplainResponse {
+        attributions,
+        target_indices: Some(convert::int_tensor(table.shape(), table.iter().copied())),
+        outputs,
+        base_values: outcome.base_values.as_ref().map(encode).transpose()?,
+        extras,
+        info: outcome.info.into_iter().collect(),
+        model_name: model.name.clone(),
+        model_version: model.version.clone(),
+        model_sha256: model.sha256.clone(),
+        explainer_name: plugin.name.clone(),
+        explainer_version: plugin.version.clone(),
+        explainer_file_sha256: plugin.file_sha256.clone(),
+        timing: Some(timing(began.elapsed(), outcome.stats)),
+        plot_png,
+    })
 }

@@ -21,11 +21,8 @@ async fn unload_then_load_again_from_the_repository() {
     let status = models.get_model(proto::GetModelRequest { model: model("wine-mlp") }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let loaded = admin
-        .load_model(proto::LoadModelRequest { name: "wine-mlp".into(), version: "1".into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let loaded =
+        admin.load_model(proto::LoadModelRequest { name: "wine-mlp".into(), version: "1".into() }).await.unwrap().into_inner();
     assert_eq!(loaded.loaded.len(), 1);
     let expected_sha = {
         use sha2::Digest;
@@ -42,7 +39,11 @@ async fn unload_then_load_again_from_the_repository() {
         .unwrap()
         .into_inner();
     assert_eq!(reloaded.loaded[0].version, "1");
-    assert_eq!(models.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models.len(), 3, "digits-cnn, mnist-cnn, wine-mlp");
+    assert_eq!(
+        models.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models.len(),
+        3,
+        "digits-cnn, mnist-cnn, wine-mlp"
+    );
 }
 
 #[tokio::test]
@@ -50,10 +51,7 @@ async fn requests_cannot_name_paths() {
     let server = TestServer::start(Default::default(), &[]).await;
     let mut admin = AdminServiceClient::new(server.channel().await);
     for name in ["../models/digits-cnn", "/etc", "digits-cnn/1", ".."] {
-        let status = admin
-            .load_model(proto::LoadModelRequest { name: name.into(), version: String::new() })
-            .await
-            .unwrap_err();
+        let status = admin.load_model(proto::LoadModelRequest { name: name.into(), version: String::new() }).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
         assert!(status.message().starts_with("name: "), "{}", status.message());
     }
@@ -64,9 +62,7 @@ async fn requests_cannot_name_paths() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("version: "), "{}", status.message());
 
-    let status = admin
-        .load_model(proto::LoadModelRequest { name: "not-there".into(), version: String::new() })
-        .await
-        .unwrap_err();
+    let status =
+        admin.load_model(proto::LoadModelRequest { name: "not-there".into(), version: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }

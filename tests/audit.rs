@@ -68,13 +68,24 @@ fn verify(public: &Path, log_dir: &Path) -> Result<serde_json::Value, String> {
     }
 }
 
-async fn clients(addr: &str) -> (proto::model_service_client::ModelServiceClient<tonic::transport::Channel>, proto::explain_service_client::ExplainServiceClient<tonic::transport::Channel>) {
+async fn clients(
+    addr: &str,
+) -> (
+    proto::model_service_client::ModelServiceClient<tonic::transport::Channel>,
+    proto::explain_service_client::ExplainServiceClient<tonic::transport::Channel>,
+) {
     let channel = tonic::transport::Channel::from_shared(addr.to_string()).unwrap().connect().await.unwrap();
-    (proto::model_service_client::ModelServiceClient::new(channel.clone()), proto::explain_service_client::ExplainServiceClient::new(channel))
+    (
+        proto::model_service_client::ModelServiceClient::new(channel.clone()),
+        proto::explain_service_client::ExplainServiceClient::new(channel),
+    )
 }
 
 fn predict_request() -> proto::PredictRequest {
-    proto::PredictRequest { model: model("wine-mlp"), inputs: vec![named("features", &read_npy("models/wine-mlp/1/samples.npy"))] }
+    proto::PredictRequest {
+        model: model("wine-mlp"),
+        inputs: vec![named("features", &read_npy("models/wine-mlp/1/samples.npy"))],
+    }
 }
 
 fn explain_request() -> proto::ExplainRequest {

@@ -107,9 +107,21 @@ fn client_commands_against_the_default_daemon() {
     }
     let out = dir.path().join("out.json");
     let explain_args = [
-        "explain", "--addr", &addr, "--model", "digits-cnn", "--explainer", "occlusion",
-        "--input", png_path.to_str().unwrap(), "--param", "window=1,2,2", "--top-k", "2",
-        "--out", out.to_str().unwrap(),
+        "explain",
+        "--addr",
+        &addr,
+        "--model",
+        "digits-cnn",
+        "--explainer",
+        "occlusion",
+        "--input",
+        png_path.to_str().unwrap(),
+        "--param",
+        "window=1,2,2",
+        "--top-k",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
     ];
     let status = Command::new(BIN).args(explain_args).status().unwrap();
     assert!(status.success());
@@ -135,10 +147,19 @@ fn client_commands_against_the_default_daemon() {
     // reported completeness residual is Σφ − (f(x) − base) computed from the JSON's own values.
     let samples = repo_root().join("models/digits-cnn/1/samples.npy");
     let result = client(&[
-        "explain", "--addr", &addr, "--model", "digits-cnn", "--explainer", "deep-shap",
-        "--input", samples.to_str().unwrap(), "--all-targets",
+        "explain",
+        "--addr",
+        &addr,
+        "--model",
+        "digits-cnn",
+        "--explainer",
+        "deep-shap",
+        "--input",
+        samples.to_str().unwrap(),
+        "--all-targets",
     ]);
-    let floats = |v: &serde_json::Value| -> Vec<f64> { v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let floats =
+        |v: &serde_json::Value| -> Vec<f64> { v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
     let (phi, outputs, base) =
         (floats(&result["attributions"]["image"]), floats(&result["outputs"]["logits"]), floats(&result["base_values"]));
     let residual = floats(&result["extras"]["completeness_residual"]);

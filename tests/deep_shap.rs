@@ -96,7 +96,8 @@ async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_th
     // 200 KiB of working memory: cached chunks of 5 rows, runs of 2 (the last of each chunk
     // overlapping the one before it, so all have one shape).
     let overlapping = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 200 << 10).await;
-    let response = overlapping.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
+    let response =
+        overlapping.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
     assert_eq!(overlapping.state.engine.cache_stats().misses, 4, "20 rows in chunks of 5");
     assert_close(
         &floats(response.attributions[0].values.as_ref().unwrap()),
@@ -280,31 +281,41 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
 }
 
 #[tokio::test]
-async fn plugins_built_against_abi_1_0_and_1_1_still_load_and_explain() {
+async fn plugins_built_against_abi_1_0_1_1_and_1_2_still_load_explain_and_keep_to_the_budget() {
     // The frozen headers, and a C plugin compiled against each (`-I tests/c/abi-1.<minor>`).
-    assert_eq!(explaind_abi::ABI_MINOR, 2, "the host is newer than both plugins");
-    for minor in [0u16, 1] {
+    assert_eq!(explaind_abi::ABI_MINOR, 3, "the host is newer than every plugin here");
+    for minor in [0u16, 1, 2] {
         let dir = tempfile::tempdir().unwrap();
         let include = repo_root().join(format!("tests/c/abi-1.{minor}"));
-        let library = compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+        let library =
+            compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
         let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
         assert!(header.contains(&format!("#define EXPLAIND_ABI_MINOR {minor}")), "the fixture is the 1.{minor} header");
 
-        let server = TestServer::start(Default::default(), &[library]).await;
+        // Older plugins have no estimate; the host still holds them to the row budget as they
+        // run. Leave-one-out on 6 rows of 13 features runs 78 rows, over a budget of 20.
+        let budget = explaind_host::RequestBudget { model_rows: 20, scratch_bytes: 0 };
+        let limits = explaind::service::Limits { budget, ..Default::default() };
+        let server = TestServer::start(limits, &[library]).await;
         let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
         assert_eq!((plugin.abi_major, plugin.abi_minor), (1, minor));
+        assert!(!plugin.has_estimate(), "ABI 1.{minor} has no estimate");
         let mut client = server.explainer().await;
         let x = read_npy("models/wine-mlp/1/samples.npy");
-        let response = client
-            .explain(proto::ExplainRequest {
-                model: model("wine-mlp"),
-                explainer: "leave-one-out-c".into(),
-                inputs: vec![named("", &x)],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![6, 1, 13]);
+        let request = |rows: usize| proto::ExplainRequest {
+            model: model("wine-mlp"),
+            explainer: "leave-one-out-c".into(),
+            inputs: vec![named("", &x.slice_axis(ndarray::Axis(0), (0..rows).into()).to_owned())],
+            ..Default::default()
+        };
+        let refused = client.explain(request(6)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        assert!(
+            refused.message().contains("explainer budget") && refused.message().contains("limit of 20"),
+            "{}",
+            refused.message()
+        );
+        let response = client.explain(request(1)).await.unwrap().into_inner();
+        assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
     }
 }

@@ -47,8 +47,10 @@ async fn gradient_methods_match_captum_on_every_fixture_model() {
             client.explain(request).await.unwrap_or_else(|s| panic!("{name} {explainer}: {s:?}")).into_inner()
         };
 
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(repo_root().join(format!("tests/data/gradients/{name}/meta.json"))).unwrap()).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_root().join(format!("tests/data/gradients/{name}/meta.json"))).unwrap(),
+        )
+        .unwrap();
         let saliency = explain("saliency", HashMap::new()).await;
         assert_close(&attributions(&saliency), &reference(name, "saliency.npy"), 1e-4, 1e-4);
         let signed = explain("saliency", params(&[("abs", Kind::Flag(false))])).await;
@@ -67,7 +69,12 @@ async fn gradient_methods_match_captum_on_every_fixture_model() {
                 let n = meta["ig_steps"].as_f64().unwrap() as f32;
                 expected.iter_mut().for_each(|v| *v *= n / (n - 1.0));
             } else {
-                assert_close(&floats(delta.tensor.as_ref().unwrap()), &reference(name, &format!("ig_{method}_delta.npy")), 1e-4, 1e-3);
+                assert_close(
+                    &floats(delta.tensor.as_ref().unwrap()),
+                    &reference(name, &format!("ig_{method}_delta.npy")),
+                    1e-4,
+                    1e-3,
+                );
             }
             assert_close(&attributions(&ig), &expected, 1e-4, 1e-4);
         }
@@ -168,7 +175,11 @@ async fn sampling_methods_are_seeded_and_converge_to_the_exact_expectation_on_a_
     // Expected gradients: E over background rows of W · (x − r) = W · (x − mean background).
     let mut errors = Vec::new();
     for samples in [50, 5000] {
-        let eg = client.explain(request("expected-gradients", &[("samples", Kind::Integer(samples)), ("seed", Kind::Integer(3))])).await.unwrap().into_inner();
+        let eg = client
+            .explain(request("expected-gradients", &[("samples", Kind::Integer(samples)), ("seed", Kind::Integer(3))]))
+            .await
+            .unwrap()
+            .into_inner();
         errors.push(max_error(&attributions(&eg), &exact(&mean_background)));
     }
     assert!(errors[1] < errors[0] / 3.0 && errors[1] < 0.1, "expected gradients error by samples 50, 5000: {errors:?}");
@@ -186,7 +197,10 @@ async fn sampling_methods_are_seeded_and_converge_to_the_exact_expectation_on_a_
             ("steps", Kind::Integer(2)),
             ("stdev", Kind::Number(0.5)),
         ];
-        errors.push(max_error(&attributions(&client.explain(request("smoothgrad", &entries)).await.unwrap().into_inner()), &exact(&[0.0; 4])));
+        errors.push(max_error(
+            &attributions(&client.explain(request("smoothgrad", &entries)).await.unwrap().into_inner()),
+            &exact(&[0.0; 4]),
+        ));
     }
     assert!(errors[1] < errors[0] / 3.0 && errors[1] < 0.1, "smoothgrad (IG) error by samples 20, 2000: {errors:?}");
     // Over signed saliency the gradient is W wherever the noise lands: exact for any sample count.
@@ -194,7 +208,12 @@ async fn sampling_methods_are_seeded_and_converge_to_the_exact_expectation_on_a_
     let saliency = attributions(&client.explain(request("smoothgrad", &entries)).await.unwrap().into_inner());
     let gradient: Vec<f32> = (0..2).flat_map(|_| (0..2).flat_map(|t| (0..4).map(move |e| w[e * 2 + t]))).collect();
     assert_close(&saliency, &gradient, 1e-6, 1e-6);
-    let seeded = |seed| request("smoothgrad", &[("over", Kind::Text("integrated_gradients".into())), ("samples", Kind::Integer(5)), ("seed", Kind::Integer(seed))]);
+    let seeded = |seed| {
+        request(
+            "smoothgrad",
+            &[("over", Kind::Text("integrated_gradients".into())), ("samples", Kind::Integer(5)), ("seed", Kind::Integer(seed))],
+        )
+    };
     let first = attributions(&client.explain(seeded(1)).await.unwrap().into_inner());
     assert_eq!(first, attributions(&client.explain(seeded(1)).await.unwrap().into_inner()));
     assert_ne!(first, attributions(&client.explain(seeded(2)).await.unwrap().into_inner()));

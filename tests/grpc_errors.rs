@@ -71,9 +71,21 @@ async fn malformed_tensors_name_the_field() {
     expect(&mut client, occlusion(vec![named("image", &x)]), Code::InvalidArgument, "inputs[0].tensor.data: element").await;
 
     let wrong = ndarray::ArrayD::<f32>::zeros(vec![2, 1, 8, 7]);
-    expect(&mut client, occlusion(vec![named("image", &wrong)]), Code::InvalidArgument, "inputs[0].tensor.shape: model input \"image\" takes [batch, 1, 8, 8]").await;
+    expect(
+        &mut client,
+        occlusion(vec![named("image", &wrong)]),
+        Code::InvalidArgument,
+        "inputs[0].tensor.shape: model input \"image\" takes [batch, 1, 8, 8]",
+    )
+    .await;
 
-    expect(&mut client, occlusion(vec![named("pixels", &digits())]), Code::InvalidArgument, "inputs[0].name: \"pixels\" is not an input").await;
+    expect(
+        &mut client,
+        occlusion(vec![named("pixels", &digits())]),
+        Code::InvalidArgument,
+        "inputs[0].name: \"pixels\" is not an input",
+    )
+    .await;
     expect(&mut client, occlusion(vec![]), Code::InvalidArgument, "inputs: give one tensor per model input").await;
 }
 

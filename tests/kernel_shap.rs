@@ -18,7 +18,7 @@ fn all_targets() -> Option<proto::Targets> {
     Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) })
 }
 
-fn extra<'a>(response: &'a proto::ExplainResponse, name: &str) -> Vec<f32> {
+fn extra(response: &proto::ExplainResponse, name: &str) -> Vec<f32> {
     floats(response.extras.iter().find(|e| e.name == name).and_then(|e| e.tensor.as_ref()).unwrap())
 }
 
@@ -57,12 +57,7 @@ fn wine() -> (ArrayD<f32>, ArrayD<f32>) {
 /// Exact interventional Shapley values of `x` (one row of M features) for every output of
 /// `output`, over `background`: v(S) = mean_k f(x on S, b_k elsewhere), by brute force.
 /// Returns ([M, outputs] values, E f per output).
-async fn brute_force(
-    server: &TestServer,
-    output: &str,
-    x: &[f32],
-    background: &ArrayD<f32>,
-) -> (Vec<Vec<f64>>, Vec<f64>) {
+async fn brute_force(server: &TestServer, output: &str, x: &[f32], background: &ArrayD<f32>) -> (Vec<Vec<f64>>, Vec<f64>) {
     let m = x.len();
     let k = background.len_of(Axis(0));
     let subsets = 1usize << m;
@@ -80,11 +75,7 @@ async fn brute_force(
     for chunk in rows.chunks(per_call * m) {
         let array = ArrayD::from_shape_vec(IxDyn(&[chunk.len() / m, m]), chunk.to_vec()).unwrap();
         let response = client
-            .predict(proto::PredictRequest {
-                model: model("wine-mlp"),
-                inputs: vec![named("", &array)],
-                ..Default::default()
-            })
+            .predict(proto::PredictRequest { model: model("wine-mlp"), inputs: vec![named("", &array)] })
             .await
             .unwrap()
             .into_inner();
@@ -203,20 +194,13 @@ async fn efficiency_holds_with_logit_link_and_feature_selection() {
     let mut client = server.explainer().await;
     let (x, background) = wine();
     let logit = |p: f64| (p / (1.0 - p)).ln();
-    let req = request(
-        "wine-mlp",
-        "probabilities",
-        &x,
-        &background,
-        all_targets(),
-        &[("link", text("logit")), ("nsamples", int(300))],
-    );
+    let req =
+        request("wine-mlp", "probabilities", &x, &background, all_targets(), &[("link", text("logit")), ("nsamples", int(300))]);
     let response = client.explain(req).await.unwrap().into_inner();
     let values = floats(response.attributions[0].values.as_ref().unwrap());
     let base = floats(response.base_values.as_ref().unwrap());
     let outputs = output(&response, "probabilities");
-    let (_, e_f) =
-        brute_force(&server, "probabilities", &x.iter().take(13).copied().collect::<Vec<_>>(), &background).await;
+    let (_, e_f) = brute_force(&server, "probabilities", &x.iter().take(13).copied().collect::<Vec<_>>(), &background).await;
     for t in 0..3 {
         assert!((base[t] as f64 - logit(e_f[t])).abs() < 1e-4, "base value is logit(E f), not E logit(f)");
     }
@@ -242,9 +226,7 @@ async fn same_seed_same_values_and_a_different_seed_differs() {
     let server = TestServer::start(Default::default(), &[]).await;
     let mut client = server.explainer().await;
     let (x, background) = wine();
-    let run = |seed: i64| {
-        request("wine-mlp", "logits", &x, &background, None, &[("seed", int(seed)), ("nsamples", int(500))])
-    };
+    let run = |seed: i64| request("wine-mlp", "logits", &x, &background, None, &[("seed", int(seed)), ("nsamples", int(500))]);
     let a = client.explain(run(5)).await.unwrap().into_inner();
     let b = client.explain(run(5)).await.unwrap().into_inner();
     let c = client.explain(run(6)).await.unwrap().into_inner();
@@ -297,9 +279,8 @@ async fn patches_on_the_digits_cnn_are_efficient_and_a_constant_patch_gets_zero(
         assert_eq!(values[p], 0.0);
     }
     assert_eq!(response.info["groups"], "16");
-    let varying = |r: &proto::ExplainResponse| -> Vec<usize> {
-        r.info["varying_groups"].split(',').map(|v| v.parse().unwrap()).collect()
-    };
+    let varying =
+        |r: &proto::ExplainResponse| -> Vec<usize> { r.info["varying_groups"].split(',').map(|v| v.parse().unwrap()).collect() };
     let unmodified = client
         .explain(request("digits-cnn", "logits", &x, &original.into_dyn(), None, &[("patch", integers(&[2, 2]))]))
         .await
@@ -344,16 +325,12 @@ async fn bad_parameters_are_invalid_argument_naming_the_parameter() {
         (vec![("mask", integers(&[0; 13])), ("patch", integers(&[2]))], "parameters.patch"),
     ];
     for (params, name) in cases {
-        let err =
-            client.explain(request("wine-mlp", "probabilities", &x, &background, None, &params)).await.unwrap_err();
+        let err = client.explain(request("wine-mlp", "probabilities", &x, &background, None, &params)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
         assert!(err.message().contains(name), "{name}: {}", err.message());
     }
     // Logit on raw logits (not probabilities) is refused the same way.
-    let err = client
-        .explain(request("wine-mlp", "logits", &x, &background, None, &[("link", text("logit"))]))
-        .await
-        .unwrap_err();
+    let err = client.explain(request("wine-mlp", "logits", &x, &background, None, &[("link", text("logit"))])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("parameters.link"), "{}", err.message());
 }

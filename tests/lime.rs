@@ -34,12 +34,7 @@ fn f64s(v: &Value) -> Vec<f64> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
-fn request(
-    model_name: &str,
-    output: &str,
-    x: &ArrayD<f32>,
-    params: &[(&str, proto::ParamValue)],
-) -> proto::ExplainRequest {
+fn request(model_name: &str, output: &str, x: &ArrayD<f32>, params: &[(&str, proto::ParamValue)]) -> proto::ExplainRequest {
     proto::ExplainRequest {
         model: model(model_name),
         explainer: "lime".into(),
@@ -70,8 +65,7 @@ async fn tabular_discretiser_matches_lime_on_the_wine_background() {
     let server = TestServer::start(Default::default(), &[]).await;
     assert_eq!(reference["model_sha256"], server.state.repository.get("wine-mlp", "").unwrap().sha256);
     let mut client = server.explainer().await;
-    let response =
-        client.explain(request("wine-mlp", "probabilities", &wine_inputs(), &[])).await.unwrap().into_inner();
+    let response = client.explain(request("wine-mlp", "probabilities", &wine_inputs(), &[])).await.unwrap().into_inner();
     assert_eq!(response.info["mode"], "tabular");
 
     let quartiles = extra(&response, "quartiles");
@@ -82,11 +76,7 @@ async fn tabular_discretiser_matches_lime_on_the_wine_background() {
         let want = f64s(&reference["quartiles"][j]);
         for q in 0..3 {
             let got = quartiles[j * 3 + q] as f64;
-            assert!(
-                (got - want[q]).abs() <= 1e-6 * want[q].abs().max(1.0),
-                "feature {j} quartile {q}: {got} vs {}",
-                want[q]
-            );
+            assert!((got - want[q]).abs() <= 1e-6 * want[q].abs().max(1.0), "feature {j} quartile {q}: {got} vs {}", want[q]);
         }
         let bins = f64s(&reference["bin_frequencies"][j]);
         assert_eq!(bins.len(), f64s(&reference["bin_edges"][j]).len() + 1);
@@ -113,8 +103,7 @@ async fn tabular_explanations_fall_within_lime_spread() {
     let server = TestServer::start(Default::default(), &[]).await;
     let mut client = server.explainer().await;
     // Predicted class per input: the labels the references explain.
-    let response =
-        client.explain(request("wine-mlp", "probabilities", &wine_inputs(), &[])).await.unwrap().into_inner();
+    let response = client.explain(request("wine-mlp", "probabilities", &wine_inputs(), &[])).await.unwrap().into_inner();
     let targets = ints(response.target_indices.as_ref().unwrap());
     let values = floats(response.attributions[0].values.as_ref().unwrap());
     let (intercept, score, local) =
@@ -175,11 +164,8 @@ async fn same_seed_same_explanation_different_seed_differs_and_registered_backgr
     // The model's default background registered by id gives the same training statistics and
     // explanation as the default itself; half of it gives other quartiles.
     let background = read_npy("models/wine-mlp/1/background.npy");
-    let register = |rows: &ArrayD<f32>| proto::RegisterBackgroundRequest {
-        model: model("wine-mlp"),
-        rows: vec![named("", rows)],
-        ..Default::default()
-    };
+    let register =
+        |rows: &ArrayD<f32>| proto::RegisterBackgroundRequest { model: model("wine-mlp"), rows: vec![named("", rows)] };
     let id = client.register_background(register(&background)).await.unwrap().into_inner().background_id;
     let mut by_id = run(3);
     by_id.background_id = id;
@@ -201,11 +187,8 @@ async fn image_with_fixed_superpixels_falls_within_lime_spread() {
     let samples = read_npy("models/digits-cnn/1/samples.npy");
     let x = samples.slice(s![0..1, .., .., ..]).to_owned().into_dyn();
     let segments: Vec<i64> = f64s(&reference["segments"]).iter().map(|&v| v as i64).collect();
-    let response = client
-        .explain(request("digits-cnn", "logits", &x, &[("segments", integers(&segments))]))
-        .await
-        .unwrap()
-        .into_inner();
+    let response =
+        client.explain(request("digits-cnn", "logits", &x, &[("segments", integers(&segments))])).await.unwrap().into_inner();
     assert_eq!(response.info["mode"], "image");
     assert_eq!(ints(response.target_indices.as_ref().unwrap()), vec![reference["label"].as_i64().unwrap()]);
     let values = floats(response.attributions[0].values.as_ref().unwrap());
@@ -226,12 +209,7 @@ async fn image_with_fixed_superpixels_falls_within_lime_spread() {
     }
     within_spread(extra(&response, "intercept")[0] as f64, &reference["intercept"], 0.02, "intercept");
     within_spread(extra(&response, "score")[0] as f64, &reference["score"], 0.01, "score");
-    within_spread(
-        extra(&response, "local_prediction")[0] as f64,
-        &reference["local_prediction"],
-        0.02,
-        "local prediction",
-    );
+    within_spread(extra(&response, "local_prediction")[0] as f64, &reference["local_prediction"], 0.02, "local prediction");
 }
 
 #[tokio::test]
@@ -273,7 +251,9 @@ async fn bad_parameters_are_invalid_argument_naming_the_parameter() {
     let mut client = server.explainer().await;
     let wine = wine_inputs();
     let digits = read_npy("models/digits-cnn/1/samples.npy").slice(s![0..1, .., .., ..]).to_owned().into_dyn();
-    let cases: Vec<(&str, &ArrayD<f32>, Vec<(&str, proto::ParamValue)>, &str)> = vec![
+    // (model, input, parameters, the field the refusal must name)
+    type Case<'a> = (&'a str, &'a ArrayD<f32>, Vec<(&'a str, proto::ParamValue)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("wine-mlp", &wine, vec![("num_samples", int(0))], "parameters.num_samples"),
         ("wine-mlp", &wine, vec![("num_features", int(0))], "parameters.num_features"),
         ("wine-mlp", &wine, vec![("mode", text("audio"))], "parameters.mode"),

@@ -13,7 +13,13 @@ fn reference(name: &str) -> (ndarray::ArrayD<f32>, serde_json::Value) {
     (array, meta)
 }
 
-fn request(model_name: &str, output: &str, input: &ndarray::ArrayD<f32>, targets: &[i64], meta: &serde_json::Value) -> proto::ExplainRequest {
+fn request(
+    model_name: &str,
+    output: &str,
+    input: &ndarray::ArrayD<f32>,
+    targets: &[i64],
+    meta: &serde_json::Value,
+) -> proto::ExplainRequest {
     let ints = |key: &str| -> Vec<i64> { meta[key].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect() };
     let mut parameters = HashMap::new();
     parameters.insert("window".to_string(), integers(&ints("sliding_window_shape")));

@@ -40,7 +40,8 @@ async fn the_mnist_model_predicts_what_the_training_script_recorded() {
     let server = TestServer::start(Default::default(), &[]).await;
     let x = read_npy(&format!("{MNIST}/samples.npy"));
     let recorded: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join(MNIST).join("expected_predictions.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join(MNIST).join("expected_predictions.json")).unwrap())
+            .unwrap();
     let samples = recorded["samples"].as_array().unwrap();
     assert_eq!(samples.len(), x.shape()[0]);
     let response = server

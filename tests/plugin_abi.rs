@@ -203,8 +203,8 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
             output: "probabilities".into(),
             parameters: HashMap::new(),
             background: vec![],
-        background_id: String::new(),
-        plot: None,
+            background_id: String::new(),
+            plot: None,
         })
         .await
         .unwrap()

@@ -7,6 +7,7 @@ use explaind::access::AccessPolicy;
 use explaind::config::{AuthConfig, ClientEntry, TokenEntry};
 use explaind::proto;
 use explaind::service::Limits;
+use explaind_host::RequestBudget;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -124,7 +125,11 @@ async fn mutual_tls_admits_listed_client_certificates_only() {
     let stranger = pki_stranger();
     let auth = AuthConfig {
         tokens: vec![token("analyst", "s3cret-analyst", &["explain"])],
-        clients: vec![ClientEntry { name: "risk-batch".into(), cert_sha256: sha256_hex(&pki.client_der), roles: vec!["explain".into()] }],
+        clients: vec![ClientEntry {
+            name: "risk-batch".into(),
+            cert_sha256: sha256_hex(&pki.client_der),
+            roles: vec!["explain".into()],
+        }],
     };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&pki.server.0, &pki.server.1))
@@ -157,7 +162,8 @@ async fn mutual_tls_admits_listed_client_certificates_only() {
     // Plain text to a TLS port fails too.
     let plain = Channel::from_shared(server.addr.replace("https://", "http://")).unwrap().connect().await;
     if let Ok(channel) = plain {
-        let status = proto::explain_service_client::ExplainServiceClient::new(channel).explain(occlusion_request()).await.unwrap_err();
+        let status =
+            proto::explain_service_client::ExplainServiceClient::new(channel).explain(occlusion_request()).await.unwrap_err();
         assert_ne!(status.code(), Code::Ok);
     }
 }
@@ -214,18 +220,42 @@ async fn a_caller_over_its_concurrency_limit_is_refused_while_others_are_served(
 }
 
 #[tokio::test]
-async fn the_explainer_budget_stops_a_request_that_would_run_too_many_model_rows() {
-    let limits = Limits { max_model_rows_per_request: 20, ..Default::default() };
+async fn the_explainer_budget_refuses_a_request_whose_estimate_is_over_it_before_any_work() {
+    let limits = Limits { budget: RequestBudget { model_rows: 20, scratch_bytes: 0 }, ..Default::default() };
     let server = TestServer::start_secure(limits, AccessPolicy::new(&Default::default(), 0), None).await;
     let mut client = server.explainer().await;
-    // Occlusion of 6 rows with 13 one-feature windows: 78 model rows, over the budget.
+    // Occlusion of 6 rows with 13 one-feature windows: 78 model rows by its estimate, over the
+    // budget; refused naming the parameter that drives the cost, and no model row runs.
     let mut request = occlusion_request();
     request.parameters = HashMap::from([("window".to_string(), integers(&[1]))]);
     let status = client.explain(request).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("explainer budget") && status.message().contains("limit of 20"), "{}", status.message());
+    assert!(status.message().starts_with("parameters.window: explainer occlusion would need about 7.8"), "{}", status.message());
+    assert!(status.message().contains("limit of 20 (--max-model-rows-per-request)"), "{}", status.message());
     // A request within the budget runs: one input, a window covering all 13 features.
     let mut small = occlusion_request();
-    small.inputs = vec![named("features", &read_npy("models/wine-mlp/1/samples.npy").slice_axis(ndarray::Axis(0), (0..1).into()).to_owned())];
+    small.inputs = vec![named(
+        "features",
+        &read_npy("models/wine-mlp/1/samples.npy").slice_axis(ndarray::Axis(0), (0..1).into()).to_owned(),
+    )];
     client.explain(small).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_scratch_budget_refuses_a_request_whose_estimate_is_over_it() {
+    // LIME on wine-mlp keeps every sample's binary representation and its model rows: 5000
+    // samples of 13 features for 6 inputs is well over 64 KiB.
+    let limits = Limits { budget: RequestBudget { model_rows: 0, scratch_bytes: 64 << 10 }, ..Default::default() };
+    let server = TestServer::start_secure(limits, AccessPolicy::new(&Default::default(), 0), None).await;
+    let mut client = server.explainer().await;
+    let mut request = occlusion_request();
+    request.explainer = "lime".into();
+    request.parameters.clear();
+    let status = client.explain(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("bytes of scratch memory") && status.message().contains("--max-request-bytes"),
+        "{}",
+        status.message()
+    );
 }

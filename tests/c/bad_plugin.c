@@ -45,6 +45,7 @@ static const ExdPluginInfo k_info = {
     EXD_CAP_REENTRANT,
     0,
     NULL,
+    NULL, /* param_ranges */
 };
 
 #if !defined(BAD_NULL_EXPLAIN)
@@ -69,6 +70,7 @@ static const ExdPluginApi k_api = {
 #else
     bad_explain,
 #endif
+    NULL, /* estimate: optional */
 };
 
 static const ExdHostApi* g_host;

@@ -123,13 +123,27 @@ int main(void) {
   FIELD(ExdPluginInfo, flags);
   FIELD(ExdPluginInfo, num_params);
   FIELD(ExdPluginInfo, params);
+  FIELD(ExdPluginInfo, param_ranges);
   SIZE(ExdPluginInfo);
+
+  FIELD(ExdParamRange, min);
+  FIELD(ExdParamRange, max);
+  FIELD(ExdParamRange, max_len);
+  SIZE(ExdParamRange);
+
+  FIELD(ExdCost, header);
+  FIELD(ExdCost, model_rows);
+  FIELD(ExdCost, scratch_bytes);
+  FIELD(ExdCost, driver);
+  FIELD(ExdCost, reserved);
+  SIZE(ExdCost);
 
   FIELD(ExdPluginApi, header);
   FIELD(ExdPluginApi, info);
   FIELD(ExdPluginApi, create);
   FIELD(ExdPluginApi, destroy);
   FIELD(ExdPluginApi, explain);
+  FIELD(ExdPluginApi, estimate);
   SIZE(ExdPluginApi);
   return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * leave_one_out.c — an explaind explainer plugin written in plain C against
- * crates/abi/include/explaind_plugin.h (ABI 1.0).
+ * crates/abi/include/explaind_plugin.h (ABI 1.3; it also builds against the frozen 1.0, 1.1 and
+ * 1.2 headers in tests/c/abi-1.*, without what 1.3 added, and needs only a 1.0 host).
  *
  * Method ("leave-one-out-c"): for every element i of model input 0,
  *     attribution[n, t, i] = f(x_n)[target] - f(x_n with element i set to `baseline`)[target].
@@ -9,6 +10,12 @@
  * Other model inputs, if any, are held at input n's values.
  *
  * It keeps no state, so it has no create/destroy and sets EXD_CAP_REENTRANT.
+ *
+ * ABI 1.3 (cost before work): `param_ranges` bounds `baseline` (the host refuses values outside
+ * before calling us), and `loo_estimate` tells the host what a request will cost before
+ * `explain` runs: N x D model rows and one chunk's scratch tensors. The host refuses a request
+ * over its budget without calling `explain`. Estimates are doubles, so a huge request gives a
+ * huge number (or infinity), never an integer that wrapped around.
  *
  * Build:
  *   cc -std=c11 -Wall -Wextra -Werror -shared -fPIC -I crates/abi/include \
@@ -36,6 +43,13 @@ static const ExdParamSpec k_params[] = {
     },
 };
 
+#if EXPLAIND_ABI_MINOR >= 3
+/* Parallel to k_params. A baseline within +-1e30 keeps the perturbed inputs finite float32. */
+static const ExdParamRange k_ranges[] = {
+    {-1e30, 1e30, 0},
+};
+#endif
+
 static const ExdPluginInfo k_info = {
     HEADER(ExdPluginInfo),
     "leave-one-out-c",
@@ -45,10 +59,17 @@ static const ExdPluginInfo k_info = {
     EXD_CAP_REENTRANT,
     sizeof(k_params) / sizeof(k_params[0]),
     k_params,
+#if EXPLAIND_ABI_MINOR >= 3
+    k_ranges,
+#endif
 };
 
 static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
                              const ExdExplainRequest* request);
+#if EXPLAIND_ABI_MINOR >= 3
+static ExdError* loo_estimate(ExdInstance* instance, ExdContext* context,
+                              const ExdExplainRequest* request, ExdCost* out_cost);
+#endif
 
 static const ExdPluginApi k_api = {
     HEADER(ExdPluginApi),
@@ -56,6 +77,9 @@ static const ExdPluginApi k_api = {
     NULL, /* create: no state */
     NULL, /* destroy */
     loo_explain,
+#if EXPLAIND_ABI_MINOR >= 3
+    loo_estimate,
+#endif
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -125,16 +149,8 @@ static void release_batches(ExdContext* context, Batch* b, size_t n) {
 
 #define MAX_INPUTS 16
 
-static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
-                             const ExdExplainRequest* request) {
-  (void)instance;
-  ExdError* err = NULL;
-  Batch batches[MAX_INPUTS];
-  DLTensor views[MAX_INPUTS];
-  size_t num_batches = 0;
-  int64_t rows_run = 0;
-  memset(batches, 0, sizeof batches);
-
+/* What `estimate` and `explain` both check: the request's layout, its inputs and `baseline`. */
+static ExdError* check_request(const ExdExplainRequest* request, double* baseline) {
   if (request == NULL || request->header.abi_major != EXPLAIND_ABI_MAJOR ||
       request->header.struct_size < sizeof(ExdExplainRequest)) {
     return g_host->error_new(EXD_INTERNAL, "leave-one-out-c: unexpected ExdExplainRequest layout");
@@ -147,9 +163,12 @@ static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
     return errorf(EXD_UNIMPLEMENTED, "inputs: at most %d model inputs are supported, got %zu",
                   MAX_INPUTS, num_inputs);
   }
-  double baseline = 0.0;
-  if ((err = get_baseline(request, &baseline)) != NULL) return err;
-
+  ExdError* err = get_baseline(request, baseline);
+  if (err != NULL) return err;
+  if (!(*baseline >= -1e30 && *baseline <= 1e30)) {
+    return errorf(EXD_INVALID_ARGUMENT, "parameters.baseline: must be within +-1e30, got %g",
+                  *baseline);
+  }
   const DLTensor* x0 = &request->inputs[0];
   for (size_t k = 0; k < num_inputs; k++) {
     const DLTensor* t = &request->inputs[k];
@@ -163,6 +182,64 @@ static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
                     (long long)t->shape[0], (long long)x0->shape[0]);
     }
   }
+  return NULL;
+}
+
+/* Rows per forward call: a row per element of input 0, at most max_batch_rows at a time. */
+static int64_t chunk_rows(const ExdExplainRequest* request, int64_t D) {
+  int64_t cap = D;
+  if (request->max_batch_rows > 0 && request->max_batch_rows < cap) cap = request->max_batch_rows;
+  return cap;
+}
+
+#if EXPLAIND_ABI_MINOR >= 3
+/* What `explain` will cost, from shapes alone:
+ *   model rows    N x D (every element of every input row left out once);
+ *   scratch bytes one chunk: the tensor_alloc batch of every model input (cap rows each) and
+ *                 the forward output we hold while reading it (cap x R floats).
+ * Doubles throughout, so nothing wraps around however large the request. */
+static ExdError* loo_estimate(ExdInstance* instance, ExdContext* context,
+                              const ExdExplainRequest* request, ExdCost* out_cost) {
+  (void)instance;
+  (void)context;
+  if (out_cost == NULL) return g_host->error_new(EXD_INTERNAL, "leave-one-out-c: no ExdCost");
+  double baseline = 0.0;
+  ExdError* err = check_request(request, &baseline);
+  if (err != NULL) return err;
+  const DLTensor* x0 = &request->inputs[0];
+  const int64_t D = row_elems(x0);
+  const double cap = (double)chunk_rows(request, D);
+  double scratch = cap * (double)request->output_row_size * 4.0;
+  for (size_t k = 0; k < request->num_inputs; k++) {
+    scratch += cap * (double)row_elems(&request->inputs[k]) * 4.0;
+  }
+  const double rows = (double)x0->shape[0] * (double)D;
+  /* The host's ExdCost may be older (smaller) than ours: write only the fields it has. */
+  const size_t size = out_cost->header.struct_size;
+  if (size >= offsetof(ExdCost, model_rows) + sizeof out_cost->model_rows) out_cost->model_rows = rows;
+  if (size >= offsetof(ExdCost, scratch_bytes) + sizeof out_cost->scratch_bytes) {
+    out_cost->scratch_bytes = scratch;
+  }
+  /* The inputs drive the cost, not a parameter. */
+  if (size >= offsetof(ExdCost, driver) + sizeof out_cost->driver) out_cost->driver = -1;
+  return NULL;
+}
+#endif
+
+static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
+                             const ExdExplainRequest* request) {
+  (void)instance;
+  ExdError* err = NULL;
+  Batch batches[MAX_INPUTS];
+  DLTensor views[MAX_INPUTS];
+  size_t num_batches = 0;
+  int64_t rows_run = 0;
+  memset(batches, 0, sizeof batches);
+
+  double baseline = 0.0;
+  if ((err = check_request(request, &baseline)) != NULL) return err;
+  const size_t num_inputs = request->num_inputs;
+  const DLTensor* x0 = &request->inputs[0];
   const int64_t N = x0->shape[0];
   const int64_t D = row_elems(x0);
   const int64_t T = (int64_t)request->num_targets;
@@ -193,8 +270,7 @@ static ExdError* loo_explain(ExdInstance* instance, ExdContext* context,
   if (N == 0 || T == 0 || D == 0) return NULL;
 
   /* Rows per forward call. */
-  int64_t cap = D;
-  if (request->max_batch_rows > 0 && request->max_batch_rows < cap) cap = request->max_batch_rows;
+  const int64_t cap = chunk_rows(request, D);
 
   /* One scratch batch per model input: [cap, *row_shape]. */
   for (size_t k = 0; k < num_inputs; k++) {
@@ -267,9 +343,14 @@ done:
 EXD_EXPORT ExdError* explaind_plugin_v1(const ExdHostApi* host, const ExdPluginApi** out_plugin) {
   if (host == NULL || out_plugin == NULL) return NULL; /* nothing to report an error with */
   *out_plugin = NULL;
-  /* A host of another major looks for another symbol; the size check guards the table. */
-  if (host->header.abi_major != EXPLAIND_ABI_MAJOR ||
-      host->header.struct_size < sizeof(ExdHostApi)) {
+  /* A host of another major looks for another symbol; the size check guards the table. Only
+   * the ABI 1.0 functions are called, so any 1.x host will do. */
+#if EXPLAIND_ABI_MINOR >= 1
+  const size_t needed = offsetof(ExdHostApi, gradient); /* where 1.0's table ended */
+#else
+  const size_t needed = sizeof(ExdHostApi);
+#endif
+  if (host->header.abi_major != EXPLAIND_ABI_MAJOR || host->header.struct_size < needed) {
     if (host->header.struct_size >= offsetof(ExdHostApi, error_new) + sizeof(host->error_new) &&
         host->error_new != NULL) {
       return host->error_new(EXD_FAILED_PRECONDITION,

@@ -27,14 +27,8 @@ pub struct Case {
 
 pub fn case(name: &str) -> Case {
     let dir = format!("tests/data/deepshap/{name}");
-    let meta =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join(&dir).join("meta.json")).unwrap()).unwrap();
-    Case {
-        name: name.into(),
-        meta,
-        x: read_npy(&format!("{dir}/x.npy")),
-        background: read_npy(&format!("{dir}/background.npy")),
-    }
+    let meta = serde_json::from_str(&std::fs::read_to_string(repo_root().join(&dir).join("meta.json")).unwrap()).unwrap();
+    Case { name: name.into(), meta, x: read_npy(&format!("{dir}/x.npy")), background: read_npy(&format!("{dir}/background.npy")) }
 }
 
 pub fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets>) -> proto::ExplainRequest {

@@ -43,13 +43,7 @@ pub fn compile_c_plugin(source: &str, defines: &[&str], out_dir: &Path, lib_name
 }
 
 /// Compiles a C file against the header in `include` (another ABI version's, say).
-pub fn compile_c_plugin_against(
-    include: &Path,
-    source: &str,
-    defines: &[&str],
-    out_dir: &Path,
-    lib_name: &str,
-) -> PathBuf {
+pub fn compile_c_plugin_against(include: &Path, source: &str, defines: &[&str], out_dir: &Path, lib_name: &str) -> PathBuf {
     let out = out_dir.join(format!("lib{lib_name}.so"));
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
@@ -164,9 +158,7 @@ impl TestServer {
         for p in extra_plugins {
             plugins.load_file(p).expect("extra plugin loads");
         }
-        let engine = Arc::new(
-            explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes),
-        );
+        let engine = Arc::new(explaind_attribution::AttributionEngine::new(runtime(), cache_bytes).with_chunk_bytes(chunk_bytes));
         let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
         let access = Arc::new(access);
         let observer = Arc::new(explaind::observe::Observer::without_audit());
@@ -201,8 +193,7 @@ impl TestServer {
     }
 
     pub async fn explainer(&self) -> proto::explain_service_client::ExplainServiceClient<Channel> {
-        proto::explain_service_client::ExplainServiceClient::new(self.channel().await)
-            .max_decoding_message_size(1 << 30)
+        proto::explain_service_client::ExplainServiceClient::new(self.channel().await).max_decoding_message_size(1 << 30)
     }
 }
 
@@ -238,9 +229,7 @@ pub fn text(value: &str) -> proto::ParamValue {
 }
 
 pub fn indices(values: &[i64]) -> Option<proto::Targets> {
-    Some(proto::Targets {
-        selection: Some(proto::targets::Selection::Indices(proto::IndexList { values: values.to_vec() })),
-    })
+    Some(proto::Targets { selection: Some(proto::targets::Selection::Indices(proto::IndexList { values: values.to_vec() })) })
 }
 
 pub fn model(name: &str) -> Option<proto::ModelRef> {

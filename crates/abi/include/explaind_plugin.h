@@ -1,5 +1,5 @@
 /*
- * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.2.
+ * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.3.
  *
  * History (each minor version only appends):
  *   1.0  the first version.
@@ -7,6 +7,9 @@
  *        attribution); struct_size grows from 120 to 144 bytes.
  *   1.2  ExdHostApi gains layer_gradient (an intermediate tensor and its gradient, for
  *        Grad-CAM and other layer methods); struct_size grows from 144 to 152 bytes.
+ *   1.3  Cost before work: ExdPluginInfo gains param_ranges (bounds the host checks before a
+ *        call; 56 -> 64 bytes), ExdPluginApi gains estimate (what a request will cost, asked
+ *        before `explain`; 40 -> 48 bytes), and ExdCost is new.
  *
  * This header is the single source of truth for the ABI. The Rust mirror in
  * crates/abi/src/lib.rs follows it field by field, and tests check both sides' layouts.
@@ -52,7 +55,7 @@ extern "C" {
 #endif
 
 #define EXPLAIND_ABI_MAJOR 1
-#define EXPLAIND_ABI_MINOR 2
+#define EXPLAIND_ABI_MINOR 3
 
 #if defined(_WIN32)
 #define EXD_EXPORT __declspec(dllexport)
@@ -175,6 +178,23 @@ typedef struct ExdParam {
   const char* name;     /* BORROWED until `explain` returns */
   ExdParamValue value;  /* pointers BORROWED until `explain` returns */
 } ExdParam;
+
+/* ABI 1.3. The bounds of one declared parameter, in an array parallel to ExdPluginInfo.params
+ * (entry i bounds parameter i). Not versioned: its element size is fixed for ABI 1.x.
+ * The host refuses a request whose value lies outside with EXD_INVALID_ARGUMENT naming
+ * `parameters.<name>` and the bounds, before `estimate` or `explain` is called, and reports the
+ * bounds to clients. Defaults are not checked against them.
+ *  - NUMBER, INTEGER: min <= value <= max. Use -INFINITY and INFINITY for no bound (integers
+ *    are compared as doubles, exact below 2^53).
+ *  - NUMBERS, INTEGERS: every element within [min, max], and at most max_len elements.
+ *  - TEXT: at most max_len bytes.
+ *  - FLAG: nothing to bound.
+ * max_len 0 means no limit on the length. */
+typedef struct ExdParamRange {
+  double min;
+  double max;
+  uint64_t max_len;
+} ExdParamRange;
 
 /* ---------------------------------------------------------------------------------------------
  * What the host tells a plugin about the model
@@ -357,7 +377,29 @@ typedef struct ExdPluginInfo {
   uint64_t flags;          /* EXD_CAP_* | EXD_NEEDS_* */
   size_t num_params;
   const ExdParamSpec* params; /* STATIC, num_params entries */
+  /* ---- ABI 1.3 ---- */
+  const ExdParamRange* param_ranges; /* STATIC, num_params entries; NULL: no bounds */
 } ExdPluginInfo;
+
+/* ABI 1.3. What one `explain` call will cost, as the plugin's `estimate` predicts it.
+ * The host allocates it and fills `header` with its own struct_size; the plugin writes only
+ * the fields that lie within that size. Doubles, so that a product of huge parameters becomes
+ * a huge number or infinity and never wraps around to a small one. */
+typedef struct ExdCost {
+  ExdStructHeader header;
+  /* Rows the call will run through the model and the compiled graphs, in total: rows of
+   * `forward`, `gradient`, `deeplift_multipliers` and `layer_gradient`, and for `deep_shap`
+   * N x S x (background rows). The same count the host's row budget charges. */
+  double model_rows;
+  /* The most bytes the call holds at once besides the request and its result tensors: the
+   * plugin's own allocations, tensors from tensor_alloc and result_extra, and the tensors the
+   * host hands back from the functions above while the plugin keeps them. */
+  double scratch_bytes;
+  /* The parameter that drives the cost most: an index into request->params, or -1 when it is
+   * the request's inputs and targets. The host names it when it refuses the request. */
+  int32_t driver;
+  int32_t reserved; /* 0 */
+} ExdCost;
 
 typedef struct ExdPluginApi {
   ExdStructHeader header;
@@ -373,6 +415,18 @@ typedef struct ExdPluginApi {
    * error made with host->error_new (ownership passes to the host). */
   ExdError* (*explain)(ExdInstance* instance, ExdContext* context,
                        const ExdExplainRequest* request);
+  /* ---- ABI 1.3 ----
+   * Optional. Predicts what `explain` will cost on `request`, before anything is allocated.
+   * The host calls it once per request, just before `explain`, with the same instance, context
+   * and request (all BORROWED until it returns); `out_cost` is BORROWED too. It may call
+   * `log`, `is_cancelled` and `model_info`, and nothing else of the host. It must be cheap:
+   * arithmetic on shapes and parameters. It returns an error (EXD_INVALID_ARGUMENT naming the
+   * parameter) for requests that make no sense. The host refuses a request whose cost is over
+   * its per-request budget with EXD_RESOURCE_EXHAUSTED naming `cost.driver`, without calling
+   * `explain`. During `explain` the host holds every plugin to the same budget whether or not
+   * it has an estimate: a host function that would pass it fails with EXD_RESOURCE_EXHAUSTED. */
+  ExdError* (*estimate)(ExdInstance* instance, ExdContext* context,
+                        const ExdExplainRequest* request, ExdCost* out_cost);
 } ExdPluginApi;
 
 /* The entry point's type. On success it sets *out_plugin (STATIC) and returns NULL.
@@ -397,8 +451,10 @@ EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
 EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 152, "ExdHostApi");
-EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 56, "ExdPluginInfo");
-EXD_STATIC_ASSERT(sizeof(ExdPluginApi) == 40, "ExdPluginApi");
+EXD_STATIC_ASSERT(sizeof(ExdParamRange) == 24, "ExdParamRange");
+EXD_STATIC_ASSERT(sizeof(ExdCost) == 32, "ExdCost");
+EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 64, "ExdPluginInfo");
+EXD_STATIC_ASSERT(sizeof(ExdPluginApi) == 48, "ExdPluginApi");
 #endif
 
 #ifdef __cplusplus

@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_void};
 /// ABI major version this crate mirrors. The entry symbol carries it in its name.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version this crate mirrors. Grows when a struct gains appended fields.
-pub const ABI_MINOR: u16 = 2;
+pub const ABI_MINOR: u16 = 3;
 /// Name of the single symbol a plugin exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL_V1: &[u8] = b"explaind_plugin_v1\0";
 /// Path of the C header, for tools and tests that compile C plugins.
@@ -74,11 +74,7 @@ pub struct ExdStructHeader {
 impl ExdStructHeader {
     /// The header a writer built against this crate puts into a struct of type `T`.
     pub const fn current<T>() -> Self {
-        ExdStructHeader {
-            struct_size: std::mem::size_of::<T>() as u32,
-            abi_major: ABI_MAJOR,
-            abi_minor: ABI_MINOR,
-        }
+        ExdStructHeader { struct_size: std::mem::size_of::<T>() as u32, abi_major: ABI_MAJOR, abi_minor: ABI_MINOR }
     }
 }
 
@@ -323,6 +319,33 @@ pub struct ExdPluginInfo {
     pub flags: u64,
     pub num_params: usize,
     pub params: *const ExdParamSpec,
+    // ABI 1.3
+    pub param_ranges: *const ExdParamRange,
+}
+
+/// ABI 1.3: the bounds of one parameter (see the header).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExdParamRange {
+    pub min: f64,
+    pub max: f64,
+    pub max_len: u64,
+}
+
+impl ExdParamRange {
+    /// No bounds at all.
+    pub const UNBOUNDED: ExdParamRange = ExdParamRange { min: f64::NEG_INFINITY, max: f64::INFINITY, max_len: 0 };
+}
+
+/// ABI 1.3: what one `explain` call will cost (see the header).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExdCost {
+    pub header: ExdStructHeader,
+    pub model_rows: f64,
+    pub scratch_bytes: f64,
+    pub driver: i32,
+    pub reserved: i32,
 }
 
 #[repr(C)]
@@ -339,11 +362,19 @@ pub struct ExdPluginApi {
             request: *const ExdExplainRequest,
         ) -> *mut ExdError,
     >,
+    // ABI 1.3
+    pub estimate: Option<
+        unsafe extern "C" fn(
+            instance: *mut ExdInstance,
+            context: *mut ExdContext,
+            request: *const ExdExplainRequest,
+            out_cost: *mut ExdCost,
+        ) -> *mut ExdError,
+    >,
 }
 
 /// Type of the `explaind_plugin_v1` entry point.
-pub type ExdPluginEntryV1 =
-    unsafe extern "C" fn(host: *const ExdHostApi, out_plugin: *mut *const ExdPluginApi) -> *mut ExdError;
+pub type ExdPluginEntryV1 = unsafe extern "C" fn(host: *const ExdHostApi, out_plugin: *mut *const ExdPluginApi) -> *mut ExdError;
 
 // The tables and descriptions a plugin returns are STATIC and read-only; they hold raw pointers
 // only to other STATIC data, so sharing them between threads is sound.
@@ -351,10 +382,13 @@ unsafe impl Sync for ExdPluginApi {}
 unsafe impl Sync for ExdPluginInfo {}
 unsafe impl Sync for ExdParamSpec {}
 unsafe impl Sync for ExdHostApi {}
+unsafe impl Sync for ExdParamRange {}
 
-/// The size of the host table as ABI 1.2 defined it.
+/// The sizes of the structs ABI 1.3 grew, as 1.2 (and every version before) defined them.
 pub mod v1_2_sizes {
     pub const HOST_API: u32 = 152;
+    pub const PLUGIN_INFO: u32 = 56;
+    pub const PLUGIN_API: u32 = 40;
 }
 
 /// The size of the host table as ABI 1.1 defined it.
@@ -385,16 +419,100 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
     fields!(out, DLDevice { device_type: i32, device_id: i32 });
     fields!(out, DLDataType { code: u8, bits: u8, lanes: u16 });
     fields!(out, ExdStructHeader { struct_size: u32, abi_major: u16, abi_minor: u16 });
-    fields!(out, DLTensor { data: usize, device: DLDevice, ndim: i32, dtype: DLDataType, shape: usize, strides: usize, byte_offset: u64 });
-    fields!(out, ExdParamValue { kind: i32, reserved: i32, number: f64, integer: i64, text: usize, numbers: usize, integers: usize, len: usize });
+    fields!(
+        out,
+        DLTensor { data: usize, device: DLDevice, ndim: i32, dtype: DLDataType, shape: usize, strides: usize, byte_offset: u64 }
+    );
+    fields!(
+        out,
+        ExdParamValue {
+            kind: i32,
+            reserved: i32,
+            number: f64,
+            integer: i64,
+            text: usize,
+            numbers: usize,
+            integers: usize,
+            len: usize
+        }
+    );
     fields!(out, ExdParamSpec { name: usize, description: usize, kind: i32, required: i32, default_value: ExdParamValue });
     fields!(out, ExdParam { name: usize, value: ExdParamValue });
     fields!(out, ExdTensorInfo { name: usize, element_type: i32, ndim: i32, shape: usize });
-    fields!(out, ExdModelInfo { header: ExdStructHeader, name: usize, version: usize, sha256: usize, num_inputs: usize, inputs: usize, num_outputs: usize, outputs: usize });
-    fields!(out, ExdExplainRequest { header: ExdStructHeader, model: usize, num_inputs: usize, inputs: usize, output_index: usize, output_row_size: i64, num_targets: usize, targets: usize, outputs: usize, num_params: usize, params: usize, background: usize, max_batch_rows: i64 });
-    fields!(out, ExdHostApi { header: ExdStructHeader, error_new: usize, error_free: usize, error_code: usize, error_message: usize, log: usize, is_cancelled: usize, model_info: usize, forward: usize, tensor_alloc: usize, tensor_release: usize, result_attributions: usize, result_base_values: usize, result_extra: usize, result_info: usize, gradient: usize, deeplift_multipliers: usize, deep_shap: usize, layer_gradient: usize });
-    fields!(out, ExdPluginInfo { header: ExdStructHeader, name: usize, version: usize, description: usize, flags: u64, num_params: usize, params: usize });
-    fields!(out, ExdPluginApi { header: ExdStructHeader, info: usize, create: usize, destroy: usize, explain: usize });
+    fields!(
+        out,
+        ExdModelInfo {
+            header: ExdStructHeader,
+            name: usize,
+            version: usize,
+            sha256: usize,
+            num_inputs: usize,
+            inputs: usize,
+            num_outputs: usize,
+            outputs: usize
+        }
+    );
+    fields!(
+        out,
+        ExdExplainRequest {
+            header: ExdStructHeader,
+            model: usize,
+            num_inputs: usize,
+            inputs: usize,
+            output_index: usize,
+            output_row_size: i64,
+            num_targets: usize,
+            targets: usize,
+            outputs: usize,
+            num_params: usize,
+            params: usize,
+            background: usize,
+            max_batch_rows: i64
+        }
+    );
+    fields!(
+        out,
+        ExdHostApi {
+            header: ExdStructHeader,
+            error_new: usize,
+            error_free: usize,
+            error_code: usize,
+            error_message: usize,
+            log: usize,
+            is_cancelled: usize,
+            model_info: usize,
+            forward: usize,
+            tensor_alloc: usize,
+            tensor_release: usize,
+            result_attributions: usize,
+            result_base_values: usize,
+            result_extra: usize,
+            result_info: usize,
+            gradient: usize,
+            deeplift_multipliers: usize,
+            deep_shap: usize,
+            layer_gradient: usize
+        }
+    );
+    fields!(out, ExdParamRange { min: f64, max: f64, max_len: u64 });
+    fields!(out, ExdCost { header: ExdStructHeader, model_rows: f64, scratch_bytes: f64, driver: i32, reserved: i32 });
+    fields!(
+        out,
+        ExdPluginInfo {
+            header: ExdStructHeader,
+            name: usize,
+            version: usize,
+            description: usize,
+            flags: u64,
+            num_params: usize,
+            params: usize,
+            param_ranges: usize
+        }
+    );
+    fields!(
+        out,
+        ExdPluginApi { header: ExdStructHeader, info: usize, create: usize, destroy: usize, explain: usize, estimate: usize }
+    );
     out
 }
 
@@ -410,8 +528,14 @@ mod tests {
         assert_eq!(size_of::<ExdHostApi>() as u32, v1_2_sizes::HOST_API);
         assert_eq!(std::mem::offset_of!(ExdHostApi, gradient) as u32, v1_0_sizes::HOST_API, "1.1 appends after 1.0");
         assert_eq!(std::mem::offset_of!(ExdHostApi, layer_gradient) as u32, v1_1_sizes::HOST_API, "1.2 appends after 1.1");
-        assert_eq!(size_of::<ExdPluginInfo>() as u32, v1_0_sizes::PLUGIN_INFO);
-        assert_eq!(size_of::<ExdPluginApi>() as u32, v1_0_sizes::PLUGIN_API);
+        assert_eq!(v1_2_sizes::PLUGIN_INFO, v1_0_sizes::PLUGIN_INFO, "1.1 and 1.2 left ExdPluginInfo alone");
+        assert_eq!(v1_2_sizes::PLUGIN_API, v1_0_sizes::PLUGIN_API, "1.1 and 1.2 left ExdPluginApi alone");
+        assert_eq!(std::mem::offset_of!(ExdPluginInfo, param_ranges) as u32, v1_2_sizes::PLUGIN_INFO, "1.3 appends");
+        assert_eq!(std::mem::offset_of!(ExdPluginApi, estimate) as u32, v1_2_sizes::PLUGIN_API, "1.3 appends");
+        assert_eq!(size_of::<ExdPluginInfo>(), 64);
+        assert_eq!(size_of::<ExdPluginApi>(), 48);
+        assert_eq!(size_of::<ExdParamRange>(), 24);
+        assert_eq!(size_of::<ExdCost>(), 32);
         assert_eq!(size_of::<DLTensor>(), 48);
         assert_eq!(size_of::<ExdParamValue>(), 56);
     }

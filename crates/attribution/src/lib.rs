@@ -75,15 +75,28 @@ struct CompiledKey {
     kind: Kind,
 }
 
+// One per (model, output, kind), a handful per model: boxing the variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Compiled {
-    Gradient { model: Model },
+    Gradient {
+        model: Model,
+    },
     /// Outputs `activation` and `gradient` of `model` are the layer and its gradient.
-    Layer { model: Model, activation: usize, gradient: usize },
+    Layer {
+        model: Model,
+        activation: usize,
+        gradient: usize,
+    },
     /// `activations`: the forward pass returning what the backward pass reads; `backward`:
     /// both sides' activations and the seed in, multipliers out; `pairs`: everything in one
     /// graph, for explicit (input, reference) pairs; `background`: sessions of their own for
     /// the background's forward passes, under CUDA.
-    DeepLift { activations: Model, backward: Model, pairs: Model, background: Option<Box<BackgroundSessions>> },
+    DeepLift {
+        activations: Model,
+        backward: Model,
+        pairs: Model,
+        background: Option<Box<BackgroundSessions>>,
+    },
 }
 
 /// The activation graph and the served model loaded a second time, for the background's rows
@@ -104,12 +117,15 @@ struct Activations {
     output_sum: Vec<f64>,
 }
 
+/// A compiled graph, compiled once by whichever request asks first.
+type CompiledSlot = Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>;
+
 pub struct AttributionEngine {
     runtime: &'static OrtRuntime,
     /// Bound on the working memory of one backward run (both sides' activations for all its
     /// rows); a cached chunk of background activations takes at most a quarter of it.
     chunk_bytes: u64,
-    compiled: dashmap::DashMap<CompiledKey, Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>>,
+    compiled: dashmap::DashMap<CompiledKey, CompiledSlot>,
     /// Keyed by (model digest, output, background digest, first row, end row).
     activations: BoundedCache<(String, usize, String, usize, usize), Activations>,
     /// Per model digest: the tensors a layer method may name.
@@ -149,7 +165,8 @@ impl AttributionEngine {
         let proto = read_proto(model)?;
         let output_name = model.outputs[output].name.clone();
         let inputs: Vec<String> = model.inputs.iter().map(|i| i.name.clone()).collect();
-        let unsupported = |kind, error| AttributionError::Unsupported { model: format!("{}/{}", model.name, model.version), kind, error };
+        let unsupported =
+            |kind, error| AttributionError::Unsupported { model: format!("{}/{}", model.name, model.version), kind, error };
         let load = |m: &ModelProto, suffix: &str| -> Result<Model, AttributionError> {
             Model::from_bytes(self.runtime, &format!("{}#{suffix}", model.name), &model.version, &m.to_bytes(), &path)
                 .map(|m| m.with_max_batch_rows(model.max_batch_rows()))
@@ -163,7 +180,8 @@ impl AttributionEngine {
                 Compiled::Gradient { model: load(&compiled.model, "gradient")? }
             }
             Kind::Layer(ref layer) => {
-                let request = GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![layer.clone()] };
+                let request =
+                    GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![layer.clone()] };
                 let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
                 let graph = load(&compiled.model, &format!("layer-gradient:{layer}"))?;
                 let position = |name: &str| graph.outputs.iter().position(|o| o.name == name);
@@ -335,7 +353,8 @@ impl AttributionEngine {
             })
             .collect();
         let input_rows: Vec<ndarray::CowArray<f32, IxDyn>> = inputs.iter().map(|x| x.as_standard_layout()).collect();
-        let background_rows: Vec<ndarray::CowArray<f32, IxDyn>> = background.rows.iter().map(|r| r.as_standard_layout()).collect();
+        let background_rows: Vec<ndarray::CowArray<f32, IxDyn>> =
+            background.rows.iter().map(|r| r.as_standard_layout()).collect();
         let mut seed_shape = vec![0];
         seed_shape.extend(&model_output_shape(model, output, row)[1..]);
         let mut output_sum = vec![0f64; row];
@@ -345,7 +364,8 @@ impl AttributionEngine {
             let chunk_end = (chunk_start + cache_rows).min(k);
             let key = (model.sha256.clone(), output, background.digest.clone(), chunk_start, chunk_end);
             let cached = self.activations.get_or_compute(&key, || {
-                let views: Vec<_> = background.rows.iter().map(|a| a.slice_axis(Axis(0), (chunk_start..chunk_end).into())).collect();
+                let views: Vec<_> =
+                    background.rows.iter().map(|a| a.slice_axis(Axis(0), (chunk_start..chunk_end).into())).collect();
                 let (arrays, run) = background_forward.run(&views).map_err(internal)?;
                 stats.add(run);
                 let (outputs, run) = background_model.run(&views).map_err(internal)?;
@@ -386,10 +406,11 @@ impl AttributionEngine {
                         return Err(AttributionError::Cancelled);
                     }
                     let mut feed: Vec<Input> = x_side.iter().map(Input::reborrow).collect();
-                    feed.extend(
-                        (0..cached.arrays.len())
-                            .map(|index| Input::Resident { set: &cached.arrays, index, rows: local..local + rows }),
-                    );
+                    feed.extend((0..cached.arrays.len()).map(|index| Input::Resident {
+                        set: &cached.arrays,
+                        index,
+                        rows: local..local + rows,
+                    }));
                     feed.push(Input::Host(seed_rows.view()));
                     let (multipliers, run) = backward.run_inputs(&feed).map_err(internal)?;
                     stats.add(run);

@@ -2,7 +2,37 @@
 //!
 //! Every Predict and Explain request leaves one record. Records are hash-chained, and
 //! checkpoints signed with Ed25519 vouch for the chain. A dedicated writer thread does the I/O
-//! behind a bounded queue, so a request handler only enqueues ([`AuditLog::submit`]).
+//! behind a bounded queue: a request handler enqueues ([`AuditLog::submit_acked`]) and waits
+//! on the returned [`Receipt`] before it answers, so a request is never answered before its
+//! record is as durable as the [`Fsync`] policy promises (see "Acknowledged records" below).
+//! ([`AuditLog::submit`] only enqueues, and promises nothing about when the record is written.)
+//!
+//! # Acknowledged records
+//!
+//! The writer takes what is queued in batches (up to 256 records), appends their lines, and
+//! ends each batch with one write(2) of all of them (more only when a batch exceeds the 64 KiB
+//! buffer, or rotates a file). What happens next, and so what an `Ok` receipt means, depends
+//! on [`AuditConfig::fsync`]:
+//!
+//! | policy | the receipt resolves `Ok` after | an acknowledged record survives |
+//! |---|---|---|
+//! | [`Fsync::EveryRecord`] (`fsync_every_ms = 0`) | the `fdatasync` that ends its batch (one per batch) | a crash of the process (`kill -9` included), of the kernel, and a power cut |
+//! | [`Fsync::EveryMillis`]`(ms)` (`fsync_every_ms = ms`) | the write(2) that ends its batch; syncs follow at most `ms` after the first unsynced line | a crash of the process (`kill -9` included), since the kernel holds the data; **not** a power cut or kernel crash within `ms` of the write, which may lose the newest acknowledged records (the chain stays verifiable: the next open repairs a torn tail, and the lost records are simply absent) |
+//!
+//! A receipt resolves with [`AckError::Failed`] when the writer fails (a write, sync or
+//! rotation error) or stops before that point; then the record must be treated as not logged
+//! (the daemon withholds the result). After a failure the log accepts no more records. A
+//! shutdown ([`AuditWriter::shutdown`]) writes and syncs everything queued before it, and
+//! resolves those receipts `Ok`.
+//!
+//! # Start-up check
+//!
+//! [`AuditLog::open`] reads only the end of the log. [`AuditWriter::startup_check`] hands out a
+//! [`StartupCheck`] of the log as it was at open, limited to its newest
+//! [`AuditConfig::startup_verify_bytes`] (128 MiB by default: the active file and the newest
+//! rotated one at the default file size), which [`StartupCheck::run`] verifies with
+//! [`verify`]'s code on any thread, against the public key of the signing key. Older parts are
+//! not read then; run `explaind audit verify` for the whole log.
 //!
 //! # File format (version 1)
 //!
@@ -123,11 +153,16 @@
 //! A complete line that *is* JSON but fails its hash was not written by a crash. In that case
 //! open refuses to start ([`AuditError::Corrupt`]) and leaves the file alone.
 
+mod ack;
 mod format;
 mod keys;
 mod queue;
+mod startup;
 mod verify;
 mod writer;
+
+pub use ack::{AckError, Receipt};
+pub use startup::{StartupCheck, StartupReport};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use format::{

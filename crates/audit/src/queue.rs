@@ -187,12 +187,9 @@ impl<T> Queue<T> {
         left
     }
 
-    /// After a writer failure: empties the queue and returns how many items were lost.
-    pub fn discard(&self) -> usize {
-        let mut state = self.lock();
-        let n = state.items.len();
-        state.items.clear();
-        n
+    /// After a writer failure: empties the queue and returns the items that were lost.
+    pub fn discard(&self) -> VecDeque<T> {
+        std::mem::take(&mut self.lock().items)
     }
 
     #[cfg(test)]

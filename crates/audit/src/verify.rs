@@ -5,7 +5,7 @@ use crate::format::{self, Entry, GENESIS_HASH, LineError};
 use ed25519_dalek::{Signature, VerifyingKey};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default)]
@@ -161,12 +161,25 @@ pub fn verify_with<P: AsRef<Path>>(
     key: &VerifyingKey,
     options: &VerifyOptions,
 ) -> Result<VerifySummary, VerifyError> {
+    let paths: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
+    verify_sources(&paths, |i| File::open(paths[i]).map(BufReader::new), key, options)
+}
+
+/// Verifies the files `paths` names, reading each through what `open` returns for its index
+/// (called once per file, in order, only when that file is reached). The names are for the
+/// report only.
+pub(crate) fn verify_sources<R: BufRead>(
+    paths: &[&Path],
+    mut open: impl FnMut(usize) -> io::Result<R>,
+    key: &VerifyingKey,
+    options: &VerifyOptions,
+) -> Result<VerifySummary, VerifyError> {
     let key_hex = hex::encode(key.to_bytes());
     let mut prev = GENESIS_HASH.to_owned();
     let mut next_seq = 1u64;
     let mut anchored = !options.allow_partial;
     let mut summary = VerifySummary {
-        files: files.len(),
+        files: paths.len(),
         records: 0,
         checkpoints: 0,
         first_seq: None,
@@ -176,9 +189,8 @@ pub fn verify_with<P: AsRef<Path>>(
         unsigned_records: 0,
         torn_tail: None,
     };
-    for (index, path) in files.iter().enumerate() {
-        let path = path.as_ref();
-        let last_file = index + 1 == files.len();
+    for (index, &path) in paths.iter().enumerate() {
+        let last_file = index + 1 == paths.len();
         let fail = |line: u64, record: u64, checkpoint: bool, reason: Reason| VerifyError {
             file: path.to_path_buf(),
             line,
@@ -186,7 +198,7 @@ pub fn verify_with<P: AsRef<Path>>(
             checkpoint,
             reason,
         };
-        let mut reader = BufReader::new(File::open(path).map_err(|e| fail(0, next_seq, false, Reason::Io(e.to_string())))?);
+        let mut reader = open(index).map_err(|e| fail(0, next_seq, false, Reason::Io(e.to_string())))?;
         let mut buf = Vec::new();
         let mut offset = 0u64;
         let mut line_no = 0u64;

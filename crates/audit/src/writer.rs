@@ -1,9 +1,11 @@
 //! The log itself: opening (with torn-tail repair), the writer thread, rotation, checkpoints.
 
+use crate::ack::{self, Acker, Receipt};
 use crate::format::{
     self, AuditRecord, Checkpoint, Entry, ExplainerIdentity, GENESIS_HASH, Line, ModelIdentity, Outcome, Rpc, rfc3339,
 };
 use crate::queue::{OnFull, Queue, SubmitError};
+use crate::startup::StartupCheck;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use std::fs::{File, OpenOptions};
@@ -13,13 +15,20 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// When written records reach the disk.
+/// When written records reach the disk, and so when an acknowledged record's [`Receipt`]
+/// resolves. The crate docs ("Acknowledged records") say what each one guarantees.
+///
+/// Either way the writer takes records in batches (everything queued, up to 256 at a time)
+/// and ends each batch with one write(2) of all its lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
-    /// `fdatasync` after every line: nothing accepted by the writer is lost to a power cut.
+    /// `fdatasync` at the end of every batch, before its receipts resolve: no acknowledged
+    /// record is lost to a crash of the process or of the machine, or to a power cut.
     EveryRecord,
-    /// Group commit: lines are buffered and synced at most this many milliseconds after the
-    /// first unsynced one. A crash loses at most that window (and leaves a torn last line that
+    /// Group commit: each batch is written to the file (write(2)) before its receipts resolve,
+    /// and synced at most this many milliseconds after the first unsynced line. An acknowledged
+    /// record survives the process being killed (`kill -9` included); a power cut or kernel
+    /// crash may lose the acknowledged records of that window (and leave a torn last line that
     /// the next open repairs).
     EveryMillis(u64),
 }
@@ -47,6 +56,11 @@ pub struct AuditConfig {
     /// Write the request inputs ([`AuditEvent::inputs`]) into records. Off by default: inputs
     /// may be personal data; their digest is always written.
     pub store_inputs: bool,
+    /// How much of the existing log [`AuditWriter::startup_check`] verifies, at most: the
+    /// newest this many bytes (the active file first, then rotated files from the newest
+    /// back). The default, 128 MiB, covers the active file and the newest rotated one at the
+    /// default file size.
+    pub startup_verify_bytes: u64,
 }
 
 impl AuditConfig {
@@ -61,6 +75,7 @@ impl AuditConfig {
             checkpoint_every_records: 1000,
             checkpoint_interval: Some(Duration::from_secs(60)),
             store_inputs: false,
+            startup_verify_bytes: 128 << 20,
         }
     }
 }
@@ -139,14 +154,24 @@ pub struct AuditWriter {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<(), AuditError>>>,
     opened: Opened,
+    startup_check: Option<StartupCheck>,
 }
 
 struct Shared {
-    queue: Queue<AuditEvent>,
+    queue: Queue<Pending>,
     on_full: OnFull,
     store_inputs: bool,
     durable: Mutex<Durable>,
     durable_changed: Condvar,
+    /// How many times the writer synced the file; for tests of group commit.
+    #[cfg(test)]
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+/// A queued record, and whom to tell once it is durable.
+struct Pending {
+    event: AuditEvent,
+    ack: Option<Acker>,
 }
 
 #[derive(Default)]
@@ -367,6 +392,8 @@ impl AuditLog {
             store_inputs: config.store_inputs,
             durable: Mutex::new(Durable::default()),
             durable_changed: Condvar::new(),
+            #[cfg(test)]
+            syncs: std::sync::atomic::AtomicU64::new(0),
         });
         let public_key = hex::encode(config.signing_key.verifying_key().to_bytes());
         let mut writer = Writer {
@@ -381,6 +408,7 @@ impl AuditLog {
             records_since_checkpoint: u64::from(unsigned),
             last_checkpoint: Instant::now(),
             unsynced_since: None,
+            acks: Vec::new(),
             public_key,
             config,
             _lock: lock,
@@ -391,31 +419,84 @@ impl AuditLog {
             });
             writer.checkpoint("open", note).and_then(|()| writer.sync()).map_err(at(&path))?;
         }
+        // Everything up to `file_len` is whole lines on disk now, and nothing writes until the
+        // thread starts.
+        let startup_check = StartupCheck::snapshot(
+            &path,
+            writer.file_len,
+            &rotated,
+            writer.config.signing_key.verifying_key(),
+            writer.config.startup_verify_bytes,
+        );
         let thread = std::thread::Builder::new()
             .name("explaind-audit".into())
             .spawn(move || writer.run())
             .map_err(|e| AuditError::Io { path: path.clone(), source: e })?;
-        Ok((AuditLog { shared: shared.clone() }, AuditWriter { shared, thread: Some(thread), opened }))
+        Ok((
+            AuditLog { shared: shared.clone() },
+            AuditWriter { shared, thread: Some(thread), opened, startup_check: Some(startup_check) },
+        ))
     }
 
-    /// Queues one record. Returns once it is queued, not once it is on disk (see
+    /// Queues one record. Returns once it is queued, not once it is written: a crash can
+    /// still lose it. Use [`AuditLog::submit_acked`] to learn when it is written (or
     /// [`AuditLog::sync`]). Fails, and never drops silently, when the queue is full (per
     /// [`AuditConfig::on_full`]), after shutdown, or after a write error.
     pub fn submit(&self, event: AuditEvent) -> Result<(), SubmitError> {
-        match self.shared.queue.push(event, self.shared.on_full) {
-            Ok((_, depth)) => Ok(queued(depth)),
-            Err(e) => Err(refused(e)),
-        }
+        let (_, depth) = self.shared.queue.push(Pending { event, ack: None }, self.shared.on_full).map_err(refused)?;
+        queued(depth);
+        Ok(())
     }
 
     /// Queues one record if there is room now, never blocking. When the queue is full and the
     /// policy is to wait, the event comes back (`Err(Ok(event))`) for the caller to
     /// [`AuditLog::submit`] from a thread that may block; any other failure is final
     /// (`Err(Err(reason))`).
+    // The event comes back whole, without a box, to be submitted as it is.
+    #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, event: AuditEvent) -> Result<(), Result<AuditEvent, SubmitError>> {
-        match self.shared.queue.try_push(event) {
-            Ok((_, depth)) => Ok(queued(depth)),
-            Err((SubmitError::Full, event)) if matches!(self.shared.on_full, OnFull::Wait(_)) => Err(Ok(event)),
+        match self.shared.queue.try_push(Pending { event, ack: None }) {
+            Ok((_, depth)) => {
+                queued(depth);
+                Ok(())
+            }
+            Err((SubmitError::Full, pending)) if matches!(self.shared.on_full, OnFull::Wait(_)) => Err(Ok(pending.event)),
+            Err((error, _)) => Err(Err(refused(error))),
+        }
+    }
+
+    /// Queues one record, like [`AuditLog::submit`] (blocking per [`AuditConfig::on_full`]
+    /// when the queue is full), and returns a [`Receipt`] that resolves once the record is as
+    /// durable as [`AuditConfig::fsync`] promises: written to the file under
+    /// [`Fsync::EveryMillis`], written and synced under [`Fsync::EveryRecord`]. Send a
+    /// request's response only after its receipt resolved `Ok`.
+    ///
+    /// A receipt resolves with an error when the writer fails (or stops) before that point; a
+    /// shutdown still writes every record queued before it, and resolves their receipts.
+    pub fn submit_acked(&self, event: AuditEvent) -> Result<Receipt, SubmitError> {
+        let (ack, receipt) = ack::pair();
+        match self.shared.queue.push(Pending { event, ack: Some(ack) }, self.shared.on_full) {
+            Ok((_, depth)) => {
+                queued(depth);
+                Ok(receipt)
+            }
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// [`AuditLog::submit_acked`] without ever blocking, as [`AuditLog::try_submit`]: when the
+    /// queue is full and the policy is to wait, the event comes back (`Err(Ok(event))`) for the
+    /// caller to [`AuditLog::submit_acked`] from a thread that may block; any other failure is
+    /// final (`Err(Err(reason))`).
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit_acked(&self, event: AuditEvent) -> Result<Receipt, Result<AuditEvent, SubmitError>> {
+        let (ack, receipt) = ack::pair();
+        match self.shared.queue.try_push(Pending { event, ack: Some(ack) }) {
+            Ok((_, depth)) => {
+                queued(depth);
+                Ok(receipt)
+            }
+            Err((SubmitError::Full, pending)) if matches!(self.shared.on_full, OnFull::Wait(_)) => Err(Ok(pending.event)),
             Err((error, _)) => Err(Err(refused(error))),
         }
     }
@@ -429,7 +510,8 @@ impl AuditLog {
         self.shared.queue.depth()
     }
 
-    /// Waits until every record submitted before this call is written and synced.
+    /// Waits until every record submitted before this call is written and synced (with
+    /// `fdatasync`, whatever the policy).
     pub fn sync(&self, timeout: Duration) -> Result<(), SyncError> {
         let target = self.shared.queue.accepted();
         let deadline = Instant::now() + timeout;
@@ -455,6 +537,12 @@ impl AuditLog {
     #[cfg(test)]
     pub(crate) fn pause_writer(&self, paused: bool) {
         self.shared.queue.set_paused(paused);
+    }
+
+    /// How many times the writer has synced the file.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.shared.syncs.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -487,6 +575,15 @@ impl AuditWriter {
         &self.opened
     }
 
+    /// The check of the log as it was at open, to verify on any thread (it reads up to
+    /// [`AuditConfig::startup_verify_bytes`], and so takes a moment: about a second for the
+    /// default 128 MiB on a small machine). The daemon should warn when [`StartupCheck::run`]
+    /// reports a problem: open itself only checks the last entry. The first call returns the
+    /// check; later ones `None`.
+    pub fn startup_check(&mut self) -> Option<StartupCheck> {
+        self.startup_check.take()
+    }
+
     /// Stops accepting records, writes everything queued, a final checkpoint, and syncs.
     pub fn shutdown(mut self) -> Result<(), AuditError> {
         self.stop()
@@ -507,6 +604,28 @@ impl Drop for AuditWriter {
     }
 }
 
+/// Stops the queue when the writer thread ends, however it ends, and fails what is left.
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        // After a normal end the queue is stopped and empty already: nothing changes.
+        self.0.queue.stop(SubmitError::Failed("the audit writer thread stopped".into()));
+        for pending in self.0.queue.discard() {
+            if let Some(ack) = pending.ack {
+                ack.fail("the audit writer thread stopped before writing this record");
+            }
+        }
+        let mut durable = self.0.durable.lock().unwrap_or_else(|e| e.into_inner());
+        if !durable.finished {
+            durable.finished = true;
+            durable.failed.get_or_insert_with(|| "the audit writer thread stopped".into());
+        }
+        drop(durable);
+        self.0.durable_changed.notify_all();
+    }
+}
+
 const WRITE_BUFFER: usize = 64 << 10;
 const MAX_BATCH: usize = 256;
 
@@ -524,6 +643,8 @@ struct Writer {
     records_since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
+    /// Receipts of the records of the current batch, resolved at its end.
+    acks: Vec<Acker>,
     public_key: String,
     /// Held for the writer's lifetime; the OS drops the lock when the process dies.
     _lock: File,
@@ -531,13 +652,21 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) -> Result<(), AuditError> {
+        // However the thread ends (a panic included), nothing stays queued, unwritten, with a
+        // receipt nobody will resolve, and no `sync` waits for ever.
+        let _stopped = StopOnExit(self.shared.clone());
         let mut unwritten = 0;
         let result = self.run_inner(&mut unwritten).map_err(|e| {
             // Stop the queue first, so nothing can be accepted after the count below.
             let cause = format!("{}: {e}", self.config.path.display());
             self.shared.queue.stop(SubmitError::Failed(cause.clone()));
-            let lost = unwritten + self.shared.queue.discard() as u64;
+            let discarded = self.shared.queue.discard();
+            let lost = unwritten + discarded.len() as u64;
             metrics::counter!("explaind_audit_records_lost_total").increment(lost);
+            let reason = format!("the audit writer failed: {cause}");
+            for ack in self.acks.drain(..).chain(discarded.into_iter().filter_map(|p| p.ack)) {
+                ack.fail(&reason);
+            }
             AuditError::Failed(format!(
                 "{cause}; {lost} accepted records were not written, and records since the last sync may not be on disk"
             ))
@@ -552,47 +681,61 @@ impl Writer {
         result
     }
 
-    /// On an error, `unwritten` is how many records of the current batch never reached the file.
+    /// On an error, `unwritten` is how many records of the current batch were not known to be
+    /// written: those not acknowledged yet.
     fn run_inner(&mut self, unwritten: &mut u64) -> io::Result<()> {
         loop {
-            let batch = self.shared.queue.pop_batch(MAX_BATCH, self.deadline());
+            let mut batch = self.shared.queue.pop_batch(MAX_BATCH, self.deadline());
             metrics::gauge!("explaind_audit_queue_depth").set(self.shared.queue.depth() as f64);
-            let count = batch.items.len() as u64;
-            let first_ticket = batch.last_ticket + 1 - count;
-            for (i, event) in batch.items.into_iter().enumerate() {
-                *unwritten = count - i as u64;
-                self.write_record(event, first_ticket + i as u64)?;
+            *unwritten = batch.items.len() as u64;
+            // All of the batch's receipts first, so a failure halfway fails them with its cause.
+            self.acks.extend(batch.items.iter_mut().filter_map(|p| p.ack.take()));
+            for pending in batch.items {
+                self.write_record(pending.event)?;
             }
-            *unwritten = 0;
-            self.after_batch(batch.last_ticket, batch.finished)?;
+            self.finish_batch(batch.last_ticket, batch.finished, unwritten)?;
             if batch.finished {
                 return Ok(());
             }
         }
     }
 
-    fn after_batch(&mut self, last_ticket: u64, finished: bool) -> io::Result<()> {
-        if let (Fsync::EveryMillis(ms), Some(since)) = (self.config.fsync, self.unsynced_since)
-            && since.elapsed() >= Duration::from_millis(ms)
-        {
-            self.sync_through(last_ticket)?;
-        }
+    /// Ends a batch: due checkpoints, one write(2) of the batch's lines, the sync the policy
+    /// asks for, and the batch's receipts, each as soon as its record is as durable as
+    /// promised.
+    fn finish_batch(&mut self, last_ticket: u64, finished: bool, unwritten: &mut u64) -> io::Result<()> {
         if let Some(interval) = self.config.checkpoint_interval
             && self.records_since_checkpoint > 0
             && self.last_checkpoint.elapsed() >= interval
         {
             self.checkpoint("timer", None)?;
-            if self.config.fsync == Fsync::EveryRecord {
-                self.sync_through(last_ticket)?;
-            }
         }
-        if finished {
-            if self.records_since_checkpoint > 0 {
-                self.checkpoint("shutdown", None)?;
+        if finished && self.records_since_checkpoint > 0 {
+            self.checkpoint("shutdown", None)?;
+        }
+        self.file.flush()?;
+        match self.config.fsync {
+            Fsync::EveryRecord => {
+                self.sync_through(last_ticket)?;
+                self.acknowledge(unwritten);
             }
-            self.sync_through(last_ticket)?;
+            Fsync::EveryMillis(ms) => {
+                // Written: the records survive the process now; the sync keeps its schedule.
+                self.acknowledge(unwritten);
+                let due = self.unsynced_since.is_some_and(|since| since.elapsed() >= Duration::from_millis(ms));
+                if due || finished {
+                    self.sync_through(last_ticket)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    fn acknowledge(&mut self, unwritten: &mut u64) {
+        *unwritten = 0;
+        for ack in self.acks.drain(..) {
+            ack.done();
+        }
     }
 
     /// When the writer must wake without new records: to sync, or to sign waiting records.
@@ -611,7 +754,7 @@ impl Writer {
         }
     }
 
-    fn write_record(&mut self, event: AuditEvent, ticket: u64) -> io::Result<()> {
+    fn write_record(&mut self, event: AuditEvent) -> io::Result<()> {
         let record = AuditRecord {
             seq: self.next_seq,
             time: rfc3339(event.time),
@@ -645,18 +788,11 @@ impl Writer {
             (line, hash) = format::encode(&entry);
         }
         self.append_line(line, hash)?;
-        self.after_record(ticket)
-    }
-
-    fn after_record(&mut self, ticket: u64) -> io::Result<()> {
         self.next_seq += 1;
         self.records_since_checkpoint += 1;
         metrics::counter!("explaind_audit_records_total").increment(1);
         if self.config.checkpoint_every_records > 0 && self.records_since_checkpoint >= self.config.checkpoint_every_records {
             self.checkpoint("records", None)?;
-        }
-        if self.config.fsync == Fsync::EveryRecord {
-            self.sync_through(ticket)?;
         }
         Ok(())
     }
@@ -702,6 +838,8 @@ impl Writer {
         let began = Instant::now();
         self.file.flush()?;
         self.file.get_ref().sync_data()?;
+        #[cfg(test)]
+        self.shared.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         metrics::histogram!("explaind_audit_write_seconds").record(began.elapsed().as_secs_f64());
         self.unsynced_since = None;
         Ok(())

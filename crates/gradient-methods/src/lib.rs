@@ -14,6 +14,7 @@
 //! - [`gradcam`]: Grad-CAM maps and their upsampling.
 //! - [`Noise`]: seeded random draws addressable by (input, sample), so a request gives the
 //!   same numbers however it is chunked.
+//! - [`GradientRows::cost`] and the byte counts below: what the plugins' `estimate`s add up.
 
 pub mod gradcam;
 pub mod quadrature;
@@ -62,7 +63,9 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         let inputs = request.inputs();
         let (n, t, s) = (request.batch_size(), request.num_targets(), self.samples);
         let output_row = request.output_row_size();
-        let total = n * t * s;
+        let total = n.checked_mul(t).and_then(|nt| nt.checked_mul(s)).ok_or_else(|| {
+            Error::invalid_argument(format!("inputs: {n} inputs x {t} targets x {s} samples overflow a row count"))
+        })?;
         let chunk = chunk_rows(request).min(total.max(1));
         let row_lens: Vec<usize> = inputs.iter().map(TensorView::row_len).collect();
 
@@ -75,6 +78,8 @@ impl<'r, 'a> GradientRows<'r, 'a> {
             Row { n, t, target: request.targets(n)[t] as usize, sample }
         };
 
+        let point_elements = row_lens.iter().sum::<usize>() + output_row;
+        let mut ticker = Ticker::new(ctx);
         let mut first = 0;
         while first < total {
             ctx.check_cancelled()?;
@@ -83,6 +88,8 @@ impl<'r, 'a> GradientRows<'r, 'a> {
             rows.extend((first..first + count).map(row_at));
             seeds[..count * output_row].fill(0.0);
             for (r, row) in rows.iter().enumerate() {
+                // A chunk's points can take a while (noise draws for every element).
+                ticker.tick(point_elements)?;
                 seeds[r * output_row + row.target] = 1.0;
                 for (i, buffer) in buffers.iter_mut().enumerate() {
                     point(*row, i, &mut buffer[r * row_lens[i]..(r + 1) * row_lens[i]]);
@@ -107,6 +114,7 @@ impl<'r, 'a> GradientRows<'r, 'a> {
             for (i, gradient) in gradients.iter().enumerate() {
                 let (g, len) = (gradient.data(), row_lens[i]);
                 for (r, row) in rows.iter().enumerate() {
+                    ticker.tick(len)?;
                     let pair = row.n * t + row.t;
                     combine(*row, i, &g[r * len..(r + 1) * len], &mut results[i][pair * len..(pair + 1) * len]);
                 }
@@ -115,6 +123,53 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         }
         Ok(())
     }
+
+    /// What [`GradientRows::run`] costs with `samples` points per (input, target) pair:
+    /// N·T·samples rows through `gradient`, and the chunk it holds at once (the points of every
+    /// model input, their one-hot seeds, the row table, and the host's gradients). Floating
+    /// point, so that huge `samples` give huge numbers, never a wrapped-around small one.
+    pub fn cost(request: &Request<'_>, samples: f64) -> (f64, f64) {
+        let (n, t) = (request.batch_size() as f64, request.num_targets() as f64);
+        let rows = n * t * samples;
+        let chunk = (chunk_rows(request) as f64).min(rows.max(1.0));
+        let per_row = 8.0 * sum_row_len(request) + 4.0 * request.output_row_size() as f64 + ROW_BYTES;
+        (rows, chunk * per_row)
+    }
+}
+
+/// Bytes of one [`Row`] in the row table.
+const ROW_BYTES: f64 = std::mem::size_of::<Row>() as f64;
+
+/// Elements of plain work (copies, sums, noise draws) between two cancellation checks: well
+/// under a millisecond optimised, a few milliseconds in a debug build.
+pub const CHECK_ELEMENTS: usize = 1 << 16;
+
+/// Asks `ctx` whether the request was cancelled about once per [`CHECK_ELEMENTS`] elements of
+/// work, for loops whose length the request sets (targets, samples, rows of results).
+pub struct Ticker<'c, 'a> {
+    ctx: &'c Context<'a>,
+    left: usize,
+}
+
+impl<'c, 'a> Ticker<'c, 'a> {
+    pub fn new(ctx: &'c Context<'a>) -> Self {
+        Ticker { ctx, left: CHECK_ELEMENTS }
+    }
+
+    /// Books `elements` of work; Err(cancelled) once the request is cancelled.
+    pub fn tick(&mut self, elements: usize) -> Result<(), Error> {
+        if elements < self.left {
+            self.left -= elements;
+            return Ok(());
+        }
+        self.left = CHECK_ELEMENTS;
+        self.ctx.check_cancelled()
+    }
+}
+
+/// Elements of one row of every model input together (Σ row_len), as a float for estimates.
+pub fn sum_row_len(request: &Request<'_>) -> f64 {
+    request.inputs().iter().map(|x| x.row_len() as f64).sum()
 }
 
 /// Rows per host call for `request`: its batch limit, and at most [`CHUNK_BYTES`] of inputs.

@@ -143,11 +143,7 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     builder.graph_mut().input.push(seed_info);
 
     // The row counts of the pair layout. The backward model defines them afresh (see `split`).
-    let layout = PairLayout {
-        gradient_rows: GRADIENT_ROWS.into(),
-        pair_rows: PAIR_ROWS.into(),
-        repeats: REPEATS.into(),
-    };
+    let layout = PairLayout { gradient_rows: GRADIENT_ROWS.into(), pair_rows: PAIR_ROWS.into(), repeats: REPEATS.into() };
     builder.graph_mut().node.extend(layout_nodes(&seed, references.first().map(String::as_str)));
     builder.graph_mut().initializer.extend(layout_constants());
 
@@ -205,12 +201,8 @@ fn split(
 ) -> (explaind_onnx::GraphProto, explaind_onnx::GraphProto, Vec<String>) {
     use std::collections::HashSet;
     let original_of: HashMap<&str, &str> = reference_of.iter().map(|(o, r)| (r.as_str(), o.as_str())).collect();
-    let producer: HashMap<&str, usize> = combined
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer: HashMap<&str, usize> =
+        combined.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect();
     let initializers: HashSet<&str> = combined.initializer.iter().map(|t| t.name()).collect();
 
     // Walk back from the backward nodes' inputs: a varying value (either side) becomes an
@@ -238,11 +230,11 @@ fn split(
             }
             continue;
         }
-        if let Some(&index) = producer.get(tensor.as_str()) {
-            if !keep[index] {
-                keep[index] = true;
-                pending.extend(combined.node[index].input.iter().cloned());
-            }
+        if let Some(&index) = producer.get(tensor.as_str())
+            && !keep[index]
+        {
+            keep[index] = true;
+            pending.extend(combined.node[index].input.iter().cloned());
         }
     }
     activations.sort();

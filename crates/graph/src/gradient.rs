@@ -31,9 +31,31 @@ pub struct CompiledGradient {
 
 /// Operators whose outputs never carry a gradient (integer or shape results, comparisons).
 const NON_DIFFERENTIABLE: &[&str] = &[
-    "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "ArgMax", "ArgMin", "Equal", "Greater",
-    "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Sign",
-    "Floor", "Ceil", "Round", "EyeLike", "RandomNormalLike", "RandomUniformLike",
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "Range",
+    "NonZero",
+    "ArgMax",
+    "ArgMin",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "IsNaN",
+    "IsInf",
+    "Sign",
+    "Floor",
+    "Ceil",
+    "Round",
+    "EyeLike",
+    "RandomNormalLike",
+    "RandomUniformLike",
 ];
 
 /// Differentiates `model` as `request` asks. See the crate documentation for the result.
@@ -84,7 +106,8 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
 
 /// The vector-Jacobian rule of one node: given its output gradients and which inputs vary,
 /// one gradient (or multiplier) per input.
-pub(crate) type Rule<'r> = dyn FnMut(&mut Emitter<'_>, &NodeProto, &[Option<String>], &[bool]) -> Result<Vec<Option<String>>, CompileError> + 'r;
+pub(crate) type Rule<'r> =
+    dyn FnMut(&mut Emitter<'_>, &NodeProto, &[Option<String>], &[bool]) -> Result<Vec<Option<String>>, CompileError> + 'r;
 
 /// Walks the nodes on the path backwards, summing each value's incoming contributions and
 /// applying `rule` to every node some gradient reaches; contributions to inputs accumulate in
@@ -101,8 +124,7 @@ pub(crate) fn backward_sweep(
         if !on_path[index] {
             continue;
         }
-        let output_grads: Vec<Option<String>> =
-            node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
+        let output_grads: Vec<Option<String>> = node.output.iter().map(|o| grads.get(o).map(|parts| emit.sum(parts))).collect();
         if output_grads.iter().all(Option::is_none) {
             continue;
         }

@@ -12,11 +12,49 @@ use std::collections::HashMap;
 
 /// Operators whose first output has the rank of their first input.
 const RANK_PRESERVING: &[&str] = &[
-    "Abs", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Conv", "ConvTranspose",
-    "Dropout", "Elu", "Erf", "Exp", "Floor", "Gelu", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool",
-    "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization", "LRN", "LeakyRelu", "Log",
-    "LogSoftmax", "LpNormalization", "LpPool", "MaxPool", "Mish", "Neg", "PRelu", "Pad", "Reciprocal",
-    "Relu", "Resize", "Selu", "Sigmoid", "Softmax", "Softplus", "Softsign", "Sqrt", "Tanh", "Upsample",
+    "Abs",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Conv",
+    "ConvTranspose",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "InstanceNormalization",
+    "LRN",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "LpNormalization",
+    "LpPool",
+    "MaxPool",
+    "Mish",
+    "Neg",
+    "PRelu",
+    "Pad",
+    "Reciprocal",
+    "Relu",
+    "Resize",
+    "Selu",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Tanh",
+    "Upsample",
     "Concat",
 ];
 
@@ -68,8 +106,21 @@ fn node_output_rank(node: &NodeProto, ranks: &HashMap<String, usize>) -> Option<
 
 /// Operators whose first output has the spatial size (and rank) of their first input.
 const SIZE_PRESERVING: &[&str] = &[
-    "Abs", "BatchNormalization", "Cast", "Clip", "Dropout", "Elu", "Erf", "Exp", "Identity", "LeakyRelu",
-    "Neg", "Relu", "Sigmoid", "Softplus", "Tanh",
+    "Abs",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Identity",
+    "LeakyRelu",
+    "Neg",
+    "Relu",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
 ];
 
 /// The spatial size (the axes after N and C) of every rank-4 value whose size the file tells
@@ -117,7 +168,9 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
         if n != input.len() {
             return None;
         }
-        let or = |name: &str, default: i64, len: usize| node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len]);
+        let or = |name: &str, default: i64, len: usize| {
+            node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len])
+        };
         let (strides, dilations, pads) = (or("strides", 1, n), or("dilations", 1, n), or("pads", 0, 2 * n));
         return (0..n)
             .map(|i| {
@@ -152,13 +205,7 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
 pub fn four_d_layers(model: &ModelProto) -> Vec<String> {
     let Some(graph) = model.graph.as_ref() else { return vec![] };
     let ranks = tensor_ranks(graph);
-    graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter())
-        .filter(|o| !o.is_empty() && ranks.get(*o) == Some(&4))
-        .cloned()
-        .collect()
+    graph.node.iter().flat_map(|n| n.output.iter()).filter(|o| !o.is_empty() && ranks.get(*o) == Some(&4)).cloned().collect()
 }
 
 /// The output of the last 2-D convolution (a Conv whose weight is 4-D) in graph order: the
@@ -170,11 +217,7 @@ pub fn last_conv2d_output(model: &ModelProto) -> Option<String> {
         .node
         .iter()
         .rev()
-        .find(|n| {
-            is_default_domain(n.domain())
-                && n.op_type() == "Conv"
-                && n.input.get(1).and_then(|w| ranks.get(w)) == Some(&4)
-        })
+        .find(|n| is_default_domain(n.domain()) && n.op_type() == "Conv" && n.input.get(1).and_then(|w| ranks.get(w)) == Some(&4))
         .and_then(|n| n.output.first().cloned())
 }
 
@@ -223,7 +266,10 @@ mod tests {
         assert_eq!(sizes.get("x"), Some(&vec![4, 4]));
         // 4×4 through an unpadded 3×3 convolution is 2×2; then ReLU, a 1×1 convolution and a
         // broadcast of a one-element constant keep it; Flatten has no spatial size.
-        assert_eq!([size(0), size(1), size(2), size(3)], [Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2])]);
+        assert_eq!(
+            [size(0), size(1), size(2), size(3)],
+            [Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2]), Some(vec![2, 2])]
+        );
         assert_eq!(size(4), None);
     }
 

@@ -166,7 +166,8 @@ impl<'a> Emitter<'a> {
     /// The gradient-stage product of `g` with a pair-stage matrix: `g · factor`, or
     /// `factor · g` when `factor_first`, batched over the seeds like [`Emitter::per_pair`].
     pub fn per_pair_matmul(&mut self, g: &str, factor: &str, factor_first: bool) -> String {
-        let operands = |g: &str| if factor_first { [factor.to_string(), g.to_string()] } else { [g.to_string(), factor.to_string()] };
+        let operands =
+            |g: &str| if factor_first { [factor.to_string(), g.to_string()] } else { [g.to_string(), factor.to_string()] };
         let Some(layout) = self.layout.clone() else {
             let [a, b] = operands(g);
             return self.node("MatMul", &[&a, &b], vec![]);
@@ -200,7 +201,8 @@ impl<'a> Emitter<'a> {
     fn lift(&mut self, g: &str, layout: &PairLayout) -> (String, String) {
         let g_shape = self.node("Shape", &[g], vec![]);
         let rest = self.after_first(&g_shape);
-        let lifted_shape = self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
+        let lifted_shape =
+            self.node("Concat", &[&layout.repeats, &layout.pair_rows, &rest], vec![AttributeProto::int("axis", 0)]);
         (self.node("Reshape", &[g, &lifted_shape], vec![]), rest)
     }
 
@@ -461,12 +463,14 @@ pub fn max_pool_indices(
         }
     }
     // Padded so every window lies inside; padding is −∞ and never a window's first maximum.
-    let padded: Vec<i64> =
-        (0..2).map(|a| (size[a] + pads[a] + pads[a + 2]).max((out[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1)).collect();
+    let padded: Vec<i64> = (0..2)
+        .map(|a| (size[a] + pads[a] + pads[a + 2]).max((out[a] - 1) * strides[a] + (kernel[a] - 1) * dilations[a] + 1))
+        .collect();
     let after: Vec<i64> = (0..2).map(|a| padded[a] - size[a] - pads[a]).collect();
     let mut x = input.to_string();
     if pads[0] != 0 || pads[1] != 0 || after.iter().any(|&p| p != 0) {
-        let pad_amounts = builder.add_initializer(tensor_i64("maxpool_pads", &[8], &[0, 0, pads[0], pads[1], 0, 0, after[0], after[1]]));
+        let pad_amounts =
+            builder.add_initializer(tensor_i64("maxpool_pads", &[8], &[0, 0, pads[0], pads[1], 0, 0, after[0], after[1]]));
         let lowest = builder.add_initializer(tensor_f32("maxpool_pad_value", &[], &[f32::NEG_INFINITY]));
         x = builder.add_node("Pad", &[&x, &pad_amounts, &lowest], vec![]);
     }
@@ -575,7 +579,8 @@ fn dense_conv_gradient(e: &mut Emitter<'_>, node: &NodeProto, g: &str) -> Option
                     let ix = ox * strides[1] - pads[1] + kx * dilations[1];
                     if (0..h).contains(&iy) && (0..w).contains(&ix) {
                         let col = ((first_channel + k) * h + iy) * w + ix;
-                        jacobian[(row * cols + col) as usize] += weights[(((out_channel * per_group + k) * kh + ky) * kw + kx) as usize];
+                        jacobian[(row * cols + col) as usize] +=
+                            weights[(((out_channel * per_group + k) * kh + ky) * kw + kx) as usize];
                     }
                 }
             }
@@ -1004,11 +1009,9 @@ pub fn vjp(
                 return Ok(out);
             }
             let mut spread_from = g0.to_string();
-            if !keepdims {
-                if let Some(axes) = axes.as_ref().filter(|a| !a.is_empty()) {
-                    let axes = e.ints(axes);
-                    spread_from = e.node("Unsqueeze", &[g0, &axes], vec![]);
-                }
+            if !keepdims && let Some(axes) = axes.as_ref().filter(|a| !a.is_empty()) {
+                let axes = e.ints(axes);
+                spread_from = e.node("Unsqueeze", &[g0, &axes], vec![]);
             }
             let shape = e.shape(x(0));
             let spread = e.node("Expand", &[&spread_from, &shape], vec![]);

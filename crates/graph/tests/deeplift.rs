@@ -149,7 +149,7 @@ fn every_elementwise_rule_is_complete() {
     // A reference equal to the input: every rescale falls back to the gradient, and Σφ = 0.
     let m = single_input(&[4], |b, x| b.add_node("Tanh", &[x], vec![]));
     let same = rows(2, &[4], 24);
-    check_completeness(&m, &output_name(&m), &[same.clone()], &[same]);
+    check_completeness(&m, &output_name(&m), std::slice::from_ref(&same), std::slice::from_ref(&same));
 }
 
 #[test]
@@ -194,7 +194,12 @@ fn two_varying_operands_share_by_the_shapley_rule() {
         let p = b.add_node("MatMul", &[&x[0], &x[1]], vec![]);
         b.add_node("Flatten", &[&p], vec![])
     }));
-    check_completeness(&m, &output_name(&m), &[rows(2, &[2, 3], 37), rows(2, &[3, 4], 38)], &[rows(2, &[2, 3], 39), rows(2, &[3, 4], 40)]);
+    check_completeness(
+        &m,
+        &output_name(&m),
+        &[rows(2, &[2, 3], 37), rows(2, &[3, 4], 38)],
+        &[rows(2, &[2, 3], 39), rows(2, &[3, 4], 40)],
+    );
 }
 
 #[test]
@@ -243,7 +248,7 @@ fn demo_models_are_complete_against_their_backgrounds() {
     let wine = ModelProto::load(root.join("models/wine-mlp/1/model.onnx")).unwrap();
     let x = read("models/wine-mlp/1/samples.npy").slice_axis(Axis(0), (0..3).into()).to_owned();
     let r = read("models/wine-mlp/1/background.npy").slice_axis(Axis(0), (0..5).into()).to_owned();
-    check_completeness(&wine, "probabilities", &[x.clone()], &[r.clone()]);
+    check_completeness(&wine, "probabilities", std::slice::from_ref(&x), std::slice::from_ref(&r));
     check_completeness(&wine, "logits", &[x], &[r]);
 }
 
@@ -259,7 +264,8 @@ fn check_split_against_pairs(model: &ModelProto, output: &str, x: &ArrayD<f32>, 
     let activation = load(&compiled.activation_model, &dir, "activation");
     let backward = load(&compiled.backward_model, &dir, "backward");
     let output_index = model.graph.as_ref().unwrap().output.iter().position(|o| o.name() == output).unwrap();
-    let outputs = forward_output_shape(&load(model, &dir, "forward"), std::slice::from_ref(x), output_index)[1..].iter().product();
+    let outputs =
+        forward_output_shape(&load(model, &dir, "forward"), std::slice::from_ref(x), output_index)[1..].iter().product();
     let close = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
         assert_eq!(a.shape(), b.shape());
         for (u, v) in a.iter().zip(b.iter()) {

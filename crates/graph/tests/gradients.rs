@@ -60,10 +60,7 @@ fn check_gradients_skipping(model: &ModelProto, output: &str, inputs: &[ArrayD<f
             }
             checked += 1;
             let analytic = grad.as_slice().unwrap()[i] as f64;
-            assert!(
-                (analytic - numeric).abs() <= tolerance,
-                "d/d{name}[{i}]: compiled {analytic}, finite difference {numeric}"
-            );
+            assert!((analytic - numeric).abs() <= tolerance, "d/d{name}[{i}]: compiled {analytic}, finite difference {numeric}");
         }
     }
     let fraction = skipped as f64 / (checked + skipped) as f64;
@@ -366,7 +363,7 @@ fn demo_models_end_to_end() {
     let rows = explaind_runtime::npy::read_f32_file(&root.join("models/wine-mlp/1/samples.npy")).unwrap();
     // Raw features range up to ~1000 (proline); finite differences of 0.01 are still fine.
     let two = rows.slice(ndarray::s![0..2, ..]).to_owned().into_dyn();
-    check_gradients(&wine, "probabilities", &[two.clone()]);
+    check_gradients(&wine, "probabilities", std::slice::from_ref(&two));
     check_gradients(&wine, "logits", &[two]);
 }
 
@@ -375,8 +372,9 @@ fn intermediate_tensors_can_be_differentiated_and_exposed() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
     let graph = digits.graph.as_ref().unwrap();
-    let conv = graph.node.iter().filter(|n| n.op_type() == "Conv").last().unwrap().output[0].clone();
-    let request = GradientRequest { outputs: vec!["logits".into()], wrt: vec![conv.clone(), "image".into()], expose: vec![conv.clone()] };
+    let conv = graph.node.iter().rfind(|n| n.op_type() == "Conv").unwrap().output[0].clone();
+    let request =
+        GradientRequest { outputs: vec!["logits".into()], wrt: vec![conv.clone(), "image".into()], expose: vec![conv.clone()] };
     let compiled = compile_gradient(&digits, &request).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let model = load(&compiled.model, &dir, "cam");
@@ -405,6 +403,3 @@ fn unsupported_operators_are_named() {
     let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["ghost".into()], expose: vec![] };
     assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::UnknownTensor("ghost".into()));
 }
-
-
-

@@ -48,7 +48,11 @@ fn run(node: &NodeProto, x: &ArrayD<f32>, against_max_pool: bool) -> Vec<f32> {
 fn indices_equal_onnx_runtime_cpu_maxpool_on_inputs_full_of_ties() {
     let forms: Vec<(&str, Vec<AttributeProto>, [usize; 2])> = vec![
         ("2x2 tiling", vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])], [8, 8]),
-        ("2x2 tiling with a margin", vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])], [7, 9]),
+        (
+            "2x2 tiling with a margin",
+            vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])],
+            [7, 9],
+        ),
         (
             "3x3 stride 2 padded",
             vec![
@@ -68,11 +72,7 @@ fn indices_equal_onnx_runtime_cpu_maxpool_on_inputs_full_of_ties() {
             ],
             [6, 8],
         ),
-        (
-            "dilated",
-            vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("dilations", [2, 2])],
-            [7, 7],
-        ),
+        ("dilated", vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("dilations", [2, 2])], [7, 7]),
         (
             "ceil mode",
             vec![

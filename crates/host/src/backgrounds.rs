@@ -47,7 +47,11 @@ impl BackgroundRegistry {
                 format!("rows: {bytes} bytes would exceed the background budget ({used} of {} bytes in use)", self.budget_bytes),
             ));
         }
-        let entry = Arc::new(Registered { model: model.to_string(), background: Background { digest: digest.clone(), rows: Arc::new(rows) }, bytes });
+        let entry = Arc::new(Registered {
+            model: model.to_string(),
+            background: Background { digest: digest.clone(), rows: Arc::new(rows) },
+            bytes,
+        });
         entries.insert(digest, entry.clone());
         Ok(entry)
     }

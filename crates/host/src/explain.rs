@@ -1,7 +1,7 @@
 //! One explain request, from validated inputs to collected results.
 
 use crate::Failure;
-use crate::host_api::{BorrowedTensor, CallContext, OwnedTensor, Results};
+use crate::host_api::{BorrowedTensor, CallContext, Results};
 use crate::plugin::{Plugin, kind_name};
 use explaind_abi as abi;
 use explaind_runtime::{Model, RunStats};
@@ -50,20 +50,22 @@ impl ParamValue {
             (ParamValue::Integer(i), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(vec![i as f64]),
             (ParamValue::Number(x), abi::EXD_PARAM_NUMBERS) => ParamValue::Numbers(vec![x]),
             (v, k) => {
-                return Err(Failure::invalid_argument(format!(
-                    "{field}: expected {}, got {}",
-                    kind_name(k),
-                    v.kind_name()
-                )));
+                return Err(Failure::invalid_argument(format!("{field}: expected {}, got {}", kind_name(k), v.kind_name())));
             }
         };
-        let finite = match &converted {
-            ParamValue::Number(x) => x.is_finite(),
-            ParamValue::Numbers(xs) => xs.iter().all(|x| x.is_finite()),
-            _ => true,
+        // Plugins compute in float32 where the model does: a number past float32's range is
+        // infinite there, however finite it is as a double.
+        let fits_f32 = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
+        let bad = match &converted {
+            ParamValue::Number(x) => (!fits_f32(x)).then(|| (field.to_string(), *x)),
+            ParamValue::Numbers(xs) => xs.iter().position(|x| !fits_f32(x)).map(|i| (format!("{field}[{i}]"), xs[i])),
+            _ => None,
         };
-        if !finite {
-            return Err(Failure::invalid_argument(format!("{field}: must be finite (no NaN or infinity)")));
+        if let Some((at, x)) = bad {
+            return Err(Failure::invalid_argument(format!(
+                "{at}: must be finite as a float32 (no NaN or infinity, magnitude at most {:e}), got {x}",
+                f32::MAX
+            )));
         }
         Ok(converted)
     }
@@ -99,12 +101,20 @@ impl CancelToken {
             return Some(Failure::new(abi::EXD_CANCELLED, "the request was cancelled"));
         }
         match self.deadline {
-            Some(d) if Instant::now() >= d => {
-                Some(Failure::new(abi::EXD_DEADLINE_EXCEEDED, "the request's deadline passed"))
-            }
+            Some(d) if Instant::now() >= d => Some(Failure::new(abi::EXD_DEADLINE_EXCEEDED, "the request's deadline passed")),
             _ => None,
         }
     }
+}
+
+/// What one explain request may use, checked against the plugin's estimate before it runs and
+/// against its host calls while it runs (0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestBudget {
+    /// Rows through the model and its compiled graphs (`--max-model-rows-per-request`).
+    pub model_rows: u64,
+    /// Scratch memory besides the request and its results (`--max-request-bytes`).
+    pub scratch_bytes: u64,
 }
 
 /// A validated explain request: inputs match the model, the output exists.
@@ -122,10 +132,9 @@ pub struct ExplainJob {
     pub cancel: CancelToken,
     /// Compiles and runs gradient and DeepLIFT graphs for the ABI 1.1 host functions.
     pub engine: Arc<explaind_attribution::AttributionEngine>,
-    /// Explainer budget: most rows the plugin may run through the model and its compiled
-    /// graphs in this request (0: no limit). Past it, host functions fail with
-    /// RESOURCE_EXHAUSTED before running.
-    pub budget_rows: u64,
+    /// What the request may use. A plugin's estimate over it refuses the request before the
+    /// plugin runs; past it, host functions fail with RESOURCE_EXHAUSTED before running.
+    pub budget: RequestBudget,
 }
 
 pub struct ExplainOutcome {
@@ -212,7 +221,11 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
     for spec in &plugin.params {
         let field = format!("parameters.{}", spec.name);
         let value = match given.remove(&spec.name) {
-            Some(v) => Some(v.convert(spec.kind, &field)?),
+            Some(v) => {
+                let v = v.convert(spec.kind, &field)?;
+                spec.check_range(&v, &field)?;
+                Some(v)
+            }
             None if spec.required => {
                 return Err(Failure::invalid_argument(format!("{field}: required by explainer {}", plugin.name)));
             }
@@ -273,7 +286,7 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
 pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
-    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget_rows } = job;
+    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget } = job;
     let params = bind_params(&plugin, params)?;
 
     let background = match background {
@@ -294,9 +307,21 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
 
     let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
     let (outputs, mut stats) = model.run(&views).map_err(|e| Failure::invalid_argument(format!("inputs: {e}")))?;
+    for (spec, output) in model.outputs.iter().zip(&outputs) {
+        crate::finite::require_finite(&format!("outputs.{}", spec.name), output.view())?;
+    }
     let n = inputs[0].shape()[0];
     let explained = &outputs[output_index];
     let output_row_size = explained.len() / n.max(1);
+    // The target table and the result tensors grow with the number of targets: cost them
+    // before allocating either.
+    let requested_targets = match &targets {
+        TargetSelection::Indices(indices) => indices.len(),
+        TargetSelection::Predicted => 1,
+        TargetSelection::All => output_row_size,
+        TargetSelection::TopK(k) => (*k).min(output_row_size),
+    };
+    check_result_size(&inputs, requested_targets, budget)?;
     let target_indices = resolve_targets(&targets, explained.view())?;
     let num_targets = target_indices.ncols();
 
@@ -304,8 +329,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     let input_tensors: Vec<BorrowedTensor> = inputs.iter().map(BorrowedTensor::of).collect();
     let input_dl: Vec<abi::DLTensor> = input_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
     let output_tensor = BorrowedTensor::of(&explained_rows);
-    let background_tensors: Vec<BorrowedTensor> =
-        background.iter().flat_map(|b| b.rows.iter()).map(BorrowedTensor::of).collect();
+    let background_tensors: Vec<BorrowedTensor> = background.iter().flat_map(|b| b.rows.iter()).map(BorrowedTensor::of).collect();
     let background_dl: Vec<abi::DLTensor> = background_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
     let targets_flat: Vec<i64> = target_indices.iter().copied().collect();
 
@@ -348,12 +372,15 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         stats: Mutex::new(RunStats::default()),
         scratch: Mutex::new(Default::default()),
         strings: Mutex::new(Vec::new()),
-        budget: crate::host_api::Budget::new(budget_rows),
+        budget: crate::host_api::Budget::new(budget),
         results: Mutex::new(Results::default()),
     };
 
     if let Some(f) = cancel.failure() {
         return Err(f);
+    }
+    if let Some(cost) = plugin.call_estimate(context.as_raw(), &request)? {
+        check_cost(&plugin, &cost, &params.raw, budget)?;
     }
     let outcome = plugin.call_explain(context.as_raw(), &request);
     // A plugin that saw the deadline pass reports CANCELLED; say which it was.
@@ -370,15 +397,74 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     }
     // Keep the input buffers alive until the plugin is done with them.
     drop((input_tensors, background_tensors, output_tensor, params, model_info));
-    Ok(ExplainOutcome {
+    let outcome = ExplainOutcome {
         attributions: results.attributions.into_iter().map(|(i, t)| (i, t.into_array())).collect(),
         target_indices,
         outputs,
-        base_values: results.base_values.map(OwnedTensor::into_array),
+        base_values: results.base_values.map(|t| t.into_array()),
         extras: results.extras.into_iter().map(|(k, t)| (k, t.into_array())).collect(),
         info: results.info,
         stats,
-    })
+    };
+    // Results can be large (a million targets): the scan stops with the request.
+    let cancelled = || cancel.failure();
+    for (i, a) in &outcome.attributions {
+        crate::finite::require_finite_or_cancel(&format!("attributions.{}", model.inputs[*i].name), a.view(), &cancelled)?;
+    }
+    if let Some(b) = &outcome.base_values {
+        crate::finite::require_finite_or_cancel("base_values", b.view(), &cancelled)?;
+    }
+    for (name, e) in &outcome.extras {
+        crate::finite::require_finite_or_cancel(&format!("extras.{name}"), e.view(), &cancelled)?;
+    }
+    Ok(outcome)
+}
+
+/// Refuses a request whose result tensors (attributions of every input for every target) would
+/// pass the scratch budget: the host allocates them before the plugin runs.
+fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: RequestBudget) -> Result<(), Failure> {
+    let elements: f64 = inputs.iter().map(|a| a.len() as f64).sum::<f64>() * num_targets as f64;
+    let table = inputs.first().map_or(0.0, |a| a.shape()[0] as f64) * num_targets as f64;
+    let bytes = elements * 4.0 + table * 8.0;
+    if budget.scratch_bytes > 0 && bytes > budget.scratch_bytes as f64 {
+        return Err(Failure::new(
+            abi::EXD_RESOURCE_EXHAUSTED,
+            format!(
+                "targets: {num_targets} targets for these inputs make {bytes:.3e} bytes of attributions, over the limit of {} \
+                 (--max-request-bytes)",
+                budget.scratch_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a request whose predicted cost is over its budget, naming what drives the cost.
+fn check_cost(plugin: &Plugin, cost: &abi::ExdCost, params: &[abi::ExdParam], budget: RequestBudget) -> Result<(), Failure> {
+    let driver = usize::try_from(cost.driver)
+        .ok()
+        .and_then(|i| params.get(i))
+        .map(|p| format!("parameters.{}", unsafe { std::ffi::CStr::from_ptr(p.name) }.to_string_lossy()))
+        .unwrap_or_else(|| "inputs and targets".to_string());
+    let over = |what: &str, amount: f64, limit: u64, flag: &str| -> Result<(), Failure> {
+        if amount.is_nan() || amount < 0.0 {
+            let mut f = Failure::internal(format!("explainer {} estimated {amount} {what}, which is not a cost", plugin.name));
+            f.from_plugin = true;
+            return Err(f);
+        }
+        if limit > 0 && amount > limit as f64 {
+            return Err(Failure::new(
+                abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "{driver}: explainer {} would need about {amount:.3e} {what} for this request, over the limit of {limit} ({flag})",
+                    plugin.name
+                ),
+            ));
+        }
+        Ok(())
+    };
+    over("model rows", cost.model_rows, budget.model_rows, "--max-model-rows-per-request")?;
+    over("bytes of scratch memory", cost.scratch_bytes, budget.scratch_bytes, "--max-request-bytes")
 }
 
 fn copy_dl(t: &abi::DLTensor) -> abi::DLTensor {
@@ -435,7 +521,6 @@ impl ModelInfoStorage {
         Box::new(ModelInfoStorage { _strings: strings, _shapes: shapes, _inputs: inputs, _outputs: outputs, raw })
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -90,7 +90,7 @@ impl OwnedTensor {
         Self::new(shape, vec![0.0; len])
     }
 
-    pub fn into_array(self: Box<Self>) -> ArrayD<f32> {
+    pub fn into_array(self) -> ArrayD<f32> {
         let shape: Vec<usize> = self.shape.iter().map(|&d| d as usize).collect();
         ArrayD::from_shape_vec(IxDyn(&shape), self.data).expect("shape matches data")
     }
@@ -159,35 +159,61 @@ pub(crate) struct CallContext {
     pub results: Mutex<Results>,
 }
 
-/// The rows a request may still run through the model and its compiled graphs.
+/// What a request may still use: rows through the model and its compiled graphs, and bytes of
+/// scratch tensors the plugin asked the host for.
 pub(crate) struct Budget {
-    limit: u64,
-    used: std::sync::atomic::AtomicU64,
+    limits: crate::RequestBudget,
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Budget {
-    pub fn new(limit: u64) -> Self {
-        Budget { limit, used: Default::default() }
+    pub fn new(limits: crate::RequestBudget) -> Self {
+        Budget { limits, rows: Default::default(), bytes: Default::default() }
     }
 
     /// Books `rows` more rows for `what`, or fails without booking them.
     fn charge(&self, rows: u64, what: &str) -> Result<(), Failure> {
-        use std::sync::atomic::Ordering;
-        if self.limit == 0 {
-            return Ok(());
-        }
-        let before = self.used.fetch_add(rows, Ordering::Relaxed);
-        if before + rows > self.limit {
-            self.used.fetch_sub(rows, Ordering::Relaxed);
-            return Err(Failure::new(
+        Self::book(&self.rows, self.limits.model_rows, rows).map_err(|total| {
+            Failure::new(
                 abi::EXD_RESOURCE_EXHAUSTED,
                 format!(
-                    "explainer budget: {what} would bring this request to {} model rows, over the limit of {} \
+                    "explainer budget: {what} would bring this request to {total} model rows, over the limit of {} \
                      (--max-model-rows-per-request)",
-                    before + rows,
-                    self.limit
+                    self.limits.model_rows
                 ),
-            ));
+            )
+        })
+    }
+
+    /// Books `bytes` of scratch memory for `what`, or fails without booking them.
+    fn charge_bytes(&self, bytes: u64, what: &str) -> Result<(), Failure> {
+        Self::book(&self.bytes, self.limits.scratch_bytes, bytes).map_err(|total| {
+            Failure::new(
+                abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "explainer budget: {what} would bring this request to {total} bytes of scratch tensors, over the \
+                     limit of {} (--max-request-bytes)",
+                    self.limits.scratch_bytes
+                ),
+            )
+        })
+    }
+
+    /// Gives back scratch bytes booked earlier (a released tensor).
+    fn release_bytes(&self, bytes: u64) {
+        self.bytes.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds `amount` to `used` unless that passes `limit` (0: no limit); on refusal returns the
+    /// total it would have reached.
+    fn book(used: &std::sync::atomic::AtomicU64, limit: u64, amount: u64) -> Result<(), u128> {
+        use std::sync::atomic::Ordering;
+        let before = used.fetch_add(amount, Ordering::Relaxed);
+        let total = before as u128 + amount as u128;
+        if limit > 0 && total > limit as u128 {
+            used.fetch_sub(amount, Ordering::Relaxed);
+            return Err(total);
         }
         Ok(())
     }
@@ -201,10 +227,7 @@ impl CallContext {
 
 /// Runs `body` on the context behind `context`, turning a NULL context and any panic into an
 /// error for the plugin.
-fn with_context(
-    context: *mut abi::ExdContext,
-    body: impl FnOnce(&CallContext) -> Result<(), Failure>,
-) -> *mut abi::ExdError {
+fn with_context(context: *mut abi::ExdContext, body: impl FnOnce(&CallContext) -> Result<(), Failure>) -> *mut abi::ExdError {
     if context.is_null() {
         return new_error(abi::EXD_INVALID_ARGUMENT, "context is NULL");
     }
@@ -267,11 +290,8 @@ unsafe extern "C" fn log(context: *mut abi::ExdContext, level: abi::ExdLogLevel,
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
-        let plugin = if context.is_null() {
-            "?".to_string()
-        } else {
-            unsafe { &*(context as *const CallContext) }.plugin_name.clone()
-        };
+        let plugin =
+            if context.is_null() { "?".to_string() } else { unsafe { &*(context as *const CallContext) }.plugin_name.clone() };
         match level {
             abi::EXD_LOG_ERROR => tracing::error!(plugin, "{text}"),
             abi::EXD_LOG_WARN => tracing::warn!(plugin, "{text}"),
@@ -328,8 +348,11 @@ unsafe fn model_inputs<'a>(
     Ok(views)
 }
 
-/// Hands `arrays` to the plugin as host-owned scratch tensors, written to `out[0..]`.
-fn hand_out(ctx: &CallContext, arrays: Vec<ArrayD<f32>>, out: *mut *mut abi::DLTensor) {
+/// Hands `arrays` to the plugin as host-owned scratch tensors, written to `out[0..]`. They count
+/// against the request's scratch bytes until the plugin releases them.
+fn hand_out(ctx: &CallContext, arrays: Vec<ArrayD<f32>>, out: *mut *mut abi::DLTensor) -> Result<(), Failure> {
+    let bytes = arrays.iter().map(|a| a.len() as u64 * 4).sum();
+    ctx.budget.charge_bytes(bytes, "the tensors handed back")?;
     let mut scratch = ctx.scratch.lock().unwrap();
     for (i, array) in arrays.into_iter().enumerate() {
         let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
@@ -339,6 +362,7 @@ fn hand_out(ctx: &CallContext, arrays: Vec<ArrayD<f32>>, out: *mut *mut abi::DLT
         scratch.insert(ptr as usize, tensor);
         unsafe { *out.add(i) = ptr };
     }
+    Ok(())
 }
 
 fn attribution_failure(ctx: &CallContext, e: explaind_attribution::AttributionError) -> Failure {
@@ -390,7 +414,7 @@ unsafe extern "C" fn gradient(
         let (grads, stats) =
             ctx.engine.gradient(&ctx.model, ctx.output_index, &views, seeds).map_err(|e| attribution_failure(ctx, e))?;
         ctx.stats.lock().unwrap().add(stats);
-        hand_out(ctx, grads, out_gradients);
+        hand_out(ctx, grads, out_gradients)?;
         Ok(())
     })
 }
@@ -423,7 +447,7 @@ unsafe extern "C" fn deeplift_multipliers(
             .deeplift_pairs(&ctx.model, ctx.output_index, &views, &refs, seeds)
             .map_err(|e| attribution_failure(ctx, e))?;
         ctx.stats.lock().unwrap().add(stats);
-        hand_out(ctx, m, out_multipliers);
+        hand_out(ctx, m, out_multipliers)?;
         Ok(())
     })
 }
@@ -440,6 +464,9 @@ unsafe extern "C" fn deep_shap(
         if out_attributions.is_null() {
             return Err(Failure::invalid_argument("deep_shap: out_attributions is NULL"));
         }
+        if let Some(f) = ctx.cancel.failure() {
+            return Err(f);
+        }
         let background = ctx.background.as_ref().ok_or_else(|| {
             Failure::failed_precondition("background: Deep SHAP needs a background set, and the request has none")
         })?;
@@ -449,16 +476,19 @@ unsafe extern "C" fn deep_shap(
             return Err(Failure::invalid_argument("deep_shap: seeds must be [N, S, output_row_size] for N input rows"));
         }
         let background_rows = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0) as u64;
-        ctx.budget.charge(seeds.shape()[0] as u64 * seeds.shape()[1] as u64 * background_rows, "deep_shap")?;
+        ctx.budget.charge(
+            (seeds.shape()[0] as u64).saturating_mul(seeds.shape()[1] as u64).saturating_mul(background_rows),
+            "deep_shap",
+        )?;
         let cancelled = || ctx.cancel.is_cancelled();
         let result = ctx
             .engine
             .deep_shap(&ctx.model, ctx.output_index, &views, seeds, background, &cancelled)
             .map_err(|e| attribution_failure(ctx, e))?;
         ctx.stats.lock().unwrap().add(result.stats);
-        hand_out(ctx, result.attributions, out_attributions);
+        hand_out(ctx, result.attributions, out_attributions)?;
         if !out_expected.is_null() {
-            hand_out(ctx, vec![result.expected.into_dyn()], out_expected);
+            hand_out(ctx, vec![result.expected.into_dyn()], out_expected)?;
         }
         Ok(())
     })
@@ -494,8 +524,8 @@ unsafe extern "C" fn layer_gradient(
             .layer_gradient(&ctx.model, ctx.output_index, &layer, &views, seeds)
             .map_err(|e| attribution_failure(ctx, e))?;
         ctx.stats.lock().unwrap().add(stats);
-        hand_out(ctx, vec![activation], out_activation);
-        hand_out(ctx, vec![gradient], out_gradient);
+        hand_out(ctx, vec![activation], out_activation)?;
+        hand_out(ctx, vec![gradient], out_gradient)?;
         if !out_layer.is_null() {
             let name = CString::new(layer).expect("ONNX names hold no NUL");
             let mut strings = ctx.strings.lock().unwrap();
@@ -523,10 +553,37 @@ unsafe extern "C" fn forward(
         let views = unsafe { model_inputs(ctx, inputs, num_inputs, "forward") }?;
         let rows = views[0].shape()[0];
         ctx.budget.charge(rows as u64, "forward")?;
-        let (outputs, stats) =
-            ctx.model.run(&views).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
-        ctx.stats.lock().unwrap().add(stats);
-        let output = outputs.into_iter().nth(ctx.output_index).expect("output index checked at request time");
+        // In the model's own batch size, asking for cancellation between batches: a plugin may
+        // hand over any number of rows at once.
+        let step = ctx.model.max_batch_rows().max(1);
+        let mut parts = Vec::with_capacity(rows.div_ceil(step));
+        for start in (0..rows.max(1)).step_by(step) {
+            if let Some(f) = ctx.cancel.failure() {
+                return Err(f);
+            }
+            let end = (start + step).min(rows);
+            let batch: Vec<ArrayViewD<f32>> = views.iter().map(|v| v.slice_axis(ndarray::Axis(0), (start..end).into())).collect();
+            let (outputs, stats) = ctx.model.run(&batch).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
+            ctx.stats.lock().unwrap().add(stats);
+            parts.push(outputs.into_iter().nth(ctx.output_index).expect("output index checked at request time"));
+        }
+        let output = match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => {
+                let part_views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                ndarray::concatenate(ndarray::Axis(0), &part_views)
+                    .map_err(|e| Failure::internal(format!("forward: the model's output batches do not line up: {e}")))?
+            }
+        };
+        // A NaN here would only come back as NaN attributions (or a solver that cannot
+        // converge); say where it started instead.
+        let name = &ctx.model.outputs[ctx.output_index].name;
+        crate::finite::require_finite(&format!("outputs.{name}"), output.view()).map_err(|f| {
+            Failure::invalid_argument(format!(
+                "{} (on a row the explainer built from the request's inputs and background)",
+                f.message
+            ))
+        })?;
         if output.len() != rows * ctx.output_row_size {
             return Err(Failure::internal(format!(
                 "forward: the model's output has shape {:?} for {rows} rows, not rows of {} elements as for the request",
@@ -535,7 +592,7 @@ unsafe extern "C" fn forward(
             )));
         }
         let rows_shape = output.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&[rows, ctx.output_row_size]));
-        hand_out(ctx, vec![rows_shape.expect("length checked above")], out_output);
+        hand_out(ctx, vec![rows_shape.expect("length checked above")], out_output)?;
         Ok(())
     })
 }
@@ -550,7 +607,9 @@ unsafe extern "C" fn tensor_alloc(
         if out.is_null() {
             return Err(Failure::invalid_argument("tensor_alloc: out is NULL"));
         }
-        let mut tensor = OwnedTensor::zeros(shape_from_raw(shape, ndim)?);
+        let shape = shape_from_raw(shape, ndim)?;
+        ctx.budget.charge_bytes(tensor_bytes(&shape), "tensor_alloc")?;
+        let mut tensor = OwnedTensor::zeros(shape);
         let ptr = &mut tensor.dl as *mut abi::DLTensor;
         ctx.scratch.lock().unwrap().insert(ptr as usize, tensor);
         unsafe { *out = ptr };
@@ -563,7 +622,16 @@ unsafe extern "C" fn tensor_release(context: *mut abi::ExdContext, tensor: *mut 
         return;
     }
     let ctx = unsafe { &*(context as *const CallContext) };
-    let _ = catch_unwind(AssertUnwindSafe(|| ctx.scratch.lock().unwrap().remove(&(tensor as usize))));
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(released) = ctx.scratch.lock().unwrap().remove(&(tensor as usize)) {
+            ctx.budget.release_bytes(tensor_bytes(&released.shape));
+        }
+    }));
+}
+
+/// Bytes of a float32 tensor of `shape` (already checked by `shape_from_raw`).
+fn tensor_bytes(shape: &[i64]) -> u64 {
+    shape.iter().map(|&d| d as u64).product::<u64>().saturating_mul(4)
 }
 
 /// Hands out the result tensor in `slot`, allocating it zero-filled on first use.
@@ -620,6 +688,9 @@ unsafe extern "C" fn result_extra(
         let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
         let shape = shape_from_raw(shape, ndim)?;
         let mut results = ctx.results.lock().unwrap();
+        if !results.extras.contains_key(&name) {
+            ctx.budget.charge_bytes(tensor_bytes(&shape), &format!("result_extra {name:?}"))?;
+        }
         let tensor = results.extras.entry(name.clone()).or_insert_with(|| OwnedTensor::zeros(shape.clone()));
         if tensor.shape != shape {
             return Err(Failure::invalid_argument(format!(

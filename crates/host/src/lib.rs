@@ -14,11 +14,12 @@
 
 pub mod backgrounds;
 pub mod explain;
+pub mod finite;
 pub mod host_api;
 pub mod plugin;
 
-pub use explain::{CancelToken, ExplainJob, ExplainOutcome, ParamValue, TargetSelection, explain};
 pub use backgrounds::BackgroundRegistry;
+pub use explain::{CancelToken, ExplainJob, ExplainOutcome, ParamValue, RequestBudget, TargetSelection, explain};
 pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
 
 /// An error with a gRPC-compatible status code (the ABI's `EXD_*` codes are the same numbers).

@@ -42,6 +42,49 @@ pub struct ParamInfo {
     pub kind: abi::ExdParamKind,
     pub required: bool,
     pub default: Option<crate::ParamValue>,
+    /// The bounds the plugin declared (ABI 1.3); `None` for plugins built against 1.0–1.2.
+    pub range: Option<abi::ExdParamRange>,
+}
+
+impl ParamInfo {
+    /// Checks a request's value (already converted to the declared kind) against the declared
+    /// bounds, naming `field` in the error.
+    pub fn check_range(&self, value: &crate::ParamValue, field: &str) -> Result<(), Failure> {
+        use crate::ParamValue as P;
+        let Some(range) = self.range else { return Ok(()) };
+        let bounds = || match (range.min.is_finite(), range.max.is_finite()) {
+            (true, true) => format!("between {} and {}", range.min, range.max),
+            (true, false) => format!("at least {}", range.min),
+            (false, true) => format!("at most {}", range.max),
+            (false, false) => "any value".to_string(),
+        };
+        let within = |x: f64| x >= range.min && x <= range.max;
+        let too_long = |len: usize| range.max_len > 0 && len as u64 > range.max_len;
+        match value {
+            P::Number(x) if !within(*x) => Err(Failure::invalid_argument(format!("{field}: must be {}, got {x}", bounds()))),
+            P::Integer(i) if !within(*i as f64) => {
+                Err(Failure::invalid_argument(format!("{field}: must be {}, got {i}", bounds())))
+            }
+            P::Numbers(xs) if too_long(xs.len()) => {
+                Err(Failure::invalid_argument(format!("{field}: at most {} values, got {}", range.max_len, xs.len())))
+            }
+            P::Integers(xs) if too_long(xs.len()) => {
+                Err(Failure::invalid_argument(format!("{field}: at most {} values, got {}", range.max_len, xs.len())))
+            }
+            P::Text(t) if too_long(t.len()) => {
+                Err(Failure::invalid_argument(format!("{field}: at most {} bytes, got {}", range.max_len, t.len())))
+            }
+            P::Numbers(xs) => match xs.iter().position(|x| !within(*x)) {
+                Some(i) => Err(Failure::invalid_argument(format!("{field}[{i}]: must be {}, got {}", bounds(), xs[i]))),
+                None => Ok(()),
+            },
+            P::Integers(xs) => match xs.iter().position(|x| !within(*x as f64)) {
+                Some(i) => Err(Failure::invalid_argument(format!("{field}[{i}]: must be {}, got {}", bounds(), xs[i]))),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
 }
 
 pub fn kind_name(kind: abi::ExdParamKind) -> &'static str {
@@ -100,12 +143,65 @@ impl Plugin {
         self.flags & abi::EXD_NEEDS_GRADIENTS != 0
     }
 
-    /// Calls the plugin's `explain`. After a panic the instance is replaced before returning.
-    pub(crate) fn call_explain(
+    /// Whether the plugin predicts its cost (ABI 1.3 `estimate`).
+    pub fn has_estimate(&self) -> bool {
+        self.estimate_fn().is_some()
+    }
+
+    fn estimate_fn(
+        &self,
+    ) -> Option<
+        unsafe extern "C" fn(
+            *mut abi::ExdInstance,
+            *mut abi::ExdContext,
+            *const abi::ExdExplainRequest,
+            *mut abi::ExdCost,
+        ) -> *mut abi::ExdError,
+    > {
+        let end = std::mem::offset_of!(abi::ExdPluginApi, estimate) + size_of::<usize>();
+        if (self.api.header.struct_size as usize) < end { None } else { self.api.estimate }
+    }
+
+    /// Asks the plugin what `explain` will cost on `request` (ABI 1.3); `Ok(None)` for plugins
+    /// that predate `estimate`. A panic is handled as in [`Plugin::call_explain`].
+    pub(crate) fn call_estimate(
         &self,
         context: *mut abi::ExdContext,
         request: &abi::ExdExplainRequest,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<abi::ExdCost>, Failure> {
+        let Some(estimate) = self.estimate_fn() else { return Ok(None) };
+        let mut cost = abi::ExdCost {
+            header: abi::ExdStructHeader::current::<abi::ExdCost>(),
+            model_rows: f64::NAN,
+            scratch_bytes: f64::NAN,
+            driver: -1,
+            reserved: 0,
+        };
+        let err = {
+            let _serial = if self.reentrant() { None } else { Some(self.serial.lock().unwrap_or_else(|p| p.into_inner())) };
+            let instance = self.instance.read().unwrap_or_else(|p| p.into_inner());
+            unsafe { estimate(instance.0, context, request, &mut cost) }
+        };
+        if err.is_null() {
+            return Ok(Some(cost));
+        }
+        Err(self.plugin_failure(take_error(err)))
+    }
+
+    /// A plugin's error as the request's failure; after a panic the instance is replaced.
+    fn plugin_failure(&self, failure: Failure) -> Failure {
+        if failure.code == abi::EXD_PLUGIN_PANICKED {
+            tracing::error!(plugin = %self.name, "plugin panicked; replacing its instance: {}", failure.message);
+            self.replace_instance();
+            let mut panicked = Failure::internal(format!("explainer {} failed: {}", self.name, failure.message));
+            panicked.from_plugin = true;
+            return panicked;
+        }
+        failure
+    }
+
+    /// Calls the plugin's `explain`. After a panic the instance is replaced before returning.
+    pub(crate) fn call_explain(&self, context: *mut abi::ExdContext, request: &abi::ExdExplainRequest) -> Result<(), Failure> {
         let explain = self.api.explain.expect("checked at load");
         let err = {
             let _serial = if self.reentrant() { None } else { Some(self.serial.lock().unwrap_or_else(|p| p.into_inner())) };
@@ -115,15 +211,7 @@ impl Plugin {
         if err.is_null() {
             return Ok(());
         }
-        let failure = take_error(err);
-        if failure.code == abi::EXD_PLUGIN_PANICKED {
-            tracing::error!(plugin = %self.name, "plugin panicked; replacing its instance: {}", failure.message);
-            self.replace_instance();
-            let mut panicked = Failure::internal(format!("explainer {} failed: {}", self.name, failure.message));
-            panicked.from_plugin = true;
-            return Err(panicked);
-        }
-        Err(failure)
+        Err(self.plugin_failure(take_error(err)))
     }
 
     fn replace_instance(&self) {
@@ -178,8 +266,8 @@ unsafe fn param_value(v: &abi::ExdParamValue) -> Option<crate::ParamValue> {
 fn load_library(path: &Path) -> Result<Plugin, LoadError> {
     let bytes = std::fs::read(path).map_err(|e| LoadError::Open { path: path.into(), reason: e.to_string() })?;
     let file_sha256 = hex::encode(Sha256::digest(&bytes));
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| LoadError::Open { path: path.into(), reason: e.to_string() })?;
+    let lib =
+        unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open { path: path.into(), reason: e.to_string() })?;
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     let entry: abi::ExdPluginEntryV1 = unsafe { lib.get::<abi::ExdPluginEntryV1>(abi::ENTRY_SYMBOL_V1) }
         .map(|sym| *sym)
@@ -214,6 +302,12 @@ fn load_library(path: &Path) -> Result<Plugin, LoadError> {
     }
     let raw_params =
         if info.num_params == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(info.params, info.num_params) } };
+    let ranges_end = std::mem::offset_of!(abi::ExdPluginInfo, param_ranges) + size_of::<usize>();
+    let raw_ranges = if (info.header.struct_size as usize) < ranges_end || info.param_ranges.is_null() || info.num_params == 0 {
+        None
+    } else {
+        Some(unsafe { std::slice::from_raw_parts(info.param_ranges, info.num_params) })
+    };
     let mut params = Vec::new();
     for (i, p) in raw_params.iter().enumerate() {
         let pname = unsafe { static_str(p.name) };
@@ -224,10 +318,16 @@ fn load_library(path: &Path) -> Result<Plugin, LoadError> {
             return Err(invalid(format!("parameter {pname} has unknown kind {}", p.kind)));
         }
         let default = unsafe { param_value(&p.default_value) };
-        if let Some(d) = &default {
-            if d.kind() != p.kind {
-                return Err(invalid(format!("parameter {pname}: default is a {}, declared {}", d.kind_name(), kind_name(p.kind))));
-            }
+        if let Some(d) = &default
+            && d.kind() != p.kind
+        {
+            return Err(invalid(format!("parameter {pname}: default is a {}, declared {}", d.kind_name(), kind_name(p.kind))));
+        }
+        let range = raw_ranges.map(|r| r[i]);
+        if let Some(r) = range
+            && (r.min.is_nan() || r.max.is_nan() || r.min > r.max)
+        {
+            return Err(invalid(format!("parameter {pname}: bounds [{}, {}] are not a range", r.min, r.max)));
         }
         params.push(ParamInfo {
             name: pname,
@@ -235,6 +335,7 @@ fn load_library(path: &Path) -> Result<Plugin, LoadError> {
             kind: p.kind,
             required: p.required != 0,
             default,
+            range,
         });
     }
 
@@ -292,7 +393,11 @@ impl PluginRegistry {
         let result = load_library(&canonical).and_then(|plugin| {
             let mut plugins = self.plugins.write().unwrap();
             if let Some(other) = plugins.get(&plugin.name) {
-                return Err(LoadError::Duplicate { path: canonical.clone(), name: plugin.name.clone(), other: other.path.clone() });
+                return Err(LoadError::Duplicate {
+                    path: canonical.clone(),
+                    name: plugin.name.clone(),
+                    other: other.path.clone(),
+                });
             }
             let plugin = Arc::new(plugin);
             plugins.insert(plugin.name.clone(), plugin.clone());
@@ -323,9 +428,9 @@ impl PluginRegistry {
             .filter(|p| {
                 p.is_file()
                     && p.extension().and_then(|e| e.to_str()) == Some(std::env::consts::DLL_EXTENSION)
-                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                        n.strip_prefix(std::env::consts::DLL_PREFIX).unwrap_or(n).starts_with(prefix)
-                    })
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.strip_prefix(std::env::consts::DLL_PREFIX).unwrap_or(n).starts_with(prefix))
             })
             .collect();
         paths.sort();

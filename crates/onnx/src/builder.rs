@@ -201,10 +201,8 @@ mod tests {
 
     #[test]
     fn names_inside_subgraphs_are_taken() {
-        let body = GraphProto {
-            node: vec![NodeProto { output: vec!["inner".into()], ..Default::default() }],
-            ..Default::default()
-        };
+        let body =
+            GraphProto { node: vec![NodeProto { output: vec!["inner".into()], ..Default::default() }], ..Default::default() };
         let mut g = GraphProto::default();
         let attr = AttributeProto { name: Some("then_branch".into()), g: Some(body), ..Default::default() };
         g.node.push(NodeProto { op_type: Some("If".into()), attribute: vec![attr], ..Default::default() });

@@ -44,7 +44,7 @@ mod tensor;
 pub use builder::GraphBuilder;
 pub use graph::{ModelFileError, is_default_domain};
 pub use proto::{
-    AttributeProto, FunctionProto, GraphProto, IR_VERSION, ModelProto, NodeProto, OperatorSetIdProto,
-    SparseTensorProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, FunctionProto, GraphProto, IR_VERSION, ModelProto, NodeProto, OperatorSetIdProto, SparseTensorProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 pub use tensor::{Dim, TensorError, element_count, tensor_f32, tensor_i64, tensor_value_info};

@@ -222,12 +222,8 @@ mod tests {
     fn i64_round_trips_both_ways() {
         let t = tensor_i64("shape", &[2], &[-1, 1 << 40]);
         assert_eq!(t.to_i64().unwrap(), (vec![2], vec![-1, 1 << 40]));
-        let t = TensorProto {
-            dims: vec![2],
-            data_type: Some(DataType::Int64 as i32),
-            int64_data: vec![7, -7],
-            ..Default::default()
-        };
+        let t =
+            TensorProto { dims: vec![2], data_type: Some(DataType::Int64 as i32), int64_data: vec![7, -7], ..Default::default() };
         assert_eq!(t.to_i64().unwrap(), (vec![2], vec![7, -7]));
     }
 
@@ -242,10 +238,7 @@ mod tests {
     #[test]
     fn errors_name_the_tensor() {
         let t = tensor_i64("ax", &[1], &[0]);
-        assert_eq!(
-            t.to_f32().unwrap_err(),
-            TensorError::WrongType { name: "ax".into(), expected: DataType::Float, found: 7 }
-        );
+        assert_eq!(t.to_f32().unwrap_err(), TensorError::WrongType { name: "ax".into(), expected: DataType::Float, found: 7 });
         let mut t = tensor_f32("w", &[2], &[1.0, 2.0]);
         t.dims = vec![3];
         assert!(matches!(t.to_f32(), Err(TensorError::WrongLength { expected: 3, found: 2, .. })));

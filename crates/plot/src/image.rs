@@ -48,8 +48,14 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize) -> Result
     let content_w = attr_x0 + targets * pw + (targets - 1) * COLUMN_GAP + MARGIN;
     let bar_w = (targets * pw + (targets - 1) * COLUMN_GAP).clamp(200, BAR_MAX_W);
     let bar_label = method_label(e.method);
-    let header_w = header.iter().enumerate().map(|(i, l)| if i == 0 { Font::Title.width(l) } else { Font::Small.width(l) }).max().unwrap_or(0);
-    let width = content_w.max(header_w + 2 * MARGIN).max(attr_x0 + bar_w + 3 * MARGIN).max(Font::Small.width(&bar_label) + 2 * MARGIN);
+    let header_w = header
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { Font::Title.width(l) } else { Font::Small.width(l) })
+        .max()
+        .unwrap_or(0);
+    let width =
+        content_w.max(header_w + 2 * MARGIN).max(attr_x0 + bar_w + 3 * MARGIN).max(Font::Small.width(&bar_label) + 2 * MARGIN);
     let y0 = MARGIN + header_h;
     let row_h = TITLE_H + ph + ROW_GAP;
     let bar_y = y0 + rows * row_h + 6;
@@ -79,7 +85,8 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize) -> Result
                 let colour: Rgb = if channels == 3 {
                     [at(0), at(1), at(2)]
                 } else {
-                    let g = ((0..channels).map(|c| norm(input[c * plane + py * w + px])).sum::<f32>() / channels as f32 * 255.0).round() as u8;
+                    let g = ((0..channels).map(|c| norm(input[c * plane + py * w + px])).sum::<f32>() / channels as f32 * 255.0)
+                        .round() as u8;
                     [g, g, g]
                 };
                 canvas.fill(MARGIN + px * scale, y + py * scale, scale, scale, colour);

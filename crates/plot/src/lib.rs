@@ -100,7 +100,9 @@ pub struct Explanation<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlotError {
-    #[error("the figure would have {panels} panels ({rows} inputs x {columns} columns); at most {MAX_PANELS} fit in one figure: send fewer inputs or targets")]
+    #[error(
+        "the figure would have {panels} panels ({rows} inputs x {columns} columns); at most {MAX_PANELS} fit in one figure: send fewer inputs or targets"
+    )]
     TooManyPanels { panels: usize, rows: usize, columns: usize },
     #[error("{0}")]
     Invalid(String),
@@ -205,7 +207,11 @@ pub fn render(e: &Explanation<'_>, options: &Options) -> Result<Figure, PlotErro
     }
     let rows = e.inputs.len().checked_div(per_input).unwrap_or(0);
     if rows == 0 || per_input == 0 || e.inputs.len() != rows * per_input {
-        return Err(PlotError::Invalid(format!("inputs: {} values do not make whole inputs of shape {:?}", e.inputs.len(), e.input_shape)));
+        return Err(PlotError::Invalid(format!(
+            "inputs: {} values do not make whole inputs of shape {:?}",
+            e.inputs.len(),
+            e.input_shape
+        )));
     }
     if !e.targets.len().is_multiple_of(rows) {
         return Err(PlotError::Invalid(format!("targets: {} entries for {rows} inputs", e.targets.len())));

@@ -61,9 +61,18 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize, top_k: us
     } else {
         format!("top {top_k} features by |attribution|; red: evidence for the target, blue: against")
     });
-    header.push(if softmaxed { "p: softmax of the model's outputs (logits)".into() } else { "p: the model's output (already probabilities)".into() });
+    header.push(if softmaxed {
+        "p: softmax of the model's outputs (logits)".into()
+    } else {
+        "p: the model's output (already probabilities)".into()
+    });
     let header_h = TITLE_H + 6 + (header.len() - 1) * (Font::Small.height() + 2) + 12;
-    let header_w = header.iter().enumerate().map(|(i, l)| if i == 0 { Font::Title.width(l) } else { Font::Small.width(l) }).max().unwrap_or(0);
+    let header_w = header
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { Font::Title.width(l) } else { Font::Small.width(l) })
+        .max()
+        .unwrap_or(0);
     let legend = if waterfall {
         format!("bar length: {}", method_label(e.method))
     } else {
@@ -140,13 +149,7 @@ fn draw_waterfall(
     base: f32,
     output: f32,
 ) {
-    canvas.text(
-        bar_x,
-        top + 1,
-        &format!("E[f(x)] = {}  ->  f(x) = {}", number(base), number(output)),
-        Font::Small,
-        MUTED,
-    );
+    canvas.text(bar_x, top + 1, &format!("E[f(x)] = {}  ->  f(x) = {}", number(base), number(output)), Font::Small, MUTED);
     let top = top + LINE_H;
     // Running totals: ends[i] is where row i's bar ends, starts[i] where it starts.
     let mut ends = vec![0.0f32; items.len()];

@@ -60,7 +60,14 @@ impl Synthetic {
 }
 
 /// The mean colour of the screen pixels covering input pixels [y0, y1) x [x0, x1) of a panel.
-fn region_mean(figure: &Figure, pixels: &[[u8; 3]], row: usize, column: usize, (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> [f64; 3] {
+fn region_mean(
+    figure: &Figure,
+    pixels: &[[u8; 3]],
+    row: usize,
+    column: usize,
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+) -> [f64; 3] {
     let p = figure.panel(row, column).expect("panel exists");
     let mut sum = [0f64; 3];
     let mut count = 0.0;
@@ -244,7 +251,10 @@ fn tabular_bars_and_waterfalls() {
     let blue = colour::bar(false);
     let p = bars.panel(0, 0).unwrap();
     let count = |c: [u8; 3]| {
-        (p.y..p.y + p.height).flat_map(|y| (p.x..p.x + p.width).map(move |x| (x, y))).filter(|&(x, y)| pixels[y * w + x] == c).count()
+        (p.y..p.y + p.height)
+            .flat_map(|y| (p.x..p.x + p.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| pixels[y * w + x] == c)
+            .count()
     };
     assert!(count(red) > 100 && count(blue) > 100, "red and blue bars drawn: {} {}", count(red), count(blue));
 

@@ -12,6 +12,9 @@
 //!         PluginInfo::new("twice", env!("CARGO_PKG_VERSION")).reentrant()
 //!     }
 //!     fn create() -> Result<Self, Error> { Ok(Twice) }
+//!     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
+//!         Ok(Cost::nothing())  // no model calls, no scratch memory
+//!     }
 //!     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
 //!         let input = &request.inputs()[0];
 //!         let out = ctx.attributions(0)?;
@@ -26,16 +29,22 @@
 //! call from the host runs inside `catch_unwind`: a panic becomes an `EXD_PLUGIN_PANICKED`
 //! error, the instance is marked poisoned and refuses further calls, and the host replaces it.
 //! Nothing unwinds across the C boundary.
+//!
+//! With the `testing` feature (in a plugin's dev-dependencies), [`testing`] is a fake host that
+//! calls the plugin's `estimate` through its own C entry point, for the plugin's unit tests.
 
 pub use explaind_abi as abi;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 use std::ffi::{CStr, CString};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use abi::{
-    EXD_CANCELLED, EXD_FAILED_PRECONDITION, EXD_INTERNAL, EXD_INVALID_ARGUMENT, EXD_NOT_FOUND,
-    EXD_RESOURCE_EXHAUSTED, EXD_UNIMPLEMENTED, ExdCode,
+    EXD_CANCELLED, EXD_FAILED_PRECONDITION, EXD_INTERNAL, EXD_INVALID_ARGUMENT, EXD_NOT_FOUND, EXD_RESOURCE_EXHAUSTED,
+    EXD_UNIMPLEMENTED, ExdCode,
 };
 
 // ----- Errors -----------------------------------------------------------------------------
@@ -121,6 +130,10 @@ pub struct ParamSpec {
     pub description: &'static str,
     pub kind: ParamKind,
     pub default: ParamDefault,
+    /// Inclusive bounds of the value (of every element, for lists), checked by the host.
+    pub range: Option<(f64, f64)>,
+    /// Most elements of a list, or bytes of a text, checked by the host.
+    pub max_len: Option<u64>,
 }
 
 /// What a plugin says about itself. Built once, when the library is loaded.
@@ -156,14 +169,49 @@ impl PluginInfo {
         self.flags |= abi::EXD_NEEDS_GRADIENTS;
         self
     }
-    pub fn param(
-        mut self,
-        name: &'static str,
-        kind: ParamKind,
-        default: ParamDefault,
-        description: &'static str,
-    ) -> Self {
-        self.params.push(ParamSpec { name, description, kind, default });
+    pub fn param(mut self, name: &'static str, kind: ParamKind, default: ParamDefault, description: &'static str) -> Self {
+        self.params.push(ParamSpec { name, description, kind, default, range: None, max_len: None });
+        self
+    }
+    /// Bounds the parameter declared last: the host refuses values outside `[min, max]`
+    /// (every element, for lists) with INVALID_ARGUMENT before the plugin is called.
+    pub fn range(mut self, min: f64, max: f64) -> Self {
+        self.params.last_mut().expect("range() follows a param()").range = Some((min, max));
+        self
+    }
+    /// Bounds the length of the list or text declared last.
+    pub fn max_len(mut self, max_len: u64) -> Self {
+        self.params.last_mut().expect("max_len() follows a param()").max_len = Some(max_len);
+        self
+    }
+}
+
+// ----- Cost -------------------------------------------------------------------------------
+
+/// What one `explain` call will cost (the header's `ExdCost`). Floating point on purpose:
+/// products of huge parameters become huge numbers (or infinity), never wrap around.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// Rows through the model and the compiled graphs, as the host's row budget counts them.
+    pub model_rows: f64,
+    /// The most bytes held at once besides the request and the result tensors.
+    pub scratch_bytes: f64,
+    /// The parameter that drives the cost most (its name), or `None` for the inputs and
+    /// targets. The host names it when it refuses the request.
+    pub driver: Option<&'static str>,
+}
+
+impl Cost {
+    /// No model work and no scratch memory.
+    pub fn nothing() -> Self {
+        Cost { model_rows: 0.0, scratch_bytes: 0.0, driver: None }
+    }
+    pub fn new(model_rows: f64, scratch_bytes: f64) -> Self {
+        Cost { model_rows, scratch_bytes, driver: None }
+    }
+    /// Names the parameter that drives the cost.
+    pub fn driven_by(mut self, parameter: &'static str) -> Self {
+        self.driver = Some(parameter);
         self
     }
 }
@@ -174,6 +222,11 @@ impl PluginInfo {
 pub trait Explainer: Sized + Send + Sync + 'static {
     fn info() -> PluginInfo;
     fn create() -> Result<Self, Error>;
+    /// What [`Explainer::explain`] will cost on `request`, from its shapes and parameters
+    /// alone, before anything is allocated (ABI 1.3 `estimate`). The host refuses the request
+    /// when the cost is over its budget. Return INVALID_ARGUMENT here for parameter
+    /// combinations that make no sense.
+    fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error>;
     /// Explains `request.inputs()` and writes the results through `ctx`.
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error>;
 }
@@ -544,9 +597,8 @@ impl<'a> Context<'a> {
         let seeds = dl_borrow(&seeds);
         let mut name: *const std::os::raw::c_char = std::ptr::null();
         let (mut activation, mut gradient) = (std::ptr::null_mut(), std::ptr::null_mut());
-        let err = unsafe {
-            f(self.raw, dl.as_ptr(), dl.len(), &seeds, layer.as_ptr(), &mut name, &mut activation, &mut gradient)
-        };
+        let err =
+            unsafe { f(self.raw, dl.as_ptr(), dl.len(), &seeds, layer.as_ptr(), &mut name, &mut activation, &mut gradient) };
         if !err.is_null() {
             return Err(self.take_error(err));
         }
@@ -607,7 +659,13 @@ impl<'a> Context<'a> {
     /// (DeepLIFT, integrated gradients): runs the model on the baseline, writes f(b) as the
     /// base values, and the extra `name` [N, T] = sums[n, t] − (f(x) − f(b)), where `sums` holds
     /// Σ attributions per (input row, target), row-major.
-    pub fn report_against_baseline(&self, request: &Request<'_>, baseline: &[&[f32]], sums: &[f64], name: &str) -> Result<(), Error> {
+    pub fn report_against_baseline(
+        &self,
+        request: &Request<'_>,
+        baseline: &[&[f32]],
+        sums: &[f64],
+        name: &str,
+    ) -> Result<(), Error> {
         let (n, t) = (request.batch_size(), request.num_targets());
         let shapes: Vec<Vec<i64>> = request
             .inputs()
@@ -677,10 +735,7 @@ fn dl_borrow(v: &TensorView<'_>) -> abi::DLTensor {
 fn take_host_error(host: &abi::ExdHostApi, err: *mut abi::ExdError) -> Error {
     unsafe {
         let code = host.error_code.map(|f| f(err)).unwrap_or(abi::EXD_INTERNAL);
-        let message = host
-            .error_message
-            .map(|f| CStr::from_ptr(f(err)).to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let message = host.error_message.map(|f| CStr::from_ptr(f(err)).to_string_lossy().into_owned()).unwrap_or_default();
         if let Some(free) = host.error_free {
             free(err);
         }
@@ -700,6 +755,7 @@ pub mod __private {
         pub info: abi::ExdPluginInfo,
         _strings: Vec<CString>,
         _params: Vec<abi::ExdParamSpec>,
+        _ranges: Vec<abi::ExdParamRange>,
         _numbers: Vec<Vec<f64>>,
         _integers: Vec<Vec<i64>>,
     }
@@ -723,7 +779,19 @@ pub mod __private {
         create: Option<unsafe extern "C" fn(*mut *mut abi::ExdInstance) -> *mut abi::ExdError>,
         destroy: Option<unsafe extern "C" fn(*mut abi::ExdInstance)>,
         explain: Option<
-            unsafe extern "C" fn(*mut abi::ExdInstance, *mut abi::ExdContext, *const abi::ExdExplainRequest) -> *mut abi::ExdError,
+            unsafe extern "C" fn(
+                *mut abi::ExdInstance,
+                *mut abi::ExdContext,
+                *const abi::ExdExplainRequest,
+            ) -> *mut abi::ExdError,
+        >,
+        estimate: Option<
+            unsafe extern "C" fn(
+                *mut abi::ExdInstance,
+                *mut abi::ExdContext,
+                *const abi::ExdExplainRequest,
+                *mut abi::ExdCost,
+            ) -> *mut abi::ExdError,
         >,
     ) -> Box<Statics> {
         let mut strings = Vec::new();
@@ -779,6 +847,14 @@ pub mod __private {
                 default_value,
             });
         }
+        let ranges: Vec<abi::ExdParamRange> = info
+            .params
+            .iter()
+            .map(|p| {
+                let (min, max) = p.range.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+                abi::ExdParamRange { min, max, max_len: p.max_len.unwrap_or(0) }
+            })
+            .collect();
         let info_c = abi::ExdPluginInfo {
             header: abi::ExdStructHeader::current::<abi::ExdPluginInfo>(),
             name: cstr(info.name),
@@ -787,6 +863,7 @@ pub mod __private {
             flags: info.flags,
             num_params: params.len(),
             params: params.as_ptr(),
+            param_ranges: ranges.as_ptr(),
         };
         let mut statics = Box::new(Statics {
             api: abi::ExdPluginApi {
@@ -795,10 +872,12 @@ pub mod __private {
                 create,
                 destroy,
                 explain,
+                estimate,
             },
             info: info_c,
             _strings: strings,
             _params: params,
+            _ranges: ranges,
             _numbers: numbers,
             _integers: integers,
         });
@@ -849,7 +928,10 @@ pub mod __private {
         }
     }
 
-    pub unsafe fn create<T: Explainer>(host_slot: &'static OnceLock<HostRef>, out: *mut *mut abi::ExdInstance) -> *mut abi::ExdError {
+    pub unsafe fn create<T: Explainer>(
+        host_slot: &'static OnceLock<HostRef>,
+        out: *mut *mut abi::ExdInstance,
+    ) -> *mut abi::ExdError {
         let Some(HostRef(host)) = host_slot.get() else { return std::ptr::null_mut() };
         match catch_unwind(T::create) {
             Ok(Ok(explainer)) => {
@@ -899,6 +981,60 @@ pub mod __private {
             }
         }
     }
+
+    pub unsafe fn estimate<T: Explainer>(
+        host_slot: &'static OnceLock<HostRef>,
+        instance: *mut abi::ExdInstance,
+        request: *const abi::ExdExplainRequest,
+        out_cost: *mut abi::ExdCost,
+    ) -> *mut abi::ExdError {
+        let Some(HostRef(host)) = host_slot.get() else { return std::ptr::null_mut() };
+        if instance.is_null() || request.is_null() || out_cost.is_null() {
+            return host_error(host, abi::EXD_INTERNAL, "estimate called without an instance, request or cost");
+        }
+        let inst = unsafe { &*(instance as *const Instance<T>) };
+        if inst.poisoned.load(Ordering::Acquire) {
+            return host_error(host, abi::EXD_PLUGIN_PANICKED, "instance is poisoned by an earlier panic");
+        }
+        let raw_request = unsafe { &*request };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let request = unsafe { Request::from_raw(raw_request) }?;
+            inst.explainer.estimate(&request)
+        }));
+        match result {
+            Ok(Ok(cost)) => {
+                let driver = cost.driver.and_then(|name| {
+                    let params = if raw_request.num_params == 0 || raw_request.params.is_null() {
+                        &[][..]
+                    } else {
+                        unsafe { std::slice::from_raw_parts(raw_request.params, raw_request.num_params) }
+                    };
+                    params
+                        .iter()
+                        .position(|p| !p.name.is_null() && unsafe { CStr::from_ptr(p.name) }.to_bytes() == name.as_bytes())
+                });
+                let out = unsafe { &mut *out_cost };
+                // Write only the fields the host's struct has (it may be older than this SDK).
+                let size = out.header.struct_size as usize;
+                let fits = |end: usize| size >= end;
+                if fits(std::mem::offset_of!(abi::ExdCost, model_rows) + 8) {
+                    out.model_rows = cost.model_rows;
+                }
+                if fits(std::mem::offset_of!(abi::ExdCost, scratch_bytes) + 8) {
+                    out.scratch_bytes = cost.scratch_bytes;
+                }
+                if fits(std::mem::offset_of!(abi::ExdCost, driver) + 4) {
+                    out.driver = driver.map_or(-1, |i| i as i32);
+                }
+                std::ptr::null_mut()
+            }
+            Ok(Err(e)) => host_error(host, e.code, &e.message),
+            Err(p) => {
+                inst.poisoned.store(true, Ordering::Release);
+                host_error(host, abi::EXD_PLUGIN_PANICKED, &format!("plugin panicked in estimate: {}", panic_message(p)))
+            }
+        }
+    }
 }
 
 /// Exports `$ty` (an [`Explainer`]) as an explaind plugin: defines the `explaind_plugin_v1`
@@ -924,8 +1060,16 @@ macro_rules! export_plugin {
             ) -> *mut $crate::abi::ExdError {
                 unsafe { p::explain::<$ty>(&HOST, instance, context, request) }
             }
+            unsafe extern "C" fn estimate(
+                instance: *mut $crate::abi::ExdInstance,
+                _context: *mut $crate::abi::ExdContext,
+                request: *const $crate::abi::ExdExplainRequest,
+                out_cost: *mut $crate::abi::ExdCost,
+            ) -> *mut $crate::abi::ExdError {
+                unsafe { p::estimate::<$ty>(&HOST, instance, request, out_cost) }
+            }
             fn make() -> ::std::boxed::Box<p::Statics> {
-                p::build_statics(<$ty as $crate::Explainer>::info(), Some(create), Some(destroy), Some(explain))
+                p::build_statics(<$ty as $crate::Explainer>::info(), Some(create), Some(destroy), Some(explain), Some(estimate))
             }
 
             #[unsafe(no_mangle)]
@@ -938,4 +1082,3 @@ macro_rules! export_plugin {
         };
     };
 }
-

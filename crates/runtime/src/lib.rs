@@ -10,8 +10,8 @@
 //! - [`ModelRepository`] maps `models/<name>/<version>/` to loaded models and reloads them on
 //!   request; requests can only name models, never paths.
 
-pub mod npy;
 mod model;
+pub mod npy;
 mod repository;
 mod resident;
 

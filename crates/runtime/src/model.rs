@@ -173,8 +173,9 @@ impl Model {
 
         let config_path = dir.join("config.toml");
         let config: ModelConfig = match std::fs::read_to_string(&config_path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| ModelError::Config { path: config_path.clone(), message: e.to_string() })?,
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| ModelError::Config { path: config_path.clone(), message: e.to_string() })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelConfig::default(),
             Err(source) => return Err(ModelError::Io { path: config_path, source }),
         };
@@ -256,8 +257,7 @@ impl Model {
         let mut start = 0;
         loop {
             let end = (start + self.max_batch_rows).min(rows);
-            let slice: Vec<Input> =
-                inputs.iter().map(|a| Input::Host(a.slice_axis(Axis(0), (start..end).into()))).collect();
+            let slice: Vec<Input> = inputs.iter().map(|a| Input::Host(a.slice_axis(Axis(0), (start..end).into()))).collect();
             let began = Instant::now();
             let outputs = self.run_once(&slice)?;
             stats.add(RunStats { calls: 1, rows: (end - start) as u64, elapsed: began.elapsed() });

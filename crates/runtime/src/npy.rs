@@ -38,9 +38,7 @@ pub fn read_f32(bytes: &[u8]) -> Result<ArrayD<f32>, NpyError> {
         .get(start..start + header_len)
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| NpyError::Header("header is cut short or not text".into()))?;
-    let descr = dict_value(header, "descr")
-        .and_then(quoted)
-        .ok_or_else(|| NpyError::Header("no 'descr' string".into()))?;
+    let descr = dict_value(header, "descr").and_then(quoted).ok_or_else(|| NpyError::Header("no 'descr' string".into()))?;
     if dict_value(header, "fortran_order").map(|v| v.starts_with("True")).unwrap_or(false) {
         return Err(NpyError::FortranOrder);
     }

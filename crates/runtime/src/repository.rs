@@ -161,10 +161,10 @@ impl ModelRepository {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let entry = entry.map_err(io)?;
-            if entry.file_type().map_err(io)?.is_dir() {
-                if let Some(name) = entry.file_name().to_str().filter(|n| check_component("name", n).is_ok()) {
-                    names.push(name.to_string());
-                }
+            if entry.file_type().map_err(io)?.is_dir()
+                && let Some(name) = entry.file_name().to_str().filter(|n| check_component("name", n).is_ok())
+            {
+                names.push(name.to_string());
             }
         }
         names.sort();

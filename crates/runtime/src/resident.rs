@@ -51,10 +51,8 @@ impl std::fmt::Debug for Resident {
 impl Resident {
     /// Keeps `arrays` in host memory.
     pub fn host(arrays: Vec<ArrayD<f32>>) -> Resident {
-        let arrays: Vec<ArrayD<f32>> = arrays
-            .into_iter()
-            .map(|a| if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() })
-            .collect();
+        let arrays: Vec<ArrayD<f32>> =
+            arrays.into_iter().map(|a| if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() }).collect();
         let shapes = arrays.iter().map(|a| a.shape().to_vec()).collect();
         Resident { storage: Storage::Host(arrays), shapes }
     }

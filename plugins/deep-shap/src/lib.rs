@@ -6,8 +6,12 @@
 //! DeepLIFT graph, caches the background's activations, and does the averaging
 //! (`deep_shap`, ABI 1.1); this plugin chooses the seeds (one-hot per target), and reports the
 //! base values and the completeness residual of every (input, target).
+//!
+//! Cost: the host's `deep_shap` charges N·T·K rows (every seed against every background row);
+//! memory: the seeds and the host's results, all at once.
 
-use explaind_plugin_sdk::{Context, Error, Explainer, PluginInfo, Request, TensorView, export_plugin};
+use explaind_gradient_methods::{Ticker, sum_row_len};
+use explaind_plugin_sdk::{Context, Cost, Error, Explainer, PluginInfo, Request, TensorView, export_plugin};
 
 pub struct DeepShap;
 
@@ -28,6 +32,19 @@ impl Explainer for DeepShap {
         Ok(DeepShap)
     }
 
+    /// Rows: N·T·K (one `deep_shap` call, K background rows). Memory: the one-hot seeds
+    /// [N, T, R], the host's attributions [N, T, *row] and expected values [N, T], the sums
+    /// and the `completeness_residual` extra.
+    fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
+        let background =
+            request.background().ok_or_else(|| Error::failed_precondition("background: Deep SHAP needs a background set"))?;
+        let k = background.first().map_or(0, |b| b.rows()) as f64;
+        let pairs = (request.batch_size() * request.num_targets()) as f64;
+        let r = request.output_row_size() as f64;
+        let bytes = pairs * (4.0 * r + 4.0 * sum_row_len(request) + 4.0 + 8.0 + 4.0);
+        Ok(Cost::new(pairs * k, bytes))
+    }
+
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let (n, t, row) = (request.batch_size(), request.num_targets(), request.output_row_size());
         let seeds = request.one_hot_seeds();
@@ -35,12 +52,14 @@ impl Explainer for DeepShap {
         let (attributions, expected) = ctx.deep_shap(request.inputs(), TensorView::new(&seed_shape, &seeds))?;
 
         let mut sums = vec![0f64; n * t];
+        let mut ticker = Ticker::new(ctx);
         for (input, values) in attributions.iter().enumerate() {
             let values = values.data();
             let out = ctx.attributions(input)?;
             out.copy_from_slice(values);
             let len = values.len() / (n * t).max(1);
             for (k, sum) in sums.iter_mut().enumerate() {
+                ticker.tick(len + 1)?;
                 *sum += values[k * len..(k + 1) * len].iter().map(|&v| v as f64).sum::<f64>();
             }
         }
@@ -60,3 +79,26 @@ impl Explainer for DeepShap {
 }
 
 export_plugin!(DeepShap);
+
+#[cfg(test)]
+mod tests {
+    use explaind_plugin_sdk::testing::FakeRequest;
+
+    #[test]
+    fn every_parameter_is_bounded() {
+        explaind_plugin_sdk::plugin_under_test!().assert_every_parameter_is_bounded();
+    }
+
+    #[test]
+    fn estimate_charges_every_seed_against_every_background_row() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        // N = 3 rows of 5, T = 2 targets in an output row of 10, K = 100 background rows:
+        // 3·2·100 = 600 rows. Memory per (input, target): seed 4·10, attributions 4·5,
+        // expected 4, sum 8, residual 4 = 76 bytes, 6 pairs: 456.
+        let request = FakeRequest::zeros(&[3, 5], 2).output_row_size(10).background_rows(100);
+        let cost = plugin.estimate(&request).unwrap();
+        assert_eq!((cost.model_rows, cost.scratch_bytes, cost.driver), (600.0, 456.0, None));
+        let err = plugin.estimate(&FakeRequest::zeros(&[3, 5], 2)).unwrap_err();
+        assert_eq!(err.code, explaind_plugin_sdk::EXD_FAILED_PRECONDITION);
+    }
+}

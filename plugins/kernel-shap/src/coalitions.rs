@@ -3,8 +3,27 @@
 //! the budget covers all their coalitions at their share of the Shapley kernel weight; the rest
 //! of the budget is drawn at random (size from the leftover weight, then a uniform subset, with
 //! its complement), and a repeated draw adds weight to the row it repeats instead of a new row.
+//!
+//! [`build`] asks its cancellation closure every [`CHECK_EVERY`] coalitions or draws, and
+//! refuses budgets beyond [`MAX_BUDGET`] instead of sizing tables for them.
 
 use crate::rng::Rng;
+
+/// Coalitions (or draws) between two cancellation checks.
+pub const CHECK_EVERY: usize = 4096;
+
+/// The largest budget [`build`] takes: coalition indices are kept as u32, and 2^32 coalitions
+/// would be hundreds of gigabytes of masks anyway (the plugin's estimate refuses far sooner).
+pub const MAX_BUDGET: u64 = u32::MAX as u64 - 1;
+
+/// Why [`build`] produced no coalitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The cancellation closure said stop.
+    Cancelled,
+    /// The budget is over [`MAX_BUDGET`].
+    TooLarge,
+}
 
 /// Coalitions as bit sets over the M varying groups, `words` u64 per coalition.
 pub struct Coalitions {
@@ -21,6 +40,9 @@ pub struct Coalitions {
 impl Coalitions {
     pub fn len(&self) -> usize {
         self.weights.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
     }
     pub fn mask(&self, c: usize) -> &[u64] {
         &self.bits[c * self.words..(c + 1) * self.words]
@@ -64,8 +86,12 @@ pub fn size_weights(m: usize) -> Vec<f64> {
     w
 }
 
-/// Builds the coalitions for M ≥ 2 varying groups and a budget already capped at 2^M − 2.
-pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
+/// Builds the coalitions for M ≥ 2 varying groups and a budget already capped at 2^M − 2,
+/// asking `cancelled` every [`CHECK_EVERY`] coalitions enumerated or draws made.
+pub fn build(m: usize, budget: u64, rng: &mut Rng, cancelled: &dyn Fn() -> bool) -> Result<Coalitions, Stop> {
+    if budget > MAX_BUDGET {
+        return Err(Stop::TooLarge);
+    }
     let words = m.div_ceil(64);
     let mut out = Coalitions { m, words, bits: Vec::new(), weights: Vec::new(), enumerated: 0, full_sizes: 0 };
     let weight_vector = size_weights(m);
@@ -76,6 +102,8 @@ pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
 
     let mut left = budget as f64;
     let mut remaining = weight_vector.clone();
+    // Combinations enumerated and draws made, for the cancellation checks.
+    let mut work = 0usize;
     let mut combo = Vec::with_capacity(m);
     for size in 1..=num_sizes {
         let paired = size <= num_paired;
@@ -95,6 +123,10 @@ pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
         combo.clear();
         combo.extend(0..size);
         loop {
+            work += 1;
+            if work.is_multiple_of(CHECK_EVERY) && cancelled() {
+                return Err(Stop::Cancelled);
+            }
             set_bits(&mut mask, &combo);
             out.push(&mask, w);
             if paired {
@@ -110,7 +142,7 @@ pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
 
     let mut samples_left = budget.saturating_sub(out.len() as u64) as usize;
     if out.full_sizes == num_sizes || samples_left == 0 {
-        return out;
+        return Ok(out);
     }
     // Leftover sizes: paired sizes drawn once give two rows, so their weight is halved.
     let mut draw_weights: Vec<f64> = weight_vector.clone();
@@ -130,8 +162,12 @@ pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
     let mut perm: Vec<usize> = (0..m).collect();
     let first_sampled = out.len();
     // shap gives up after 4 draws per wanted row (the space may be almost exhausted).
-    let mut attempts = 4 * samples_left;
+    let mut attempts = samples_left.saturating_mul(4);
     while samples_left > 0 && attempts > 0 {
+        work += 1;
+        if work.is_multiple_of(CHECK_EVERY) && cancelled() {
+            return Err(Stop::Cancelled);
+        }
         attempts -= 1;
         let u = rng.uniform();
         let index = cumulative.iter().position(|&c| u < c).unwrap_or(cumulative.len() - 1);
@@ -167,7 +203,7 @@ pub fn build(m: usize, budget: u64, rng: &mut Rng) -> Coalitions {
     if sampled_total > 0.0 {
         out.weights[first_sampled..].iter_mut().for_each(|w| *w *= weight_left / sampled_total);
     }
-    out
+    Ok(out)
 }
 
 fn set_bits(mask: &mut [u64], members: &[usize]) {
@@ -264,7 +300,7 @@ mod tests {
     #[test]
     fn full_budget_enumerates_every_coalition_once() {
         for m in 2..=11 {
-            let c = build(m, max_coalitions(m), &mut Rng::new(0, 0));
+            let c = build(m, max_coalitions(m), &mut Rng::new(0, 0), &|| false).unwrap();
             assert_eq!(c.len() as u64, max_coalitions(m), "M = {m}");
             assert_eq!(c.enumerated, c.len());
             let mut seen: Vec<u64> = (0..c.len()).map(|i| c.mask(i)[0]).collect();
@@ -287,7 +323,7 @@ mod tests {
     fn enumeration_counts_match_shap_for_the_default_budget() {
         // M = 13, budget 2*13 + 2048 = 2074: sizes 1, 2, 3 (and complements) are enumerated:
         // 2*(13 + 78 + 286) = 754 rows; shap's rule stops at size 4 (2*715 rows too many).
-        let c = build(13, default_budget(13), &mut Rng::new(3, 0));
+        let c = build(13, default_budget(13), &mut Rng::new(3, 0), &|| false).unwrap();
         assert_eq!(c.full_sizes, 3);
         assert_eq!(c.enumerated, 754);
         assert_eq!(c.len(), 2074);
@@ -300,7 +336,7 @@ mod tests {
 
     #[test]
     fn sampled_pairs_are_complements_and_repeats_add_weight() {
-        let c = build(20, 300, &mut Rng::new(11, 0));
+        let c = build(20, 300, &mut Rng::new(11, 0), &|| false).unwrap();
         assert_eq!(c.len(), 300);
         let all = (1u64 << 20) - 1;
         let mut i = c.enumerated;
@@ -315,9 +351,46 @@ mod tests {
             }
         }
         // Wide masks (over 64 groups) work the same way.
-        let c = build(70, 500, &mut Rng::new(1, 0));
+        let c = build(70, 500, &mut Rng::new(1, 0), &|| false).unwrap();
         assert_eq!(c.words, 2);
         assert_eq!(c.len(), 500);
+    }
+
+    #[test]
+    fn building_stops_when_the_cancellation_closure_says_so() {
+        use std::cell::Cell;
+        let asked = Cell::new(0usize);
+        let after = |n: usize| {
+            let asked = &asked;
+            move || {
+                asked.set(asked.get() + 1);
+                asked.get() > n
+            }
+        };
+        // Sampling: M = 40, a budget of a million coalitions (sizes 1 and 2 enumerated, the
+        // rest drawn). Cancelled at the third question: at most 3·4096 coalitions were built.
+        let stop = after(2);
+        let started = std::time::Instant::now();
+        assert_eq!(build(40, 1_000_000, &mut Rng::new(0, 0), &stop).err(), Some(Stop::Cancelled));
+        assert_eq!(asked.get(), 3);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Enumeration: M = 24 with the full budget (every one of 2^24 − 2 coalitions).
+        asked.set(0);
+        let stop = after(0);
+        assert_eq!(build(24, max_coalitions(24), &mut Rng::new(0, 0), &stop).err(), Some(Stop::Cancelled));
+        assert_eq!(asked.get(), 1);
+        // Never cancelled, the same small budget completes and the closure was still asked.
+        asked.set(0);
+        let never = after(usize::MAX);
+        assert_eq!(build(40, 20_000, &mut Rng::new(0, 0), &never).unwrap().len(), 20_000);
+        assert!(asked.get() >= 2, "asked {} times", asked.get());
+    }
+
+    #[test]
+    fn budgets_past_the_index_width_are_refused_not_allocated() {
+        // 2^62 (what nsamples = 2^62 asked for with M = 64) used to size a table of 2^63 slots.
+        assert_eq!(build(64, 1 << 62, &mut Rng::new(0, 0), &|| false).err(), Some(Stop::TooLarge));
+        assert_eq!(build(64, u64::MAX, &mut Rng::new(0, 0), &|| false).err(), Some(Stop::TooLarge));
     }
 
     #[test]

@@ -53,10 +53,7 @@ impl Groups {
             )));
         }
         if let Some(bad) = mask.iter().position(|&g| g < 0) {
-            return Err(Error::invalid_argument(format!(
-                "parameters.mask[{bad}]: group ids must be >= 0, got {}",
-                mask[bad]
-            )));
+            return Err(Error::invalid_argument(format!("parameters.mask[{bad}]: group ids must be >= 0, got {}", mask[bad])));
         }
         let mut distinct: Vec<i64> = mask.to_vec();
         distinct.sort_unstable();

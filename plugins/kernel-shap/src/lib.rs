@@ -38,13 +38,97 @@ pub mod groups;
 pub mod rng;
 pub mod solve;
 
+use explaind_plugin_math::{CholeskyError, Pace};
 use explaind_plugin_sdk::{
-    Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
+    Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
 };
 use groups::Groups;
 use rng::Rng;
 
 pub struct KernelShap;
+
+/// Most coalitions a request may ask for: 2^40, far past any budget a model can evaluate, and
+/// far past 2^M − 2 for the M up to 40 where a client may ask for "everything" this way.
+pub const MAX_NSAMPLES: f64 = (1u64 << 40) as f64;
+
+/// Most rows per forward call the plugin builds.
+pub const MAX_BATCH_ROWS: usize = 1 << 20;
+
+/// Model rows and bytes of the host's default per-request budget, used only to tell which of
+/// the two a request strains more (for the driver the host names when it refuses).
+const DEFAULT_BUDGET: (f64, f64) = (20e6, 2.0 * (1u64 << 30) as f64);
+
+/// What a request asks for, checked: the estimate and the explanation read the same.
+struct Settings<'a> {
+    input: TensorView<'a>,
+    background: TensorView<'a>,
+    link: Link,
+    nsamples: Option<i64>,
+    seed: u64,
+    num_features: Option<i64>,
+    batch_rows: usize,
+    groups: Groups,
+}
+
+fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
+    if request.inputs().len() != 1 {
+        return Err(Error::invalid_argument(format!(
+            "inputs: kernel-shap explains models with one input; this model has {}",
+            request.inputs().len()
+        )));
+    }
+    let input = request.inputs()[0];
+    let background = request
+        .background()
+        .and_then(|b| b.first().copied())
+        .filter(|b| b.rows() > 0)
+        .ok_or_else(|| Error::failed_precondition("background: kernel-shap needs background rows"))?;
+    let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
+    let row_len = input.row_len();
+
+    let link = Link::parse(request.text("link")?.unwrap_or(""))?;
+    let nsamples = request.integer("nsamples")?;
+    if let Some(v) = nsamples.filter(|&v| v < 1 || v as f64 > MAX_NSAMPLES) {
+        return Err(Error::invalid_argument(format!("parameters.nsamples: the budget must be 1 to 2^40, got {v}")));
+    }
+    let seed = request.integer("seed")?.unwrap_or(0) as u64;
+    let num_features = request.integer("num_features")?;
+    if let Some(k) = num_features.filter(|&k| k < 1) {
+        return Err(Error::invalid_argument(format!("parameters.num_features: must be at least 1, got {k}")));
+    }
+    let batch_rows = match request.integer("batch_rows")?.unwrap_or(0) {
+        v if v < 0 || v as usize > MAX_BATCH_ROWS => {
+            return Err(Error::invalid_argument(format!("parameters.batch_rows: must be 0 to 2^20, got {v}")));
+        }
+        0 => request.max_batch_rows(),
+        v => v as usize,
+    };
+    let groups = match (request.integers("mask")?, request.integers("patch")?) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_argument("parameters.patch: give mask or patch, not both"));
+        }
+        (Some(mask), None) => Groups::from_mask(mask, row_len, &item_shape)?,
+        (None, Some(patch)) => Groups::from_patch(patch, &item_shape)?,
+        (None, None) => Groups::singletons(row_len),
+    };
+    Ok(Settings { input, background, link, nsamples, seed, num_features, batch_rows, groups })
+}
+
+/// Err(cancelled) when the request is cancelled, asked about once per stretch of work in the
+/// loops over groups, rows, targets and results (their lengths are the request's).
+fn pace_results(pace: &mut Pace<'_>, work: usize) -> Result<(), Error> {
+    if pace.stop(work) { Err(Error::cancelled()) } else { Ok(()) }
+}
+
+/// A coalition-building or regression failure as the plugin reports it.
+fn stopped(what: &str, e: CholeskyError) -> Error {
+    match e {
+        CholeskyError::Cancelled => Error::cancelled(),
+        other => Error::failed_precondition(format!(
+            "{what}: {other} (the model's outputs over the coalitions are not finite, or the budget is far too small)"
+        )),
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Link {
@@ -57,9 +141,7 @@ impl Link {
         match name {
             "identity" => Ok(Link::Identity),
             "logit" => Ok(Link::Logit),
-            other => Err(Error::invalid_argument(format!(
-                "parameters.link: expected \"identity\" or \"logit\", got {other:?}"
-            ))),
+            other => Err(Error::invalid_argument(format!("parameters.link: expected \"identity\" or \"logit\", got {other:?}"))),
         }
     }
     fn apply(self, v: f64) -> Result<f64, Error> {
@@ -72,8 +154,6 @@ impl Link {
         }
     }
 }
-
-
 
 /// One input's work: its varying groups and coalitions, and the summed outputs per coalition.
 struct Job {
@@ -99,16 +179,19 @@ impl Explainer for KernelShap {
                 "nsamples",
                 ParamKind::Integer,
                 ParamDefault::Optional,
-                "Coalitions to evaluate (the budget); default 2M + 2048, capped at 2^M - 2 (which \
-                 enumerates every coalition and gives exact Shapley values).",
+                "Coalitions to evaluate (the budget), 1 to 2^40; default 2M + 2048, capped at 2^M - 2 \
+                 (which enumerates every coalition and gives exact Shapley values).",
             )
+            .range(1.0, MAX_NSAMPLES)
             .param(
                 "link",
                 ParamKind::Text,
                 ParamDefault::Text("identity".into()),
                 "\"identity\" or \"logit\", applied after averaging over the background.",
             )
+            .max_len(32)
             .param("seed", ParamKind::Integer, ParamDefault::Integer(0), "Seed of the coalition sampling.")
+            .range(i64::MIN as f64, i64::MAX as f64)
             .param(
                 "mask",
                 ParamKind::Integers,
@@ -116,75 +199,73 @@ impl Explainer for KernelShap {
                 "Group id (>= 0) of every element of one input row, row-major: elements with the same \
                  id are switched together (column groups, superpixels).",
             )
+            .range(0.0, i64::MAX as f64)
+            .max_len(1 << 26)
             .param(
                 "patch",
                 ParamKind::Integers,
                 ParamDefault::Optional,
                 "Grid patches over the last axes, e.g. [2, 2] for an image: each patch (all channels) is one group.",
             )
+            .range(1.0, i32::MAX as f64)
+            .max_len(32)
             .param(
                 "num_features",
                 ParamKind::Integer,
                 ParamDefault::Optional,
                 "Keep only the k groups with the largest |value| of the full fit and refit; default: no selection.",
             )
+            .range(1.0, i32::MAX as f64)
             .param(
                 "batch_rows",
                 ParamKind::Integer,
                 ParamDefault::Integer(0),
-                "Rows per forward call the plugin builds (bounds its memory); 0: the server's max batch rows.",
+                "Rows per forward call the plugin builds (bounds its memory), 0 to 2^20; 0: the server's max batch rows.",
             )
+            .range(0.0, MAX_BATCH_ROWS as f64)
     }
 
     fn create() -> Result<Self, Error> {
         Ok(KernelShap)
     }
 
-    fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
-        if request.inputs().len() != 1 {
-            return Err(Error::invalid_argument(format!(
-                "inputs: kernel-shap explains models with one input; this model has {}",
-                request.inputs().len()
-            )));
-        }
-        let input = request.inputs()[0];
-        let background = request
-            .background()
-            .and_then(|b| b.first().copied())
-            .filter(|b| b.rows() > 0)
-            .ok_or_else(|| Error::failed_precondition("background: kernel-shap needs background rows"))?;
-        let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
-        let row_len = input.row_len();
+    /// Upper bounds, with every group taken to vary (M = G groups) and B = min(nsamples or
+    /// 2G + 2048, 2^G − 2) coalitions per input (none when G < 2):
+    /// - rows: K (E f over the background) + N·B·K (every coalition against every background row);
+    /// - memory: the coalitions of all N inputs (mask words, weight, T sums each), the tables of
+    ///   one build, a batch of rows, the regression's (7 + T)·(G − 1)² matrices of one input,
+    ///   and the per-group results.
+    fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
+        let s = settings(request)?;
+        let (n, t, r) = (request.batch_size() as f64, request.num_targets() as f64, request.output_row_size() as f64);
+        let (k, row, g) = (s.background.rows() as f64, s.input.row_len() as f64, s.groups.count() as f64);
+        let budget = if g < 2.0 { 0.0 } else { s.nsamples.map_or(2.0 * g + 2048.0, |v| v as f64).min(2f64.powf(g) - 2.0) };
+        let rows = k + n * budget * k;
+        let chunk = (s.batch_rows as f64).min(rows).max(1.0);
+        let words = (g / 64.0).ceil();
+        let coalitions = n * budget * (8.0 * words + 8.0 + 8.0 * t) + budget * (8.0 * words + 8.0 + 16.0) + 8.0 * g;
+        let batch = chunk * (4.0 * row + 16.0 + 4.0 * r) + 8.0 * row;
+        let p = (g - 1.0).max(0.0);
+        // The regression's matrices: 7 of (G − 1)² for the groups alone, one per target more.
+        let groups_only = 8.0 * 7.0 * p * p;
+        let regression = groups_only + 8.0 * t * p * p + 8.0 * t * budget;
+        let fixed = 8.0 * r + 24.0 * row + 16.0 * n * t * (g + 1.0);
+        let bytes = coalitions + batch + regression + fixed;
+        let cost = Cost::new(rows, bytes);
+        let rows_strain = rows / DEFAULT_BUDGET.0;
+        let bytes_strain = bytes / DEFAULT_BUDGET.1;
+        let groups_param = if request.integers("mask")?.is_some() { "mask" } else { "patch" };
+        Ok(if bytes_strain > rows_strain && groups_only > bytes / 2.0 {
+            cost.driven_by(groups_param)
+        } else {
+            // The budget is the knob for the rows, set or defaulted (it grows with the groups).
+            cost.driven_by("nsamples")
+        })
+    }
 
-        let link = Link::parse(request.text("link")?.unwrap_or(""))?;
-        let nsamples = request.integer("nsamples")?;
-        if let Some(v) = nsamples {
-            if v < 1 {
-                return Err(Error::invalid_argument(format!(
-                    "parameters.nsamples: the budget must be at least 1, got {v}"
-                )));
-            }
-        }
-        let seed = request.integer("seed")?.unwrap_or(0) as u64;
-        let num_features = request.integer("num_features")?;
-        if let Some(k) = num_features {
-            if k < 1 {
-                return Err(Error::invalid_argument(format!("parameters.num_features: must be at least 1, got {k}")));
-            }
-        }
-        let batch_rows = match request.integer("batch_rows")?.unwrap_or(0) {
-            v if v < 0 => return Err(Error::invalid_argument(format!("parameters.batch_rows: must be >= 0, got {v}"))),
-            0 => request.max_batch_rows(),
-            v => v as usize,
-        };
-        let groups = match (request.integers("mask")?, request.integers("patch")?) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid_argument("parameters.patch: give mask or patch, not both"));
-            }
-            (Some(mask), None) => Groups::from_mask(mask, row_len, &item_shape)?,
-            (None, Some(patch)) => Groups::from_patch(patch, &item_shape)?,
-            (None, None) => Groups::singletons(row_len),
-        };
+    fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
+        let Settings { input, background, link, nsamples, seed, num_features, batch_rows, groups } = settings(request)?;
+        let row_len = input.row_len();
         let g_count = groups.count();
 
         let (n_inputs, n_targets, out_row) = (request.batch_size(), request.num_targets(), request.output_row_size());
@@ -198,10 +279,8 @@ impl Explainer for KernelShap {
             ctx.check_cancelled()?;
             let rows = batch_rows.min(k_rows - first);
             batch_shape[0] = rows as i64;
-            let out = ctx.forward(&[TensorView::new(
-                &batch_shape,
-                &background.data[first * row_len..(first + rows) * row_len],
-            )])?;
+            let out =
+                ctx.forward(&[TensorView::new(&batch_shape, &background.data[first * row_len..(first + rows) * row_len])])?;
             for (i, v) in out.data().iter().enumerate() {
                 fnull[i % out_row] += *v as f64;
             }
@@ -210,27 +289,46 @@ impl Explainer for KernelShap {
         fnull.iter_mut().for_each(|v| *v /= k_rows as f64);
 
         // Coalitions per input (the varying groups depend on x).
+        let cancelled = || ctx.is_cancelled();
+        let mut pace = Pace::new(&cancelled);
         let mut jobs = Vec::with_capacity(n_inputs);
         for n in 0..n_inputs {
             let x = input.row(n);
-            let varying: Vec<usize> = (0..g_count)
-                .filter(|&g| groups.members(g).iter().any(|&e| (0..k_rows).any(|k| background.row(k)[e] != x[e])))
-                .collect();
+            let mut varying = Vec::new();
+            for g in 0..g_count {
+                pace_results(&mut pace, groups.members(g).len() * k_rows)?;
+                if groups.members(g).iter().any(|&e| (0..k_rows).any(|k| background.row(k)[e] != x[e])) {
+                    varying.push(g);
+                }
+            }
             let m = varying.len();
             let coalitions = if m >= 2 {
-                let budget =
-                    nsamples.map_or(coalitions::default_budget(m), |v| v as u64).min(coalitions::max_coalitions(m));
-                Some(coalitions::build(m, budget, &mut Rng::new(seed, n as u64)))
+                let budget = nsamples.map_or(coalitions::default_budget(m), |v| v as u64).min(coalitions::max_coalitions(m));
+                let built = coalitions::build(m, budget, &mut Rng::new(seed, n as u64), &cancelled);
+                Some(built.map_err(|e| match e {
+                    coalitions::Stop::Cancelled => Error::cancelled(),
+                    coalitions::Stop::TooLarge => Error::invalid_argument(format!(
+                        "parameters.nsamples: {budget} coalitions for input {n} is more than this plugin can index"
+                    )),
+                })?)
             } else {
                 None
             };
             let count = coalitions.as_ref().map_or(0, |c| c.len());
-            jobs.push(Job { varying, coalitions, sums: vec![0.0; count * n_targets] });
+            let sums = count
+                .checked_mul(n_targets)
+                .ok_or_else(|| Error::invalid_argument("parameters.nsamples: too many coalitions"))?;
+            jobs.push(Job { varying, coalitions, sums: vec![0.0; sums] });
         }
 
         // Every (input, coalition, background row) is one model row; rows of different inputs
         // share batches. A cursor walks them so filling a batch allocates nothing.
-        let total_rows: usize = jobs.iter().map(|j| j.sums.len() / n_targets.max(1) * k_rows).sum();
+        let total_rows = jobs
+            .iter()
+            .try_fold(0usize, |acc, j| {
+                j.coalitions.as_ref().map_or(0, |c| c.len()).checked_mul(k_rows).and_then(|r| acc.checked_add(r))
+            })
+            .ok_or_else(|| Error::invalid_argument("parameters.nsamples: coalitions x background rows overflow"))?;
         let chunk = batch_rows.min(total_rows).max(1);
         let mut batch = vec![0f32; chunk * row_len];
         let mut owners = vec![(0usize, 0usize); chunk];
@@ -241,6 +339,7 @@ impl Explainer for KernelShap {
             ctx.check_cancelled()?;
             let rows = chunk.min(total_rows - done);
             for r in 0..rows {
+                pace_results(&mut pace, row_len)?;
                 while jobs[cursor.0].coalitions.as_ref().is_none_or(|c| cursor.1 >= c.len()) {
                     cursor = (cursor.0 + 1, 0, 0);
                 }
@@ -288,6 +387,7 @@ impl Explainer for KernelShap {
         let mut residual = vec![0f64; n_inputs * n_targets];
         let mut regularized = false;
         for (n, job) in jobs.iter().enumerate() {
+            ctx.check_cancelled()?;
             let m = job.varying.len();
             let targets = request.targets(n);
             // Per target: link(E f), link(f(x)) − link(E f), and the regression's y.
@@ -308,6 +408,7 @@ impl Explainer for KernelShap {
             };
             let mut ys = vec![0f64; n_targets * co.len()];
             for t in 0..n_targets {
+                pace_results(&mut pace, co.len())?;
                 let e_f = base[n * n_targets + t];
                 for c in 0..co.len() {
                     ys[t * co.len() + c] = link.apply(job.sums[c * n_targets + t] / k_rows as f64)? - e_f;
@@ -318,9 +419,12 @@ impl Explainer for KernelShap {
             let all: Vec<usize> = (0..m).collect();
             let design = solve::Design { z: &z, rows: co.len(), weights: &co.weights, active: &all };
             let y_refs: Vec<&[f64]> = (0..n_targets).map(y_of).collect();
-            let full = solve::fit(&design, &y_refs, &totals, co.enumerated);
+            let full = solve::fit(&design, &y_refs, &totals, co.enumerated, &cancelled).map_err(|e| stopped("regression", e))?;
             regularized |= full.jitter > 0.0;
-            for t in 0..n_targets {
+            // A refit on `keep` groups costs about coalitions × keep² multiply-adds.
+            let refit_work = num_features.map_or(0, |keep| (keep as usize).min(m).pow(2) * (co.len() + keep as usize));
+            for (t, &total) in totals.iter().enumerate() {
+                pace_results(&mut pace, 4 * m + refit_work)?;
                 let k = n * n_targets + t;
                 let (mut phi, mut se, mut active) = (full.phi[t].clone(), full.se[t].clone(), all.clone());
                 if let Some(keep) = num_features.map(|v| v as usize).filter(|&v| v < m) {
@@ -329,11 +433,12 @@ impl Explainer for KernelShap {
                     active = order[..keep].to_vec();
                     active.sort_unstable();
                     if active.len() == 1 {
-                        phi = ndarray::Array1::from_elem(1, totals[t]);
+                        phi = ndarray::Array1::from_elem(1, total);
                         se = ndarray::Array1::zeros(1);
                     } else {
                         let design = solve::Design { z: &z, rows: co.len(), weights: &co.weights, active: &active };
-                        let refit = solve::fit(&design, &[y_of(t)], &[totals[t]], co.enumerated);
+                        let refit = solve::fit(&design, &[y_of(t)], &[total], co.enumerated, &cancelled)
+                            .map_err(|e| stopped("parameters.num_features: the refit", e))?;
                         regularized |= refit.jitter > 0.0;
                         (phi, se) = (refit.phi[0].clone(), refit.se[0].clone());
                     }
@@ -345,6 +450,7 @@ impl Explainer for KernelShap {
             }
         }
         for (k, r) in residual.iter_mut().enumerate() {
+            pace_results(&mut pace, g_count)?;
             let n = k / n_targets;
             let total = request.outputs().row(n)[request.targets(n)[k % n_targets] as usize] as f64;
             *r = group_values[k * g_count..(k + 1) * g_count].iter().sum::<f64>() - (link.apply(total)? - base[k]);
@@ -352,6 +458,7 @@ impl Explainer for KernelShap {
 
         let attributions = ctx.attributions(0)?;
         for (k, out) in attributions.chunks_exact_mut(row_len).enumerate() {
+            pace_results(&mut pace, row_len)?;
             for (e, v) in out.iter_mut().enumerate() {
                 let g = groups.of_element[e];
                 *v = (group_values[k * g_count + g] / groups.members(g).len() as f64) as f32;
@@ -367,9 +474,7 @@ impl Explainer for KernelShap {
         for (o, v) in ctx.extra("standard_errors", &nt_g)?.iter_mut().zip(&standard_errors) {
             *o = *v as f32;
         }
-        for (o, v) in
-            ctx.extra("completeness_residual", &[n_inputs as i64, n_targets as i64])?.iter_mut().zip(&residual)
-        {
+        for (o, v) in ctx.extra("completeness_residual", &[n_inputs as i64, n_targets as i64])?.iter_mut().zip(&residual) {
             *o = *v as f32;
         }
         for (o, &g) in ctx.extra("groups", &input.shape[1..])?.iter_mut().zip(&groups.of_element) {
@@ -389,3 +494,72 @@ impl Explainer for KernelShap {
 }
 
 export_plugin!(KernelShap);
+
+#[cfg(test)]
+mod tests {
+    use explaind_plugin_sdk::testing::{FakeRequest, Value};
+
+    #[test]
+    fn every_parameter_is_bounded() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        plugin.assert_every_parameter_is_bounded();
+        assert_eq!(plugin.param("nsamples").range, (1.0, (1u64 << 40) as f64));
+    }
+
+    #[test]
+    fn estimate_counts_every_coalition_against_every_background_row() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        // N = 2 rows of 4 features (G = 4), T = 1, K = 3 background rows. Default budget:
+        // min(2·4 + 2048, 2^4 − 2) = 14 coalitions per input. Rows: 3 (E f) + 2·14·3 = 87.
+        // Memory: coalitions 2·14·(8 + 8 + 8) + one build 14·(8 + 8 + 16) + 8·4 = 1152;
+        // a batch of min(64, 87) rows of 4·4 + 16 + 4·1 = 2304, + 8·4 = 2336; regression
+        // 8·(7 + 1)·3² + 8·14 = 688; fixed 8·1 + 24·4 + 16·2·1·5 = 264. Total 4440.
+        let request = FakeRequest::zeros(&[2, 4], 1).background_rows(3);
+        let cost = plugin.estimate(&request).unwrap();
+        assert_eq!((cost.model_rows, cost.scratch_bytes), (87.0, 4440.0));
+        assert_eq!(cost.driver.as_deref(), Some("nsamples"), "the budget's knob, even when defaulted");
+        // nsamples = 10: 3 + 2·10·3 = 63 rows, driven by nsamples.
+        let cost = plugin.estimate(&request.param("nsamples", Value::Integer(10))).unwrap();
+        assert_eq!(cost.model_rows, 63.0);
+        assert_eq!(cost.driver.as_deref(), Some("nsamples"));
+    }
+
+    #[test]
+    fn huge_budgets_give_huge_estimates_or_refusals_never_a_panic() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        // 64 features: 2^64 − 2 coalitions exist, so nsamples = 2^40 is taken at its word:
+        // 100 + 1·2^40·100 rows.
+        let wide = FakeRequest::zeros(&[1, 64], 1).background_rows(100);
+        let cost = plugin.estimate(&wide.param("nsamples", Value::Integer(1 << 40))).unwrap();
+        assert_eq!(cost.model_rows, 100.0 + (1u64 << 40) as f64 * 100.0);
+        assert!(cost.model_rows > 1e12 && cost.scratch_bytes > 1e12);
+        // 13 features: 10^12 is capped at every coalition, 2^13 − 2 = 8190: cheap and exact.
+        let narrow = FakeRequest::zeros(&[1, 13], 1).background_rows(100).param("nsamples", Value::Integer(1_000_000_000_000));
+        assert_eq!(plugin.estimate(&narrow).unwrap().model_rows, 100.0 + 8190.0 * 100.0);
+        // Past the range: refused, naming the parameter.
+        for v in [i64::MAX, 1 << 62, 0] {
+            let err = plugin
+                .estimate(&FakeRequest::zeros(&[1, 64], 1).background_rows(1).param("nsamples", Value::Integer(v)))
+                .unwrap_err();
+            assert!(err.message.starts_with("parameters.nsamples:"), "{}", err.message);
+        }
+        // 4096 singleton features: the regression's matrices, not the model rows, are the cost.
+        let cost = plugin.estimate(&FakeRequest::zeros(&[1, 4096], 1).background_rows(1)).unwrap();
+        assert!(cost.scratch_bytes > 1e9, "{}", cost.scratch_bytes);
+        assert_eq!(cost.driver.as_deref(), Some("patch"));
+    }
+
+    #[test]
+    fn estimate_refuses_what_explain_would() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        let err = plugin.estimate(&FakeRequest::zeros(&[2, 4], 1)).unwrap_err();
+        assert_eq!(err.code, explaind_plugin_sdk::EXD_FAILED_PRECONDITION);
+        let both = FakeRequest::zeros(&[2, 4], 1)
+            .background_rows(2)
+            .param("mask", Value::Integers(vec![0, 0, 1, 1]))
+            .param("patch", Value::Integers(vec![2]));
+        assert!(plugin.estimate(&both).unwrap_err().message.starts_with("parameters.patch:"));
+        let batch = FakeRequest::zeros(&[2, 4], 1).background_rows(2).param("batch_rows", Value::Integer(1 << 40));
+        assert!(plugin.estimate(&batch).unwrap_err().message.starts_with("parameters.batch_rows:"));
+    }
+}

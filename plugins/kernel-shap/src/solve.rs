@@ -1,9 +1,15 @@
 //! The Kernel SHAP regression: weighted least squares without intercept, with the efficiency
 //! constraint Σφ = total enforced exactly by eliminating the last feature (shap's `solve`),
 //! through a hand-written Cholesky factorisation of the (M−1)×(M−1) normal equations.
+//!
+//! [`fit`] asks its cancellation closure as it goes (see [`Pace`]), and its factorisation
+//! gives up rather than loop when the normal equations cannot be factored.
 
-use explaind_plugin_math::{cholesky, cholesky_solve};
-use ndarray::{Array1, Array2};
+use explaind_plugin_math::{CholeskyError, Pace, cholesky, cholesky_solve};
+use ndarray::{Array1, Array2, s};
+
+/// Rows of A⁻¹ per block of the sandwich product (a cancellation check between blocks).
+const BLOCK: usize = 64;
 
 /// The design of one explanation: the 0/1 coalition matrix restricted to the `active`
 /// features, with the last active feature eliminated. `x_row` fills row c of X:
@@ -42,19 +48,27 @@ pub struct Fit {
 /// The standard errors are the sandwich (HC0) estimate over the *sampled* rows only
 /// (`sampled_from` on): enumerated coalitions are not random, so a budget that enumerates
 /// everything has zero sampling error.
+///
+/// Fails with [`CholeskyError::Cancelled`] when `cancelled` says stop, and with the other
+/// errors when the normal equations have non-finite entries or cannot be factored.
+#[allow(clippy::needless_range_loop)] // rows c index every target's y and the design alike
 pub fn fit<Z: Fn(usize, usize) -> bool>(
     design: &Design<'_, Z>,
     ys: &[&[f64]],
     totals: &[f64],
     sampled_from: usize,
-) -> Fit {
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Fit, CholeskyError> {
     let p = design.active.len() - 1;
     let targets = ys.len();
+    let mut pace = Pace::new(cancelled);
+    let mut stop = |work: usize| if pace.stop(work) { Err(CholeskyError::Cancelled) } else { Ok(()) };
     // Lower triangles accumulate in flat buffers: the inner loops are plain slice zips.
     let mut lower = vec![0.0; p * p];
     let mut beta = vec![0.0; targets * p];
     let mut x = vec![0.0; p];
     for c in 0..design.rows {
+        stop(p * p / 2 + targets * p + 1)?;
         let z_last = design.x_row(c, &mut x);
         let w = design.weights[c];
         for i in 0..p {
@@ -73,9 +87,10 @@ pub fn fit<Z: Fn(usize, usize) -> bool>(
         }
     }
     let a = symmetric(&lower, p);
-    let (l, jitter) = cholesky(&a);
+    let (l, jitter) = cholesky(&a, cancelled)?;
     let mut phi = Vec::with_capacity(targets);
     for t in 0..targets {
+        stop(p * p + 1)?;
         let b = &mut beta[t * p..(t + 1) * p];
         cholesky_solve(&l, b);
         let mut values = Array1::<f64>::zeros(p + 1);
@@ -90,6 +105,7 @@ pub fn fit<Z: Fn(usize, usize) -> bool>(
     let mut meats = vec![0.0; targets * p * p];
     let mut any = vec![false; targets];
     for c in sampled_from..design.rows {
+        stop(targets * (p * p / 2 + p) + 1)?;
         let z_last = design.x_row(c, &mut x);
         for t in 0..targets {
             let fitted: f64 = x.iter().zip(&beta[t * p..(t + 1) * p]).map(|(a, b)| a * b).sum();
@@ -115,25 +131,33 @@ pub fn fit<Z: Fn(usize, usize) -> bool>(
         let mut inv = Array2::<f64>::zeros((p, p));
         let mut col = vec![0.0; p];
         for j in 0..p {
+            stop(p * p + 1)?;
             col.iter_mut().enumerate().for_each(|(i, v)| *v = if i == j { 1.0 } else { 0.0 });
             cholesky_solve(&l, &mut col);
             for i in 0..p {
                 inv[[i, j]] = col[i];
             }
         }
+        // Only diag(V) and Σ V are needed: V's rows come BLOCK at a time, as
+        // (A⁻¹ S)[rows] · A⁻¹, so the O(p³) product can stop between blocks.
+        let ones_through_inv: Array1<f64> = inv.sum_axis(ndarray::Axis(1));
         for t in (0..targets).filter(|&t| any[t]) {
-            let v = inv.dot(&symmetric(&meats[t * p * p..(t + 1) * p * p], p)).dot(&inv);
+            let meat = symmetric(&meats[t * p * p..(t + 1) * p * p], p);
             let mut var_last = 0.0;
-            for i in 0..p {
-                se[t][i] = v[[i, i]].max(0.0).sqrt();
-                for j in 0..p {
-                    var_last += v[[i, j]];
+            for first in (0..p).step_by(BLOCK) {
+                let last = (first + BLOCK).min(p);
+                stop(2 * (last - first) * p * p + 1)?;
+                let w = inv.slice(s![first..last, ..]).dot(&meat);
+                for (r, i) in (first..last).enumerate() {
+                    let row = w.row(r);
+                    se[t][i] = row.dot(&inv.column(i)).max(0.0).sqrt();
+                    var_last += row.dot(&ones_through_inv);
                 }
             }
             se[t][p] = var_last.max(0.0).sqrt();
         }
     }
-    Fit { phi, se, jitter }
+    Ok(Fit { phi, se, jitter })
 }
 
 fn symmetric(lower: &[f64], p: usize) -> Array2<f64> {
@@ -147,7 +171,7 @@ mod tests {
     #[test]
     fn cholesky_solves_a_known_system() {
         let a = ndarray::arr2(&[[4.0, 2.0, 0.6], [2.0, 5.0, 1.0], [0.6, 1.0, 3.0]]);
-        let (l, jitter) = cholesky(&a);
+        let (l, jitter) = cholesky(&a, &|| false).unwrap();
         assert_eq!(jitter, 0.0);
         let want = [1.0, -2.0, 0.5];
         let mut b: Vec<f64> = (0..3).map(|i| (0..3).map(|j| a[[i, j]] * want[j]).sum()).collect();
@@ -160,7 +184,7 @@ mod tests {
     #[test]
     fn singular_systems_get_a_small_ridge_instead_of_failing() {
         let a = ndarray::arr2(&[[1.0, 1.0], [1.0, 1.0]]);
-        let (l, jitter) = cholesky(&a);
+        let (l, jitter) = cholesky(&a, &|| false).unwrap();
         assert!(jitter > 0.0 && jitter < 1e-6);
         let mut b = vec![2.0, 2.0];
         cholesky_solve(&l, &mut b);
@@ -179,7 +203,7 @@ mod tests {
         let active: Vec<usize> = (0..5).collect();
         let d = Design { z: &z, rows: masks.len(), weights: &weights, active: &active };
         let total: f64 = a.iter().sum();
-        let f = fit(&d, &[&y], &[total], 4);
+        let f = fit(&d, &[&y], &[total], 4, &|| false).unwrap();
         let (phi, se) = (&f.phi[0], &f.se[0]);
         for j in 0..5 {
             assert!((phi[j] - a[j]).abs() < 1e-12, "{phi:?}");
@@ -201,10 +225,10 @@ mod tests {
         let total = 3.0;
         // A second target fitted alongside must not change the first.
         let other: Vec<f64> = y.iter().map(|v| v * 2.0 - 1.0).collect();
-        let f = fit(&d, &[&y, &other], &[total, -1.0], masks.len());
+        let f = fit(&d, &[&y, &other], &[total, -1.0], masks.len(), &|| false).unwrap();
         let phi = &f.phi[0];
         assert!((f.phi[1].sum() + 1.0).abs() < 1e-12);
-        assert_eq!(fit(&d, &[&y], &[total], masks.len()).phi[0], *phi);
+        assert_eq!(fit(&d, &[&y], &[total], masks.len(), &|| false).unwrap().phi[0], *phi);
         assert!((phi.sum() - total).abs() < 1e-12);
         let loss = |p: &[f64]| -> f64 {
             (0..masks.len())
@@ -226,5 +250,90 @@ mod tests {
                 assert!(loss(&p) > best);
             }
         }
+    }
+
+    /// The sandwich errors computed a block of rows at a time equal the full product's.
+    #[test]
+    fn standard_errors_match_the_full_sandwich_product() {
+        let m = 80; // p = 79: two blocks of 64 rows
+        // Pseudo-random 0/1 rows: a well-conditioned design (no ridge), so both ways agree
+        // to rounding.
+        let bit = |c: usize, j: usize| {
+            let h = (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+            h.wrapping_mul(0x1656_67B1_9E37_79F9) >> 63 == 1
+        };
+        let masks: Vec<Vec<bool>> = (0..400).map(|c| (0..m).map(|j| bit(c, j)).collect()).collect();
+        let weights: Vec<f64> = (0..400).map(|c| 1.0 + (c % 7) as f64 * 0.1).collect();
+        let y: Vec<f64> =
+            (0..400).map(|c| (c as f64 * 0.37).sin() + masks[c].iter().filter(|&&b| b).count() as f64 * 0.05).collect();
+        let z = |c: usize, j: usize| masks[c][j];
+        let active: Vec<usize> = (0..m).collect();
+        let d = Design { z: &z, rows: 400, weights: &weights, active: &active };
+        let f = fit(&d, &[&y], &[1.0], 0, &|| false).unwrap();
+        assert_eq!(f.jitter, 0.0);
+        // The same quantities from V = A⁻¹ S A⁻¹ built in full.
+        let p = m - 1;
+        let (mut a, mut meat) = (Array2::<f64>::zeros((p, p)), Array2::<f64>::zeros((p, p)));
+        let mut x = vec![0.0; p];
+        let mut b = vec![0.0; p];
+        for c in 0..400 {
+            let z_last = d.x_row(c, &mut x);
+            for i in 0..p {
+                b[i] += weights[c] * (y[c] - z_last) * x[i];
+                for j in 0..p {
+                    a[[i, j]] += weights[c] * x[i] * x[j];
+                }
+            }
+        }
+        let (l, _) = cholesky(&a, &|| false).unwrap();
+        let mut beta = b.clone();
+        cholesky_solve(&l, &mut beta);
+        for c in 0..400 {
+            let z_last = d.x_row(c, &mut x);
+            let g = weights[c] * (y[c] - z_last - x.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>());
+            for i in 0..p {
+                for j in 0..p {
+                    meat[[i, j]] += g * g * x[i] * x[j];
+                }
+            }
+        }
+        let mut inv = Array2::<f64>::zeros((p, p));
+        for j in 0..p {
+            let mut col: Vec<f64> = (0..p).map(|i| if i == j { 1.0 } else { 0.0 }).collect();
+            cholesky_solve(&l, &mut col);
+            for i in 0..p {
+                inv[[i, j]] = col[i];
+            }
+        }
+        let v = inv.dot(&meat).dot(&inv);
+        for i in 0..p {
+            assert!(
+                (f.se[0][i] - v[[i, i]].max(0.0).sqrt()).abs() < 1e-9 * (1.0 + f.se[0][i]),
+                "se[{i}]: {} vs {} (jitter {})",
+                f.se[0][i],
+                v[[i, i]].max(0.0).sqrt(),
+                f.jitter
+            );
+        }
+        assert!((f.se[0][p] - v.sum().max(0.0).sqrt()).abs() < 1e-9 * (1.0 + f.se[0][p]));
+        assert!(f.se[0].iter().any(|&e| e > 0.0), "a noisy fit has errors");
+    }
+
+    #[test]
+    fn a_fit_stops_when_cancelled() {
+        let m = 300;
+        let masks: Vec<Vec<bool>> = (0..2000).map(|c| (0..m).map(|j| (c * 31 + j * 17 + c * j) % 3 == 0).collect()).collect();
+        let weights = vec![1.0; 2000];
+        let y: Vec<f64> = (0..2000).map(|c| c as f64).collect();
+        let z = |c: usize, j: usize| masks[c][j];
+        let active: Vec<usize> = (0..m).collect();
+        let d = Design { z: &z, rows: 2000, weights: &weights, active: &active };
+        let asked = std::cell::Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            true
+        };
+        assert_eq!(fit(&d, &[&y], &[0.0], 0, &stop).err(), Some(CholeskyError::Cancelled));
+        assert_eq!(asked.get(), 1, "stopped at the first question");
     }
 }

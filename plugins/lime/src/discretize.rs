@@ -49,16 +49,14 @@ impl Feature {
             sums[b] += v;
             counts[b] += 1;
         }
-        let means: Vec<f64> =
-            (0..bins).map(|b| if counts[b] == 0 { 0.0 } else { sums[b] / counts[b] as f64 }).collect();
+        let means: Vec<f64> = (0..bins).map(|b| if counts[b] == 0 { 0.0 } else { sums[b] / counts[b] as f64 }).collect();
         let mut squares = vec![0f64; bins];
         for &v in column {
             let b = bin_of(&edges, v);
             squares[b] += (v - means[b]).powi(2);
         }
-        let stds: Vec<f64> = (0..bins)
-            .map(|b| if counts[b] == 0 { 0.0 } else { (squares[b] / counts[b] as f64).sqrt() } + 1e-11)
-            .collect();
+        let stds: Vec<f64> =
+            (0..bins).map(|b| if counts[b] == 0 { 0.0 } else { (squares[b] / counts[b] as f64).sqrt() } + 1e-11).collect();
         let frequencies: Vec<f64> = counts.iter().map(|&c| c as f64 / column.len() as f64).collect();
         let mut acc = 0.0;
         let cumulative = frequencies
@@ -72,9 +70,8 @@ impl Feature {
         mins.extend(&edges);
         let mut maxs = edges.clone();
         maxs.push(*sorted.last().unwrap());
-        let samplers = (0..bins)
-            .map(|b| (mins[b] != maxs[b]).then(|| TruncatedNormal::new(means[b], stds[b], mins[b], maxs[b])))
-            .collect();
+        let samplers =
+            (0..bins).map(|b| (mins[b] != maxs[b]).then(|| TruncatedNormal::new(means[b], stds[b], mins[b], maxs[b]))).collect();
         Feature { quartiles, edges, means, stds, frequencies, cumulative, mins, maxs, samplers }
     }
 

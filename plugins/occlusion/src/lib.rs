@@ -7,11 +7,40 @@
 //! the mean, over every window covering it, of `f(x)[t] - f(x_occluded)[t]`.
 //!
 //! The occluded rows of all inputs go to the host's `forward` in chunks of `max_batch_rows`
-//! rows, so a request costs `ceil(inputs × windows / max_batch_rows)` model calls.
+//! rows, so a request costs `ceil(inputs × windows / max_batch_rows)` model calls and
+//! inputs × windows model rows.
 
 use explaind_plugin_sdk::{
-    Context, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
+    Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
 };
+
+/// Baseline values are kept within ±1e30, far inside float32.
+pub const MAX_BASELINE: f64 = 1e30;
+
+/// Elements of work (copied, summed, averaged) between two cancellation checks.
+const CHECK_ELEMENTS: usize = 1 << 16;
+
+/// The request's one input and its window grid, or the error explain would give.
+fn grid<'a>(request: &Request<'a>) -> Result<(TensorView<'a>, WindowGrid), Error> {
+    if request.inputs().len() != 1 {
+        return Err(Error::new(
+            explaind_plugin_sdk::EXD_UNIMPLEMENTED,
+            format!("occlusion explains models with one input; this model has {}", request.inputs().len()),
+        ));
+    }
+    let input = request.inputs()[0];
+    let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
+    let windows = WindowGrid::new(&item_shape, request.integers("window")?.unwrap_or(&[]), request.integers("strides")?)?;
+    Ok((input, windows))
+}
+
+fn baseline(request: &Request<'_>) -> Result<f32, Error> {
+    let value = request.number("baseline")?;
+    if !(-MAX_BASELINE..=MAX_BASELINE).contains(&value) {
+        return Err(Error::invalid_argument(format!("parameters.baseline: must be within +-1e30, got {value}")));
+    }
+    Ok(value as f32)
+}
 
 #[derive(Default)]
 pub struct Occlusion;
@@ -30,47 +59,77 @@ impl Explainer for Occlusion {
                 ParamDefault::Required,
                 "Window shape, without the batch axis (one size per input axis).",
             )
+            .range(1.0, i32::MAX as f64)
+            .max_len(32)
             .param(
                 "strides",
                 ParamKind::Integers,
                 ParamDefault::Optional,
                 "Step between window starts per axis; default 1 on every axis.",
             )
-            .param("baseline", ParamKind::Number, ParamDefault::Number(0.0), "Value written into the window.")
+            .range(1.0, i32::MAX as f64)
+            .max_len(32)
+            .param("baseline", ParamKind::Number, ParamDefault::Number(0.0), "Value written into the window, within +-1e30.")
+            .range(-MAX_BASELINE, MAX_BASELINE)
     }
 
     fn create() -> Result<Self, Error> {
         Ok(Occlusion)
     }
 
+    /// Rows: N·W (W windows per input). Memory: the coverage count per element, one window's
+    /// element list, the per-(input, target) sums [N, T, row] in f64, one batch of occluded
+    /// rows and its outputs.
+    fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
+        let (input, windows) = grid(request)?;
+        baseline(request)?;
+        let (n, t, row) = (request.batch_size() as f64, request.num_targets() as f64, input.row_len() as f64);
+        let w = windows.counts.iter().map(|&c| c as f64).product::<f64>();
+        let volume = windows.window.iter().map(|&v| v as f64).product::<f64>();
+        let rows = n * w;
+        let chunk = (request.max_batch_rows() as f64).min(rows).max(1.0);
+        let bytes = 4.0 * row + 8.0 * volume + 8.0 * n * t * row + chunk * (4.0 * row + 4.0 * request.output_row_size() as f64);
+        let cost = Cost::new(rows, bytes);
+        Ok(if w < n {
+            cost
+        } else if request.integers("strides")?.is_some() {
+            cost.driven_by("strides")
+        } else {
+            cost.driven_by("window")
+        })
+    }
+
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
-        if request.inputs().len() != 1 {
-            return Err(Error::new(
-                explaind_plugin_sdk::EXD_UNIMPLEMENTED,
-                format!("occlusion explains models with one input; this model has {}", request.inputs().len()),
-            ));
-        }
-        let input = request.inputs()[0];
-        let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
-        let windows = WindowGrid::new(
-            &item_shape,
-            request.integers("window")?.unwrap_or(&[]),
-            request.integers("strides")?,
-        )?;
-        let baseline = request.number("baseline")? as f32;
+        let (input, windows) = grid(request)?;
+        let baseline = baseline(request)?;
 
         let n_inputs = request.batch_size();
         let n_targets = request.num_targets();
         let row_len = input.row_len();
         let out_row = request.output_row_size();
-        let total_rows = n_inputs * windows.count();
+        let total_rows = n_inputs
+            .checked_mul(windows.count())
+            .ok_or_else(|| Error::invalid_argument("parameters.window: inputs x windows overflow"))?;
         let chunk_rows = request.max_batch_rows().min(total_rows).max(1);
+
+        // Asks for cancellation about every CHECK_ELEMENTS elements of work: the loops below
+        // run over windows, rows, targets and elements, all of which the request sets.
+        let mut work = 0usize;
+        let mut tick = |elements: usize| -> Result<(), Error> {
+            work += elements;
+            if work < CHECK_ELEMENTS {
+                return Ok(());
+            }
+            work = 0;
+            ctx.check_cancelled()
+        };
 
         // How many windows cover each element: the same for every input.
         let mut coverage = vec![0u32; row_len];
         let mut window_elements = Vec::new();
         for w in 0..windows.count() {
             windows.elements(w, &mut window_elements);
+            tick(window_elements.len())?;
             for &e in &window_elements {
                 coverage[e] += 1;
             }
@@ -86,6 +145,7 @@ impl Explainer for Occlusion {
             ctx.check_cancelled()?;
             let rows = chunk_rows.min(total_rows - first);
             for r in 0..rows {
+                tick(row_len)?;
                 let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
                 let row = &mut batch[r * row_len..(r + 1) * row_len];
                 row.copy_from_slice(input.row(n));
@@ -102,6 +162,7 @@ impl Explainer for Occlusion {
                 let original = request.outputs().row(n);
                 windows.elements(w, &mut window_elements);
                 for (t, &target) in request.targets(n).iter().enumerate() {
+                    tick(window_elements.len() + 1)?;
                     let delta = (original[target as usize] - out[r * out_row + target as usize]) as f64;
                     let sum_t = &mut sums[(n * n_targets + t) * row_len..(n * n_targets + t + 1) * row_len];
                     for &e in &window_elements {
@@ -113,9 +174,11 @@ impl Explainer for Occlusion {
         }
 
         let attributions = ctx.attributions(0)?;
-        for (slot, (value, sum)) in attributions.iter_mut().zip(&sums).enumerate() {
-            let covered = coverage[slot % row_len];
-            *value = if covered == 0 { 0.0 } else { (sum / covered as f64) as f32 };
+        for (values, sums) in attributions.chunks_mut(row_len.max(1)).zip(sums.chunks(row_len.max(1))) {
+            tick(row_len)?;
+            for ((value, sum), &covered) in values.iter_mut().zip(sums).zip(&coverage) {
+                *value = if covered == 0 { 0.0 } else { (sum / covered as f64) as f32 };
+            }
         }
         ctx.info("windows_per_input", &windows.count().to_string())?;
         Ok(())
@@ -142,10 +205,7 @@ impl WindowGrid {
         }
         let strides: Vec<i64> = match strides {
             Some(s) if s.len() != rank => {
-                return Err(Error::invalid_argument(format!(
-                    "parameters.strides: expected {rank} values, got {}",
-                    s.len()
-                )));
+                return Err(Error::invalid_argument(format!("parameters.strides: expected {rank} values, got {}", s.len())));
             }
             Some(s) => s.to_vec(),
             None => vec![1; rank],
@@ -238,6 +298,44 @@ mod tests {
             g.elements(i, &mut e);
             assert_eq!(e, vec![i]);
         }
+    }
+
+    use explaind_plugin_sdk::testing::{FakeRequest, Value};
+
+    #[test]
+    fn every_parameter_is_bounded() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        plugin.assert_every_parameter_is_bounded();
+        assert_eq!(plugin.param("window").max_len, 32);
+    }
+
+    #[test]
+    fn estimate_is_one_row_per_input_and_window() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        // N = 3 images [1, 8, 8], T = 2, window [1, 3, 3] with strides [1, 2, 2]: 1·4·4 = 16
+        // windows, 3·16 = 48 rows, in one batch of 48 (the limit is 64).
+        // Memory: coverage 4·64 = 256, one window's elements 8·9 = 72, sums 8·3·2·64 = 3072,
+        // the batch 48·(4·64 + 4·2) = 12672: 16072 bytes.
+        let request = FakeRequest::zeros(&[3, 1, 8, 8], 2)
+            .param("window", Value::Integers(vec![1, 3, 3]))
+            .param("strides", Value::Integers(vec![1, 2, 2]));
+        let cost = plugin.estimate(&request).unwrap();
+        assert_eq!((cost.model_rows, cost.scratch_bytes), (48.0, 16072.0));
+        assert_eq!(cost.driver.as_deref(), Some("strides"));
+        // Unit windows: 64 windows per image, 192 rows.
+        let unit = FakeRequest::zeros(&[3, 1, 8, 8], 2).param("window", Value::Integers(vec![1, 1, 1]));
+        assert_eq!(plugin.estimate(&unit).unwrap().model_rows, 192.0);
+        assert_eq!(plugin.estimate(&unit).unwrap().driver.as_deref(), Some("window"));
+    }
+
+    #[test]
+    fn estimate_refuses_what_explain_would() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        let request = FakeRequest::zeros(&[3, 1, 8, 8], 2);
+        let err = plugin.estimate(&request).unwrap_err();
+        assert!(err.message.starts_with("parameters.window:"), "{}", err.message);
+        let huge = request.param("window", Value::Integers(vec![1, i64::MAX, 3]));
+        assert!(plugin.estimate(&huge).unwrap_err().message.starts_with("parameters.window[1]"));
     }
 
     #[test]

@@ -53,9 +53,11 @@ pub fn model(shapes: &[&[usize]], body: impl FnOnce(&mut GraphBuilder, &[String]
     let out = b.add_node("Identity", &[&y], vec![]);
     b.graph_mut().output.push(explaind_onnx::tensor_value_info(out.clone(), DataType::Float, Vec::<Dim>::new()));
     // The declared output shape is a placeholder; clear it so ONNX Runtime does not check it.
-    b.graph_mut().output[0].r#type.as_mut().unwrap().value = Some(explaind_onnx::proto::type_proto::Value::TensorType(
-        explaind_onnx::proto::type_proto::Tensor { elem_type: Some(DataType::Float as i32), shape: None },
-    ));
+    b.graph_mut().output[0].r#type.as_mut().unwrap().value =
+        Some(explaind_onnx::proto::type_proto::Value::TensorType(explaind_onnx::proto::type_proto::Tensor {
+            elem_type: Some(DataType::Float as i32),
+            shape: None,
+        }));
     let mut m = ModelProto::new(b.finish(), &[("", 17)]);
     m.graph.as_mut().unwrap().output[0].name = Some(out);
     m
@@ -69,4 +71,3 @@ pub fn constant(b: &mut GraphBuilder, shape: &[i64], seed: u64) -> String {
     let count = shape.iter().product::<i64>() as usize;
     b.add_initializer(tensor_f32("c", shape, &values(count, seed, 0.0)))
 }
-

@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// inputs and results (default 2 GiB; 0: no limit).
     #[arg(long)]
     pub max_request_bytes: Option<u64>,
+    /// What the explain requests in flight may reserve together, in bytes: each reserves its
+    /// estimated scratch memory and its results first (default 8 GiB; 0: no limit).
+    #[arg(long)]
+    pub max_inflight_bytes: Option<u64>,
     /// Most rows sent to ONNX Runtime in one call (bounds the memory of large batches; default 1024).
     #[arg(long)]
     pub max_batch_rows: Option<usize>,
@@ -417,6 +421,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                         "inputs": m.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
                         "outputs": m.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
                         "labels": m.labels, "description": m.description,
+                        "explainability": m.explainability.as_ref().map(|x| json!({
+                            "gradients": x.gradients, "gradients_refusal": x.gradients_refusal,
+                            "deeplift": x.deeplift, "deeplift_refusal": x.deeplift_refusal,
+                            "explainers": x.explainers,
+                        })),
                     }))
                     .collect::<Vec<_>>()
             )

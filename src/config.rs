@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Explainer budget: most bytes of scratch memory one explain request may hold besides its
     /// inputs and results (0: no limit), checked the same two ways.
     pub max_request_bytes: u64,
+    /// What the explain requests in flight may reserve together: each reserves its estimated
+    /// scratch memory and its results before it allocates them (0: no limit).
+    pub max_inflight_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -159,6 +162,9 @@ pub struct AuditConfig {
 pub const DEFAULT_MAX_MODEL_ROWS_PER_REQUEST: u64 = 20_000_000;
 /// The default scratch-memory budget of one explain request.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 2 << 30;
+/// The default memory all explain requests in flight may reserve together: four requests at
+/// their full budget.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 8 << 30;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -170,6 +176,7 @@ impl Default for ServerConfig {
             max_concurrent_per_caller: 0,
             max_model_rows_per_request: DEFAULT_MAX_MODEL_ROWS_PER_REQUEST,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
         }
     }
 }
@@ -251,6 +258,7 @@ impl Config {
         set(&mut self.server.max_concurrent_per_caller, &a.max_concurrent_per_caller);
         set(&mut self.server.max_model_rows_per_request, &a.max_model_rows_per_request);
         set(&mut self.server.max_request_bytes, &a.max_request_bytes);
+        set(&mut self.server.max_inflight_bytes, &a.max_inflight_bytes);
         if a.models.is_some() {
             self.models.dir = a.models.clone();
         }

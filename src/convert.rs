@@ -246,8 +246,24 @@ pub fn tensor_info(spec: &TensorSpec) -> proto::TensorInfo {
     }
 }
 
-pub fn model_metadata(model: &Model) -> proto::ModelMetadata {
+/// A model's metadata, with what can explain it (`compilability` from the attribution engine,
+/// the loaded explainers).
+pub fn model_metadata(
+    model: &Model,
+    compilability: &explaind_attribution::Compilability,
+    explainers: &[std::sync::Arc<explaind_host::Plugin>],
+) -> proto::ModelMetadata {
+    let refusal = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_default();
+    let compiles = compilability.gradients.is_ok() && compilability.deeplift.is_ok();
+    let explainability = proto::Explainability {
+        gradients: compilability.gradients.is_ok(),
+        gradients_refusal: refusal(&compilability.gradients),
+        deeplift: compilability.deeplift.is_ok(),
+        deeplift_refusal: refusal(&compilability.deeplift),
+        explainers: explainers.iter().filter(|p| compiles || !p.needs_gradients()).map(|p| p.name.clone()).collect(),
+    };
     proto::ModelMetadata {
+        explainability: Some(explainability),
         name: model.name.clone(),
         version: model.version.clone(),
         sha256: model.sha256.clone(),

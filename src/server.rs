@@ -206,6 +206,7 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
             model_rows: config.server.max_model_rows_per_request,
             scratch_bytes: config.server.max_request_bytes,
         },
+        memory: explaind_host::MemoryPool::new(config.server.max_inflight_bytes),
     };
     let engine = Arc::new(
         explaind_attribution::AttributionEngine::new(runtime, config.cache.activation_bytes)
@@ -237,6 +238,16 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
             (crate::observe::Observer { audit: Some(log) }, Some(writer))
         }
     };
+    // What can explain each model is decided at load, so `ListModels` tells clients before they
+    // ask (and the log says why a model is out of reach of the compiled explainers).
+    for m in &loaded {
+        let decided = engine.compilability(m);
+        for (kind, result) in [("gradients", &decided.gradients), ("DeepLIFT", &decided.deeplift)] {
+            if let Err(why) = result {
+                tracing::warn!(model = %m.name, version = %m.version, "{kind} cannot be compiled: {why}");
+            }
+        }
+    }
     let observer = Arc::new(observer);
     Ok((Arc::new(State { repository, plugins, limits, engine, backgrounds, access, observer }), writer))
 }

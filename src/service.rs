@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_batch_rows: usize,
     /// What one explain request may use (model rows, scratch bytes).
     pub budget: explaind_host::RequestBudget,
+    /// What the explain requests in flight may hold together (`--max-inflight-bytes`).
+    pub memory: Arc<explaind_host::MemoryPool>,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
                 model_rows: crate::config::DEFAULT_MAX_MODEL_ROWS_PER_REQUEST,
                 scratch_bytes: crate::config::DEFAULT_MAX_REQUEST_BYTES,
             },
+            memory: explaind_host::MemoryPool::new(crate::config::DEFAULT_MAX_INFLIGHT_BYTES),
         }
     }
 }
@@ -60,6 +63,12 @@ fn repository_status(e: RepositoryError) -> Status {
 }
 
 impl State {
+    /// A model's metadata, with what can explain it. The compilability is decided once per
+    /// model file (at load) and cached.
+    pub fn metadata(&self, model: &Model) -> proto::ModelMetadata {
+        convert::model_metadata(model, &self.engine.compilability(model), &self.plugins.list())
+    }
+
     fn model(&self, model: Option<&proto::ModelRef>) -> Result<Arc<Model>, Status> {
         let model = model.ok_or_else(|| invalid("model: missing"))?;
         if model.name.is_empty() {
@@ -115,13 +124,13 @@ pub struct ModelService(pub Arc<State>);
 #[tonic::async_trait]
 impl proto::model_service_server::ModelService for ModelService {
     async fn list_models(&self, _: Request<proto::ListModelsRequest>) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let models = self.0.repository.list().iter().map(|m| convert::model_metadata(m)).collect();
+        let models = self.0.repository.list().iter().map(|m| self.0.metadata(m)).collect();
         Ok(Response::new(proto::ListModelsResponse { models }))
     }
 
     async fn get_model(&self, request: Request<proto::GetModelRequest>) -> Result<Response<proto::ModelMetadata>, Status> {
         let model = self.0.model(request.get_ref().model.as_ref())?;
-        Ok(Response::new(convert::model_metadata(&model)))
+        Ok(Response::new(self.0.metadata(&model)))
     }
 
     async fn predict(&self, request: Request<proto::PredictRequest>) -> Result<Response<proto::PredictResponse>, Status> {
@@ -178,15 +187,20 @@ pub struct AdminService(pub Arc<State>);
 impl proto::admin_service_server::AdminService for AdminService {
     async fn load_model(&self, request: Request<proto::LoadModelRequest>) -> Result<Response<proto::LoadModelResponse>, Status> {
         let request = request.into_inner();
-        let repository = self.0.repository.clone();
-        let loaded = tokio::task::spawn_blocking(move || repository.load(&request.name, &request.version))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(repository_status)?;
+        let state = self.0.clone();
+        // Loading and deciding what can explain the model both read and compile its graph.
+        let (loaded, metadata) = tokio::task::spawn_blocking(move || {
+            let loaded = state.repository.load(&request.name, &request.version)?;
+            let metadata: Vec<proto::ModelMetadata> = loaded.iter().map(|m| state.metadata(m)).collect();
+            Ok::<_, RepositoryError>((loaded, metadata))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(repository_status)?;
         for m in &loaded {
             tracing::info!(model = %m.name, version = %m.version, sha256 = %m.sha256, provider = m.execution_provider.as_str(), "model loaded by admin request");
         }
-        Ok(Response::new(proto::LoadModelResponse { loaded: loaded.iter().map(|m| convert::model_metadata(m)).collect() }))
+        Ok(Response::new(proto::LoadModelResponse { loaded: metadata }))
     }
 
     async fn unload_model(
@@ -342,6 +356,7 @@ impl ExplainService {
             cancel: cancel.clone(),
             engine: state.engine.clone(),
             budget: state.limits.budget,
+            memory: state.limits.memory.clone(),
         };
         let plugin_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = plugin_failed.clone();

@@ -246,19 +246,27 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
     use explaind_onnx::proto::tensor_proto::DataType;
     use explaind_onnx::{Dim, GraphBuilder, ModelProto};
     let repository = tempfile::tempdir().unwrap();
-    let version = repository.path().join("sine").join("1");
+    // LpNormalization: an operator the compiler has no rule for (nor plans one).
+    let version = repository.path().join("normed").join("1");
     std::fs::create_dir_all(&version).unwrap();
-    let mut b = GraphBuilder::new("sine");
+    let mut b = GraphBuilder::new("normed");
     b.add_input("x", DataType::Float, [Dim::from("batch"), Dim::from(3)]);
-    let y = b.add_node("Sin", &["x"], vec![]);
+    let y = b.add_node("LpNormalization", &["x"], vec![]);
     b.add_output(&y, [Dim::from("batch"), Dim::from(3)]);
     ModelProto::new(b.finish(), &[("", 17)]).save(version.join("model.onnx")).unwrap();
 
     let server = TestServer::start_on(repository.path(), 1 << 20).await;
+    // The metadata says so before anyone asks, with the operator named.
+    let metadata = server.models().await.get_model(proto::GetModelRequest { model: model("normed") }).await.unwrap().into_inner();
+    let explainability = metadata.explainability.unwrap();
+    assert!(!explainability.gradients && !explainability.deeplift, "{explainability:?}");
+    assert!(explainability.deeplift_refusal.contains("operator LpNormalization"), "{explainability:?}");
+    assert!(explainability.explainers.contains(&"occlusion".to_string()), "{:?}", explainability.explainers);
+    assert!(!explainability.explainers.contains(&"deep-shap".to_string()), "{:?}", explainability.explainers);
     let mut client = server.explainer().await;
     let x = ndarray::ArrayD::from_elem(vec![2, 3], 0.5f32);
     let request = proto::ExplainRequest {
-        model: model("sine"),
+        model: model("normed"),
         explainer: "deep-shap".into(),
         inputs: vec![named("", &x)],
         targets: None,
@@ -270,7 +278,11 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
     };
     let status = client.explain(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("operator Sin (node \"Sin\") has no gradient rule"), "{}", status.message());
+    assert!(
+        status.message().contains("operator LpNormalization (node \"LpNormalization\") has no gradient rule"),
+        "{}",
+        status.message()
+    );
     // Occlusion needs no rule: the same model explains fine with it.
     let mut occlusion = request;
     occlusion.explainer = "occlusion".into();
@@ -317,5 +329,23 @@ async fn plugins_built_against_abi_1_0_1_1_and_1_2_still_load_explain_and_keep_t
         );
         let response = client.explain(request(1)).await.unwrap().into_inner();
         assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
+    }
+}
+
+#[tokio::test]
+async fn the_bundled_models_compile_for_every_explainer_and_their_metadata_says_so() {
+    let server = TestServer::start(Default::default(), &[]).await;
+    let loaded: Vec<String> = server.state.plugins.list().iter().map(|p| p.name.clone()).collect();
+    let models = server.models().await.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models;
+    assert!(models.len() >= 3, "{models:?}");
+    for m in models {
+        let x = m.explainability.unwrap_or_else(|| panic!("{} has no explainability", m.name));
+        assert!(x.gradients && x.deeplift, "{}: {x:?}", m.name);
+        assert!(x.gradients_refusal.is_empty() && x.deeplift_refusal.is_empty(), "{}: {x:?}", m.name);
+        let mut listed = x.explainers.clone();
+        listed.sort();
+        let mut expected = loaded.clone();
+        expected.sort();
+        assert_eq!(listed, expected, "{}: every loaded explainer can run", m.name);
     }
 }

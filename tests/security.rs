@@ -242,6 +242,24 @@ async fn the_explainer_budget_refuses_a_request_whose_estimate_is_over_it_before
 }
 
 #[tokio::test]
+async fn requests_in_flight_share_one_memory_pool_and_give_it_back() {
+    // A pool too small for LIME's samples (hundreds of kilobytes on wine-mlp) but big enough
+    // for occlusion's few kilobytes.
+    let limits = Limits { memory: explaind_host::MemoryPool::new(64 << 10), ..Default::default() };
+    let pool = limits.memory.clone();
+    let server = TestServer::start_secure(limits, AccessPolicy::new(&Default::default(), 0), None).await;
+    let mut client = server.explainer().await;
+    let mut lime = occlusion_request();
+    lime.explainer = "lime".into();
+    lime.parameters.clear();
+    let status = client.explain(lime).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().starts_with("server memory:") && status.message().contains("retry later"), "{}", status.message());
+    client.explain(occlusion_request()).await.unwrap();
+    assert_eq!(pool.in_use(), 0, "every request gave its reservation back");
+}
+
+#[tokio::test]
 async fn the_scratch_budget_refuses_a_request_whose_estimate_is_over_it() {
     // LIME on wine-mlp keeps every sample's binary representation and its model rows: 5000
     // samples of 13 features for 6 inputs is well over 64 KiB.

@@ -120,6 +120,14 @@ struct Activations {
 /// A compiled graph, compiled once by whichever request asks first.
 type CompiledSlot = Arc<OnceLock<Result<Arc<Compiled>, AttributionError>>>;
 
+/// Whether a model's graph compiles for each family of compiled explainers; the error is the
+/// compiler's refusal (every operator without a rule, with an example node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compilability {
+    pub gradients: Result<(), String>,
+    pub deeplift: Result<(), String>,
+}
+
 pub struct AttributionEngine {
     runtime: &'static OrtRuntime,
     /// Bound on the working memory of one backward run (both sides' activations for all its
@@ -130,6 +138,8 @@ pub struct AttributionEngine {
     activations: BoundedCache<(String, usize, String, usize, usize), Activations>,
     /// Per model digest: the tensors a layer method may name.
     layer_indexes: dashmap::DashMap<String, Arc<LayerIndex>>,
+    /// Per model digest: whether its graph compiles for gradients and for DeepLIFT.
+    compilability: dashmap::DashMap<String, Arc<Compilability>>,
 }
 
 impl AttributionEngine {
@@ -141,6 +151,7 @@ impl AttributionEngine {
             compiled: Default::default(),
             activations: BoundedCache::new(cache_budget_bytes),
             layer_indexes: Default::default(),
+            compilability: Default::default(),
         }
     }
 
@@ -148,6 +159,30 @@ impl AttributionEngine {
     pub fn with_chunk_bytes(mut self, bytes: u64) -> Self {
         self.chunk_bytes = bytes.max(1);
         self
+    }
+
+    /// Whether `model`'s graph compiles for the gradient explainers and for DeepLIFT / Deep
+    /// SHAP, for its first output: the graph compiler alone, nothing is loaded into ONNX
+    /// Runtime. Decided once per model file (call it at load, so clients are told before they
+    /// ask); a refusal names every operator without a rule.
+    pub fn compilability(&self, model: &Model) -> Arc<Compilability> {
+        if let Some(known) = self.compilability.get(&model.sha256) {
+            return known.clone();
+        }
+        let decided = Arc::new(match read_proto(model) {
+            Err(e) => Compilability { gradients: Err(e.to_string()), deeplift: Err(e.to_string()) },
+            Ok(proto) => {
+                let output = model.outputs.first().map(|o| o.name.clone()).unwrap_or_default();
+                let inputs: Vec<String> = model.inputs.iter().map(|i| i.name.clone()).collect();
+                let gradient = GradientRequest { outputs: vec![output.clone()], wrt: inputs.clone(), expose: vec![] };
+                Compilability {
+                    gradients: compile_gradient(&proto, &gradient).map(drop).map_err(|e| e.to_string()),
+                    deeplift: compile_deeplift(&proto, &DeepLiftRequest { output, inputs }).map(drop).map_err(|e| e.to_string()),
+                }
+            }
+        });
+        self.compilability.insert(model.sha256.clone(), decided.clone());
+        decided
     }
 
     pub fn cache_stats(&self) -> CacheStats {

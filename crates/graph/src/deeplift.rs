@@ -5,16 +5,24 @@
 //! input, the multipliers `m` such that `Σ m · (x − r) = seed · (f(x) − f(r))` (completeness).
 //! Deep SHAP averages `m · (x − r)` over the background rows as references.
 //!
-//! The rules follow `../shared/design/deep-shap.md`:
+//! The rules (those of shap's DeepExplainer and captum's DeepLift, made exact):
 //! - linear operators keep their vector-Jacobian product (the plain rules in [`crate::rules`]);
 //! - elementwise nonlinearities use the rescale rule `g · Δy / Δz`, falling back to the plain
 //!   gradient at `x` where `|Δz| < 1e-6`;
 //! - `Mul`, `Div` and `MatMul` with two varying operands give each operand half of its two
 //!   marginal contributions (the two-player Shapley rule);
 //! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
+//! - `Min`/`Max` with one varying input are rescaled, with two take the two-player Shapley
+//!   rule;
+//! - `ReduceMax`/`ReduceMin` route each output's difference to the extreme elements of `x` and
+//!   `r`, as `MaxPool` does; `ReduceLogSumExp` is decomposed into `Exp`, `ReduceSum` and `Log`,
+//!   each with its rule;
 //! - `MaxPool` routes each output's difference to the argmax positions of `x` and `r` and adds
 //!   (scatter-add), so overlapping windows stay additive; windows that tile the input use
 //!   argmax masks computed with the activations instead.
+//!
+//! Composite operators (`HardSwish`, `LayerNormalization`, `Gelu`...) are lowered into these
+//! first ([`crate::lower`]), so the rules above stay exact through them.
 //!
 //! The backward pass has a pair stage and a gradient stage ([`crate::rules::PairLayout`]): the
 //! rules above evaluate their nonlinear parts once per (input, reference) pair, and the seeds
@@ -63,19 +71,48 @@ pub struct CompiledDeepLift {
     pub multipliers: Vec<String>,
 }
 
+/// Operators whose every input is data the output is computed from, or indices that pick it
+/// (`Gather`). DeepLIFT refuses them when an input depends on the attributed inputs without
+/// varying (a mask or indices computed from them, which differ on the reference side).
+const DATA_OPERANDS: &[&str] =
+    &["Add", "Sub", "Mul", "Div", "Sum", "Min", "Max", "Pow", "PRelu", "Where", "MatMul", "Gemm", "Clip", "Gather"];
+
 /// Below this difference a rescale falls back to the gradient (as in the design note).
 const RESCALE_EPSILON: f32 = 1e-6;
 /// Below this difference a routed or Shapley contribution has no multiplier.
 const ROUTE_EPSILON: f32 = 1e-7;
 
-const ELEMENTWISE: &[&str] =
-    &["Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Softplus", "Exp", "Erf", "Sqrt", "Reciprocal", "Clip"];
+const ELEMENTWISE: &[&str] = &[
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Sigmoid",
+    "Tanh",
+    "Softplus",
+    "Softsign",
+    "Exp",
+    "Log",
+    "Erf",
+    "Sqrt",
+    "Reciprocal",
+    "Clip",
+    "Abs",
+    "Sin",
+    "Cos",
+    "Pow",
+];
 
 pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result<CompiledDeepLift, CompileError> {
+    let lowered = crate::lower::lower_leniently(model)?;
+    let model = lowered.model.as_ref().unwrap_or(model);
     let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
     let opset = check_opset(model)?;
     let outputs = vec![request.output.clone()];
     let Analysis { mut varying, on_path } = analyse(graph, &request.inputs, &outputs, &[])?;
+    lowered.check(&on_path)?;
     let target_opset = opset.max(17);
     let mut builder = GraphBuilder::from_graph(graph.clone());
 
@@ -151,8 +188,18 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
     emit.use_pair_layout(reference_of.clone(), layout);
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
+    // Every value computed from the attributed inputs' values, through any operator (but not
+    // from their shapes alone, which input and reference share): a mask computed from them
+    // differs between the input and the reference.
+    let mut dependent: std::collections::HashSet<String> = request.inputs.iter().cloned().collect();
+    for node in &graph.node {
+        let shape_only = matches!(node.op_type(), "Shape" | "Size");
+        if !shape_only && node.input.iter().any(|i| dependent.contains(i)) {
+            dependent.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
-        multipliers(emit, node, output_grads, varies, &reference, &argmax_masks)
+        multipliers(emit, node, output_grads, varies, &reference, &argmax_masks, &dependent)
     })?;
     let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
@@ -375,13 +422,34 @@ fn multipliers(
     varies: &[bool],
     reference: &dyn Fn(&str) -> String,
     argmax_masks: &HashMap<String, String>,
+    dependent: &std::collections::HashSet<String>,
 ) -> Result<Vec<Option<String>>, CompileError> {
+    if node.op_type() == "Split" {
+        // Linear, and fed by every output's multipliers (not only the first one's).
+        return vjp(e, node, g, varies);
+    }
     let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };
+    if DATA_OPERANDS.contains(&node.op_type()) && node.input.iter().zip(varies).any(|(input, &v)| !v && dependent.contains(input))
+    {
+        // A mask or a rounded value of the inputs: treating it as a constant would break
+        // completeness, since the reference side's differs.
+        return Err(form(
+            node,
+            "an operand is computed from the attributed inputs through an operator without a gradient \
+             (a comparison, rounding, an integer cast): DeepLIFT cannot treat it as a constant",
+        ));
+    }
     let x = |i: usize| node.input[i].clone();
     let y = node.output[0].clone();
     let op = node.op_type();
     let mut out: Vec<Option<String>> = vec![None; node.input.len()];
 
+    if op == "Pow" && !crate::rules::elementwise::pow_keeps_shape(e, node, 1) {
+        return Err(form(node, "DeepLIFT needs a single-element exponent that does not broadcast the base"));
+    }
+    if matches!(op, "Min" | "Max") {
+        return min_max(e, node, &g0, varies, reference);
+    }
     if ELEMENTWISE.contains(&op) || (op == "Div" && varies[1] && !varies[0]) {
         // Rescale: g · (y_x − y_r) / (z_x − z_r), the plain gradient at x where z barely moves.
         let z = if op == "Div" { 1 } else { 0 };
@@ -458,11 +526,176 @@ fn multipliers(
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
         "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
         "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, argmax_masks)?),
+        "GatherElements" => return Err(form(node, "GatherElements has no DeepLIFT rule yet")),
+        "ReduceMax" | "ReduceMin" => out[0] = Some(reduce_extreme(e, node, &g0, reference)?),
+        "ReduceLogSumExp" => out[0] = Some(reduce_log_sum_exp(e, node, &g0, reference)?),
         // Everything else that has a rule is linear in its varying inputs: the multiplier is the
         // vector-Jacobian product.
         _ => return vjp(e, node, g, varies),
     }
     Ok(out)
+}
+
+/// Elementwise `Min`/`Max`. With one varying input (the others constant) the rescale rule,
+/// `g · Δy / Δx` per output element, summed over the axes x was broadcast along, with the
+/// selection mask (ties: the first input) where x barely moves. With two varying inputs the
+/// two-player Shapley rule: each input's contribution is the mean of its two marginal
+/// contributions, `φ_a = ½ [(f(a_x, b_r) − f(a_r, b_r)) + (f(a_x, b_x) − f(a_r, b_x))]`, divided
+/// by Δa (no multiplier where |Δa| < 1e-7, where φ_a vanishes too). More varying inputs are
+/// refused.
+fn min_max(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &str,
+    varies: &[bool],
+    reference: &dyn Fn(&str) -> String,
+) -> Result<Vec<Option<String>>, CompileError> {
+    let op = node.op_type();
+    let x = |i: usize| node.input[i].clone();
+    let y = node.output[0].clone();
+    let mut out: Vec<Option<String>> = vec![None; node.input.len()];
+    let varying: Vec<usize> = (0..node.input.len()).filter(|&i| varies[i]).collect();
+    match varying.as_slice() {
+        [z] => {
+            let z = *z;
+            let masks = crate::rules::elementwise::min_max_masks(e, node);
+            let dz = e.node("Sub", &[&x(z), &reference(&x(z))], vec![]);
+            let dy = e.node("Sub", &[&y, &reference(&y)], vec![]);
+            let factor = rescale_factor(e, &dy, &dz, &masks[z]);
+            let m = e.per_pair(g, &factor);
+            out[z] = Some(e.unbroadcast(&m, &x(z)));
+        }
+        [a, b] => {
+            let (a, b) = (*a, *b);
+            // The other inputs are constants: fold them into each evaluation.
+            let constants: Vec<String> = (0..node.input.len()).filter(|i| !varies[*i]).map(x).collect();
+            let f = |e: &mut Emitter<'_>, u: &str, v: &str| {
+                let mut inputs: Vec<&str> = vec![u, v];
+                inputs.extend(constants.iter().map(String::as_str));
+                e.node(op, &inputs, vec![])
+            };
+            let half = e.scalar(0.5);
+            let (ax, ar, bx, br) = (x(a), reference(&x(a)), x(b), reference(&x(b)));
+            let both_x = f(e, &ax, &bx);
+            let both_r = f(e, &ar, &br);
+            let a_only = f(e, &ax, &br);
+            let b_only = f(e, &ar, &bx);
+            for (i, own, other_first, other_last, d_from) in [(a, &ax, &a_only, &b_only, &ar), (b, &bx, &b_only, &a_only, &br)] {
+                // Own change with the other at its reference, then with the other at x.
+                let first = e.node("Sub", &[other_first, &both_r], vec![]);
+                let last = e.node("Sub", &[&both_x, other_last], vec![]);
+                let total = e.node("Add", &[&first, &last], vec![]);
+                let phi = e.node("Mul", &[&total, &half], vec![]);
+                let d = e.node("Sub", &[own, d_from], vec![]);
+                let (_, inverse) = guarded_inverse(e, &d, ROUTE_EPSILON);
+                let factor = e.node("Mul", &[&phi, &inverse], vec![]);
+                let m = e.per_pair(g, &factor);
+                out[i] = Some(e.unbroadcast(&m, &x(i)));
+            }
+        }
+        _ => return Err(form(node, "DeepLIFT handles Min/Max with at most two varying inputs")),
+    }
+    Ok(out)
+}
+
+/// `ReduceMax`/`ReduceMin`, routed as `MaxPool` is: of each output's difference `y_x − y_r`,
+/// the part beyond the reference's extreme (`ext(y_x, y_r) − y_r`) goes to x's extreme
+/// elements, the rest (`y_x − ext(y_x, y_r)`) to r's, shared equally between tied elements,
+/// and divided by Δx there (never near zero: at x's extreme, x lies beyond r's extreme and so
+/// beyond r, when that part is not zero; likewise at r's). The batch axis must not be reduced.
+fn reduce_extreme(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &str,
+    reference: &dyn Fn(&str) -> String,
+) -> Result<String, CompileError> {
+    use crate::rules::reduce::{sum_over_reduced, with_kept_axes};
+    check_batch_kept(e, node)?;
+    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
+    // Pair stage.
+    let (yx, noop) = with_kept_axes(e, node, &node.output[0])?;
+    if noop {
+        return Err(form(node, "noop_with_empty_axes with no axes is not supported"));
+    }
+    let (yr, _) = with_kept_axes(e, node, &reference(&node.output[0]))?;
+    let extreme = if node.op_type() == "ReduceMax" { "Max" } else { "Min" };
+    let top = e.node(extreme, &[&yx, &yr], vec![]);
+    let beyond = e.node("Sub", &[&top, &yr], vec![]);
+    let rest = e.node("Sub", &[&yx, &top], vec![]);
+    let mut parts = Vec::new();
+    for (side, y, part) in [(&xx, &yx, &beyond), (&xr, &yr, &rest)] {
+        let hit = e.node("Equal", &[side, y], vec![]);
+        let mask = e.float_mask(&hit);
+        let ties = sum_over_reduced(e, node, &mask)?;
+        let share = e.node("Div", &[&mask, &ties], vec![]);
+        parts.push(e.node("Mul", &[&share, part], vec![]));
+    }
+    let weights = e.node("Add", &[&parts[0], &parts[1]], vec![]);
+    let dx = e.node("Sub", &[&xx, &xr], vec![]);
+    let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
+    let weights = e.node("Mul", &[&weights, &inv_dx], vec![]);
+    // Gradient stage: each output's gradient over its reduced elements, then the weights.
+    let (kept, _) = with_kept_axes(e, node, g)?;
+    let shape = e.shape(&xx);
+    let spread = e.node("Expand", &[&kept, &shape], vec![]);
+    Ok(e.per_pair(&spread, &weights))
+}
+
+/// The reduced axes of a reduction DeepLIFT evaluates per pair: refused when they include the
+/// batch axis (0), or are every axis.
+fn check_batch_kept(e: &Emitter<'_>, node: &NodeProto) -> Result<(), CompileError> {
+    let rank = e.rank(&node.input[0]).or_else(|| crate::layers::tensor_ranks(e.source_graph()).get(&node.input[0]).copied());
+    let axes = crate::rules::reduce::reduced_axes(e, node)?.filter(|a| !a.is_empty());
+    let reduces_batch = match &axes {
+        None => true,
+        Some(axes) => axes.iter().any(|&a| a == 0 || rank.is_some_and(|r| a + r as i64 == 0)),
+    };
+    if reduces_batch {
+        return Err(form(node, "DeepLIFT needs the batch axis (0) kept: list the reduced axes"));
+    }
+    Ok(())
+}
+
+/// `ReduceLogSumExp` as `c + Log(ReduceSum(Exp(x − c)))` with a pair-stage shift c (the larger
+/// of the two sides' results, so every exponential is at most 1): `Exp` rescaled elementwise,
+/// the sum linear, `Log` rescaled, whose change is the outputs' own (`y_x − y_r`), over that
+/// of the sums (`exp(y − c)`), or `1 / exp(y_x − c)` where those barely differ.
+fn reduce_log_sum_exp(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &str,
+    reference: &dyn Fn(&str) -> String,
+) -> Result<String, CompileError> {
+    use crate::rules::reduce::with_kept_axes;
+    check_batch_kept(e, node)?;
+    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
+    let (yx, noop) = with_kept_axes(e, node, &node.output[0])?;
+    if noop {
+        return Err(form(node, "noop_with_empty_axes with no axes is not supported"));
+    }
+    let (yr, _) = with_kept_axes(e, node, &reference(&node.output[0]))?;
+    // Pair stage.
+    let shift = e.node("Max", &[&yx, &yr], vec![]);
+    let exp_of = |e: &mut Emitter<'_>, v: &str| {
+        let centred = e.node("Sub", &[v, &shift], vec![]);
+        e.node("Exp", &[&centred], vec![])
+    };
+    let (ex, er) = (exp_of(e, &xx), exp_of(e, &xr));
+    let de = e.node("Sub", &[&ex, &er], vec![]);
+    let dx = e.node("Sub", &[&xx, &xr], vec![]);
+    let exp_factor = rescale_factor(e, &de, &dx, &ex);
+    let (sx, sr) = (exp_of(e, &yx), exp_of(e, &yr));
+    let ds = e.node("Sub", &[&sx, &sr], vec![]);
+    let dy = e.node("Sub", &[&yx, &yr], vec![]);
+    let one = e.scalar(1.0);
+    let log_slope = e.node("Div", &[&one, &sx], vec![]);
+    let log_factor = rescale_factor(e, &dy, &ds, &log_slope);
+    let weights = e.node("Mul", &[&exp_factor, &log_factor], vec![]);
+    // Gradient stage.
+    let (kept, _) = with_kept_axes(e, node, g)?;
+    let shape = e.shape(&xx);
+    let spread = e.node("Expand", &[&kept, &shape], vec![]);
+    Ok(e.per_pair(&spread, &weights))
 }
 
 /// Softmax as centring, `Exp`, `ReduceSum` and `Div`, each piece with its DeepLIFT rule.

@@ -1,7 +1,7 @@
 //! Reverse-mode differentiation of an ONNX graph.
 
-use crate::CompileError;
 use crate::rules::{Emitter, vjp};
+use crate::{CompileError, UnsupportedNode};
 use explaind_onnx::proto::tensor_proto::DataType;
 use explaind_onnx::proto::{TypeProto, type_proto};
 use explaind_onnx::{GraphBuilder, GraphProto, ModelProto, NodeProto, ValueInfoProto, is_default_domain};
@@ -60,9 +60,12 @@ const NON_DIFFERENTIABLE: &[&str] = &[
 
 /// Differentiates `model` as `request` asks. See the crate documentation for the result.
 pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result<CompiledGradient, CompileError> {
+    let lowered = crate::lower::lower_leniently(model)?;
+    let model = lowered.model.as_ref().unwrap_or(model);
     let graph = model.graph.as_ref().ok_or(CompileError::NoGraph)?;
     let opset = check_opset(model)?;
     let Analysis { varying, on_path } = analyse(graph, &request.wrt, &request.outputs, &request.expose)?;
+    lowered.check(&on_path)?;
 
     let mut builder = GraphBuilder::from_graph(graph.clone());
     // The backward pass may use operators newer than the model's opset (ScatterElements with
@@ -112,6 +115,10 @@ pub(crate) type Rule<'r> =
 /// Walks the nodes on the path backwards, summing each value's incoming contributions and
 /// applying `rule` to every node some gradient reaches; contributions to inputs accumulate in
 /// `grads`.
+///
+/// An operator without a rule does not stop the walk: it is noted (one node per operator),
+/// the walk goes on as if its inputs' gradients were zero, so that every operator without a
+/// rule further up is found too, and the error names them all.
 pub(crate) fn backward_sweep(
     emit: &mut Emitter<'_>,
     graph: &GraphProto,
@@ -120,6 +127,7 @@ pub(crate) fn backward_sweep(
     grads: &mut HashMap<String, Vec<String>>,
     rule: &mut Rule<'_>,
 ) -> Result<(), CompileError> {
+    let mut unsupported: Vec<UnsupportedNode> = Vec::new();
     for (index, node) in graph.node.iter().enumerate().rev() {
         if !on_path[index] {
             continue;
@@ -129,14 +137,32 @@ pub(crate) fn backward_sweep(
             continue;
         }
         let varies: Vec<bool> = node.input.iter().map(|i| !i.is_empty() && varying.contains(i)).collect();
-        let input_grads = rule(emit, node, &output_grads, &varies)?;
+        let input_grads = match rule(emit, node, &output_grads, &varies) {
+            Err(CompileError::UnsupportedOp { op_type, node: name }) => {
+                if !unsupported.iter().any(|u| u.op_type == op_type) {
+                    unsupported.push(UnsupportedNode { op_type, node: name });
+                }
+                // Stand-ins, so the walk reaches the nodes above; the graph is discarded.
+                node.input.iter().zip(&varies).map(|(input, &v)| v.then(|| emit.zeros_like(input))).collect()
+            }
+            result => result?,
+        };
         for ((input, grad), varies) in node.input.iter().zip(input_grads).zip(&varies) {
             if let (Some(grad), true) = (grad, varies) {
                 grads.entry(input.clone()).or_default().push(grad);
             }
         }
     }
-    Ok(())
+    // Found walking backwards: name them in graph order.
+    unsupported.reverse();
+    match unsupported.len() {
+        0 => Ok(()),
+        1 => {
+            let UnsupportedNode { op_type, node } = unsupported.remove(0);
+            Err(CompileError::UnsupportedOp { op_type, node })
+        }
+        _ => Err(CompileError::UnsupportedOps(unsupported)),
+    }
 }
 
 /// Adds a graph output `<tensor>__<suffix>` per tensor holding the sum of its contributions
@@ -208,8 +234,7 @@ pub(crate) fn analyse(
 
     let mut varying: HashSet<String> = wrt.iter().cloned().collect();
     for node in &graph.node {
-        let differentiable = is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type());
-        if differentiable && node.input.iter().any(|i| varying.contains(i)) {
+        if passes_gradients(node) && node.input.iter().any(|i| varying.contains(i)) {
             // Shape-like outputs of multi-output ops (MaxPool's Indices) are cut by the rules.
             varying.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
         }
@@ -218,12 +243,29 @@ pub(crate) fn analyse(
     let mut wanted: HashSet<String> = outputs.iter().filter(|o| varying.contains(*o)).cloned().collect();
     let mut on_path = vec![false; graph.node.len()];
     for (index, node) in graph.node.iter().enumerate().rev() {
-        if node.output.iter().any(|o| wanted.contains(o)) && node.input.iter().any(|i| varying.contains(i)) {
+        // A gradient reaching an operator without one (a `wrt` tensor computed by `Floor`)
+        // stops there: zero for its inputs.
+        let gradient_free =
+            is_default_domain(node.domain()) && (NON_DIFFERENTIABLE.contains(&node.op_type()) || casts_to_integer(node));
+        if !gradient_free && node.output.iter().any(|o| wanted.contains(o)) && node.input.iter().any(|i| varying.contains(i)) {
             on_path[index] = true;
             wanted.extend(node.input.iter().filter(|i| varying.contains(*i)).cloned());
         }
     }
     Ok(Analysis { varying, on_path })
+}
+
+/// Whether gradients flow through `node` from its outputs to its inputs: an operator of the
+/// default domain, not one in [`NON_DIFFERENTIABLE`] nor a cast to an integer type.
+fn passes_gradients(node: &NodeProto) -> bool {
+    is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type()) && !casts_to_integer(node)
+}
+
+/// Whether `node` is a `Cast` to a type that carries no gradient (integers, booleans): what
+/// follows it is an integer path (indices, shapes, masks).
+fn casts_to_integer(node: &NodeProto) -> bool {
+    let float_types = [DataType::Float as i64, DataType::Double as i64, DataType::Float16 as i64, DataType::Bfloat16 as i64];
+    node.op_type() == "Cast" && node.attr_int("to").is_some_and(|to| !float_types.contains(&to))
 }
 
 /// A float tensor output of unknown shape (ONNX Runtime fills it in at run time).

@@ -12,11 +12,45 @@
 //!   tensors themselves when asked (Grad-CAM needs an activation and its gradient together).
 //!
 //! Each supported operator has a rule in [`rules`] that emits its vector-Jacobian product as
-//! ONNX nodes. Shapes are read at run time (`Shape` nodes) wherever a rule needs one, so models
+//! ONNX nodes, or is first rewritten into operators that have one ([`lower`]), so that no rule
+//! (and no DeepLIFT rule) is needed for it:
+//!
+//! | Operator | How |
+//! |---|---|
+//! | `Identity`, `Dropout`, `Cast`, `Neg`, `Add`, `Sub`, `Sum`, `Mul`, `Div` | rule ([`rules::elementwise`]) |
+//! | `Relu`, `LeakyRelu`, `PRelu` (slope not varying), `Elu`, `Selu`, `Celu`, `Sigmoid`, `Tanh`, `Exp`, `Log`, `Softplus`, `Softsign`, `Erf`, `Sqrt`, `Reciprocal`, `Abs`, `Sin`, `Cos`, `Clip` | rule ([`rules::elementwise`]); DeepLIFT: rescale |
+//! | `Pow` (exponent not varying; a varying one is refused) | rule ([`rules::elementwise`]); DeepLIFT: rescale (a single-element exponent) |
+//! | `Min`, `Max` (n-ary, broadcasting; ties: the first input holding the extreme) | rule ([`rules::elementwise`]); DeepLIFT: rescale with one varying input, two-player Shapley with two, refused with more |
+//! | `MatMul`, `Gemm` | rule ([`rules::linalg`]) |
+//! | `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `GlobalAveragePool` | rule ([`rules::conv`]) |
+//! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]) |
+//! | `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Pad`, `Slice`, `Gather`, `Constant` | rule ([`rules::shape`]) |
+//! | `Expand`, `Tile`, `Split` (sizes as an input, equal parts, `num_outputs`) | rule ([`rules::shape`]) |
+//! | `Where` (the condition carries no gradient) | rule ([`rules::shape`]); DeepLIFT: refused when the condition is computed from the attributed inputs |
+//! | `GatherElements` | rule ([`rules::shape`]); DeepLIFT: refused |
+//! | `ReduceSum`, `ReduceMean` | rule ([`rules::reduce`]) |
+//! | `ReduceMax`, `ReduceMin` (ties share the gradient equally) | rule ([`rules::reduce`]); DeepLIFT: routed as `MaxPool` is (the batch axis must be kept) |
+//! | `ReduceLogSumExp` | rule ([`rules::reduce`]); DeepLIFT: `Exp`, `ReduceSum`, `Log` with a per-pair shift, each rescaled or linear (the batch axis must be kept) |
+//! | `ReduceSumSquare` | lowered: `ReduceSum(Mul(x, x))` |
+//! | `ReduceL2` | lowered: `Sqrt(ReduceSum(Mul(x, x)))` |
+//! | `HardSigmoid` | lowered: `Clip(Add(Mul(x, alpha), beta), 0, 1)` |
+//! | `HardSwish` | lowered: `Mul(x, HardSigmoid(x))`, alpha 1/6, beta 0.5 |
+//! | `LayerNormalization` (output `Y` only) | lowered: `ReduceMean`, `Sub`, `Mul(d, d)`, `ReduceMean`, `Add` ε, `Sqrt`, `Div`, `Mul` scale, `Add` bias |
+//! | `Gelu` (`none`, `tanh`) | lowered: `0.5 · x · (1 + Erf(x / √2))`, or with `Tanh(√(2/π) · (x + 0.044715 · x³))` |
+//! | `Shape`, `Size`, `ConstantOfShape`, `Range`, `NonZero`, `ArgMax`, `ArgMin`, comparisons (`Equal`, `Less`, `LessOrEqual`, `Greater`, `GreaterOrEqual`), `And`, `Or`, `Xor`, `Not`, `Sign`, `Floor`, `Ceil`, `Round`, `IsNaN`, `IsInf`, `Cast` to an integer or boolean type | no gradient: their outputs carry none (a gradient reaching them is zero), and what is computed from them alone is left alone |
+//!
+//! Rules marked with no DeepLIFT treatment are linear in their varying inputs: DeepLIFT's
+//! multiplier is their vector-Jacobian product. DeepLIFT refuses an arithmetic operand computed
+//! from the attributed inputs through an operator without a gradient (a mask such as
+//! `Cast(Greater(x, 0))`): the reference's would differ, so it is not a constant. Values
+//! computed from the inputs' shapes alone are fine.
+//!
+//! Shapes are read at run time (`Shape` nodes) wherever a rule needs one, so models
 //! with symbolic batch sizes compile without shape inference. Values that cannot carry a
 //! gradient (shapes, indices, anything computed from constants alone) are found first and left
 //! alone. An operator on the gradient path without a rule is an error naming the operator and
-//! the node: never a silent wrong answer.
+//! the node (every such operator, each with one node, when there are several): never a silent
+//! wrong answer.
 //!
 //! [`layers`] tells which intermediate tensors are image-like layers (rank 4) and which one a
 //! layer method such as Grad-CAM defaults to, and the static spatial sizes a file tells (which
@@ -24,14 +58,15 @@
 //! product with its Jacobian).
 //!
 //! [`compile_deeplift`] builds on the same rules for DeepLIFT multipliers against reference
-//! inputs (rescale, two-player Shapley, decomposed softmax, routed max-pool); see
-//! `../shared/design/deep-shap.md`. Its backward pass computes the nonlinear rules once per
+//! inputs (rescale, two-player Shapley, decomposed softmax, routed max-pool); see the module
+//! documentation of `deeplift.rs` and ARCHITECTURE.md. Its backward pass computes the nonlinear rules once per
 //! (input, reference) pair and carries the seeds through products with them
 //! ([`rules::PairLayout`]).
 
 mod deeplift;
 mod gradient;
 pub mod layers;
+pub mod lower;
 pub mod rules;
 
 pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};
@@ -42,8 +77,13 @@ pub use gradient::{CompiledGradient, GradientRequest, compile_gradient};
 pub enum CompileError {
     #[error("the model has no graph")]
     NoGraph,
+    /// The one operator on the gradient path without a rule, with the (first) node of it.
     #[error("operator {op_type} (node {node:?}) has no gradient rule")]
     UnsupportedOp { op_type: String, node: String },
+    /// Several operators on the gradient path without a rule, each with one node of it, in
+    /// graph order.
+    #[error("operators without a gradient rule: {}", describe_ops(.0))]
+    UnsupportedOps(Vec<UnsupportedNode>),
     #[error("operator {op_type} (node {node:?}): {reason}")]
     UnsupportedForm { op_type: String, node: String, reason: String },
     #[error("no tensor named {0:?} in the model")]
@@ -52,4 +92,15 @@ pub enum CompileError {
     NotAnOutput(String),
     #[error("the model's default-domain opset is {0}; the compiler needs 13 or newer")]
     OldOpset(i64),
+}
+
+/// An operator without a rule and one node of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedNode {
+    pub op_type: String,
+    pub node: String,
+}
+
+fn describe_ops(ops: &[UnsupportedNode]) -> String {
+    ops.iter().map(|op| format!("{} (node {:?})", op.op_type, op.node)).collect::<Vec<_>>().join(", ")
 }

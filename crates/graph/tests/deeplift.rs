@@ -380,3 +380,297 @@ fn the_split_models_route_every_form_of_max_pool() {
     assert_eq!(offset_scatters, 2, "x's and r's argmax positions");
     check_completeness(&m, &output_name(&m), &[x], &[r]);
 }
+
+/// `op` between two dense layers, on inputs and references spread wide enough to saturate it.
+fn check_lowered_complete(row: &[usize], opset: i64, op: impl FnOnce(&mut GraphBuilder, &str) -> String) {
+    check_lowered_model_complete(row, opset, false, op);
+}
+
+/// As [`check_lowered_complete`]; with `undeclared`, the input's shape is left out of the file.
+fn check_lowered_model_complete(row: &[usize], opset: i64, undeclared: bool, op: impl FnOnce(&mut GraphBuilder, &str) -> String) {
+    let width: usize = row.iter().product();
+    let m = at_opset(
+        single_input(row, |b, x| {
+            let four = b.add_initializer(tensor_f32("four", &[], &[4.0]));
+            let z = b.add_node("Mul", &[x, &four], vec![]);
+            let y = op(b, &z);
+            let flat = b.add_node("Flatten", &[&y], vec![]);
+            let v = constant(b, &[width as i64, 3], 61);
+            b.add_node("MatMul", &[&flat, &v], vec![])
+        }),
+        opset,
+    );
+    let m = if undeclared { without_input_shapes(m) } else { m };
+    check_completeness(&m, &output_name(&m), &[rows(2, row, 62)], &[rows(3, row, 63)]);
+}
+
+#[test]
+fn lowered_hard_sigmoid_and_hard_swish_are_complete() {
+    check_lowered_complete(&[6], 17, |b, z| b.add_node("HardSigmoid", &[z], vec![]));
+    check_lowered_complete(&[6], 17, |b, z| b.add_node("HardSwish", &[z], vec![]));
+}
+
+#[test]
+fn lowered_layer_normalization_is_complete() {
+    for opset in [17, 18] {
+        // Axis 1 twice: on an input of declared rank, and on one whose rank is not declared.
+        for (axis, undeclared) in [(-1, false), (1, false), (1, true)] {
+            for bias in [false, true] {
+                check_lowered_model_complete(&[3, 4], opset, undeclared, |b, z| {
+                    let normalised: &[i64] = if axis == 1 { &[3, 4] } else { &[4] };
+                    let scale = constant(b, normalised, 64);
+                    let mut inputs = vec![z.to_string(), scale];
+                    if bias {
+                        inputs.push(constant(b, normalised, 65));
+                    }
+                    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                    b.add_node("LayerNormalization", &refs, vec![AttributeProto::int("axis", axis)])
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn lowered_gelu_is_complete() {
+    for approximate in ["none", "tanh"] {
+        check_lowered_complete(&[6], 20, |b, z| {
+            b.add_node("Gelu", &[z], vec![AttributeProto::string("approximate", approximate)])
+        });
+    }
+}
+
+#[test]
+fn more_elementwise_rules_are_complete() {
+    for op in ["Abs", "Log", "Sin", "Cos", "Softsign", "Selu", "Celu", "PRelu", "Pow", "PowCube", "Max", "Min"] {
+        let m = single_input(&[6], |b, x| {
+            let w = constant(b, &[6, 6], 120);
+            let z = b.add_node("MatMul", &[x, &w], vec![]);
+            let positive = |b: &mut GraphBuilder, z: &str| {
+                let one = b.add_initializer(tensor_f32("one", &[], &[1.0]));
+                let sq = b.add_node("Mul", &[z, z], vec![]);
+                b.add_node("Add", &[&sq, &one], vec![])
+            };
+            let y = match op {
+                "Log" => {
+                    let p = positive(b, &z);
+                    b.add_node("Log", &[&p], vec![])
+                }
+                "Pow" => {
+                    let p = positive(b, &z);
+                    let c = b.add_initializer(tensor_f32("c", &[], &[1.5]));
+                    b.add_node("Pow", &[&p, &c], vec![])
+                }
+                "PowCube" => {
+                    let c = b.add_initializer(tensor_f32("c", &[1], &[3.0]));
+                    b.add_node("Pow", &[&z, &c], vec![])
+                }
+                "PRelu" => {
+                    let slope = constant(b, &[6], 121);
+                    b.add_node("PRelu", &[&z, &slope], vec![])
+                }
+                "Max" | "Min" => {
+                    let c = constant(b, &[6], 122);
+                    b.add_node(op, &[&z, &c], vec![])
+                }
+                _ => b.add_node(op, &[&z], vec![]),
+            };
+            let v = constant(b, &[6, 2], 123);
+            b.add_node("MatMul", &[&y, &v], vec![])
+        });
+        check_completeness(&m, &output_name(&m), &[rows(2, &[6], 124)], &[rows(3, &[6], 125)]);
+    }
+}
+
+#[test]
+fn min_and_max_of_two_varying_tensors_share_by_the_shapley_rule() {
+    for op in ["Max", "Min"] {
+        // Two varying operands (one broadcast) and a constant.
+        let m = any_batch(model(&[&[1, 4], &[1, 1]], |b, x| {
+            let w = constant(b, &[4, 4], 130);
+            let h = b.add_node("MatMul", &[&x[0], &w], vec![]);
+            let c = constant(b, &[4], 131);
+            let y = b.add_node(op, &[&h, &x[1], &c], vec![]);
+            let v = constant(b, &[4, 3], 132);
+            b.add_node("MatMul", &[&y, &v], vec![])
+        }));
+        let x = [rows(2, &[4], 133), rows(2, &[1], 134)];
+        let r = [rows(3, &[4], 135), rows(3, &[1], 136)];
+        check_completeness(&m, &output_name(&m), &x, &r);
+    }
+    // Three varying operands are refused.
+    let m = any_batch(model(&[&[1, 4], &[1, 4], &[1, 4]], |b, x| b.add_node("Max", &[&x[0], &x[1], &x[2]], vec![])));
+    let inputs = vec!["x0".to_string(), "x1".into(), "x2".into()];
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs }).unwrap_err();
+    assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == "Max"), "{err}");
+}
+
+#[test]
+fn expand_tile_split_and_where_stay_complete() {
+    let m = single_input(&[6], |b, x| {
+        let w = constant(b, &[6, 6], 140);
+        let h = b.add_node("MatMul", &[x, &w], vec![]);
+        let h = b.add_node("Tanh", &[&h], vec![]);
+        // Split into 2, 1 and 3 columns; the middle part is unused.
+        let sizes = b.add_initializer(explaind_onnx::tensor_i64("sizes", &[3], &[2, 1, 3]));
+        let parts = b.add_node_multi("Split", &[&h, &sizes], 3, vec![AttributeProto::int("axis", 1)]);
+        let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[1]));
+        let a = b.add_node("Unsqueeze", &[&parts[0], &axes], vec![]);
+        let shape = b.add_initializer(explaind_onnx::tensor_i64("shape", &[3], &[1, 3, 2]));
+        let a = b.add_node("Expand", &[&a, &shape], vec![]);
+        let a = b.add_node("Flatten", &[&a], vec![]);
+        let repeats = b.add_initializer(explaind_onnx::tensor_i64("repeats", &[2], &[1, 2]));
+        let c = b.add_node("Tile", &[&parts[2], &repeats], vec![]);
+        let s = b.add_node("Sigmoid", &[&c], vec![]);
+        let both = b.add_node("Add", &[&a, &s], vec![]);
+        let k = constant(b, &[6], 141);
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let condition = b.add_node("Greater", &[&k, &zero], vec![]);
+        let e = b.add_node("Exp", &[&both], vec![]);
+        let chosen = b.add_node("Where", &[&condition, &both, &e], vec![]);
+        let v = constant(b, &[6, 2], 142);
+        b.add_node("MatMul", &[&chosen, &v], vec![])
+    });
+    check_completeness(&m, &output_name(&m), &[rows(2, &[6], 143)], &[rows(3, &[6], 144)]);
+
+    // A condition computed from the input differs between input and reference: refused.
+    let m = single_input(&[4], |b, x| {
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let condition = b.add_node("Greater", &[x, &zero], vec![]);
+        let t = b.add_node("Tanh", &[x], vec![]);
+        b.add_node("Where", &[&condition, x, &t], vec![])
+    });
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+    assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == "Where"), "{err}");
+}
+
+#[test]
+fn lowered_sum_square_and_l2_reductions_are_complete() {
+    for op in ["ReduceSumSquare", "ReduceL2"] {
+        for opset in [17, 18] {
+            let m = at_opset(
+                single_input(&[3, 4], |b, x| {
+                    let w = constant(b, &[4, 4], 150);
+                    let z = b.add_node("MatMul", &[x, &w], vec![]);
+                    let keep = AttributeProto::int("keepdims", 0);
+                    let r = if opset >= 18 {
+                        let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[2]));
+                        b.add_node(op, &[&z, &axes], vec![keep])
+                    } else {
+                        b.add_node(op, &[&z], vec![keep, AttributeProto::ints("axes", [2])])
+                    };
+                    let v = constant(b, &[3, 2], 151);
+                    b.add_node("MatMul", &[&r, &v], vec![])
+                }),
+                opset,
+            );
+            check_completeness(&m, &output_name(&m), &[rows(2, &[3, 4], 152)], &[rows(3, &[3, 4], 153)]);
+        }
+    }
+}
+
+#[test]
+fn reduce_max_min_and_log_sum_exp_are_complete() {
+    for op in ["ReduceMax", "ReduceMin", "ReduceLogSumExp"] {
+        for opset in [17, 18] {
+            for (axis, keepdims) in [(2i64, 0i64), (-1, 1), (1, 0)] {
+                let m = at_opset(
+                    single_input(&[3, 4], |b, x| {
+                        let w = constant(b, &[4, 4], 170);
+                        let z = b.add_node("MatMul", &[x, &w], vec![]);
+                        // ReLU zeros tie for the minimum: they share it.
+                        let z = b.add_node("Relu", &[&z], vec![]);
+                        let keep = AttributeProto::int("keepdims", keepdims);
+                        let r = if opset >= 18 {
+                            let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[axis]));
+                            b.add_node(op, &[&z, &axes], vec![keep])
+                        } else {
+                            b.add_node(op, &[&z], vec![keep, AttributeProto::ints("axes", [axis])])
+                        };
+                        b.add_node("Flatten", &[&r], vec![])
+                    }),
+                    opset,
+                );
+                check_completeness(&m, &output_name(&m), &[rows(2, &[3, 4], 171)], &[rows(3, &[3, 4], 172)]);
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions_over_the_batch_are_refused() {
+    let refused = |m: ModelProto, op: &str| {
+        let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+        assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == op), "{err}");
+    };
+    // Over every axis, the batch's too.
+    refused(single_input(&[4], |b, x| b.add_node("ReduceMax", &[x], vec![])), "ReduceMax");
+    refused(
+        single_input(&[4], |b, x| b.add_node("ReduceLogSumExp", &[x], vec![AttributeProto::ints("axes", [-2])])),
+        "ReduceLogSumExp",
+    );
+    refused(single_input(&[4], |b, x| b.add_node("ReduceMin", &[x], vec![AttributeProto::ints("axes", [0, 1])])), "ReduceMin");
+}
+
+#[test]
+fn masks_of_the_inputs_are_refused_and_shape_paths_are_not() {
+    // Tanh(x) · (x > 0): the mask differs between input and reference.
+    let m = single_input(&[4], |b, x| {
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let positive = b.add_node("Greater", &[x, &zero], vec![]);
+        let mask = b.add_node("Cast", &[&positive], vec![AttributeProto::int("to", 1)]);
+        let t = b.add_node("Tanh", &[x], vec![]);
+        b.add_node("Mul", &[&t, &mask], vec![])
+    });
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+    assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == "Mul"), "{err}");
+
+    // Shapes of the inputs (through Shape, ConstantOfShape) are shared by input and reference.
+    let m = single_input(&[4], |b, x| {
+        let w = constant(b, &[4, 4], 160);
+        let h = b.add_node("MatMul", &[x, &w], vec![]);
+        let shape = b.add_node("Shape", &[&h], vec![]);
+        let ones = b.add_node("ConstantOfShape", &[&shape], vec![AttributeProto::tensor("value", tensor_f32("", &[1], &[0.25]))]);
+        let h = b.add_node("Add", &[&h, &ones], vec![]);
+        let t = b.add_node("Sigmoid", &[&h], vec![]);
+        // The row's width (a Size would count the rows too, which the test's batches change).
+        let x_shape = b.add_node("Shape", &[x], vec![]);
+        let last = b.add_initializer(explaind_onnx::tensor_i64("last", &[], &[-1]));
+        let width = b.add_node("Gather", &[&x_shape, &last], vec![]);
+        let size = b.add_node("Cast", &[&width], vec![AttributeProto::int("to", 1)]);
+        let t = b.add_node("Div", &[&t, &size], vec![]);
+        let v = constant(b, &[4, 2], 161);
+        b.add_node("MatMul", &[&t, &v], vec![])
+    });
+    check_completeness(&m, &output_name(&m), &[rows(1, &[4], 162)], &[rows(1, &[4], 163)]);
+}
+
+#[test]
+fn the_split_models_compute_the_new_rules_as_the_combined_one_does() {
+    let m = at_opset(
+        single_input(&[3, 4], |b, x| {
+            let w = constant(b, &[4, 4], 180);
+            let z = b.add_node("MatMul", &[x, &w], vec![]);
+            let slope = constant(b, &[4], 181);
+            let z = b.add_node("PRelu", &[&z, &slope], vec![]);
+            let sizes = b.add_initializer(explaind_onnx::tensor_i64("sizes", &[2], &[1, 3]));
+            let parts = b.add_node_multi("Split", &[&z, &sizes], 2, vec![AttributeProto::int("axis", -1)]);
+            let repeats = b.add_initializer(explaind_onnx::tensor_i64("repeats", &[3], &[1, 1, 3]));
+            let tiled = b.add_node("Tile", &[&parts[0], &repeats], vec![]);
+            let both = b.add_node("Max", &[&tiled, &parts[1]], vec![]);
+            let c = constant(b, &[3], 182);
+            let low = b.add_node("Min", &[&both, &c], vec![]);
+            let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[-1]));
+            let r = b.add_node("ReduceMax", &[&low, &axes], vec![AttributeProto::int("keepdims", 0)]);
+            let lse = b.add_node("ReduceLogSumExp", &[&low, &axes], vec![AttributeProto::int("keepdims", 0)]);
+            let r = b.add_node("Add", &[&r, &lse], vec![]);
+            let s = b.add_node("Sin", &[&r], vec![]);
+            let v = constant(b, &[3, 2], 183);
+            b.add_node("MatMul", &[&s, &v], vec![])
+        }),
+        18,
+    );
+    let (x, r) = (rows(4, &[3, 4], 184), rows(4, &[3, 4], 185));
+    check_split_against_pairs(&m, &output_name(&m), &x, &r, 3);
+    check_completeness(&m, &output_name(&m), &[x], &[r]);
+}

@@ -392,14 +392,436 @@ fn intermediate_tensors_can_be_differentiated_and_exposed() {
 
 #[test]
 fn unsupported_operators_are_named() {
-    let m = model(&[&[2, 3]], |b, x| b.add_node("Sin", &[&x[0]], vec![]));
+    let m = model(&[&[2, 3]], |b, x| b.add_node("Atan", &[&x[0]], vec![]));
     let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
     let err = compile_gradient(&m, &request).unwrap_err();
-    assert_eq!(err, CompileError::UnsupportedOp { op_type: "Sin".into(), node: "Sin".into() });
-    assert_eq!(err.to_string(), "operator Sin (node \"Sin\") has no gradient rule");
+    assert_eq!(err, CompileError::UnsupportedOp { op_type: "Atan".into(), node: "Atan".into() });
+    assert_eq!(err.to_string(), "operator Atan (node \"Atan\") has no gradient rule");
 
     let request = GradientRequest { outputs: vec!["nope".into()], wrt: vec!["x0".into()], expose: vec![] };
     assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::NotAnOutput("nope".into()));
     let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["ghost".into()], expose: vec![] };
     assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::UnknownTensor("ghost".into()));
+}
+
+/// A lowered operator (`explaind_graph::lower`) applied to `scale · x` (so that saturating ones
+/// saturate); where `max_skipped` > 0, elements on a kink are skipped (see
+/// [`check_gradients_skipping`]: only for piecewise linear operators, whose one-sided
+/// differences agree off the kinks).
+fn check_lowered(
+    shapes: &[usize],
+    opset: i64,
+    scale: f32,
+    max_skipped: f64,
+    body: impl FnOnce(&mut GraphBuilder, &str) -> String,
+) {
+    check_lowered_model(shapes, opset, scale, max_skipped, false, body);
+}
+
+/// As [`check_lowered`]; with `undeclared`, the input's shape is left out of the file.
+fn check_lowered_model(
+    shapes: &[usize],
+    opset: i64,
+    scale: f32,
+    max_skipped: f64,
+    undeclared: bool,
+    body: impl FnOnce(&mut GraphBuilder, &str) -> String,
+) {
+    let m = at_opset(
+        model(&[shapes], |b, x| {
+            let scale = b.add_initializer(tensor_f32("scale", &[], &[scale]));
+            let scaled = b.add_node("Mul", &[&x[0], &scale], vec![]);
+            body(b, &scaled)
+        }),
+        opset,
+    );
+    let m = if undeclared { without_input_shapes(m) } else { m };
+    let inputs = [array(shapes, 1, 0.0)];
+    check_gradients_skipping(&m, &output_name(&m), &inputs, 1e-2, max_skipped);
+}
+
+#[test]
+fn hard_sigmoid_and_hard_swish_are_lowered() {
+    check_lowered(&[4, 6], 17, 3.0, 0.3, |b, x| b.add_node("HardSigmoid", &[x], vec![]));
+    check_lowered(&[4, 6], 17, 3.0, 0.3, |b, x| {
+        b.add_node("HardSigmoid", &[x], vec![AttributeProto::float("alpha", 0.4), AttributeProto::float("beta", 0.6)])
+    });
+    // HardSwish is quadratic between its kinks at ±3: smooth on [-1, 1].
+    check_lowered(&[4, 6], 17, 1.0, 0.0, |b, x| b.add_node("HardSwish", &[x], vec![]));
+}
+
+#[test]
+fn layer_normalization_is_lowered() {
+    for opset in [17, 18] {
+        // Axis 1 twice: on an input of declared rank, and on one whose rank is not declared.
+        for (axis, undeclared) in [(-1, false), (1, false), (1, true)] {
+            for bias in [false, true] {
+                check_lowered_model(&[2, 3, 4], opset, 3.0, 0.0, undeclared, |b, x| {
+                    let normalised: &[i64] = if axis == 1 { &[3, 4] } else { &[4] };
+                    let scale = constant(b, normalised, 5);
+                    let mut inputs = vec![x.to_string(), scale];
+                    if bias {
+                        inputs.push(constant(b, normalised, 6));
+                    }
+                    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                    b.add_node("LayerNormalization", &refs, vec![AttributeProto::int("axis", axis)])
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn gelu_is_lowered() {
+    for approximate in ["none", "tanh"] {
+        check_lowered(&[4, 6], 20, 2.0, 0.0, |b, x| {
+            b.add_node("Gelu", &[x], vec![AttributeProto::string("approximate", approximate)])
+        });
+    }
+}
+
+/// Values away from every kink of `Floor`, `Ceil`, `Round`, `Sign` and comparisons with 0, so
+/// that a step of 0.01 changes no mask.
+fn off_kinks(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    // |v| in [0.1, 0.4] or [0.6, 0.9]: 0.1 away from 0, ±0.5 and ±1.
+    let count = shape.iter().product();
+    let spread = values(count, seed, 0.0).into_iter().enumerate().map(|(i, v)| {
+        let magnitude = 0.1 + 0.3 * v.abs() + if i % 3 == 0 { 0.5 } else { 0.0 };
+        if v < 0.0 { -magnitude } else { magnitude }
+    });
+    ArrayD::from_shape_vec(IxDyn(shape), spread.collect()).unwrap()
+}
+
+#[test]
+fn zero_gradient_ops_on_mask_and_shape_paths() {
+    // Comparisons, logic, rounding and Sign on a mask path beside a differentiable one.
+    let m = model(&[&[3, 4]], |b, x| {
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let half = b.add_initializer(tensor_f32("half", &[], &[0.5]));
+        let low = b.add_initializer(tensor_f32("low", &[], &[-0.5]));
+        let above = b.add_node("Greater", &[&x[0], &zero], vec![]);
+        let below = b.add_node("LessOrEqual", &[&x[0], &half], vec![]);
+        let middle = b.add_node("And", &[&above, &below], vec![]);
+        let very_low = b.add_node("Less", &[&x[0], &low], vec![]);
+        let not_low = b.add_node("Not", &[&very_low], vec![]);
+        let at_least = b.add_node("GreaterOrEqual", &[&x[0], &low], vec![]);
+        let both = b.add_node("Equal", &[&not_low, &at_least], vec![]);
+        let mask = b.add_node("Or", &[&middle, &both], vec![]);
+        let mask = b.add_node("Cast", &[&mask], vec![AttributeProto::int("to", 1)]);
+        let t = b.add_node("Tanh", &[&x[0]], vec![]);
+        let masked = b.add_node("Mul", &[&t, &mask], vec![]);
+        // Sign, Floor, Ceil and Round: piecewise constant, multiplied with x.
+        let mut total = masked;
+        for op in ["Sign", "Floor", "Ceil", "Round"] {
+            let step = b.add_node(op, &[&x[0]], vec![]);
+            let p = b.add_node("Mul", &[&step, &x[0]], vec![]);
+            total = b.add_node("Add", &[&total, &p], vec![]);
+        }
+        total
+    });
+    check_gradients(&m, &output_name(&m), &[off_kinks(&[3, 4], 3)]);
+
+    // Shape, Size, ConstantOfShape, Range, NonZero and an integer Cast on a shape path.
+    let m = model(&[&[3, 4]], |b, x| {
+        let shape = b.add_node("Shape", &[&x[0]], vec![]);
+        let ones = b.add_node("ConstantOfShape", &[&shape], vec![AttributeProto::tensor("value", tensor_f32("", &[1], &[1.5]))]);
+        let square = b.add_node("Mul", &[&x[0], &x[0]], vec![]);
+        let shifted = b.add_node("Add", &[&square, &ones], vec![]);
+        let size = b.add_node("Size", &[&x[0]], vec![]);
+        let start = b.add_initializer(tensor_i64("start", &[], &[0]));
+        let step = b.add_initializer(tensor_i64("step", &[], &[1]));
+        let positions = b.add_node("Range", &[&start, &size, &step], vec![]);
+        let positions = b.add_node("Reshape", &[&positions, &shape], vec![]);
+        let positions = b.add_node("Cast", &[&positions], vec![AttributeProto::int("to", 1)]);
+        let weighted = b.add_node("Mul", &[&shifted, &positions], vec![]);
+        // The number of positive elements, through NonZero and an integer Cast of x itself.
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let positive = b.add_node("Greater", &[&x[0], &zero], vec![]);
+        let found = b.add_node("NonZero", &[&positive], vec![]);
+        let found = b.add_node("Shape", &[&found], vec![]);
+        let second = b.add_initializer(tensor_i64("second", &[], &[1]));
+        let found = b.add_node("Gather", &[&found, &second], vec![]);
+        let truncated = b.add_node("Cast", &[&x[0]], vec![AttributeProto::int("to", 7)]);
+        let truncated = b.add_node("Cast", &[&truncated], vec![AttributeProto::int("to", 1)]);
+        let found = b.add_node("Cast", &[&found], vec![AttributeProto::int("to", 1)]);
+        let scaled = b.add_node("Mul", &[&weighted, &found], vec![]);
+        b.add_node("Add", &[&scaled, &truncated], vec![])
+    });
+    check_gradients(&m, &output_name(&m), &[off_kinks(&[3, 4], 4)]);
+}
+
+#[test]
+fn more_elementwise_nonlinearities() {
+    for op in ["Abs", "Sin", "Cos", "Softsign", "Selu", "Celu", "Neg"] {
+        let attrs = match op {
+            "Celu" => vec![AttributeProto::float("alpha", 0.7)],
+            "Selu" => vec![AttributeProto::float("alpha", 1.5), AttributeProto::float("gamma", 1.2)],
+            _ => vec![],
+        };
+        check(&[&[3, 4]], 0.1, |b, x| b.add_node(op, &[&x[0]], attrs));
+    }
+    // Defaults of Selu and Celu.
+    check(&[&[3, 4]], 0.1, |b, x| b.add_node("Selu", &[&x[0]], vec![]));
+    check(&[&[3, 4]], 0.1, |b, x| b.add_node("Celu", &[&x[0]], vec![]));
+    // Log of a positive argument.
+    check(&[&[3, 4]], 0.0, |b, x| {
+        let one = b.add_initializer(tensor_f32("one", &[], &[1.0]));
+        let sq = b.add_node("Mul", &[&x[0], &x[0]], vec![]);
+        let pos = b.add_node("Add", &[&sq, &one], vec![]);
+        b.add_node("Log", &[&pos], vec![])
+    });
+    // PRelu: a slope per channel broadcast over [N, C, L], and a scalar slope.
+    check(&[&[2, 3, 4]], 0.1, |b, x| {
+        let slope = constant(b, &[3, 1], 30);
+        b.add_node("PRelu", &[&x[0], &slope], vec![])
+    });
+    check(&[&[3, 4]], 0.1, |b, x| {
+        let slope = b.add_initializer(tensor_f32("slope", &[1], &[0.25]));
+        b.add_node("PRelu", &[&x[0], &slope], vec![])
+    });
+}
+
+#[test]
+fn pow_with_a_constant_exponent() {
+    // Integer and fractional scalar exponents (on a positive base), an int64 exponent, and a
+    // per-column exponent that broadcasts a smaller base.
+    for exponent in [3.0f32, 1.5, -0.5] {
+        check(&[&[3, 4]], 0.0, |b, x| {
+            let one = b.add_initializer(tensor_f32("one", &[], &[1.0]));
+            let sq = b.add_node("Mul", &[&x[0], &x[0]], vec![]);
+            let pos = b.add_node("Add", &[&sq, &one], vec![]);
+            let c = b.add_initializer(tensor_f32("c", &[], &[exponent]));
+            b.add_node("Pow", &[&pos, &c], vec![])
+        });
+    }
+    check(&[&[3, 4]], 0.0, |b, x| {
+        let c = b.add_initializer(tensor_i64("c", &[], &[2]));
+        b.add_node("Pow", &[&x[0], &c], vec![])
+    });
+    check(&[&[3, 1]], 0.0, |b, x| {
+        let c = b.add_initializer(tensor_f32("c", &[4], &[1.0, 2.0, 3.0, 4.0]));
+        b.add_node("Pow", &[&x[0], &c], vec![])
+    });
+    // A varying exponent is refused.
+    let m = model(&[&[3, 4], &[3, 4]], |b, x| b.add_node("Pow", &[&x[0], &x[1]], vec![]));
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into(), "x1".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(matches!(&err, CompileError::UnsupportedForm { op_type, .. } if op_type == "Pow"), "{err}");
+}
+
+#[test]
+fn elementwise_min_and_max() {
+    for op in ["Min", "Max"] {
+        // Three varying inputs with broadcasting, one constant among them, and one input alone.
+        check(&[&[2, 3, 4], &[3, 1], &[4]], 0.0, |b, x| b.add_node(op, &[&x[0], &x[1], &x[2]], vec![]));
+        check(&[&[2, 3]], 0.0, |b, x| {
+            let c = constant(b, &[3], 31);
+            b.add_node(op, &[&c, &x[0]], vec![])
+        });
+        check(&[&[2, 3]], 0.0, |b, x| b.add_node(op, &[&x[0]], vec![]));
+    }
+}
+
+#[test]
+fn min_and_max_give_ties_to_the_first_input() {
+    // Max(x, x): both inputs hold the maximum everywhere; the first gets the whole gradient.
+    let m = model(&[&[2, 3]], |b, x| {
+        let two = b.add_initializer(tensor_f32("two", &[], &[2.0]));
+        let doubled = b.add_node("Mul", &[&x[0], &two], vec![]);
+        b.add_node("Max", &[&x[0], &doubled, &x[0]], vec![])
+    });
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let compiled = compile_gradient(&m, &request).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backward = load(&compiled.model, &dir, "ties");
+    let x = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![-1.0f32, -2.0, 3.0, 0.5, -0.5, 1.0]).unwrap();
+    let seed = ArrayD::from_elem(IxDyn(&[2, 3]), 1.0f32);
+    let results = backward.run(&[x.view(), seed.view()]).unwrap().0;
+    // Negative x: x itself is the maximum (twice: slope 1 once); positive: 2x (slope 2).
+    let want = [1.0, 1.0, 2.0, 2.0, 1.0, 2.0];
+    assert_eq!(results[1].as_slice().unwrap(), &want);
+}
+
+#[test]
+fn expand_and_tile() {
+    check(&[&[3, 1]], 0.0, |b, x| {
+        let shape = b.add_initializer(tensor_i64("shape", &[3], &[2, 3, 4]));
+        b.add_node("Expand", &[&x[0], &shape], vec![])
+    });
+    // Broadcasting both ways: the shape is smaller than the input on one axis.
+    check(&[&[2, 1, 4]], 0.0, |b, x| {
+        let shape = b.add_initializer(tensor_i64("shape", &[2], &[3, 1]));
+        b.add_node("Expand", &[&x[0], &shape], vec![])
+    });
+    for repeats in [[2i64, 1], [3, 2], [1, 1]] {
+        check(&[&[2, 3]], 0.0, |b, x| {
+            let repeats = b.add_initializer(tensor_i64("repeats", &[2], &repeats));
+            b.add_node("Tile", &[&x[0], &repeats], vec![])
+        });
+    }
+    check(&[&[2, 1, 3]], 0.0, |b, x| {
+        let repeats = b.add_initializer(tensor_i64("repeats", &[3], &[1, 2, 2]));
+        b.add_node("Tile", &[&x[0], &repeats], vec![])
+    });
+}
+
+/// `Split` of x0 into `parts` outputs (the extra inputs and attributes from `form`); the result
+/// concatenates, per row, a weighted sum over axis 1 of `Tanh` of each output listed in `used`
+/// (the others unused: their gradient is zero).
+fn split_model(
+    opset: i64,
+    shape: &[usize],
+    parts: usize,
+    used: &[usize],
+    form: impl FnOnce(&mut GraphBuilder, &str) -> (Vec<String>, Vec<AttributeProto>),
+) -> ModelProto {
+    at_opset(
+        model(&[shape], |b, x| {
+            let (extra, attrs) = form(b, &x[0]);
+            let mut inputs = vec![x[0].clone()];
+            inputs.extend(extra);
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let outputs = b.add_node_multi("Split", &refs, parts, attrs);
+            let mut total: Option<String> = None;
+            for (k, &i) in used.iter().enumerate() {
+                let t = b.add_node("Tanh", &[&outputs[i]], vec![]);
+                let w = b.add_initializer(tensor_f32("w", &[], &[1.0 + k as f32]));
+                let t = b.add_node("Mul", &[&t, &w], vec![]);
+                let axes = b.add_initializer(tensor_i64("axes", &[1], &[1]));
+                let s = b.add_node("ReduceSum", &[&t, &axes], vec![]);
+                total = Some(match total {
+                    Some(total) => b.add_node("Concat", &[&total, &s], vec![AttributeProto::int("axis", 1)]),
+                    None => s,
+                });
+            }
+            total.unwrap()
+        }),
+        opset,
+    )
+}
+
+#[test]
+fn split_in_every_form() {
+    let check_model = |m: ModelProto, shape: &[usize]| check_gradients(&m, &output_name(&m), &[array(shape, 5, 0.0)]);
+    // Sizes as an input (opsets 13 and 18), every output used and only some.
+    for opset in [13, 17, 18] {
+        for used in [&[0usize, 1, 2][..], &[2, 0]] {
+            let m = split_model(opset, &[2, 6, 3], 3, used, |b, _| {
+                let sizes = b.add_initializer(tensor_i64("sizes", &[3], &[1, 3, 2]));
+                (vec![sizes], vec![AttributeProto::int("axis", 1)])
+            });
+            check_model(m, &[2, 6, 3]);
+        }
+    }
+    // Equal parts: by the number of outputs before 18, by num_outputs from 18 (uneven: 3, 3, 1).
+    let m = split_model(17, &[2, 6, 3], 3, &[1], |_, _| (vec![], vec![AttributeProto::int("axis", 1)]));
+    check_model(m, &[2, 6, 3]);
+    let m = split_model(18, &[2, 7, 3], 3, &[0, 2], |_, _| {
+        (vec![], vec![AttributeProto::int("axis", -2), AttributeProto::int("num_outputs", 3)])
+    });
+    check_model(m, &[2, 7, 3]);
+}
+
+#[test]
+fn where_routes_by_its_condition() {
+    // A constant condition broadcast over both varying branches (one broadcast itself).
+    check(&[&[2, 3, 4], &[4]], 0.0, |b, x| {
+        let c = constant(b, &[3, 1], 40);
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let condition = b.add_node("Greater", &[&c, &zero], vec![]);
+        b.add_node("Where", &[&condition, &x[0], &x[1]], vec![])
+    });
+    // A condition computed from x itself (a mask path), one branch constant.
+    check(&[&[3, 4]], 0.1, |b, x| {
+        let zero = b.add_initializer(tensor_f32("zero", &[], &[0.0]));
+        let condition = b.add_node("Greater", &[&x[0], &zero], vec![]);
+        let t = b.add_node("Tanh", &[&x[0]], vec![]);
+        let c = constant(b, &[4], 41);
+        b.add_node("Where", &[&condition, &c, &t], vec![])
+    });
+}
+
+#[test]
+fn gather_elements_adds_repeated_indices() {
+    for axis in [0i64, 1] {
+        check(&[&[3, 4]], 0.0, |b, x| {
+            let indices = b.add_initializer(tensor_i64("indices", &[2, 3], &[2, 0, 2, -1, 1, 0]));
+            let picked = b.add_node("GatherElements", &[&x[0], &indices], vec![AttributeProto::int("axis", axis)]);
+            let w = constant(b, &[2, 3], 42);
+            b.add_node("Mul", &[&picked, &w], vec![])
+        });
+    }
+}
+
+/// A reduction of `x0` over `axes` (`None`: every axis), in the opset's form: the axes as an
+/// attribute before 18, as an input from 18.
+fn reduction(op: &str, opset: i64, shape: &[usize], axes: Option<&[i64]>, keepdims: i64) -> ModelProto {
+    at_opset(
+        model(&[shape], |b, x| {
+            let mut attrs = vec![AttributeProto::int("keepdims", keepdims)];
+            let mut inputs = vec![x[0].clone()];
+            match axes {
+                Some(axes) if opset >= 18 => inputs.push(b.add_initializer(tensor_i64("axes", &[axes.len() as i64], axes))),
+                Some(axes) => attrs.push(AttributeProto::ints("axes", axes.to_vec())),
+                None => {}
+            }
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            b.add_node(op, &refs, attrs)
+        }),
+        opset,
+    )
+}
+
+#[test]
+fn max_min_l2_sum_square_and_log_sum_exp_reductions() {
+    for op in ["ReduceMax", "ReduceMin", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp"] {
+        for opset in [17, 18] {
+            for (axes, keepdims) in [(Some(&[1i64, -1][..]), 0), (Some(&[1][..]), 1), (None, 0), (None, 1)] {
+                let m = reduction(op, opset, &[2, 3, 4], axes, keepdims);
+                // Distinct values, spaced beyond the step, so that the extremes do not move.
+                check_gradients(&m, &output_name(&m), &[spaced(&[2, 3, 4])]);
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_max_and_min_share_ties_equally() {
+    for op in ["ReduceMax", "ReduceMin"] {
+        let m = reduction(op, 18, &[2, 3], Some(&[1]), 1);
+        let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+        let compiled = compile_gradient(&m, &request).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backward = load(&compiled.model, &dir, "ties");
+        // Row 0: the extreme is held twice; row 1: once.
+        let x = if op == "ReduceMax" { [2.0f32, -1.0, 2.0, 0.5, 3.0, -2.0] } else { [-2.0f32, 1.0, -2.0, 0.5, -3.0, 2.0] };
+        let x = ArrayD::from_shape_vec(IxDyn(&[2, 3]), x.to_vec()).unwrap();
+        let seed = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![1.0f32, 4.0]).unwrap();
+        let results = backward.run(&[x.view(), seed.view()]).unwrap().0;
+        assert_eq!(results[1].as_slice().unwrap(), &[0.5, 0.0, 0.5, 0.0, 4.0, 0.0], "{op}");
+    }
+}
+
+#[test]
+fn a_gradient_reaching_an_operator_without_one_stops_there() {
+    // Gradients with respect to x and to Floor(x) itself: Floor passes nothing back to x.
+    let m = model(&[&[2, 3]], |b, x| {
+        let floor = b.add_node("Floor", &[&x[0]], vec![]);
+        let t = b.add_node("Tanh", &[&x[0]], vec![]);
+        b.add_node("Mul", &[&t, &floor], vec![])
+    });
+    let floor = m.graph.as_ref().unwrap().node[0].output[0].clone();
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into(), floor], expose: vec![] };
+    let compiled = compile_gradient(&m, &request).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backward = load(&compiled.model, &dir, "floor");
+    let x = off_kinks(&[2, 3], 6);
+    let seed = ArrayD::from_elem(IxDyn(&[2, 3]), 1.0f32);
+    let results = backward.run(&[x.view(), seed.view()]).unwrap().0;
+    for (i, &v) in x.iter().enumerate() {
+        let (dx, dfloor) = (results[1].as_slice().unwrap()[i], results[2].as_slice().unwrap()[i]);
+        let want_dx = (1.0 - v.tanh().powi(2)) * v.floor();
+        assert!((dx - want_dx).abs() < 1e-5, "d/dx[{i}]: {dx}, want {want_dx}");
+        assert!((dfloor - v.tanh()).abs() < 1e-5, "d/dfloor[{i}]: {dfloor}");
+    }
 }

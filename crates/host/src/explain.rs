@@ -8,7 +8,7 @@ use explaind_runtime::{Model, RunStats};
 use ndarray::{Array2, ArrayD, ArrayViewD};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -117,6 +117,62 @@ pub struct RequestBudget {
     pub scratch_bytes: u64,
 }
 
+/// Scratch memory reserved by the explain requests in flight, against one limit for the whole
+/// process: each request's budget bounds it alone, this bounds them together. A request
+/// reserves what it will hold (its plugin's estimate and its result tensors) before it
+/// allocates, and gives it back when it ends.
+#[derive(Debug)]
+pub struct MemoryPool {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryPool {
+    /// A pool of `limit` bytes (0: no limit).
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(MemoryPool { limit, used: AtomicU64::new(0) })
+    }
+
+    /// Bytes reserved by the requests in flight.
+    pub fn in_use(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes` until the returned reservation is dropped, or fails without reserving
+    /// with RESOURCE_EXHAUSTED: the request is fine, the server is busy with others.
+    pub fn reserve(self: &Arc<Self>, bytes: f64) -> Result<Reservation, Failure> {
+        let whole = bytes.max(0.0).ceil();
+        let amount = if whole >= u64::MAX as f64 { u64::MAX } else { whole as u64 };
+        let before = self.used.fetch_add(amount, Ordering::Relaxed);
+        let total = before as u128 + amount as u128;
+        if self.limit > 0 && total > self.limit as u128 {
+            self.used.fetch_sub(amount, Ordering::Relaxed);
+            return Err(Failure::new(
+                abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "server memory: this request needs about {bytes:.3e} bytes and the requests in flight hold {before} of \
+                     the server's {} (--max-inflight-bytes); retry later",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(Reservation { pool: self.clone(), bytes: amount })
+    }
+}
+
+/// Bytes of a [`MemoryPool`] held by one request; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    pool: Arc<MemoryPool>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.pool.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A validated explain request: inputs match the model, the output exists.
 pub struct ExplainJob {
     pub model: Arc<Model>,
@@ -135,6 +191,8 @@ pub struct ExplainJob {
     /// What the request may use. A plugin's estimate over it refuses the request before the
     /// plugin runs; past it, host functions fail with RESOURCE_EXHAUSTED before running.
     pub budget: RequestBudget,
+    /// The memory every request in flight reserves from.
+    pub memory: Arc<MemoryPool>,
 }
 
 pub struct ExplainOutcome {
@@ -286,7 +344,7 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
 pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
-    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget } = job;
+    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget, memory } = job;
     let params = bind_params(&plugin, params)?;
 
     let background = match background {
@@ -321,7 +379,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         TargetSelection::All => output_row_size,
         TargetSelection::TopK(k) => (*k).min(output_row_size),
     };
-    check_result_size(&inputs, requested_targets, budget)?;
+    let result_bytes = check_result_size(&inputs, requested_targets, budget)?;
     let target_indices = resolve_targets(&targets, explained.view())?;
     let num_targets = target_indices.ncols();
 
@@ -379,9 +437,14 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     if let Some(f) = cancel.failure() {
         return Err(f);
     }
-    if let Some(cost) = plugin.call_estimate(context.as_raw(), &request)? {
-        check_cost(&plugin, &cost, &params.raw, budget)?;
-    }
+    let scratch_bytes = match plugin.call_estimate(context.as_raw(), &request)? {
+        Some(cost) => {
+            check_cost(&plugin, &cost, &params.raw, budget)?;
+            cost.scratch_bytes
+        }
+        None => 0.0,
+    };
+    let _reserved = memory.reserve(result_bytes + scratch_bytes)?;
     let outcome = plugin.call_explain(context.as_raw(), &request);
     // A plugin that saw the deadline pass reports CANCELLED; say which it was.
     if let Err(f) = outcome {
@@ -422,7 +485,8 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
 
 /// Refuses a request whose result tensors (attributions of every input for every target) would
 /// pass the scratch budget: the host allocates them before the plugin runs.
-fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: RequestBudget) -> Result<(), Failure> {
+/// Returns their size in bytes.
+fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: RequestBudget) -> Result<f64, Failure> {
     let elements: f64 = inputs.iter().map(|a| a.len() as f64).sum::<f64>() * num_targets as f64;
     let table = inputs.first().map_or(0.0, |a| a.shape()[0] as f64) * num_targets as f64;
     let bytes = elements * 4.0 + table * 8.0;
@@ -436,7 +500,7 @@ fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: Request
             ),
         ));
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Refuses a request whose predicted cost is over its budget, naming what drives the cost.
@@ -540,6 +604,23 @@ mod tests {
         assert_eq!(err.message, "parameters.p: expected integer, got number");
         let err = ParamValue::Number(f64::NAN).convert(abi::EXD_PARAM_NUMBER, f).unwrap_err();
         assert!(err.message.contains("finite"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_memory_pool_refuses_what_does_not_fit_beside_the_requests_in_flight() {
+        let pool = MemoryPool::new(1000);
+        let first = pool.reserve(600.0).unwrap();
+        let err = pool.reserve(500.0).unwrap_err();
+        assert_eq!(err.code, abi::EXD_RESOURCE_EXHAUSTED);
+        assert!(err.message.contains("hold 600 of the server's 1000"), "{}", err.message);
+        assert_eq!(pool.in_use(), 600, "a refusal reserves nothing");
+        let second = pool.reserve(400.0).unwrap();
+        assert_eq!(pool.in_use(), 1000);
+        drop(first);
+        drop(second);
+        assert_eq!(pool.in_use(), 0, "dropped reservations are given back");
+        assert!(pool.reserve(f64::INFINITY).is_err(), "an infinite estimate never fits");
+        assert!(MemoryPool::new(0).reserve(1e30).is_ok(), "0: no limit");
     }
 
     #[test]

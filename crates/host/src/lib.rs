@@ -19,7 +19,9 @@ pub mod host_api;
 pub mod plugin;
 
 pub use backgrounds::BackgroundRegistry;
-pub use explain::{CancelToken, ExplainJob, ExplainOutcome, ParamValue, RequestBudget, TargetSelection, explain};
+pub use explain::{
+    CancelToken, ExplainJob, ExplainOutcome, MemoryPool, ParamValue, RequestBudget, Reservation, TargetSelection, explain,
+};
 pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
 
 /// An error with a gRPC-compatible status code (the ABI's `EXD_*` codes are the same numbers).

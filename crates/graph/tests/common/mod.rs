@@ -71,3 +71,23 @@ pub fn constant(b: &mut GraphBuilder, shape: &[i64], seed: u64) -> String {
     let count = shape.iter().product::<i64>() as usize;
     b.add_initializer(tensor_f32("c", shape, &values(count, seed, 0.0)))
 }
+
+/// `m` declared at another default-domain opset.
+pub fn at_opset(mut m: ModelProto, opset: i64) -> ModelProto {
+    for import in &mut m.opset_import {
+        if import.domain().is_empty() || import.domain() == "ai.onnx" {
+            import.version = Some(opset);
+        }
+    }
+    m
+}
+
+/// `m` with its inputs' shapes (and so their ranks) left undeclared.
+pub fn without_input_shapes(mut m: ModelProto) -> ModelProto {
+    for input in &mut m.graph.as_mut().unwrap().input {
+        if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
+            t.shape = None;
+        }
+    }
+    m
+}

@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--waves", type=int, default=5)
-    parser.add_argument("--fsync-every-ms", type=int, default=0, help="0: fsync every record")
+    parser.add_argument("--fsync-every-ms", type=int, default=0, help="0: every record synced before its answer")
     parser.add_argument("--no-audit", action="store_true", help="for comparison: the daemon without an audit log")
     args = parser.parse_args()
     generate_stubs()
@@ -121,7 +121,7 @@ def main() -> int:
     print(f"Command: `python scripts/soak.py --requests {args.requests} --concurrency {args.concurrency} "
           f"--waves {args.waves} --fsync-every-ms {args.fsync_every_ms}` (release build; occlusion on wine-mlp, "
           "one row, 13 windows; audit log on: "
-          f"{'fsync every record' if args.fsync_every_ms == 0 else f'group commit every {args.fsync_every_ms} ms'})\n")
+          f"{'each batch fdatasync-ed before its answers' if args.fsync_every_ms == 0 else f'each batch written before its answers, synced every {args.fsync_every_ms} ms'})\n")
     print("| requests | concurrency | errors | wall time | requests/s | audit records | each answered request audited once | verify |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.requests} | {args.concurrency} | {len(errors)} | {elapsed:.1f} s | {args.requests / elapsed:.0f} | "

@@ -424,8 +424,9 @@ fn multipliers(
     argmax_masks: &HashMap<String, String>,
     dependent: &std::collections::HashSet<String>,
 ) -> Result<Vec<Option<String>>, CompileError> {
-    if node.op_type() == "Split" {
-        // Linear, and fed by every output's multipliers (not only the first one's).
+    if node.op_type() == "Split" || !is_default_domain(node.domain()) {
+        // Split: linear, and fed by every output's multipliers (not only the first one's).
+        // Another domain's operator: refused by `vjp`, whatever its name.
         return vjp(e, node, g, varies);
     }
     let Some(g0) = g.first().cloned().flatten() else { return Ok(vec![None; node.input.len()]) };

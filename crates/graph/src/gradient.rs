@@ -255,10 +255,12 @@ pub(crate) fn analyse(
     Ok(Analysis { varying, on_path })
 }
 
-/// Whether gradients flow through `node` from its outputs to its inputs: an operator of the
-/// default domain, not one in [`NON_DIFFERENTIABLE`] nor a cast to an integer type.
+/// Whether gradients may flow through `node` from its outputs to its inputs: any operator but
+/// the default domain's in [`NON_DIFFERENTIABLE`] and casts to an integer type. Another
+/// domain's operators count as passing, so that one between the inputs and the outputs is on
+/// the gradient path and refused there (it has no rule), never a silent zero gradient.
 fn passes_gradients(node: &NodeProto) -> bool {
-    is_default_domain(node.domain()) && !NON_DIFFERENTIABLE.contains(&node.op_type()) && !casts_to_integer(node)
+    !is_default_domain(node.domain()) || (!NON_DIFFERENTIABLE.contains(&node.op_type()) && !casts_to_integer(node))
 }
 
 /// Whether `node` is a `Cast` to a type that carries no gradient (integers, booleans): what

@@ -825,3 +825,20 @@ fn a_gradient_reaching_an_operator_without_one_stops_there() {
         assert!((dfloor - v.tanh()).abs() < 1e-5, "d/dfloor[{i}]: {dfloor}");
     }
 }
+
+#[test]
+fn an_operator_of_another_domain_on_the_path_is_refused_never_a_silent_zero_gradient() {
+    // A contrib or custom operator named like a standard one: the rules cannot vouch for it.
+    let m = model(&[&[2, 3]], |b, x| {
+        let y = b.add_node("Relu", &[&x[0]], vec![]);
+        let node = b.graph_mut().node.last_mut().unwrap();
+        node.domain = Some("com.example".into());
+        y
+    });
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(err.to_string().contains("com.example:Relu"), "{err}");
+    let deeplift = explaind_graph::DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] };
+    let err = explaind_graph::compile_deeplift(&m, &deeplift).unwrap_err();
+    assert!(err.to_string().contains("com.example:Relu"), "{err}");
+}

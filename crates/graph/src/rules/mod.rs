@@ -460,6 +460,14 @@ pub fn rule_for(op_type: &str) -> Option<VjpRule> {
 /// The vector-Jacobian product of one node. `g[k]` is the gradient of output k, `varies[i]`
 /// whether input i carries a gradient. Returns one entry per input.
 pub fn vjp(e: &mut Emitter<'_>, node: &NodeProto, g: &[Option<String>], varies: &[bool]) -> VjpResult {
+    if !explaind_onnx::is_default_domain(node.domain()) {
+        // The rules are the default domain's operators: a namesake in another domain (a
+        // runtime's contrib op, a custom op) may compute something else.
+        return Err(CompileError::UnsupportedOp {
+            op_type: format!("{}:{}", node.domain(), node.op_type()),
+            node: node.name().to_string(),
+        });
+    }
     if node.op_type() == "Split" {
         // Every output's gradient, not the first one's alone.
         return shape::split(e, node, g, varies);

@@ -67,9 +67,13 @@ ADDRESS_SPACE_CAP = 6 << 30
 # behind, or threads of cancelled requests still allocating (the "grows memory").
 RSS_GROWTH_BOUND = 300 << 20
 
-# After a DEADLINE_EXCEEDED no thread of the request may run longer than ~100 ms: after
-# DE_SETTLE_S, the daemon may use at most DE_CPU_MAX_S of CPU over DE_WINDOW_S.
-DE_SETTLE_S, DE_WINDOW_S, DE_CPU_MAX_S = 0.3, 0.5, 0.1
+# After a DEADLINE_EXCEEDED the request's threads stop at their next cancellation check. Every
+# loop checks often (about every 100 ms of work); the longest stretch without a check is one
+# ONNX Runtime run of a batch (up to --max-batch-rows rows), which the daemon cannot interrupt:
+# about 0.1-0.2 s for the MNIST CNN's backward pass at 1024 rows on this 2-core machine, up to
+# about twice that while the machine is busy with something else. So: after DE_SETTLE_S, the
+# daemon may use at most DE_CPU_MAX_S of CPU over DE_WINDOW_S.
+DE_SETTLE_S, DE_WINDOW_S, DE_CPU_MAX_S = 0.5, 0.5, 0.1
 # After the whole corpus (and the concurrent burst): CPU over 1 s, after 1 s to settle.
 IDLE_SETTLE_S, IDLE_WINDOW_S, IDLE_CPU_MAX_S = 1.0, 1.0, 0.2
 

@@ -12,6 +12,8 @@
 //! - `Mul`, `Div` and `MatMul` with two varying operands give each operand half of its two
 //!   marginal contributions (the two-player Shapley rule);
 //! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
+//!   logits masked with −∞ or finfo(float32).min (an additive attention mask) get finite
+//!   multipliers, exactly 0;
 //! - `Min`/`Max` with one varying input are rescaled, with two take the two-player Shapley
 //!   rule;
 //! - `ReduceMax`/`ReduceMin` route each output's difference to the extreme elements of `x` and
@@ -79,6 +81,9 @@ const DATA_OPERANDS: &[&str] =
 
 /// Below this difference a rescale falls back to the gradient (as in the design note).
 const RESCALE_EPSILON: f32 = 1e-6;
+/// The centred logits of DeepLIFT's softmax are raised to this: Exp gives 0 below it in
+/// float32 (from about −104), as at −∞ (see `softmax`).
+const SOFTMAX_FLOOR: f32 = -1e4;
 /// Below this difference a routed or Shapley contribution has no multiplier.
 const ROUTE_EPSILON: f32 = 1e-7;
 
@@ -705,16 +710,25 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
     let axes = e.ints(&[axis]);
     let (zx, zr) = (node.input[0].clone(), reference(&node.input[0]));
     let keep = || vec![AttributeProto::int("keepdims", 1)];
+    // An additive attention mask puts −∞ or finfo(float32).min in both sides' logits at the
+    // same positions, where the differences below would be −∞ − (−∞) = NaN or rounded to
+    // nothing. The logits are raised to the lowest finite float and the centred ones to
+    // SOFTMAX_FLOOR, where Exp is 0 as at −∞: the softmax is unchanged, every difference
+    // finite, and a masked position (no change in z, c or e) gets a multiplier of exactly 0.
+    let lowest = e.scalar(f32::MIN);
+    let floor = e.scalar(SOFTMAX_FLOOR);
     let side = |e: &mut Emitter<'_>, z: &str| {
-        let max = e.reduce_max(z, &[axis]);
-        let centred = e.node("Sub", &[z, &max], vec![]);
+        let z = e.node("Max", &[z, &lowest], vec![]);
+        let max = e.reduce_max(&z, &[axis]);
+        let centred = e.node("Sub", &[&z, &max], vec![]);
+        let centred = e.node("Max", &[&centred, &floor], vec![]);
         let exp = e.node("Exp", &[&centred], vec![]);
         let sum = e.node("ReduceSum", &[&exp, &axes], keep());
-        (centred, exp, sum)
+        (z, centred, exp, sum)
     };
     // Pair stage.
-    let (cx, ex, sx) = side(e, &zx);
-    let (cr, er, sr) = side(e, &zr);
+    let (zx, cx, ex, sx) = side(e, &zx);
+    let (zr, cr, er, sr) = side(e, &zr);
     let half = e.scalar(0.5);
     let one = e.scalar(1.0);
     let inv_x = e.node("Div", &[&one, &sx], vec![]);

@@ -180,6 +180,9 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
             })
             .collect();
     }
+    if op == "Resize" {
+        return resize_output_size(graph, node, input);
+    }
     if BROADCASTING.contains(&op) {
         // Every other operand a known value of the same size, or a constant that broadcasts
         // over the spatial axes (size 1 there, or fewer axes).
@@ -198,6 +201,33 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
         return Some(input.clone());
     }
     None
+}
+
+/// A `Resize`'s output spatial size from constant scales or sizes over all four axes (or
+/// opset 18's `axes` naming the spatial ones).
+fn resize_output_size(graph: &GraphProto, node: &NodeProto, input: &[i64]) -> Option<Vec<i64>> {
+    let constant = |name: &str| -> Option<&explaind_onnx::TensorProto> {
+        if name.is_empty() {
+            return None;
+        }
+        if let Some(t) = graph.initializer(name) {
+            return Some(t);
+        }
+        let (_, producer) = graph.producer(name)?;
+        if producer.op_type() == "Constant" { producer.attr_tensor("value") } else { None }
+    };
+    let spatial_axes = match node.attr_ints("axes") {
+        None => 2,
+        Some(axes) if axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).eq([2, 3]) => 0,
+        Some(_) => return None,
+    };
+    if let Some(sizes) = node.input.get(3).and_then(|n| constant(n)) {
+        let (_, sizes) = sizes.to_i64().ok()?;
+        return Some(sizes.get(spatial_axes..)?.to_vec()).filter(|s| s.len() == input.len());
+    }
+    let (_, scales) = constant(node.input.get(2)?)?.to_f32().ok()?;
+    let scales = scales.get(spatial_axes..)?;
+    (scales.len() == input.len()).then(|| input.iter().zip(scales).map(|(&d, &s)| (d as f32 * s).floor() as i64).collect())
 }
 
 /// The values of rank 4 that nodes compute (not the model's inputs or constants), in graph

@@ -23,12 +23,13 @@
 //! | `Min`, `Max` (n-ary, broadcasting; ties: the first input holding the extreme) | rule ([`rules::elementwise`]); DeepLIFT: rescale with one varying input, two-player Shapley with two, refused with more |
 //! | `MatMul`, `Gemm` | rule ([`rules::linalg`]) |
 //! | `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `GlobalAveragePool` | rule ([`rules::conv`]) |
-//! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]) |
+//! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]); DeepLIFT: `Softmax` decomposed (logits masked with −∞ or finfo(float32).min get multipliers of exactly 0) |
 //! | `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Pad`, `Slice`, `Gather`, `Constant` | rule ([`rules::shape`]) |
 //! | `Expand`, `Tile`, `Split` (sizes as an input, equal parts, `num_outputs`) | rule ([`rules::shape`]) |
 //! | `Where` (the condition carries no gradient) | rule ([`rules::shape`]); DeepLIFT: refused when the condition is computed from the attributed inputs |
 //! | `GatherElements` | rule ([`rules::shape`]); DeepLIFT: refused |
 //! | `ReduceSum`, `ReduceMean` | rule ([`rules::reduce`]) |
+//! | `Resize` on NCHW tensors over H and W: `nearest` (any `nearest_mode`) and `linear`, coordinate modes `half_pixel`, `pytorch_half_pixel`, `align_corners`, `asymmetric`, `half_pixel_symmetric` (and `tf_half_pixel_for_nn` with `nearest`); constant scales or sizes (opset 18's `axes` too), a spatial size the file tells; no `antialias` | rule ([`rules::resize`]): the transposed interpolation matrices, two `MatMul`s with constants |
 //! | `ReduceMax`, `ReduceMin` (ties share the gradient equally) | rule ([`rules::reduce`]); DeepLIFT: routed as `MaxPool` is (the batch axis must be kept) |
 //! | `ReduceLogSumExp` | rule ([`rules::reduce`]); DeepLIFT: `Exp`, `ReduceSum`, `Log` with a per-pair shift, each rescaled or linear (the batch axis must be kept) |
 //! | `ReduceSumSquare` | lowered: `ReduceSum(Mul(x, x))` |

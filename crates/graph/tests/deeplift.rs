@@ -674,3 +674,125 @@ fn the_split_models_compute_the_new_rules_as_the_combined_one_does() {
     check_split_against_pairs(&m, &output_name(&m), &x, &r, 3);
     check_completeness(&m, &output_name(&m), &[x], &[r]);
 }
+
+#[test]
+fn resize_nearest_and_linear_are_complete() {
+    let resize = |b: &mut GraphBuilder, x: &str, opset: i64, mode: &str, transform: &str, spatial: bool| {
+        let mut attrs = vec![
+            AttributeProto::string("mode", mode),
+            AttributeProto::string("coordinate_transformation_mode", transform),
+            AttributeProto::string("nearest_mode", "floor"),
+        ];
+        let inputs = if opset >= 18 && spatial {
+            // Opset 18's axes, with sizes: a non-integer factor.
+            attrs.push(AttributeProto::ints("axes", [2, 3]));
+            let sizes = b.add_initializer(explaind_onnx::tensor_i64("sizes", &[2], &[5, 7]));
+            vec![x.to_string(), String::new(), String::new(), sizes]
+        } else {
+            let scales = b.add_initializer(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
+            vec![x.to_string(), String::new(), scales]
+        };
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        b.add_node("Resize", &refs, attrs)
+    };
+    let cases = [
+        (13, "nearest", "asymmetric", false),
+        (13, "linear", "half_pixel", false),
+        (13, "linear", "pytorch_half_pixel", false),
+        (18, "linear", "align_corners", true),
+        (19, "linear", "asymmetric", true),
+    ];
+    for (opset, mode, transform, spatial) in cases {
+        let m = at_opset(
+            single_input(&[2, 3, 4], |b, x| {
+                let y = resize(b, x, opset, mode, transform, spatial);
+                let y = b.add_node("Relu", &[&y], vec![]);
+                // A second resize after the first: its input's size is the first one's output.
+                let y = resize(b, &y, 13, "nearest", "asymmetric", false);
+                let flat = b.add_node("Flatten", &[&y], vec![]);
+                let width = if spatial { 2 * 10 * 14 } else { 2 * 12 * 16 };
+                let v = constant(b, &[width, 3], 61);
+                b.add_node("MatMul", &[&flat, &v], vec![])
+            }),
+            opset,
+        );
+        check_completeness(&m, &output_name(&m), &[rows(2, &[2, 3, 4], 62)], &[rows(3, &[2, 3, 4], 63)]);
+    }
+}
+
+/// A small attention block on x [batch, 4, 3]: Q, K, V linear in x, Q·Kᵀ/√d plus a constant
+/// additive mask (`fill` at masked key positions: finfo(float32).min or −∞), Softmax, ·V.
+pub fn masked_attention(fill: f32) -> ModelProto {
+    single_input(&[4, 3], |b, x| {
+        let (wq, wk, wv) = (constant(b, &[3, 2], 90), constant(b, &[3, 2], 91), constant(b, &[3, 2], 92));
+        let q = b.add_node("MatMul", &[x, &wq], vec![]);
+        let k = b.add_node("MatMul", &[x, &wk], vec![]);
+        let v = b.add_node("MatMul", &[x, &wv], vec![]);
+        let kt = b.add_node("Transpose", &[&k], vec![AttributeProto::ints("perm", [0, 2, 1])]);
+        // The two products of varying operands need their operands' ranks declared.
+        for (name, shape) in [(&q, [4i64, 2]), (&kt, [2, 4]), (&v, [4, 2])] {
+            let dims = [explaind_onnx::Dim::from("batch"), shape[0].into(), shape[1].into()];
+            let info = explaind_onnx::tensor_value_info(name.clone(), explaind_onnx::proto::tensor_proto::DataType::Float, dims);
+            b.graph_mut().value_info.push(info);
+        }
+        let scores = b.add_node("MatMul", &[&q, &kt], vec![]);
+        let root = b.add_initializer(tensor_f32("sqrt_d", &[], &[2f32.sqrt()]));
+        let scores = b.add_node("Div", &[&scores, &root], vec![]);
+        // Query i sees keys 0..=i (causal), and key 3 is padding for everyone.
+        let mut mask = vec![0f32; 16];
+        for i in 0..4 {
+            for j in 0..4 {
+                if j > i || j == 3 {
+                    mask[i * 4 + j] = fill;
+                }
+            }
+        }
+        let mask = b.add_initializer(tensor_f32("mask", &[1, 4, 4], &mask));
+        let masked = b.add_node("Add", &[&scores, &mask], vec![]);
+        let weights = b.add_node("Softmax", &[&masked], vec![AttributeProto::int("axis", -1)]);
+        let dims = [explaind_onnx::Dim::from("batch"), 4.into(), 4.into()];
+        let info = explaind_onnx::tensor_value_info(weights.clone(), explaind_onnx::proto::tensor_proto::DataType::Float, dims);
+        b.graph_mut().value_info.push(info);
+        b.add_node("MatMul", &[&weights, &v], vec![])
+    })
+}
+
+#[test]
+fn attention_with_a_huge_negative_mask_is_complete_and_finite() {
+    for fill in [f32::MIN, f32::NEG_INFINITY] {
+        let m = masked_attention(fill);
+        let worst = check_completeness(&m, &output_name(&m), &[rows(2, &[4, 3], 93)], &[rows(3, &[4, 3], 94)]);
+        assert!(worst.is_finite() && worst <= 1e-4, "fill {fill}: {worst}");
+    }
+}
+
+#[test]
+fn masked_logits_get_multipliers_of_exactly_zero() {
+    for fill in [f32::MIN, f32::NEG_INFINITY] {
+        // Logits x [batch, 4, 4] plus the mask, Softmax, · a constant V.
+        let masked_at = |i: usize, j: usize| j > i || j == 3;
+        let m = single_input(&[4, 4], |b, x| {
+            let mask: Vec<f32> = (0..16).map(|p| if masked_at(p / 4, p % 4) { fill } else { 0.0 }).collect();
+            let mask = b.add_initializer(tensor_f32("mask", &[1, 4, 4], &mask));
+            let z = b.add_node("Add", &[x, &mask], vec![]);
+            let w = b.add_node("Softmax", &[&z], vec![]);
+            let v = constant(b, &[4, 2], 95);
+            b.add_node("MatMul", &[&w, &v], vec![])
+        });
+        check_completeness(&m, &output_name(&m), &[rows(2, &[4, 4], 96)], &[rows(3, &[4, 4], 97)]);
+        let compiled = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let attribution = load(&compiled.model, &dir, "deeplift");
+        let (x, r) = (rows(1, &[4, 4], 98) * 3.0, rows(1, &[4, 4], 99));
+        let seed = ndarray::ArrayD::<f32>::ones(IxDyn(&[1, 4, 2]));
+        let results = attribution.run(&[x.view(), r.view(), seed.view()]).unwrap().0;
+        let multipliers = results.last().unwrap();
+        assert_eq!(multipliers.shape(), &[1, 4, 4]);
+        for (p, &v) in multipliers.iter().enumerate() {
+            assert!(v.is_finite(), "fill {fill}: multiplier {p} is {v}");
+            if masked_at(p / 4, p % 4) {
+                assert_eq!(v, 0.0, "fill {fill}: masked position {p}");
+            }
+        }
+    }
+}

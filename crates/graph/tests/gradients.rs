@@ -842,3 +842,159 @@ fn an_operator_of_another_domain_on_the_path_is_refused_never_a_silent_zero_grad
     let err = explaind_graph::compile_deeplift(&m, &deeplift).unwrap_err();
     assert!(err.to_string().contains("com.example:Relu"), "{err}");
 }
+
+/// `Resize` of x [1, 2, 3, 4] at `opset`: `scales` (over all four axes, or the spatial ones
+/// with opset 18's `axes`) or `sizes`, with the given attributes.
+fn resize_model(opset: i64, scales: Option<&[f32]>, sizes: Option<&[i64]>, attrs: Vec<AttributeProto>) -> ModelProto {
+    let m = model(&[&[1, 2, 3, 4]], |b, x| {
+        let mut inputs = vec![x[0].clone(), String::new()];
+        if let Some(scales) = scales {
+            inputs.push(b.add_initializer(tensor_f32("scales", &[scales.len() as i64], scales)));
+        } else {
+            inputs.push(String::new());
+        }
+        if let Some(sizes) = sizes {
+            inputs.push(b.add_initializer(tensor_i64("sizes", &[sizes.len() as i64], sizes)));
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let y = b.add_node("Resize", &refs, attrs);
+        // Something after it, so the resized value is not the output itself.
+        b.add_node("Tanh", &[&y], vec![])
+    });
+    at_opset(m, opset)
+}
+
+/// The `Resize` forms `torch.onnx` exports for `nn.Upsample` / `F.interpolate`.
+pub fn resize_cases() -> Vec<(String, ModelProto)> {
+    let mut cases = Vec::new();
+    let nearest = |mode: &str, transform: &str| {
+        vec![
+            AttributeProto::string("mode", "nearest"),
+            AttributeProto::string("coordinate_transformation_mode", transform),
+            AttributeProto::string("nearest_mode", mode),
+        ]
+    };
+    let linear = |transform: &str| {
+        vec![AttributeProto::string("mode", "linear"), AttributeProto::string("coordinate_transformation_mode", transform)]
+    };
+    for opset in [13, 18] {
+        let two: &[f32] = if opset == 13 { &[1.0, 1.0, 2.0, 2.0] } else { &[2.0, 2.0] };
+        let five_seven: &[i64] = if opset == 13 { &[1, 2, 5, 7] } else { &[5, 7] };
+        let axes = |mut attrs: Vec<AttributeProto>| {
+            if opset >= 18 {
+                attrs.push(AttributeProto::ints("axes", [2, 3]));
+            }
+            attrs
+        };
+        cases.push((
+            format!("nearest floor asymmetric 2x, opset {opset}"),
+            resize_model(opset, Some(two), None, axes(nearest("floor", "asymmetric"))),
+        ));
+        cases.push((format!("nearest default 5x7, opset {opset}"), resize_model(opset, None, Some(five_seven), axes(vec![]))));
+        for transform in ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"] {
+            cases.push((
+                format!("linear {transform} 2x, opset {opset}"),
+                resize_model(opset, Some(two), None, axes(linear(transform))),
+            ));
+            cases.push((
+                format!("linear {transform} 5x7, opset {opset}"),
+                resize_model(opset, None, Some(five_seven), axes(linear(transform))),
+            ));
+        }
+    }
+    // Opset 19's half_pixel_symmetric; a non-integer scale (3 × 1.5 = 4, 4 × 2.5 = 10).
+    cases.push((
+        "linear half_pixel_symmetric 5x7, opset 19".into(),
+        resize_model(19, None, Some(&[1, 2, 5, 7]), linear("half_pixel_symmetric")),
+    ));
+    cases.push((
+        "linear half_pixel 1.5x2.5, opset 13".into(),
+        resize_model(13, Some(&[1.0, 1.0, 1.5, 2.5]), None, linear("half_pixel")),
+    ));
+    cases.push((
+        "nearest round_prefer_ceil 1.5x2.5, opset 13".into(),
+        resize_model(13, Some(&[1.0, 1.0, 1.5, 2.5]), None, nearest("round_prefer_ceil", "half_pixel")),
+    ));
+    cases
+}
+
+#[test]
+fn resize_nearest_and_linear_in_every_exported_form() {
+    for (name, m) in resize_cases() {
+        eprintln!("{name}");
+        let inputs = vec![array(&[1, 2, 3, 4], 5, 0.0)];
+        check_gradients(&m, &output_name(&m), &inputs);
+    }
+}
+
+#[test]
+fn resize_refuses_what_it_cannot_build() {
+    // A spatial size the file does not tell.
+    let m = without_input_shapes(resize_model(13, Some(&[1.0, 1.0, 2.0, 2.0]), None, vec![]));
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(matches!(err, CompileError::UnsupportedForm { .. }) && err.to_string().contains("spatial size"), "{err}");
+    // Cubic interpolation.
+    let m = resize_model(13, Some(&[1.0, 1.0, 2.0, 2.0]), None, vec![AttributeProto::string("mode", "cubic")]);
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(err.to_string().contains("cubic"), "{err}");
+}
+
+#[test]
+fn attention_with_a_huge_negative_mask_has_finite_gradients() {
+    for fill in [f32::MIN, f32::NEG_INFINITY] {
+        // Logits from x [1, 4, 3] through Q, K linear in x; a causal mask with a padded key.
+        let m = model(&[&[1, 4, 3]], |b, x| {
+            let (wq, wk, wv) = (constant(b, &[3, 2], 90), constant(b, &[3, 2], 91), constant(b, &[3, 2], 92));
+            let q = b.add_node("MatMul", &[&x[0], &wq], vec![]);
+            let k = b.add_node("MatMul", &[&x[0], &wk], vec![]);
+            let v = b.add_node("MatMul", &[&x[0], &wv], vec![]);
+            let kt = b.add_node("Transpose", &[&k], vec![AttributeProto::ints("perm", [0, 2, 1])]);
+            for (name, shape) in [(&q, [4i64, 2]), (&kt, [2, 4]), (&v, [4, 2])] {
+                let dims = [1.into(), shape[0].into(), shape[1].into()];
+                let info =
+                    explaind_onnx::tensor_value_info(name.clone(), explaind_onnx::proto::tensor_proto::DataType::Float, dims);
+                b.graph_mut().value_info.push(info);
+            }
+            let scores = b.add_node("MatMul", &[&q, &kt], vec![]);
+            let mask: Vec<f32> = (0..16).map(|p| if p % 4 > p / 4 || p % 4 == 3 { fill } else { 0.0 }).collect();
+            let mask = b.add_initializer(tensor_f32("mask", &[1, 4, 4], &mask));
+            let z = b.add_node("Add", &[&scores, &mask], vec![]);
+            let w = b.add_node("Softmax", &[&z], vec![]);
+            let dims = [1.into(), 4.into(), 4.into()];
+            let info = explaind_onnx::tensor_value_info(w.clone(), explaind_onnx::proto::tensor_proto::DataType::Float, dims);
+            b.graph_mut().value_info.push(info);
+            b.add_node("MatMul", &[&w, &v], vec![])
+        });
+        check_gradients(&m, &output_name(&m), &[array(&[1, 4, 3], 93, 0.0)]);
+    }
+}
+
+#[test]
+fn resize_as_torch_exports_it_with_constant_node_scales() {
+    // torch.onnx's nn.Upsample(scale_factor=2) (nearest, asymmetric, floor) and
+    // F.interpolate(mode="bilinear", align_corners=True), scales from Constant nodes, one after
+    // the other (the second's input size follows the first's output).
+    let m = model(&[&[1, 2, 3, 4]], |b, x| {
+        let constant_scales = |b: &mut GraphBuilder| {
+            let value = tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+            b.add_node("Constant", &[], vec![AttributeProto::tensor("value", value)])
+        };
+        let scales = constant_scales(b);
+        let nearest = vec![
+            AttributeProto::string("mode", "nearest"),
+            AttributeProto::string("coordinate_transformation_mode", "asymmetric"),
+            AttributeProto::string("nearest_mode", "floor"),
+        ];
+        let y = b.add_node("Resize", &[&x[0], "", &scales], nearest);
+        let y = b.add_node("Tanh", &[&y], vec![]);
+        let scales = constant_scales(b);
+        let linear = vec![
+            AttributeProto::string("mode", "linear"),
+            AttributeProto::string("coordinate_transformation_mode", "align_corners"),
+        ];
+        b.add_node("Resize", &[&y, "", &scales], linear)
+    });
+    check_gradients(&m, &output_name(&m), &[array(&[1, 2, 3, 4], 6, 0.0)]);
+}

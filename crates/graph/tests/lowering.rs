@@ -135,11 +135,10 @@ fn layer_normalization_with_its_statistics_read_is_refused_on_the_gradient_path_
 
 #[test]
 fn every_operator_without_a_rule_is_named_at_once() {
-    // x → Resize → Flatten → TopK → Atan: three operators without a rule on the gradient path.
+    // x → Mish → Flatten → TopK → Atan: three operators without a rule on the gradient path.
     let mut b = GraphBuilder::new("many");
     b.add_input("x", explaind_onnx::proto::tensor_proto::DataType::Float, dims(&[1, 1, 4, 4]));
-    let scales = b.add_initializer(tensor_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]));
-    let up = b.add_node("Resize", &["x", "", &scales], vec![AttributeProto::string("mode", "nearest")]);
+    let up = b.add_node("Mish", &["x"], vec![]);
     let flat = b.add_node("Flatten", &[&up], vec![]);
     let k = b.add_initializer(tensor_i64("k", &[1], &[3]));
     let top = b.add_node_multi("TopK", &[&flat, &k], 2, vec![]);
@@ -147,7 +146,7 @@ fn every_operator_without_a_rule_is_named_at_once() {
     b.add_output(&s, dims(&[1, 3]));
     let m = ModelProto::new(b.finish(), &[("", 17)]);
     let want = CompileError::UnsupportedOps(vec![
-        UnsupportedNode { op_type: "Resize".into(), node: "Resize".into() },
+        UnsupportedNode { op_type: "Mish".into(), node: "Mish".into() },
         UnsupportedNode { op_type: "TopK".into(), node: "TopK".into() },
         UnsupportedNode { op_type: "Atan".into(), node: "Atan".into() },
     ]);
@@ -156,7 +155,7 @@ fn every_operator_without_a_rule_is_named_at_once() {
     assert_eq!(err, want);
     assert_eq!(
         err.to_string(),
-        "operators without a gradient rule: Resize (node \"Resize\"), TopK (node \"TopK\"), Atan (node \"Atan\")"
+        "operators without a gradient rule: Mish (node \"Mish\"), TopK (node \"TopK\"), Atan (node \"Atan\")"
     );
     let err = compile_deeplift(&m, &DeepLiftRequest { output: s, inputs: vec!["x".into()] }).unwrap_err();
     assert_eq!(err, want);
@@ -202,7 +201,7 @@ fn every_operator_has_one_rule_and_lowered_ones_have_none() {
         assert!(explaind_graph::lower::is_lowered(op));
         assert!(rule_for(op).is_none(), "{op} is lowered and has a rule too");
     }
-    assert!(rule_for("Resize").is_none());
+    assert!(rule_for("Resize").is_some());
 }
 
 #[test]
@@ -227,6 +226,85 @@ fn sum_square_and_l2_reductions_match_onnx_runtime() {
                     opset,
                 );
                 check_lowering(&m, op, &[&[2, 3, 4]], 3.0);
+            }
+        }
+    }
+}
+
+/// The interpolation matrices the `Resize` rule transposes, applied forwards (`A · x · Bᵀ` per
+/// plane), equal ONNX Runtime's own Resize, and the compiled gradient model keeps its output.
+#[test]
+fn resize_interpolation_matrices_match_onnx_runtime() {
+    use explaind_graph::rules::resize::interpolation;
+    let (h, w) = (3usize, 4usize);
+    // (opset, mode, coordinate mode, nearest mode, output size, scales or else sizes)
+    type Case = (i64, &'static str, &'static str, &'static str, [usize; 2], Option<[f32; 2]>);
+    let cases: &[Case] = &[
+        (13, "nearest", "asymmetric", "floor", [6, 8], Some([2.0, 2.0])),
+        (13, "nearest", "half_pixel", "round_prefer_floor", [5, 7], None),
+        (13, "nearest", "half_pixel", "round_prefer_ceil", [4, 10], Some([1.5, 2.5])),
+        (13, "linear", "half_pixel", "", [6, 8], Some([2.0, 2.0])),
+        (13, "linear", "half_pixel", "", [4, 10], Some([1.5, 2.5])),
+        (13, "linear", "pytorch_half_pixel", "", [5, 7], None),
+        (13, "linear", "align_corners", "", [5, 7], None),
+        (13, "linear", "asymmetric", "", [5, 7], None),
+        (18, "linear", "half_pixel", "", [5, 7], None),
+        (19, "linear", "half_pixel_symmetric", "", [5, 7], None),
+        (19, "linear", "half_pixel_symmetric", "", [6, 8], Some([2.0, 2.0])),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (k, &(opset, mode, transform, nearest, [oh, ow], scales)) in cases.iter().enumerate() {
+        let m = at_opset(
+            model(&[&[1, 2, h, w]], |b, x| {
+                let mut attrs = vec![
+                    AttributeProto::string("mode", mode),
+                    AttributeProto::string("coordinate_transformation_mode", transform),
+                ];
+                if !nearest.is_empty() {
+                    attrs.push(AttributeProto::string("nearest_mode", nearest));
+                }
+                let inputs = match scales {
+                    Some([sh, sw]) => {
+                        vec![x[0].clone(), String::new(), b.add_initializer(tensor_f32("scales", &[4], &[1.0, 1.0, sh, sw]))]
+                    }
+                    None => {
+                        let sizes = tensor_i64("sizes", &[4], &[1, 2, oh as i64, ow as i64]);
+                        vec![x[0].clone(), String::new(), String::new(), b.add_initializer(sizes)]
+                    }
+                };
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                b.add_node("Resize", &refs, attrs)
+            }),
+            opset,
+        );
+        let [sh, sw] = scales.unwrap_or([oh as f32 / h as f32, ow as f32 / w as f32]);
+        let a = interpolation(mode, transform, nearest, h as i64, oh as i64, sh);
+        let bm = interpolation(mode, transform, nearest, w as i64, ow as i64, sw);
+        let x = array(&[1, 2, h, w], 70 + k as u64, 0.0);
+        let original = load(&m, &dir, &format!("resize{k}"));
+        let want = original.run(&[x.view()]).unwrap().0.swap_remove(0);
+        assert_eq!(want.shape(), &[1, 2, oh, ow], "case {k}");
+        let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+        let compiled = load(&compile_gradient(&m, &request).unwrap().model, &dir, &format!("compiled{k}"));
+        let seed = array(&[1, 2, oh, ow], 80, 0.0);
+        let kept = compiled.run(&[x.view(), seed.view()]).unwrap().0.swap_remove(0);
+        assert_eq!(kept, want, "case {k}: the compiled model's output");
+        let xs = x.as_slice().unwrap();
+        for c in 0..2 {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut value = 0f64;
+                    for p in 0..h {
+                        for q in 0..w {
+                            value += (a[i * h + p] * bm[j * w + q]) as f64 * xs[(c * h + p) * w + q] as f64;
+                        }
+                    }
+                    let got = want[[0, c, i, j]] as f64;
+                    assert!(
+                        (value - got).abs() < 1e-5,
+                        "case {k} ({mode} {transform}): [{c}, {i}, {j}] ONNX Runtime {got}, matrices {value}"
+                    );
+                }
             }
         }
     }

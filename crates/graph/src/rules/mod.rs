@@ -16,7 +16,8 @@
 //! - [`shape`]: reshaping, transposing, concatenating, splitting, padding, slicing, gathering,
 //!   expanding, tiling, `Where`, `Constant`;
 //! - [`reduce`]: `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceL2`,
-//!   `ReduceSumSquare`, `ReduceLogSumExp`.
+//!   `ReduceSumSquare`, `ReduceLogSumExp`;
+//! - [`resize`]: `Resize` (nearest and linear, over the spatial axes of NCHW tensors).
 //!
 //! Composite operators without a rule of their own (`HardSigmoid`, `LayerNormalization`...)
 //! are rewritten into these before the rules run ([`crate::lower`]).
@@ -26,6 +27,7 @@ pub mod elementwise;
 pub mod linalg;
 pub mod normalization;
 pub mod reduce;
+pub mod resize;
 pub mod shape;
 
 pub(crate) use conv::max_pool_attrs;
@@ -450,7 +452,7 @@ pub type VjpRule = fn(e: &mut Emitter<'_>, node: &NodeProto, g: &str, varies: &[
 
 /// Every family's table of rules, searched in order.
 const TABLES: &[&[(&str, VjpRule)]] =
-    &[elementwise::RULES, linalg::RULES, conv::RULES, normalization::RULES, shape::RULES, reduce::RULES];
+    &[elementwise::RULES, linalg::RULES, conv::RULES, normalization::RULES, shape::RULES, reduce::RULES, resize::RULES];
 
 /// The rule for an operator of the default domain, if it has one.
 pub fn rule_for(op_type: &str) -> Option<VjpRule> {

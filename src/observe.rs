@@ -175,10 +175,7 @@ impl Observer {
         observation: Observation,
         result: Result<tonic::Response<M>, Status>,
     ) -> Result<tonic::Response<M>, Status> {
-        let rpc = match observation.rpc {
-            explaind_audit::Rpc::Predict => "Predict",
-            explaind_audit::Rpc::Explain => "Explain",
-        };
+        let rpc = observation.rpc.as_str();
         let model = observation.model.as_ref().map(|m| m.name.clone()).unwrap_or_default();
         let explainer = observation.explainer.as_ref().map(|e| e.name.clone()).unwrap_or_default();
         let code = match &result {
@@ -217,7 +214,7 @@ impl Observer {
             request_id: observation.request_id.clone(),
             caller: observation.caller,
             rpc: observation.rpc,
-            model: observation.model.unwrap_or_else(no_model),
+            model: observation.model.unwrap_or_default(),
             explainer: observation.explainer,
             parameters: observation.parameters,
             input_digest: observation.input_digest,
@@ -245,10 +242,6 @@ impl Observer {
 /// The audit record's digest of a response: SHA-256 of its protobuf encoding, lower-case hex.
 pub fn result_digest<M: prost::Message>(response: &M) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(response.encode_to_vec()))
-}
-
-fn no_model() -> explaind_audit::ModelIdentity {
-    explaind_audit::ModelIdentity { name: String::new(), version: String::new(), sha256: String::new() }
 }
 
 /// The longest status message a client gets (and the audit log keeps): messages echo request
@@ -279,10 +272,7 @@ impl Observer {
     pub async fn record_answer(&self, trail: &RequestTrail, status: Option<explaind_audit::Outcome>) -> Result<(), String> {
         let pending = trail.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
         if pending.is_none() {
-            let rpc = match trail.rpc {
-                explaind_audit::Rpc::Predict => "Predict",
-                explaind_audit::Rpc::Explain => "Explain",
-            };
+            let rpc = trail.rpc.as_str();
             let code = status.as_ref().map_or(0, |s| s.code);
             metrics::counter!("explaind_requests_total", "rpc" => rpc, "model" => "", "explainer" => "", "code" => format!("{:?}", tonic::Code::from(code)))
                 .increment(1);
@@ -293,7 +283,7 @@ impl Observer {
             request_id: trail.request_id.clone(),
             caller: trail.caller(),
             rpc: trail.rpc,
-            model: no_model(),
+            model: Default::default(),
             explainer: None,
             parameters: serde_json::Value::Null,
             input_digest: String::new(),

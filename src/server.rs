@@ -84,11 +84,6 @@ struct StatusConventions<S> {
     inner: S,
 }
 
-const OUT_OF_RANGE: &str = "11";
-const RESOURCE_EXHAUSTED: &str = "8";
-const INTERNAL: &str = "13";
-const INVALID_ARGUMENT: &str = "3";
-
 /// What tonic's decoder says when the request body is not a valid message.
 const UNDECODABLE: [&str; 3] = ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "Missing request message"];
 
@@ -109,34 +104,25 @@ where
         let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;
-            let headers = response.headers_mut();
-            let Some(code) = headers.get("grpc-status").cloned() else { return Ok(response) };
-            let message = headers.get("grpc-message").map(|m| crate::trail::percent_decode(m.as_bytes())).unwrap_or_default();
-            if code == OUT_OF_RANGE && message.contains("message length too large") {
-                headers.insert("grpc-status", http::HeaderValue::from_static(RESOURCE_EXHAUSTED));
-            } else if code == INTERNAL && UNDECODABLE.iter().any(|m| message.contains(m)) {
-                headers.insert("grpc-status", http::HeaderValue::from_static(INVALID_ARGUMENT));
-                let explained = format!("request: not a valid message of this RPC ({message})");
-                if let Ok(value) = http::HeaderValue::from_str(&percent_encode(&explained)) {
-                    headers.insert("grpc-message", value);
+            // An error answer carries its status in the headers (a result's comes after the body).
+            let Some(status) = tonic::Status::from_header_map(response.headers()) else { return Ok(response) };
+            let message = status.message();
+            let conventional = match status.code() {
+                tonic::Code::OutOfRange if message.contains("message length too large") => {
+                    Some(tonic::Status::resource_exhausted(message))
                 }
+                tonic::Code::Internal if UNDECODABLE.iter().any(|m| message.contains(m)) => {
+                    Some(tonic::Status::invalid_argument(format!("request: not a valid message of this RPC ({message})")))
+                }
+                _ => None,
+            };
+            if let Some(conventional) = conventional {
+                // Replaces grpc-status and grpc-message (encoded as gRPC says).
+                let _ = conventional.add_header(response.headers_mut());
             }
             Ok(response)
         })
     }
-}
-
-/// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` stays as it is.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Finds `name` (a directory) in the current directory or beside an ancestor of the executable:

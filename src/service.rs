@@ -160,9 +160,7 @@ impl ModelService {
         })
         .await?;
         observation.stats = stats;
-        for (spec, output) in model.outputs.iter().zip(&outputs) {
-            explaind_host::finite::require_finite(&format!("outputs.{}", spec.name), output.view()).map_err(status_of)?;
-        }
+        explaind_host::finite::require_finite_outputs(&model.outputs, &outputs).map_err(status_of)?;
         let outputs = model
             .outputs
             .iter()

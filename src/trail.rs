@@ -131,14 +131,7 @@ where
             let mut unanswered = GoneGuard { trail: Some(trail.clone()), observer: observer.clone() };
             let mut response = future.await?;
             unanswered.trail = None;
-            // An error answer carries its status in the headers; a result carries it in the
-            // trailers, after the body.
-            let headers = response.headers();
-            let error =
-                headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(|code| {
-                    let message = headers.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default();
-                    explaind_audit::Outcome { code, message }
-                });
+            let error = error_outcome(response.headers());
             let is_result = error.is_none();
             let record = {
                 let trail = trail.clone();
@@ -193,24 +186,11 @@ impl Drop for GoneGuard {
     }
 }
 
-/// Decodes gRPC's percent-encoded `grpc-message`.
-pub fn percent_decode(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The status of an error answer, which gRPC carries in the headers (its message
+/// percent-encoded); `None` for a result, whose status comes in the trailers after the body.
+fn error_outcome(headers: &http::HeaderMap) -> Option<explaind_audit::Outcome> {
+    tonic::Status::from_header_map(headers)
+        .map(|status| explaind_audit::Outcome { code: status.code() as i32, message: status.message().to_string() })
 }
 
 #[cfg(test)]
@@ -219,8 +199,18 @@ mod tests {
 
     #[test]
     fn grpc_messages_are_percent_decoded() {
-        assert_eq!(percent_decode(b"failed%20to%20decode%20Protobuf%20message%3A%20x"), "failed to decode Protobuf message: x");
-        assert_eq!(percent_decode(b"100%"), "100%");
-        assert_eq!(percent_decode(b"%e2%9c%93 ok"), "\u{2713} ok");
+        let message = |encoded: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+            headers.insert("grpc-message", http::HeaderValue::from_static(encoded));
+            error_outcome(&headers).map(|o| (o.code, o.message))
+        };
+        assert_eq!(
+            message("failed%20to%20decode%20Protobuf%20message%3A%20x"),
+            Some((3, "failed to decode Protobuf message: x".into()))
+        );
+        assert_eq!(message("100%"), Some((3, "100%".into())));
+        assert_eq!(message("%e2%9c%93 ok"), Some((3, "\u{2713} ok".into())));
+        assert_eq!(error_outcome(&http::HeaderMap::new()), None, "a result's headers carry no status");
     }
 }

@@ -24,8 +24,18 @@ pub enum Rpc {
     Explain,
 }
 
-/// The model that served the request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl Rpc {
+    /// The RPC's name, as records and metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rpc::Predict => "Predict",
+            Rpc::Explain => "Explain",
+        }
+    }
+}
+
+/// The model that served the request (all empty when the request never named a loaded model).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     pub name: String,
     pub version: String,

@@ -365,9 +365,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
 
     let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
     let (outputs, mut stats) = model.run(&views).map_err(|e| Failure::invalid_argument(format!("inputs: {e}")))?;
-    for (spec, output) in model.outputs.iter().zip(&outputs) {
-        crate::finite::require_finite(&format!("outputs.{}", spec.name), output.view())?;
-    }
+    crate::finite::require_finite_outputs(&model.outputs, &outputs)?;
     let n = inputs[0].shape()[0];
     let explained = &outputs[output_index];
     let output_row_size = explained.len() / n.max(1);

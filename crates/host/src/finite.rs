@@ -7,6 +7,11 @@
 use crate::Failure;
 use ndarray::ArrayViewD;
 
+/// [`require_finite`] on every output of a model run, each named `outputs.<name>`.
+pub fn require_finite_outputs(specs: &[explaind_runtime::TensorSpec], outputs: &[ndarray::ArrayD<f32>]) -> Result<(), Failure> {
+    specs.iter().zip(outputs).try_for_each(|(spec, output)| require_finite(&format!("outputs.{}", spec.name), output.view()))
+}
+
 /// Fails with INVALID_ARGUMENT when `values` holds a NaN or an infinity, naming `field` and the
 /// first such element's index.
 pub fn require_finite(field: &str, values: ArrayViewD<'_, f32>) -> Result<(), Failure> {

@@ -63,8 +63,9 @@ impl ParamValue {
         };
         if let Some((at, x)) = bad {
             return Err(Failure::invalid_argument(format!(
-                "{at}: must be finite as a float32 (no NaN or infinity, magnitude at most {:e}), got {x}",
-                f32::MAX
+                "{at}: must be finite as a float32 (no NaN or infinity, magnitude at most {:e}), got {}",
+                f32::MAX,
+                crate::plugin::number_text(x)
             )));
         }
         Ok(converted)
@@ -602,6 +603,19 @@ mod tests {
         assert_eq!(err.message, "parameters.p: expected integer, got number");
         let err = ParamValue::Number(f64::NAN).convert(abi::EXD_PARAM_NUMBER, f).unwrap_err();
         assert!(err.message.contains("finite"), "{}", err.message);
+        // Numbers far from 1 are shown in exponent form, not spelt out digit by digit.
+        let err = ParamValue::Number(1e300).convert(abi::EXD_PARAM_NUMBER, f).unwrap_err();
+        assert!(err.message.ends_with("got 1e300"), "{}", err.message);
+        let bounded = crate::ParamInfo {
+            name: "p".into(),
+            description: String::new(),
+            kind: abi::EXD_PARAM_NUMBER,
+            required: false,
+            default: None,
+            range: Some(abi::ExdParamRange { min: 1e-6, max: 1e6, max_len: 0 }),
+        };
+        let err = bounded.check_range(&ParamValue::Number(1e-300), f).unwrap_err();
+        assert_eq!(err.message, "parameters.p: must be between 1e-6 and 1000000, got 1e-300");
     }
 
     #[test]

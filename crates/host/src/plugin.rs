@@ -53,15 +53,17 @@ impl ParamInfo {
         use crate::ParamValue as P;
         let Some(range) = self.range else { return Ok(()) };
         let bounds = || match (range.min.is_finite(), range.max.is_finite()) {
-            (true, true) => format!("between {} and {}", range.min, range.max),
-            (true, false) => format!("at least {}", range.min),
-            (false, true) => format!("at most {}", range.max),
+            (true, true) => format!("between {} and {}", number_text(range.min), number_text(range.max)),
+            (true, false) => format!("at least {}", number_text(range.min)),
+            (false, true) => format!("at most {}", number_text(range.max)),
             (false, false) => "any value".to_string(),
         };
         let within = |x: f64| x >= range.min && x <= range.max;
         let too_long = |len: usize| range.max_len > 0 && len as u64 > range.max_len;
         match value {
-            P::Number(x) if !within(*x) => Err(Failure::invalid_argument(format!("{field}: must be {}, got {x}", bounds()))),
+            P::Number(x) if !within(*x) => {
+                Err(Failure::invalid_argument(format!("{field}: must be {}, got {}", bounds(), number_text(*x))))
+            }
             P::Integer(i) if !within(*i as f64) => {
                 Err(Failure::invalid_argument(format!("{field}: must be {}, got {i}", bounds())))
             }
@@ -75,7 +77,9 @@ impl ParamInfo {
                 Err(Failure::invalid_argument(format!("{field}: at most {} bytes, got {}", range.max_len, t.len())))
             }
             P::Numbers(xs) => match xs.iter().position(|x| !within(*x)) {
-                Some(i) => Err(Failure::invalid_argument(format!("{field}[{i}]: must be {}, got {}", bounds(), xs[i]))),
+                Some(i) => {
+                    Err(Failure::invalid_argument(format!("{field}[{i}]: must be {}, got {}", bounds(), number_text(xs[i]))))
+                }
                 None => Ok(()),
             },
             P::Integers(xs) => match xs.iter().position(|x| !within(*x as f64)) {
@@ -85,6 +89,12 @@ impl ParamInfo {
             _ => Ok(()),
         }
     }
+}
+
+/// A number as an error message shows it: as written where that is short, in exponent form far
+/// from 1 (Display would spell 1e300 with 301 digits).
+pub(crate) fn number_text(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e15).contains(&x.abs()) { x.to_string() } else { format!("{x:e}") }
 }
 
 pub fn kind_name(kind: abi::ExdParamKind) -> &'static str {

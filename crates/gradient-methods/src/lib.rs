@@ -79,7 +79,7 @@ impl<'r, 'a> GradientRows<'r, 'a> {
         };
 
         let point_elements = row_lens.iter().sum::<usize>() + output_row;
-        let mut ticker = Ticker::new(ctx);
+        let mut ticker = ctx.ticker();
         let mut first = 0;
         while first < total {
             ctx.check_cancelled()?;
@@ -139,33 +139,6 @@ impl<'r, 'a> GradientRows<'r, 'a> {
 
 /// Bytes of one [`Row`] in the row table.
 const ROW_BYTES: f64 = std::mem::size_of::<Row>() as f64;
-
-/// Elements of plain work (copies, sums, noise draws) between two cancellation checks: well
-/// under a millisecond optimised, a few milliseconds in a debug build.
-pub const CHECK_ELEMENTS: usize = 1 << 16;
-
-/// Asks `ctx` whether the request was cancelled about once per [`CHECK_ELEMENTS`] elements of
-/// work, for loops whose length the request sets (targets, samples, rows of results).
-pub struct Ticker<'c, 'a> {
-    ctx: &'c Context<'a>,
-    left: usize,
-}
-
-impl<'c, 'a> Ticker<'c, 'a> {
-    pub fn new(ctx: &'c Context<'a>) -> Self {
-        Ticker { ctx, left: CHECK_ELEMENTS }
-    }
-
-    /// Books `elements` of work; Err(cancelled) once the request is cancelled.
-    pub fn tick(&mut self, elements: usize) -> Result<(), Error> {
-        if elements < self.left {
-            self.left -= elements;
-            return Ok(());
-        }
-        self.left = CHECK_ELEMENTS;
-        self.ctx.check_cancelled()
-    }
-}
 
 /// Elements of one row of every model input together (Σ row_len), as a float for estimates.
 pub fn sum_row_len(request: &Request<'_>) -> f64 {

@@ -10,7 +10,7 @@
 //! Cost: the host's `deep_shap` charges N·T·K rows (every seed against every background row);
 //! memory: the seeds and the host's results, all at once.
 
-use explaind_gradient_methods::{Ticker, sum_row_len};
+use explaind_gradient_methods::sum_row_len;
 use explaind_plugin_sdk::{Context, Cost, Error, Explainer, PluginInfo, Request, TensorView, export_plugin};
 
 pub struct DeepShap;
@@ -52,7 +52,7 @@ impl Explainer for DeepShap {
         let (attributions, expected) = ctx.deep_shap(request.inputs(), TensorView::new(&seed_shape, &seeds))?;
 
         let mut sums = vec![0f64; n * t];
-        let mut ticker = Ticker::new(ctx);
+        let mut ticker = ctx.ticker();
         for (input, values) in attributions.iter().enumerate() {
             let values = values.data();
             let out = ctx.attributions(input)?;

@@ -5,7 +5,7 @@
 //! Cost: N·T multiplier rows and one forward row (f(b)); memory: every (input, target) row's
 //! input, reference and multipliers at once (one host call).
 
-use explaind_gradient_methods::{Ticker, sum_row_len};
+use explaind_gradient_methods::sum_row_len;
 use explaind_plugin_sdk::{
     Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
 };
@@ -64,7 +64,7 @@ impl Explainer for DeepLift {
         let inputs = request.inputs();
         let mut tiled: Vec<(Vec<i64>, Vec<f32>)> = Vec::new();
         let mut references: Vec<(Vec<i64>, Vec<f32>)> = Vec::new();
-        let mut ticker = Ticker::new(ctx);
+        let mut ticker = ctx.ticker();
         for input in inputs {
             let mut shape = input.shape.to_vec();
             shape[0] = (n * t) as i64;

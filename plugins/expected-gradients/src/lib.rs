@@ -10,7 +10,7 @@
 //! background row and path point are drawn again from its seeded stream wherever they are
 //! needed, so nothing of size N·samples is kept.
 
-use explaind_gradient_methods::{GradientRows, Noise, Ticker, attribution_results, integer_at_least};
+use explaind_gradient_methods::{GradientRows, Noise, attribution_results, integer_at_least};
 use explaind_plugin_sdk::{
     Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
 };
@@ -142,7 +142,7 @@ impl Explainer for ExpectedGradients {
         let width = request.output_row_size();
         let base = ctx.base_values()?;
         let t = request.num_targets();
-        let mut ticker = Ticker::new(ctx);
+        let mut ticker = ctx.ticker();
         for i in 0..n {
             for (j, &target) in request.targets(i).iter().enumerate() {
                 ticker.tick(rows)?;

@@ -8,7 +8,7 @@
 //! rows and the rule's points.
 
 use explaind_gradient_methods::quadrature::{MAX_STEPS, path_rule};
-use explaind_gradient_methods::{GradientRows, Ticker, attribution_results, sum_row_len};
+use explaind_gradient_methods::{GradientRows, attribution_results, sum_row_len};
 use explaind_plugin_sdk::{Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, export_plugin};
 
 pub struct IntegratedGradients;
@@ -141,7 +141,7 @@ fn report_base_and_delta(
 ) -> Result<(), Error> {
     let pairs = request.batch_size() * request.num_targets();
     let mut sums = vec![0f64; pairs];
-    let mut ticker = Ticker::new(ctx);
+    let mut ticker = ctx.ticker();
     for attributions in results {
         let len = attributions.len() / pairs.max(1);
         for (k, sum) in sums.iter_mut().enumerate() {

@@ -17,9 +17,6 @@ use explaind_plugin_sdk::{
 /// Baseline values are kept within ±1e30, far inside float32.
 pub const MAX_BASELINE: f64 = 1e30;
 
-/// Elements of work (copied, summed, averaged) between two cancellation checks.
-const CHECK_ELEMENTS: usize = 1 << 16;
-
 /// The request's one input and its window grid, or the error explain would give.
 fn grid<'a>(request: &Request<'a>) -> Result<(TensorView<'a>, WindowGrid), Error> {
     if request.inputs().len() != 1 {
@@ -112,24 +109,16 @@ impl Explainer for Occlusion {
             .ok_or_else(|| Error::invalid_argument("parameters.window: inputs x windows overflow"))?;
         let chunk_rows = request.max_batch_rows().min(total_rows).max(1);
 
-        // Asks for cancellation about every CHECK_ELEMENTS elements of work: the loops below
-        // run over windows, rows, targets and elements, all of which the request sets.
-        let mut work = 0usize;
-        let mut tick = |elements: usize| -> Result<(), Error> {
-            work += elements;
-            if work < CHECK_ELEMENTS {
-                return Ok(());
-            }
-            work = 0;
-            ctx.check_cancelled()
-        };
+        // The loops below run over windows, rows, targets and elements, all of which the request
+        // sets: they book their work and stop when the request is cancelled.
+        let mut ticker = ctx.ticker();
 
         // How many windows cover each element: the same for every input.
         let mut coverage = vec![0u32; row_len];
         let mut window_elements = Vec::new();
         for w in 0..windows.count() {
             windows.elements(w, &mut window_elements);
-            tick(window_elements.len())?;
+            ticker.tick(window_elements.len())?;
             for &e in &window_elements {
                 coverage[e] += 1;
             }
@@ -145,7 +134,7 @@ impl Explainer for Occlusion {
             ctx.check_cancelled()?;
             let rows = chunk_rows.min(total_rows - first);
             for r in 0..rows {
-                tick(row_len)?;
+                ticker.tick(row_len)?;
                 let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
                 let row = &mut batch[r * row_len..(r + 1) * row_len];
                 row.copy_from_slice(input.row(n));
@@ -162,7 +151,7 @@ impl Explainer for Occlusion {
                 let original = request.outputs().row(n);
                 windows.elements(w, &mut window_elements);
                 for (t, &target) in request.targets(n).iter().enumerate() {
-                    tick(window_elements.len() + 1)?;
+                    ticker.tick(window_elements.len() + 1)?;
                     let delta = (original[target as usize] - out[r * out_row + target as usize]) as f64;
                     let sum_t = &mut sums[(n * n_targets + t) * row_len..(n * n_targets + t + 1) * row_len];
                     for &e in &window_elements {
@@ -175,7 +164,7 @@ impl Explainer for Occlusion {
 
         let attributions = ctx.attributions(0)?;
         for (values, sums) in attributions.chunks_mut(row_len.max(1)).zip(sums.chunks(row_len.max(1))) {
-            tick(row_len)?;
+            ticker.tick(row_len)?;
             for ((value, sum), &covered) in values.iter_mut().zip(sums).zip(&coverage) {
                 *value = if covered == 0 { 0.0 } else { (sum / covered as f64) as f32 };
             }

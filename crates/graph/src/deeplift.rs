@@ -616,14 +616,8 @@ fn reduce_extreme(
     reference: &dyn Fn(&str) -> String,
 ) -> Result<String, CompileError> {
     use crate::rules::reduce::{sum_over_reduced, with_kept_axes};
-    check_batch_kept(e, node)?;
-    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
     // Pair stage.
-    let (yx, noop) = with_kept_axes(e, node, &node.output[0])?;
-    if noop {
-        return Err(form(node, "noop_with_empty_axes with no axes is not supported"));
-    }
-    let (yr, _) = with_kept_axes(e, node, &reference(&node.output[0]))?;
+    let Reduction { xx, xr, yx, yr } = reduction_pair(e, node, reference)?;
     let extreme = if node.op_type() == "ReduceMax" { "Max" } else { "Min" };
     let top = e.node(extreme, &[&yx, &yr], vec![]);
     let beyond = e.node("Sub", &[&top, &yr], vec![]);
@@ -645,6 +639,29 @@ fn reduce_extreme(
     let shape = e.shape(&xx);
     let spread = e.node("Expand", &[&kept, &shape], vec![]);
     Ok(e.per_pair(&spread, &weights))
+}
+
+/// A reduction's input and output on both sides of the pair, the outputs with the reduced axes
+/// kept (so they broadcast against the inputs).
+struct Reduction {
+    xx: String,
+    xr: String,
+    yx: String,
+    yr: String,
+}
+
+/// What every reduction DeepLIFT evaluates per pair starts with: the batch axis kept, and
+/// [`Reduction`]'s four tensors.
+fn reduction_pair(e: &mut Emitter<'_>, node: &NodeProto, reference: &dyn Fn(&str) -> String) -> Result<Reduction, CompileError> {
+    use crate::rules::reduce::with_kept_axes;
+    check_batch_kept(e, node)?;
+    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
+    let (yx, noop) = with_kept_axes(e, node, &node.output[0])?;
+    if noop {
+        return Err(form(node, "noop_with_empty_axes with no axes is not supported"));
+    }
+    let (yr, _) = with_kept_axes(e, node, &reference(&node.output[0]))?;
+    Ok(Reduction { xx, xr, yx, yr })
 }
 
 /// The reduced axes of a reduction DeepLIFT evaluates per pair: refused when they include the
@@ -673,13 +690,7 @@ fn reduce_log_sum_exp(
     reference: &dyn Fn(&str) -> String,
 ) -> Result<String, CompileError> {
     use crate::rules::reduce::with_kept_axes;
-    check_batch_kept(e, node)?;
-    let (xx, xr) = (node.input[0].clone(), reference(&node.input[0]));
-    let (yx, noop) = with_kept_axes(e, node, &node.output[0])?;
-    if noop {
-        return Err(form(node, "noop_with_empty_axes with no axes is not supported"));
-    }
-    let (yr, _) = with_kept_axes(e, node, &reference(&node.output[0]))?;
+    let Reduction { xx, xr, yx, yr } = reduction_pair(e, node, reference)?;
     // Pair stage.
     let shift = e.node("Max", &[&yx, &yr], vec![]);
     let exp_of = |e: &mut Emitter<'_>, v: &str| {

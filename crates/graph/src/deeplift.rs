@@ -10,12 +10,18 @@
 //! - elementwise nonlinearities use the rescale rule `g · Δy / Δz`, falling back to the plain
 //!   gradient at `x` where `|Δz| < 1e-6`;
 //! - `Mul`, `Div` and `MatMul` with two varying operands give each operand half of its two
-//!   marginal contributions (the two-player Shapley rule);
+//!   marginal contributions (the two-player Shapley rule); except the division by which a
+//!   lowered normalisation divides a tensor by its own deviation, where the deviation's change
+//!   counts first and the numerator's at the input's deviation (also exact; the symmetric
+//!   split carries terms of ±1/√ε that cancel when a reference row has no variance, which
+//!   float32 cannot add up);
 //! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
 //!   logits masked with −∞ or finfo(float32).min (an additive attention mask) get finite
 //!   multipliers, exactly 0;
 //! - `Min`/`Max` with one varying input are rescaled, with two take the two-player Shapley
-//!   rule;
+//!   rule (with more inputs they are lowered into chains of two first);
+//! - `GatherElements` is linear in its data when its indices do not depend on the attributed
+//!   inputs, and refused when they do;
 //! - `ReduceMax`/`ReduceMin` route each output's difference to the extreme elements of `x` and
 //!   `r`, as `MaxPool` does; `ReduceLogSumExp` is decomposed into `Exp`, `ReduceSum` and `Log`,
 //!   each with its rule;
@@ -203,8 +209,14 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
             dependent.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
         }
     }
+    let sides = Sides {
+        reference: &reference,
+        argmax_masks: &argmax_masks,
+        dependent: &dependent,
+        normalising_divisions: &lowered.normalising_divisions,
+    };
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
-        multipliers(emit, node, output_grads, varies, &reference, &argmax_masks, &dependent)
+        multipliers(emit, node, output_grads, varies, &sides)
     })?;
     let multiplier_outputs = emit_sums_as_outputs(&mut emit, &request.inputs, &grads, "multiplier");
 
@@ -417,6 +429,18 @@ fn rescale_factor(e: &mut Emitter<'_>, dy: &str, dz: &str, slope: &str) -> Strin
     e.node("Add", &[&ratio, &fallback], vec![])
 }
 
+/// What the rules read about the two sides besides the node itself.
+struct Sides<'a> {
+    /// Each varying value's twin on the reference side.
+    reference: &'a dyn Fn(&str) -> String,
+    /// The argmax masks computed with the activations, by max-pool output.
+    argmax_masks: &'a HashMap<String, String>,
+    /// Values computed from the attributed inputs' values (see `compile_deeplift`).
+    dependent: &'a std::collections::HashSet<String>,
+    /// Divisions of a tensor by its own deviation ([`crate::lower::Lowered`]).
+    normalising_divisions: &'a std::collections::HashSet<String>,
+}
+
 /// The DeepLIFT multipliers of one node (see the module documentation for the rules). What
 /// depends on the forward values is computed in the pair stage; the gradient is multiplied by
 /// it ([`Emitter::per_pair`]), so the seeds' rows only carry linear work.
@@ -425,10 +449,9 @@ fn multipliers(
     node: &NodeProto,
     g: &[Option<String>],
     varies: &[bool],
-    reference: &dyn Fn(&str) -> String,
-    argmax_masks: &HashMap<String, String>,
-    dependent: &std::collections::HashSet<String>,
+    sides: &Sides<'_>,
 ) -> Result<Vec<Option<String>>, CompileError> {
+    let Sides { reference, argmax_masks, dependent, normalising_divisions } = *sides;
     if node.op_type() == "Split" || !is_default_domain(node.domain()) {
         // Split: linear, and fed by every output's multipliers (not only the first one's).
         // Another domain's operator: refused by `vjp`, whatever its name.
@@ -488,6 +511,28 @@ fn multipliers(
                 out[i] = Some(e.unbroadcast(&m, &x(i)));
             }
         }
+        "Div" if varies[0] && varies[1] && normalising_divisions.contains(&y) => {
+            // A normalisation a / b, b the deviation of a: the deviation's change first, then
+            // the numerator's at the input's deviation. The symmetric split below would value
+            // Δa at 1/b_r too, which is 1/√ε when the reference has no variance (a constant
+            // row, as a zero baseline gives after a bias-free layer): exact in theory, but
+            // terms of ±1/√ε that cancel lose float32's precision.
+            let one = e.scalar(1.0);
+            let (bx, br) = (x(1), reference(&x(1)));
+            let inv_x = e.node("Div", &[&one, &bx], vec![]);
+            let inv_r = e.node("Div", &[&one, &br], vec![]);
+            // a: Δa / b_x
+            let m_a = e.per_pair(&g0, &inv_x);
+            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            // b: a_r · (1/b_x − 1/b_r), divided by Δb (no multiplier where Δb ≈ 0).
+            let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
+            let contribution = e.node("Mul", &[&reference(&x(0)), &inv_diff], vec![]);
+            let db = e.node("Sub", &[&bx, &br], vec![]);
+            let (_, inverse) = guarded_inverse(e, &db, ROUTE_EPSILON);
+            let factor = e.node("Mul", &[&contribution, &inverse], vec![]);
+            let m_b = e.per_pair(&g0, &factor);
+            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+        }
         "Div" if varies[0] && varies[1] => {
             let half = e.scalar(0.5);
             let one = e.scalar(1.0);
@@ -532,7 +577,17 @@ fn multipliers(
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
         "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
         "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, argmax_masks)?),
-        "GatherElements" => return Err(form(node, "GatherElements has no DeepLIFT rule yet")),
+        // With indices that input and reference share (constants, or computed from shapes and
+        // constants), GatherElements picks the same elements on both sides: linear in its data,
+        // so the multiplier is the vector-Jacobian product. Indices computed from the attributed
+        // inputs pick different elements on the reference side: no multiplier makes that exact.
+        "GatherElements" if dependent.contains(&x(1)) => {
+            return Err(form(
+                node,
+                "the indices are computed from the attributed inputs: they pick other elements on the reference side, \
+                 so GatherElements is not linear in its data there",
+            ));
+        }
         "ReduceMax" | "ReduceMin" => out[0] = Some(reduce_extreme(e, node, &g0, reference)?),
         "ReduceLogSumExp" => out[0] = Some(reduce_log_sum_exp(e, node, &g0, reference)?),
         // Everything else that has a rule is linear in its varying inputs: the multiplier is the
@@ -547,8 +602,9 @@ fn multipliers(
 /// selection mask (ties: the first input) where x barely moves. With two varying inputs the
 /// two-player Shapley rule: each input's contribution is the mean of its two marginal
 /// contributions, `φ_a = ½ [(f(a_x, b_r) − f(a_r, b_r)) + (f(a_x, b_x) − f(a_r, b_x))]`, divided
-/// by Δa (no multiplier where |Δa| < 1e-7, where φ_a vanishes too). More varying inputs are
-/// refused.
+/// by Δa (no multiplier where |Δa| < 1e-7, where φ_a vanishes too). Min/Max with three or more
+/// inputs never reach here: they are lowered into chains of binary ones, each link taking one
+/// of these rules, which keeps the chain complete.
 fn min_max(
     e: &mut Emitter<'_>,
     node: &NodeProto,
@@ -573,13 +629,8 @@ fn min_max(
         }
         [a, b] => {
             let (a, b) = (*a, *b);
-            // The other inputs are constants: fold them into each evaluation.
-            let constants: Vec<String> = (0..node.input.len()).filter(|i| !varies[*i]).map(x).collect();
-            let f = |e: &mut Emitter<'_>, u: &str, v: &str| {
-                let mut inputs: Vec<&str> = vec![u, v];
-                inputs.extend(constants.iter().map(String::as_str));
-                e.node(op, &inputs, vec![])
-            };
+            // Two inputs, both varying (more are lowered into chains of two).
+            let f = |e: &mut Emitter<'_>, u: &str, v: &str| e.node(op, &[u, v], vec![]);
             let half = e.scalar(0.5);
             let (ax, ar, bx, br) = (x(a), reference(&x(a)), x(b), reference(&x(b)));
             let both_x = f(e, &ax, &bx);
@@ -599,7 +650,10 @@ fn min_max(
                 out[i] = Some(e.unbroadcast(&m, &x(i)));
             }
         }
-        _ => return Err(form(node, "DeepLIFT handles Min/Max with at most two varying inputs")),
+        // No varying input: no multipliers.
+        [] => {}
+        // Three or more inputs are lowered into chains of two ([`crate::lower`]).
+        _ => unreachable!("Min/Max reach DeepLIFT with at most two inputs"),
     }
     Ok(out)
 }

@@ -11,7 +11,7 @@ use explaind_onnx::{GraphProto, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
 
 /// Operators whose first output has the rank of their first input.
-const RANK_PRESERVING: &[&str] = &[
+pub(crate) const RANK_PRESERVING: &[&str] = &[
     "Abs",
     "AveragePool",
     "BatchNormalization",
@@ -58,50 +58,12 @@ const RANK_PRESERVING: &[&str] = &[
     "Concat",
 ];
 
-/// Elementwise operators with numpy broadcasting: the result has the largest input rank.
+/// Elementwise operators with numpy broadcasting.
 const BROADCASTING: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where"];
 
-/// The rank of every value whose rank can be told, by name.
+/// The rank of every value whose rank can be told, by name ([`crate::ranks`]).
 pub fn tensor_ranks(graph: &GraphProto) -> HashMap<String, usize> {
-    let mut ranks: HashMap<String, usize> = HashMap::new();
-    for info in graph.input.iter().chain(&graph.value_info).chain(&graph.output) {
-        if let Some(shape) = info.tensor_shape() {
-            ranks.insert(info.name().to_string(), shape.len());
-        }
-    }
-    for init in &graph.initializer {
-        ranks.insert(init.name().to_string(), init.dims.len());
-    }
-    for node in &graph.node {
-        if let Some(rank) = node_output_rank(node, &ranks)
-            && let Some(out) = node.output.first().filter(|o| !o.is_empty())
-        {
-            ranks.entry(out.clone()).or_insert(rank);
-        }
-    }
-    ranks
-}
-
-fn node_output_rank(node: &NodeProto, ranks: &HashMap<String, usize>) -> Option<usize> {
-    if !is_default_domain(node.domain()) {
-        return None;
-    }
-    let rank_of = |name: &String| ranks.get(name).copied();
-    let op = node.op_type();
-    if RANK_PRESERVING.contains(&op) {
-        // A convolution's weight states the rank even when its input does not.
-        if matches!(op, "Conv" | "ConvTranspose")
-            && let Some(rank) = node.input.get(1).and_then(rank_of)
-        {
-            return Some(rank);
-        }
-        return node.input.first().and_then(rank_of);
-    }
-    if BROADCASTING.contains(&op) {
-        let known: Option<Vec<usize>> = node.input.iter().filter(|i| !i.is_empty()).map(rank_of).collect();
-        return known.and_then(|r| r.into_iter().max());
-    }
-    None
+    crate::ranks::infer(graph)
 }
 
 /// Operators whose first output has the spatial size (and rank) of their first input.
@@ -183,6 +145,15 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
     if op == "Resize" {
         return resize_output_size(graph, node, input);
     }
+    if op == "ConvTranspose" {
+        return conv_transpose_output_size(graph, node, input);
+    }
+    if op == "Concat" {
+        // Joined along the batch or channel axis, every input of the same spatial size.
+        let axis = node.attr_int("axis")?;
+        let same = node.input.iter().all(|i| sizes.get(i) == Some(input));
+        return (same && matches!(axis, 0 | 1 | -4 | -3)).then(|| input.clone());
+    }
     if BROADCASTING.contains(&op) {
         // Every other operand a known value of the same size, or a constant that broadcasts
         // over the spatial axes (size 1 there, or fewer axes).
@@ -201,6 +172,32 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
         return Some(input.clone());
     }
     None
+}
+
+/// A `ConvTranspose`'s output spatial size: stride·(in − 1) + output_padding +
+/// dilation·(kernel − 1) + 1 − pads, with explicit padding (no `output_shape`).
+fn conv_transpose_output_size(graph: &GraphProto, node: &NodeProto, input: &[i64]) -> Option<Vec<i64>> {
+    if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") || node.attr("output_shape").is_some() {
+        return None;
+    }
+    let kernel: Vec<i64> = match node.attr_ints("kernel_shape") {
+        Some(k) => k.to_vec(),
+        None => graph.initializer(node.input.get(1)?)?.dims.get(2..)?.to_vec(),
+    };
+    let n = kernel.len();
+    if n != input.len() {
+        return None;
+    }
+    let or =
+        |name: &str, default: i64, len: usize| node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len]);
+    let (strides, dilations, pads, extra) =
+        (or("strides", 1, n), or("dilations", 1, n), or("pads", 0, 2 * n), or("output_padding", 0, n));
+    (0..n)
+        .map(|i| {
+            let size = strides[i] * (input[i] - 1) + extra[i] + dilations[i] * (kernel[i] - 1) + 1 - pads[i] - pads[i + n];
+            (size > 0).then_some(size)
+        })
+        .collect()
 }
 
 /// A `Resize`'s output spatial size from constant scales or sizes over all four axes (or

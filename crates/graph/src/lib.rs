@@ -20,23 +20,29 @@
 //! | `Identity`, `Dropout`, `Cast`, `Neg`, `Add`, `Sub`, `Sum`, `Mul`, `Div` | rule ([`rules::elementwise`]) |
 //! | `Relu`, `LeakyRelu`, `PRelu` (slope not varying), `Elu`, `Selu`, `Celu`, `Sigmoid`, `Tanh`, `Exp`, `Log`, `Softplus`, `Softsign`, `Erf`, `Sqrt`, `Reciprocal`, `Abs`, `Sin`, `Cos`, `Clip` | rule ([`rules::elementwise`]); DeepLIFT: rescale |
 //! | `Pow` (exponent not varying; a varying one is refused) | rule ([`rules::elementwise`]); DeepLIFT: rescale (a single-element exponent) |
-//! | `Min`, `Max` (n-ary, broadcasting; ties: the first input holding the extreme) | rule ([`rules::elementwise`]); DeepLIFT: rescale with one varying input, two-player Shapley with two, refused with more |
+//! | `Min`, `Max` (one or two inputs, broadcasting; ties: the first input holding the extreme) | rule ([`rules::elementwise`]); DeepLIFT: rescale with one varying input, two-player Shapley with two |
+//! | `Min`, `Max` with three or more inputs | lowered: a chain of binary ones, `Max(Max(a, b), c)`... (the same tie rule; DeepLIFT's rule at each link) |
 //! | `MatMul`, `Gemm` | rule ([`rules::linalg`]) |
 //! | `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `GlobalAveragePool` | rule ([`rules::conv`]) |
 //! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]); DeepLIFT: `Softmax` decomposed (logits masked with −∞ or finfo(float32).min get multipliers of exactly 0) |
 //! | `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Pad`, `Slice`, `Gather`, `Constant` | rule ([`rules::shape`]) |
 //! | `Expand`, `Tile`, `Split` (sizes as an input, equal parts, `num_outputs`) | rule ([`rules::shape`]) |
 //! | `Where` (the condition carries no gradient) | rule ([`rules::shape`]); DeepLIFT: refused when the condition is computed from the attributed inputs |
-//! | `GatherElements` | rule ([`rules::shape`]); DeepLIFT: refused |
+//! | `GatherElements` | rule ([`rules::shape`]); DeepLIFT: linear (its vector-Jacobian product) when the indices are not computed from the attributed inputs, refused when they are |
 //! | `ReduceSum`, `ReduceMean` | rule ([`rules::reduce`]) |
-//! | `Resize` on NCHW tensors over H and W: `nearest` (any `nearest_mode`) and `linear`, coordinate modes `half_pixel`, `pytorch_half_pixel`, `align_corners`, `asymmetric`, `half_pixel_symmetric` (and `tf_half_pixel_for_nn` with `nearest`); constant scales or sizes (opset 18's `axes` too), a spatial size the file tells; no `antialias` | rule ([`rules::resize`]): the transposed interpolation matrices, two `MatMul`s with constants |
+//! | `Resize` on NCHW tensors over H and W: `nearest` (any `nearest_mode`) and `linear`, coordinate modes `half_pixel`, `pytorch_half_pixel`, `align_corners`, `asymmetric`, `half_pixel_symmetric` (and `tf_half_pixel_for_nn` with `nearest`); constant scales or sizes (opset 18's `axes` too), a spatial size the file tells, or sizes computed at run time (`F.interpolate(x, size=skip.shape[2:])`) with the output's spatial size told by the file; no `antialias` | rule ([`rules::resize`]): the transposed interpolation matrices, two `MatMul`s with constants |
 //! | `ReduceMax`, `ReduceMin` (ties share the gradient equally) | rule ([`rules::reduce`]); DeepLIFT: routed as `MaxPool` is (the batch axis must be kept) |
 //! | `ReduceLogSumExp` | rule ([`rules::reduce`]); DeepLIFT: `Exp`, `ReduceSum`, `Log` with a per-pair shift, each rescaled or linear (the batch axis must be kept) |
 //! | `ReduceSumSquare` | lowered: `ReduceSum(Mul(x, x))` |
 //! | `ReduceL2` | lowered: `Sqrt(ReduceSum(Mul(x, x)))` |
 //! | `HardSigmoid` | lowered: `Clip(Add(Mul(x, alpha), beta), 0, 1)` |
 //! | `HardSwish` | lowered: `Mul(x, HardSigmoid(x))`, alpha 1/6, beta 0.5 |
-//! | `LayerNormalization` (output `Y` only) | lowered: `ReduceMean`, `Sub`, `Mul(d, d)`, `ReduceMean`, `Add` ε, `Sqrt`, `Div`, `Mul` scale, `Add` bias |
+//! | `LayerNormalization` (output `Y` only) | lowered: `ReduceMean`, `Sub`, `Mul(d, d)`, `ReduceMean`, `Add` ε, `Sqrt`, `Div`, `Mul` scale, `Add` bias; DeepLIFT: the `Div` by the deviation takes the deviation's change first (as for every normalisation below; see `deeplift.rs`) |
+//! | `Mish` | lowered: `Mul(x, Tanh(Softplus(x)))` |
+//! | `InstanceNormalization` | lowered: x viewed as [N, C, rest], normalised over the last axis as `LayerNormalization` is, `Mul` scale and `Add` B as [C, 1], viewed in x's shape |
+//! | `GroupNormalization` (opset 18: scale and bias per group; 21: per channel) | lowered: x viewed as [N, G, rest], normalised over the last axis, scale and bias as columns of that view (18) or of the view [N, C, rest] (21), viewed in x's shape |
+//! | `RMSNormalization` (opset 23) | lowered: `Div(x, Sqrt(ReduceMean(Mul(x, x)) + ε))`, `Mul` scale |
+//! | `Einsum` with one or two operands, no index repeated within one, no ellipsis (others refused) | lowered: `ReduceSum` of indices one operand alone has, `Transpose`s and `Reshape`s to [B, M, K] and [B, K, N], `MatMul`, `Reshape` and `Transpose` to the output's order |
 //! | `Gelu` (`none`, `tanh`) | lowered: `0.5 · x · (1 + Erf(x / √2))`, or with `Tanh(√(2/π) · (x + 0.044715 · x³))` |
 //! | `Shape`, `Size`, `ConstantOfShape`, `Range`, `NonZero`, `ArgMax`, `ArgMin`, comparisons (`Equal`, `Less`, `LessOrEqual`, `Greater`, `GreaterOrEqual`), `And`, `Or`, `Xor`, `Not`, `Sign`, `Floor`, `Ceil`, `Round`, `IsNaN`, `IsInf`, `Cast` to an integer or boolean type | no gradient: their outputs carry none (a gradient reaching them is zero), and what is computed from them alone is left alone |
 //!
@@ -45,6 +51,14 @@
 //! from the attributed inputs through an operator without a gradient (a mask such as
 //! `Cast(Greater(x, 0))`): the reference's would differ, so it is not a constant. Values
 //! computed from the inputs' shapes alone are fine.
+//!
+//! Two rewrites run before lowering, so that the batch axis stays the first axis of every
+//! value (which DeepLIFT's row layout needs): a linear layer that folds the batch into rows
+//! (`Reshape` to [-1, H], `Gemm`, `Reshape` back, as GPT-2's `Conv1D` and torch's dynamo
+//! exporter write `nn.Linear`) becomes a `MatMul` on the unfolded input (`folded.rs`), and a
+//! strided view that is a transposition (torch's `as_strided`, exported as a `Gather` from the
+//! flattened tensor) becomes a `Transpose` (`strided.rs`). Ranks are inferred from what the file
+//! states through every operator family (`ranks.rs`), since exporters state few.
 //!
 //! Shapes are read at run time (`Shape` nodes) wherever a rule needs one, so models
 //! with symbolic batch sizes compile without shape inference. Values that cannot carry a
@@ -65,10 +79,13 @@
 //! ([`rules::PairLayout`]).
 
 mod deeplift;
+mod folded;
 mod gradient;
 pub mod layers;
 pub mod lower;
+mod ranks;
 pub mod rules;
+mod strided;
 
 pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};
 pub use gradient::{CompiledGradient, GradientRequest, compile_gradient};

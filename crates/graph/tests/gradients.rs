@@ -202,6 +202,14 @@ fn convolutions() {
         let attrs = vec![AttributeProto::ints("pads", [1, 1, 1, 1]), AttributeProto::ints("strides", [2, 2])];
         b.add_node("Conv", &[&x[0], &w, &bias], attrs)
     });
+    // The stem of MobileNet and EfficientNet: stride 2, padding 1, kernel 3 on an even size.
+    // The last window still reads the last row and column, which the transposed
+    // convolution's end trimming would drop (a zero gradient there until this case).
+    check_conv(&[2, 3, 8, 8], false, |b, x| {
+        let w = constant(b, &[4, 3, 3, 3], 12);
+        let attrs = vec![AttributeProto::ints("pads", [1, 1, 1, 1]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("Conv", &[&x[0], &w], attrs)
+    });
     // Grouped and dilated.
     check_conv(&[1, 4, 6, 6], false, |b, x| {
         let w = constant(b, &[4, 2, 2, 2], 8);
@@ -261,6 +269,16 @@ fn pooling() {
     check(&[&[1, 2, 5, 5]], 0.0, |b, x| {
         let attrs = vec![
             AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+            AttributeProto::int("count_include_pad", 1),
+        ];
+        b.add_node("AveragePool", &[&x[0]], attrs)
+    });
+    // Stride 2, padding 1, kernel 3 on an even size: the last window reads the last row.
+    check(&[&[1, 2, 6, 6]], 0.0, |b, x| {
+        let attrs = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("strides", [2, 2]),
             AttributeProto::ints("pads", [1, 1, 1, 1]),
             AttributeProto::int("count_include_pad", 1),
         ];
@@ -478,6 +496,41 @@ fn gelu_is_lowered() {
             b.add_node("Gelu", &[x], vec![AttributeProto::string("approximate", approximate)])
         });
     }
+}
+
+#[test]
+fn mish_and_instance_group_and_rms_normalization_are_lowered() {
+    check_lowered(&[4, 6], 18, 2.0, 0.0, |b, x| b.add_node("Mish", &[x], vec![]));
+    for undeclared in [false, true] {
+        check_lowered_model(&[2, 3, 2, 2], 17, 2.0, 0.0, undeclared, |b, x| {
+            let (scale, bias) = (constant(b, &[3], 5), constant(b, &[3], 6));
+            b.add_node("InstanceNormalization", &[x, &scale, &bias], vec![])
+        });
+        // Scale and bias per group at opset 18, per channel at 21.
+        for (opset, per) in [(18, 2), (21, 4)] {
+            check_lowered_model(&[2, 4, 3], opset, 2.0, 0.0, undeclared, |b, x| {
+                let (scale, bias) = (constant(b, &[per], 5), constant(b, &[per], 6));
+                b.add_node("GroupNormalization", &[x, &scale, &bias], vec![AttributeProto::int("num_groups", 2)])
+            });
+        }
+        check_lowered_model(&[2, 3, 4], 23, 2.0, 0.0, undeclared, |b, x| {
+            let scale = constant(b, &[3, 4], 5);
+            b.add_node("RMSNormalization", &[x, &scale], vec![AttributeProto::int("axis", 1)])
+        });
+    }
+}
+
+#[test]
+fn einsum_is_lowered() {
+    // Two varying operands (attention scores), a varying operand against a constant, one operand.
+    check(&[&[2, 3, 4], &[2, 5, 4]], 0.0, |b, x| {
+        b.add_node("Einsum", &[&x[0], &x[1]], vec![AttributeProto::string("equation", "bqd,bkd->bqk")])
+    });
+    check(&[&[2, 3, 4]], 0.0, |b, x| {
+        let w = constant(b, &[5, 4], 7);
+        b.add_node("Einsum", &[&x[0], &w], vec![AttributeProto::string("equation", "bqk,ok->bqo")])
+    });
+    check(&[&[2, 3, 4]], 0.0, |b, x| b.add_node("Einsum", &[&x[0]], vec![AttributeProto::string("equation", "bij->jb")]));
 }
 
 /// Values away from every kink of `Floor`, `Ceil`, `Round`, `Sign` and comparisons with 0, so
@@ -939,6 +992,32 @@ fn resize_refuses_what_it_cannot_build() {
     let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(err.to_string().contains("cubic"), "{err}");
+}
+
+/// `F.interpolate(x, size=skip.shape[2:])`: sizes computed at run time from the shapes, the
+/// output's spatial size told by the file.
+#[test]
+fn resize_to_a_size_computed_at_run_time() {
+    for opset in [13, 18] {
+        for (mode, transform) in [("linear", "half_pixel"), ("linear", "align_corners"), ("nearest", "asymmetric")] {
+            let m = resize_to_skip_model(opset, mode, transform, true, 1.into());
+            check_gradients(&m, &output_name(&m), &[array(&[1, 2, 3, 4], 7, 0.0)]);
+        }
+    }
+    // Without the output's shape in the file the interpolation cannot be built: refused, saying why.
+    let m = resize_to_skip_model(13, "linear", "half_pixel", false, 1.into());
+    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(matches!(err, CompileError::UnsupportedForm { .. }) && err.to_string().contains("value_info"), "{err}");
+    // Nor when the file does not tell that the batch and channel lengths are kept (all four
+    // axes listed, the output's batch length named differently from the input's).
+    let mut m = resize_to_skip_model(13, "linear", "half_pixel", true, "batch".into());
+    let info = &mut m.graph.as_mut().unwrap().value_info[0];
+    if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) = info.r#type.as_mut().unwrap().value.as_mut() {
+        t.shape.as_mut().unwrap().dim[0] = explaind_onnx::Dim::from("other").into();
+    }
+    let err = compile_gradient(&m, &request).unwrap_err();
+    assert!(err.to_string().contains("batch and channel"), "{err}");
 }
 
 #[test]

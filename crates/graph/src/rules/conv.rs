@@ -28,13 +28,23 @@ fn conv(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> Vjp
         out[0] = Some(back);
     } else {
         // The adjoint of a convolution is the transposed convolution with the same
-        // weights; positions the forward pass never read (when strides do not divide
-        // evenly) get 0.
-        let attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "pads", "strides"]);
+        // weights. Its output is trimmed at the start only: trimming the end padding too
+        // would drop the last input positions that a strided window still reads (stride 2,
+        // kernel 3, padding 1 on an even size), so the end is cropped, or padded with the 0
+        // of positions the forward pass never read, to the input's size instead.
+        let mut attrs = copy_attrs(node, &["dilations", "group", "kernel_shape", "strides"]);
+        attrs.extend(leading_pads_only(node));
         let back = e.node("ConvTranspose", &[g0, x(node, 1)], attrs);
         out[0] = Some(e.pad_to(&back, x(node, 0)));
     }
     Ok(out)
+}
+
+/// A convolution's `pads` with the end pads zeroed (absent when it has none).
+fn leading_pads_only(node: &NodeProto) -> Option<AttributeProto> {
+    let pads = node.attr_ints("pads")?;
+    let spatial = pads.len() / 2;
+    Some(AttributeProto::ints("pads", pads[..spatial].iter().copied().chain(std::iter::repeat_n(0, spatial))))
 }
 
 fn conv_transpose(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpResult {
@@ -94,7 +104,9 @@ fn average_pool(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, _: &[bool]) -> 
     let lead = e.ints(&[-1, 1]);
     let g_split = e.node("Concat", &[&lead, &g_spatial], vec![AttributeProto::int("axis", 0)]);
     let g_channels = e.node("Reshape", &[g0, &g_split], vec![]);
-    let attrs = copy_attrs(node, &["pads", "strides", "kernel_shape"]);
+    // Trimmed at the start only, as a convolution's adjoint is (see `conv`).
+    let mut attrs = copy_attrs(node, &["strides", "kernel_shape"]);
+    attrs.extend(leading_pads_only(node));
     let spread = e.node("ConvTranspose", &[&g_channels, &kernel_t], attrs);
     let x_shape = e.shape(x(node, 0));
     let x_spatial = e.spatial(&x_shape);

@@ -60,6 +60,8 @@ pub struct Emitter<'a> {
     /// Static spatial sizes of the source graph's values ([`crate::layers::spatial_sizes`]),
     /// computed when a rule first asks.
     spatial_sizes: Option<HashMap<String, Vec<i64>>>,
+    /// Ranks of the source graph's values ([`crate::ranks::infer`]).
+    ranks: HashMap<String, usize>,
 }
 
 /// How DeepLIFT's graphs lay out their rows, so that what depends only on an (input,
@@ -95,6 +97,7 @@ impl<'a> Emitter<'a> {
             pair_products: HashMap::new(),
             spatial_sizes: None,
             range_bounds: None,
+            ranks: crate::ranks::infer(source),
         }
     }
 
@@ -383,20 +386,10 @@ impl<'a> Emitter<'a> {
         None
     }
 
-    /// The rank of a tensor when the model says it: initializers, declared inputs, outputs
-    /// and value infos, `Constant` outputs.
+    /// The rank of a tensor of the source graph when the model states it or it follows from
+    /// what the model states ([`crate::ranks`]).
     pub fn rank(&self, name: &str) -> Option<usize> {
-        if let Some(t) = self.source.initializer(name) {
-            return Some(t.dims.len());
-        }
-        if let Some(info) = self.source.find_value_info(name) {
-            return info.tensor_shape().map(|s| s.len());
-        }
-        let (_, node) = self.source.producer(name)?;
-        if node.op_type() == "Constant" {
-            return node.attr_tensor("value").map(|t| t.dims.len());
-        }
-        None
+        self.ranks.get(name).copied()
     }
 
     /// `tensor` with its last two axes swapped; `like` is a tensor of the same rank whose rank
@@ -411,13 +404,14 @@ impl<'a> Emitter<'a> {
         Ok(self.node("Transpose", &[tensor], vec![AttributeProto::ints("perm", perm)]))
     }
 
-    /// Pads `value` at the end of each axis with zeros up to `like`'s shape (same rank).
+    /// Pads `value` at the end of each axis with zeros up to `like`'s shape (same rank), or
+    /// crops it there where it is longer (ONNX `Pad` takes negative pads).
     pub fn pad_to(&mut self, value: &str, like: &str) -> String {
         let want = self.shape(like);
         self.pad_to_shape(value, &want)
     }
 
-    /// Pads `value` at the end of each axis with zeros up to the shape `want` (a shape tensor).
+    /// Pads (or crops) `value` at the end of each axis to the shape `want` (a shape tensor).
     pub fn pad_to_shape(&mut self, value: &str, want: &str) -> String {
         let have = self.shape(value);
         let missing = self.node("Sub", &[want, &have], vec![]);

@@ -1,13 +1,14 @@
 //! `Resize` on 4-D NCHW tensors over the two spatial axes: the forms `torch.onnx` exports for
 //! `nn.Upsample` and `F.interpolate` (`nearest` with any `nearest_mode`, `linear`), with
-//! constant scales or sizes and a spatial size the file tells.
+//! constant scales or sizes and a spatial size the file tells, or sizes computed at run time
+//! (`F.interpolate(x, size=skip.shape[2:])`) where the file tells the output's spatial size.
 //!
 //! Resize is linear in X: along each spatial axis it is a matrix product with an interpolation
 //! matrix A (output length × input length), so its vector-Jacobian product is `Aᵀ` along H and
 //! `Bᵀ` along W, two `MatMul`s with constants built here the way ONNX Runtime's kernel picks
 //! its source pixels and weights. DeepLIFT's multiplier is the same product.
 
-use super::{Emitter, VjpResult, VjpRule, form, input as x, no_gradients};
+use super::{Emitter, VjpResult, VjpRule, form, input as x, no_gradients, output};
 use explaind_onnx::{NodeProto, tensor_f32};
 
 pub(crate) const RULES: &[(&str, VjpRule)] = &[("Resize", resize)];
@@ -57,29 +58,27 @@ fn resize(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> V
         if node.attr_string("keep_aspect_ratio_policy").is_some_and(|p| p != "stretch") {
             return Err(form(node, "keep_aspect_ratio_policy other than stretch is not supported"));
         }
-        let sizes = e.constant_ints(sizes).ok_or_else(|| form(node, "sizes must be a constant"))?;
-        if sizes.len() != axes.len() {
-            return Err(form(node, "sizes and axes differ in length"));
-        }
-        for (&axis, &s) in axes.iter().zip(&sizes) {
-            if axis < 2 {
-                // Only spatial resizing: the batch or channel length listed must be the one
-                // the file declares for X.
-                let declared = e.source_graph().find_value_info(x(node, 0)).and_then(|v| v.tensor_shape());
-                let length = declared.and_then(|d| match d.get(axis) {
-                    Some(Some(explaind_onnx::Dim::Value(v))) => Some(*v),
-                    _ => None,
-                });
-                if length != Some(s) {
+        match e.constant_ints(sizes) {
+            Some(sizes) => constant_sizes(e, node, &axes, &sizes, &size, &mut scales, &mut lengths)?,
+            None => {
+                // Computed at run time (torch's `F.interpolate(x, size=skip.shape[2:])` gives
+                // Concat(Slice(Shape(skip)), ...)): the output's spatial size the file tells
+                // stands in for them. ONNX Runtime's scale for a size is output / input.
+                let resized = e.spatial_size(output(node)).ok_or_else(|| {
+                    form(node, "sizes computed at run time need the output's spatial size declared in the file (value_info)")
+                })?;
+                if axes.iter().any(|&a| a < 2) && !keeps_batch_and_channels(e, node) {
                     return Err(form(
                         node,
-                        "sizes must keep the batch and channel lengths (declared statically), or list axes 2 and 3 only",
+                        "sizes computed at run time must keep the batch and channel lengths: declare them alike for \
+                         the input and the output, or list axes 2 and 3 only",
                     ));
                 }
-                continue;
+                for axis in axes.iter().copied().filter(|&a| a >= 2) {
+                    scales[axis] = resized[axis - 2] as f32 / size[axis - 2] as f32;
+                    lengths[axis] = Some(resized[axis - 2]);
+                }
             }
-            scales[axis] = s as f32 / size[axis - 2] as f32;
-            lengths[axis] = Some(s);
         }
     } else if let Some(name) = named(2) {
         let (_, values) = e.constant_f32(name).ok_or_else(|| form(node, "scales must be a constant"))?;
@@ -121,6 +120,56 @@ fn resize(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> V
     let columns = e.node("MatMul", &[g0, &b], vec![]);
     out[0] = Some(e.node("MatMul", &[&a_t, &columns], vec![]));
     Ok(out)
+}
+
+/// Scales and output lengths from constant `sizes` over `axes` (indices into [N, C, H, W]) of
+/// an input of spatial size `size`: the batch or channel length listed must be the one the
+/// file declares for X (only spatial resizing).
+fn constant_sizes(
+    e: &Emitter<'_>,
+    node: &NodeProto,
+    axes: &[usize],
+    sizes: &[i64],
+    size: &[i64],
+    scales: &mut [f32; 4],
+    lengths: &mut [Option<i64>; 4],
+) -> Result<(), crate::CompileError> {
+    if sizes.len() != axes.len() {
+        return Err(form(node, "sizes and axes differ in length"));
+    }
+    for (&axis, &s) in axes.iter().zip(sizes) {
+        if axis < 2 {
+            // Only spatial resizing: the batch or channel length listed must be the one
+            // the file declares for X.
+            let declared = e.source_graph().find_value_info(x(node, 0)).and_then(|v| v.tensor_shape());
+            let length = declared.and_then(|d| match d.get(axis) {
+                Some(Some(explaind_onnx::Dim::Value(v))) => Some(*v),
+                _ => None,
+            });
+            if length != Some(s) {
+                return Err(form(
+                    node,
+                    "sizes must keep the batch and channel lengths (declared statically), or list axes 2 and 3 only",
+                ));
+            }
+            continue;
+        }
+        scales[axis] = s as f32 / size[axis - 2] as f32;
+        lengths[axis] = Some(s);
+    }
+    Ok(())
+}
+
+/// Whether the file declares the Resize's input and output with the same batch and channel
+/// lengths (equal sizes or equal names).
+fn keeps_batch_and_channels(e: &Emitter<'_>, node: &NodeProto) -> bool {
+    let declared = |name: &str| e.source_graph().find_value_info(name).and_then(|v| v.tensor_shape());
+    match (declared(x(node, 0)), declared(output(node))) {
+        (Some(input), Some(resized)) if input.len() == 4 && resized.len() == 4 => {
+            (0..2).all(|axis| input[axis].is_some() && input[axis] == resized[axis])
+        }
+        _ => false,
+    }
 }
 
 /// The interpolation matrix of one axis, `output × input`, row-major: row i holds the weights

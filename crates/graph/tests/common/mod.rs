@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use explaind_onnx::proto::tensor_proto::DataType;
-use explaind_onnx::{Dim, GraphBuilder, ModelProto, tensor_f32};
+use explaind_onnx::{AttributeProto, Dim, GraphBuilder, ModelProto, tensor_f32};
 use explaind_runtime::{Model, OrtRuntime, RuntimeOptions};
 use ndarray::{ArrayD, IxDyn};
 
@@ -88,6 +88,47 @@ pub fn without_input_shapes(mut m: ModelProto) -> ModelProto {
         if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() {
             t.shape = None;
         }
+    }
+    m
+}
+
+/// torch's `F.interpolate(x, size=skip.shape[2:])` added to `skip`, then `Tanh`: x [b, 2, 3, 4],
+/// skip = Pad(x) [b, 2, 5, 7], and the Resize's sizes computed at run time from the shapes,
+/// `Concat(Shape(x)[0:2], Shape(skip)[2:4])` (or `Shape(skip)[2:4]` with opset 18's `axes`).
+/// With `declared`, the file tells the Resize output's shape [b, 2, 5, 7] (value_info); `batch`
+/// names or sizes b in the value_info and the input alike.
+pub fn resize_to_skip_model(opset: i64, mode: &str, transform: &str, declared: bool, batch: Dim) -> ModelProto {
+    let m = model(&[&[1, 2, 3, 4]], |b, x| {
+        let x = &x[0];
+        let pads = b.add_initializer(explaind_onnx::tensor_i64("pads", &[8], &[0, 0, 1, 1, 0, 0, 1, 2]));
+        let skip = b.add_node("Pad", &[x, &pads], vec![]);
+        let ints = |b: &mut GraphBuilder, v: i64| b.add_initializer(explaind_onnx::tensor_i64("i", &[1], &[v]));
+        let (zero, two, four) = (ints(b, 0), ints(b, 2), ints(b, 4));
+        let skip_shape = b.add_node("Shape", &[&skip], vec![]);
+        let spatial = b.add_node("Slice", &[&skip_shape, &two, &four], vec![]);
+        let mut attrs =
+            vec![AttributeProto::string("mode", mode), AttributeProto::string("coordinate_transformation_mode", transform)];
+        let sizes = if opset >= 18 {
+            attrs.push(AttributeProto::ints("axes", [2, 3]));
+            spatial
+        } else {
+            let x_shape = b.add_node("Shape", &[x], vec![]);
+            let leading = b.add_node("Slice", &[&x_shape, &zero, &two], vec![]);
+            b.add_node("Concat", &[&leading, &spatial], vec![AttributeProto::int("axis", 0)])
+        };
+        let y = b.add_node("Resize", &[x, "", "", &sizes], attrs);
+        if declared {
+            let dims = [batch.clone(), 2.into(), 5.into(), 7.into()];
+            b.graph_mut().value_info.push(explaind_onnx::tensor_value_info(y.clone(), DataType::Float, dims));
+        }
+        let sum = b.add_node("Add", &[&y, &skip], vec![]);
+        b.add_node("Tanh", &[&sum], vec![])
+    });
+    let mut m = at_opset(m, opset);
+    if let Some(explaind_onnx::proto::type_proto::Value::TensorType(t)) =
+        m.graph.as_mut().unwrap().input[0].r#type.as_mut().unwrap().value.as_mut()
+    {
+        t.shape.as_mut().unwrap().dim[0] = batch.into();
     }
     m
 }

@@ -26,6 +26,12 @@ fn element_type_name(code: i32) -> String {
 
 /// Decodes a request tensor into float32, checking type, shape, byte length and finiteness.
 pub fn tensor_to_array(tensor: Option<&proto::Tensor>, field: &str) -> Result<ArrayD<f32>, Status> {
+    decode_tensor(tensor, field, false)
+}
+
+/// [`tensor_to_array`]; with `nan_is_missing` (a model with tree ensembles), NaN is accepted as
+/// a missing value and only infinities are refused.
+fn decode_tensor(tensor: Option<&proto::Tensor>, field: &str, nan_is_missing: bool) -> Result<ArrayD<f32>, Status> {
     let tensor = tensor.ok_or_else(|| invalid(format!("{field}: missing")))?;
     if tensor.element_type != FLOAT {
         return Err(invalid(format!(
@@ -53,8 +59,9 @@ pub fn tensor_to_array(tensor: Option<&proto::Tensor>, field: &str) -> Result<Ar
         )));
     }
     let values = floats_from_le_bytes(&tensor.data);
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(invalid(format!("{field}.data: element {i} is {}; inputs must be finite", values[i])));
+    if let Some(i) = values.iter().position(|v| !(v.is_finite() || nan_is_missing && v.is_nan())) {
+        let rule = if nan_is_missing { "inputs must be finite or NaN (a missing value)" } else { "inputs must be finite" };
+        return Err(invalid(format!("{field}.data: element {i} is {}; {rule}", values[i])));
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&dims), values).expect("length checked"))
 }
@@ -146,7 +153,7 @@ pub fn bind_inputs(
                 element_type_name(spec.element_type)
             )));
         }
-        let array = tensor_to_array(named.tensor.as_ref(), &format!("{item}.tensor"))?;
+        let array = decode_tensor(named.tensor.as_ref(), &format!("{item}.tensor"), model.has_tree_ensemble)?;
         let fits = array.ndim() == spec.shape.len()
             && array.ndim() >= 1
             && spec.shape.iter().zip(array.shape()).skip(1).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f as usize != n));
@@ -260,7 +267,11 @@ pub fn model_metadata(
         gradients_refusal: refusal(&compilability.gradients),
         deeplift: compilability.deeplift.is_ok(),
         deeplift_refusal: refusal(&compilability.deeplift),
-        explainers: explainers.iter().filter(|p| compiles || !p.needs_gradients()).map(|p| p.name.clone()).collect(),
+        explainers: explainers
+            .iter()
+            .filter(|p| (compiles || !p.needs_gradients()) && (model.has_tree_ensemble || !p.needs_tree_ensemble()))
+            .map(|p| p.name.clone())
+            .collect(),
     };
     proto::ModelMetadata {
         explainability: Some(explainability),

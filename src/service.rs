@@ -224,6 +224,9 @@ pub fn explainer_info(p: &explaind_host::Plugin) -> proto::ExplainerInfo {
     if p.needs_gradients() {
         requires.push("gradients".to_string());
     }
+    if p.needs_tree_ensemble() {
+        requires.push("tree ensemble".to_string());
+    }
     proto::ExplainerInfo {
         name: p.name.clone(),
         version: p.version.clone(),

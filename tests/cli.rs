@@ -87,7 +87,8 @@ fn client_commands_against_the_default_daemon() {
             "lime",
             "occlusion",
             "saliency",
-            "smoothgrad"
+            "smoothgrad",
+            "tree-shap"
         ]
     );
     let occlusion = &explainers[names.iter().position(|n| *n == "occlusion").unwrap()];

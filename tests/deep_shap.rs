@@ -293,9 +293,9 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
 }
 
 #[tokio::test]
-async fn plugins_built_against_abi_1_0_1_1_and_1_2_still_load_explain_and_keep_to_the_budget() {
+async fn plugins_built_against_abi_1_0_to_1_3_still_load_explain_and_keep_to_the_budget() {
     // The frozen headers, and a C plugin compiled against each (`-I tests/c/abi-1.<minor>`).
-    assert_eq!(explaind_abi::ABI_MINOR, 3, "the host is newer than every plugin here");
+    assert_eq!(explaind_abi::ABI_MINOR, 4, "the host is newer than every plugin here");
     for minor in [0u16, 1, 2] {
         let dir = tempfile::tempdir().unwrap();
         let include = repo_root().join(format!("tests/c/abi-1.{minor}"));
@@ -330,12 +330,35 @@ async fn plugins_built_against_abi_1_0_1_1_and_1_2_still_load_explain_and_keep_t
         let response = client.explain(request(1)).await.unwrap().into_inner();
         assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
     }
+    // Built against the frozen 1.3 header: it has its estimate, and a 1.4 host runs it.
+    let dir = tempfile::tempdir().unwrap();
+    let include = repo_root().join("tests/c/abi-1.3");
+    let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
+    assert!(header.contains("#define EXPLAIND_ABI_MINOR 3"), "the fixture is the 1.3 header");
+    let library =
+        compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+    let server = TestServer::start(Default::default(), &[library]).await;
+    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+    assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 3));
+    assert!(plugin.has_estimate(), "ABI 1.3 has estimate");
+    let x = read_npy("models/wine-mlp/1/samples.npy");
+    let request = proto::ExplainRequest {
+        model: model("wine-mlp"),
+        explainer: "leave-one-out-c".into(),
+        inputs: vec![named("", &x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned())],
+        ..Default::default()
+    };
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
 }
 
 #[tokio::test]
 async fn the_bundled_models_compile_for_every_explainer_and_their_metadata_says_so() {
     let server = TestServer::start(Default::default(), &[]).await;
-    let loaded: Vec<String> = server.state.plugins.list().iter().map(|p| p.name.clone()).collect();
+    // Every loaded explainer but those for tree ensembles, which these networks are not.
+    let loaded: Vec<String> =
+        server.state.plugins.list().iter().filter(|p| !p.needs_tree_ensemble()).map(|p| p.name.clone()).collect();
+    assert!(server.state.plugins.list().iter().any(|p| p.name == "tree-shap"));
     let models = server.models().await.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models;
     assert!(models.len() >= 3, "{models:?}");
     for m in models {

@@ -230,3 +230,31 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
         assert_close(&got[n * 13..(n + 1) * 13], &want, 1e-6, 0.0);
     }
 }
+
+#[tokio::test]
+async fn a_c_plugin_reads_the_models_structure_through_abi_1_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = compile_c_plugin("tests/c/graph_census.c", &[], dir.path(), "explaind_plugin_graph_census_c");
+    let server = TestServer::start(Default::default(), &[library]).await;
+    let samples = read_npy("models/wine-mlp/1/samples.npy");
+    let x = samples.slice(ndarray::s![0..1, ..]).to_owned().into_dyn();
+    let request = proto::ExplainRequest {
+        model: model("wine-mlp"),
+        explainer: "graph-census-c".into(),
+        inputs: vec![named("features", &x)],
+        ..Default::default()
+    };
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+
+    // The same facts, read from the ONNX file here.
+    let file = explaind_onnx::ModelProto::load(repo_root().join("models/wine-mlp/1/model.onnx")).unwrap();
+    let graph = file.graph.as_ref().unwrap();
+    let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type()).collect();
+    assert_eq!(response.info["ops"], ops.join(","));
+    assert_eq!(response.info["nodes"], graph.node.len().to_string());
+    assert_eq!(response.info["initializers"], graph.initializer.len().to_string());
+    let weights: f64 = graph.initializer.iter().filter_map(|t| t.to_f32().ok()).flat_map(|(_, v)| v).map(|v| v as f64).sum();
+    let reported: f64 = response.info["weights"].parse().unwrap();
+    assert!((reported - weights).abs() <= 1e-6 * weights.abs().max(1.0), "{reported} vs {weights}");
+    assert_eq!(response.info["opset"], file.default_opset().unwrap().to_string());
+}

@@ -114,7 +114,48 @@ int main(void) {
   FIELD(ExdHostApi, deeplift_multipliers);
   FIELD(ExdHostApi, deep_shap);
   FIELD(ExdHostApi, layer_gradient);
+  FIELD(ExdHostApi, model_graph);
   SIZE(ExdHostApi);
+
+  FIELD(ExdBytes, data);
+  FIELD(ExdBytes, len);
+  SIZE(ExdBytes);
+
+  FIELD(ExdAttribute, name);
+  FIELD(ExdAttribute, kind);
+  FIELD(ExdAttribute, element_type);
+  FIELD(ExdAttribute, int_value);
+  FIELD(ExdAttribute, float_value);
+  FIELD(ExdAttribute, length);
+  FIELD(ExdAttribute, data);
+  FIELD(ExdAttribute, ndim);
+  FIELD(ExdAttribute, reserved);
+  FIELD(ExdAttribute, shape);
+  SIZE(ExdAttribute);
+
+  FIELD(ExdNode, op_type);
+  FIELD(ExdNode, domain);
+  FIELD(ExdNode, name);
+  FIELD(ExdNode, num_inputs);
+  FIELD(ExdNode, inputs);
+  FIELD(ExdNode, num_outputs);
+  FIELD(ExdNode, outputs);
+  FIELD(ExdNode, num_attributes);
+  FIELD(ExdNode, attributes);
+  SIZE(ExdNode);
+
+  FIELD(ExdOpsetImport, domain);
+  FIELD(ExdOpsetImport, version);
+  SIZE(ExdOpsetImport);
+
+  FIELD(ExdGraph, header);
+  FIELD(ExdGraph, num_nodes);
+  FIELD(ExdGraph, nodes);
+  FIELD(ExdGraph, num_initializers);
+  FIELD(ExdGraph, initializers);
+  FIELD(ExdGraph, num_opsets);
+  FIELD(ExdGraph, opsets);
+  SIZE(ExdGraph);
 
   FIELD(ExdPluginInfo, header);
   FIELD(ExdPluginInfo, name);

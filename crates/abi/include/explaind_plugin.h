@@ -1,5 +1,5 @@
 /*
- * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.3.
+ * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.4.
  *
  * History (each minor version only appends):
  *   1.0  the first version.
@@ -10,6 +10,11 @@
  *   1.3  Cost before work: ExdPluginInfo gains param_ranges (bounds the host checks before a
  *        call; 56 -> 64 bytes), ExdPluginApi gains estimate (what a request will cost, asked
  *        before `explain`; 40 -> 48 bytes), and ExdCost is new.
+ *   1.4  The model's structure: ExdHostApi gains model_graph (a read-only view of the model's
+ *        nodes, attributes and initializers, for explainers that read the model rather than
+ *        run it, such as exact tree SHAP; 152 -> 160 bytes), ExdGraph, ExdNode,
+ *        ExdAttribute, ExdBytes and ExdOpsetImport are new, and the flag
+ *        EXD_NEEDS_TREE_ENSEMBLE.
  *
  * This header is the single source of truth for the ABI. The Rust mirror in
  * crates/abi/src/lib.rs follows it field by field, and tests check both sides' layouts.
@@ -55,7 +60,7 @@ extern "C" {
 #endif
 
 #define EXPLAIND_ABI_MAJOR 1
-#define EXPLAIND_ABI_MINOR 3
+#define EXPLAIND_ABI_MINOR 4
 
 #if defined(_WIN32)
 #define EXD_EXPORT __declspec(dllexport)
@@ -254,6 +259,80 @@ typedef struct ExdExplainRequest {
 } ExdExplainRequest;
 
 /* ---------------------------------------------------------------------------------------------
+ * ABI 1.4: the model's structure, read-only (ExdHostApi.model_graph)
+ *
+ * A view of the model's main graph as its ONNX file states it: the nodes in graph order, their
+ * attributes, the initializers, and the operator sets imported. Every pointer in it, and in
+ * what it points to, is OWNED by the host and valid until the `explain` (or `estimate`) call
+ * that obtained it returns; the plugin must not write through any of them. Subgraphs
+ * (attributes of kind GRAPH) are not part of the view.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Attribute kinds: ONNX AttributeProto.AttributeType values, as int32_t constants. */
+#define EXD_ATTR_OTHER 0   /* a kind this ABI does not expose (a subgraph, a sparse tensor) */
+#define EXD_ATTR_FLOAT 1
+#define EXD_ATTR_INT 2
+#define EXD_ATTR_STRING 3
+#define EXD_ATTR_TENSOR 4
+#define EXD_ATTR_FLOATS 6
+#define EXD_ATTR_INTS 7
+#define EXD_ATTR_STRINGS 8
+
+/* A byte string (not NUL-terminated: ONNX strings may hold any byte). */
+typedef struct ExdBytes {
+  const uint8_t* data;
+  size_t len;
+} ExdBytes;
+
+/* One attribute, or (in ExdGraph.initializers) one initializer as a TENSOR attribute named
+ * after it. Only the members for `kind` are meaningful; the rest are 0/NULL. */
+typedef struct ExdAttribute {
+  const char* name;     /* NUL-terminated */
+  int32_t kind;         /* EXD_ATTR_* */
+  int32_t element_type; /* TENSOR: ONNX TensorProto.DataType of `data` (1 float32, 2 uint8,
+                         * 3 int8, 5 int16, 6 int32, 7 int64, 9 bool, 10 float16, 11 double,
+                         * 4 uint16, 12 uint32, 13 uint64); 8 (string) tensors have
+                         * `data` NULL and `length` 0. Otherwise 0. */
+  int64_t int_value;    /* INT */
+  double float_value;   /* FLOAT (the float32 value, widened exactly) */
+  size_t length;        /* FLOATS, INTS, STRINGS, TENSOR: the element count; STRING: bytes */
+  /* FLOATS: float[length]; INTS: int64_t[length]; STRING: uint8_t[length];
+   * STRINGS: ExdBytes[length]; TENSOR: `length` elements of `element_type`, row-major, each
+   * naturally aligned (bool as one byte 0/1, float16 as its uint16_t bits). */
+  const void* data;
+  int32_t ndim;         /* TENSOR: the rank; otherwise 0 */
+  int32_t reserved;     /* 0 */
+  const int64_t* shape; /* TENSOR: `ndim` sizes; otherwise NULL */
+} ExdAttribute;
+
+typedef struct ExdNode {
+  const char* op_type;  /* NUL-terminated */
+  const char* domain;   /* "" for the default ONNX domain ("ai.onnx" is reported as "") */
+  const char* name;     /* "" when the file gives none */
+  size_t num_inputs;
+  const char* const* inputs;   /* value names; "" for an omitted optional input */
+  size_t num_outputs;
+  const char* const* outputs;  /* value names */
+  size_t num_attributes;
+  const ExdAttribute* attributes;
+} ExdNode;
+
+typedef struct ExdOpsetImport {
+  const char* domain; /* "" for the default ONNX domain */
+  int64_t version;
+} ExdOpsetImport;
+
+typedef struct ExdGraph {
+  ExdStructHeader header;
+  size_t num_nodes;
+  const ExdNode* nodes;              /* graph (topological) order */
+  size_t num_initializers;
+  const ExdAttribute* initializers;  /* each of kind EXD_ATTR_TENSOR */
+  size_t num_opsets;
+  const ExdOpsetImport* opsets;
+} ExdGraph;
+
+/* ---------------------------------------------------------------------------------------------
  * The host's function table, handed to the plugin's entry point.
  * STATIC for the plugin: valid for as long as the library stays loaded.
  * ------------------------------------------------------------------------------------------- */
@@ -358,6 +437,15 @@ typedef struct ExdHostApi {
   ExdError* (*layer_gradient)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
                               const DLTensor* seeds, const char* layer, const char** out_layer,
                               DLTensor** out_activation, DLTensor** out_gradient);
+
+  /* ---- ABI 1.4 -------------------------------------------------------------------------------
+   * A plugin checks host->header.struct_size (or abi_minor >= 4) before calling this. */
+
+  /* The model's structure (see ExdGraph): *out_graph is OWNED by the host, valid until the
+   * `explain` or `estimate` call it was obtained in returns. It runs nothing and costs no
+   * model rows; the host builds the view once per model file and shares it between calls.
+   * May be called from `estimate`. A model whose file cannot be read gives EXD_INTERNAL. */
+  ExdError* (*model_graph)(ExdContext* context, const ExdGraph** out_graph);
 } ExdHostApi;
 
 /* ---------------------------------------------------------------------------------------------
@@ -368,6 +456,9 @@ typedef struct ExdHostApi {
 #define EXD_CAP_REENTRANT ((uint64_t)1 << 0)      /* explain may run concurrently */
 #define EXD_NEEDS_BACKGROUND ((uint64_t)1 << 1)   /* refuse requests without a background */
 #define EXD_NEEDS_GRADIENTS ((uint64_t)1 << 2)    /* uses the ABI 1.1 attribution host functions */
+/* ABI 1.4: explains only models that hold an ONNX-ML tree ensemble (read with model_graph); the
+ * host lists the plugin for those models only. */
+#define EXD_NEEDS_TREE_ENSEMBLE ((uint64_t)1 << 3)
 
 typedef struct ExdPluginInfo {
   ExdStructHeader header;
@@ -419,7 +510,8 @@ typedef struct ExdPluginApi {
    * Optional. Predicts what `explain` will cost on `request`, before anything is allocated.
    * The host calls it once per request, just before `explain`, with the same instance, context
    * and request (all BORROWED until it returns); `out_cost` is BORROWED too. It may call
-   * `log`, `is_cancelled` and `model_info`, and nothing else of the host. It must be cheap:
+   * `log`, `is_cancelled`, `model_info` and (ABI 1.4) `model_graph`, and nothing else of the
+   * host. It must be cheap:
    * arithmetic on shapes and parameters. It returns an error (EXD_INVALID_ARGUMENT naming the
    * parameter) for requests that make no sense. The host refuses a request whose cost is over
    * its per-request budget with EXD_RESOURCE_EXHAUSTED naming `cost.driver`, without calling
@@ -450,7 +542,12 @@ EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
-EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 152, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 160, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdBytes) == 16, "ExdBytes");
+EXD_STATIC_ASSERT(sizeof(ExdAttribute) == 64, "ExdAttribute");
+EXD_STATIC_ASSERT(sizeof(ExdNode) == 72, "ExdNode");
+EXD_STATIC_ASSERT(sizeof(ExdOpsetImport) == 16, "ExdOpsetImport");
+EXD_STATIC_ASSERT(sizeof(ExdGraph) == 56, "ExdGraph");
 EXD_STATIC_ASSERT(sizeof(ExdParamRange) == 24, "ExdParamRange");
 EXD_STATIC_ASSERT(sizeof(ExdCost) == 32, "ExdCost");
 EXD_STATIC_ASSERT(sizeof(ExdPluginInfo) == 64, "ExdPluginInfo");

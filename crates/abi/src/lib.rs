@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_void};
 /// ABI major version this crate mirrors. The entry symbol carries it in its name.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version this crate mirrors. Grows when a struct gains appended fields.
-pub const ABI_MINOR: u16 = 3;
+pub const ABI_MINOR: u16 = 4;
 /// Name of the single symbol a plugin exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL_V1: &[u8] = b"explaind_plugin_v1\0";
 /// Path of the C header, for tools and tests that compile C plugins.
@@ -212,6 +212,72 @@ pub struct ExdExplainRequest {
     pub max_batch_rows: i64,
 }
 
+// ----- ABI 1.4: the model's structure ----------------------------------------------------
+
+pub const EXD_ATTR_OTHER: i32 = 0;
+pub const EXD_ATTR_FLOAT: i32 = 1;
+pub const EXD_ATTR_INT: i32 = 2;
+pub const EXD_ATTR_STRING: i32 = 3;
+pub const EXD_ATTR_TENSOR: i32 = 4;
+pub const EXD_ATTR_FLOATS: i32 = 6;
+pub const EXD_ATTR_INTS: i32 = 7;
+pub const EXD_ATTR_STRINGS: i32 = 8;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdBytes {
+    pub data: *const u8,
+    pub len: usize,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdAttribute {
+    pub name: *const c_char,
+    pub kind: i32,
+    pub element_type: i32,
+    pub int_value: i64,
+    pub float_value: f64,
+    pub length: usize,
+    pub data: *const std::ffi::c_void,
+    pub ndim: i32,
+    pub reserved: i32,
+    pub shape: *const i64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdNode {
+    pub op_type: *const c_char,
+    pub domain: *const c_char,
+    pub name: *const c_char,
+    pub num_inputs: usize,
+    pub inputs: *const *const c_char,
+    pub num_outputs: usize,
+    pub outputs: *const *const c_char,
+    pub num_attributes: usize,
+    pub attributes: *const ExdAttribute,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdOpsetImport {
+    pub domain: *const c_char,
+    pub version: i64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ExdGraph {
+    pub header: ExdStructHeader,
+    pub num_nodes: usize,
+    pub nodes: *const ExdNode,
+    pub num_initializers: usize,
+    pub initializers: *const ExdAttribute,
+    pub num_opsets: usize,
+    pub opsets: *const ExdOpsetImport,
+}
+
 // ----- Function tables --------------------------------------------------------------------
 
 #[repr(C)]
@@ -294,6 +360,8 @@ pub struct ExdHostApi {
             out_gradient: *mut *mut DLTensor,
         ) -> *mut ExdError,
     >,
+    // ---- ABI 1.4 ----
+    pub model_graph: Option<unsafe extern "C" fn(context: *mut ExdContext, out_graph: *mut *const ExdGraph) -> *mut ExdError>,
 }
 
 impl ExdHostApi {
@@ -308,6 +376,7 @@ impl ExdHostApi {
 pub const EXD_CAP_REENTRANT: u64 = 1 << 0;
 pub const EXD_NEEDS_BACKGROUND: u64 = 1 << 1;
 pub const EXD_NEEDS_GRADIENTS: u64 = 1 << 2;
+pub const EXD_NEEDS_TREE_ENSEMBLE: u64 = 1 << 3;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -383,6 +452,11 @@ unsafe impl Sync for ExdPluginInfo {}
 unsafe impl Sync for ExdParamSpec {}
 unsafe impl Sync for ExdHostApi {}
 unsafe impl Sync for ExdParamRange {}
+
+/// The sizes of the structs ABI 1.4 grew, as 1.3 defined them.
+pub mod v1_3_sizes {
+    pub const HOST_API: u32 = 152;
+}
 
 /// The sizes of the structs ABI 1.3 grew, as 1.2 (and every version before) defined them.
 pub mod v1_2_sizes {
@@ -491,7 +565,51 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
             gradient: usize,
             deeplift_multipliers: usize,
             deep_shap: usize,
-            layer_gradient: usize
+            layer_gradient: usize,
+            model_graph: usize
+        }
+    );
+    fields!(out, ExdBytes { data: usize, len: usize });
+    fields!(
+        out,
+        ExdAttribute {
+            name: usize,
+            kind: i32,
+            element_type: i32,
+            int_value: i64,
+            float_value: f64,
+            length: usize,
+            data: usize,
+            ndim: i32,
+            reserved: i32,
+            shape: usize
+        }
+    );
+    fields!(
+        out,
+        ExdNode {
+            op_type: usize,
+            domain: usize,
+            name: usize,
+            num_inputs: usize,
+            inputs: usize,
+            num_outputs: usize,
+            outputs: usize,
+            num_attributes: usize,
+            attributes: usize
+        }
+    );
+    fields!(out, ExdOpsetImport { domain: usize, version: i64 });
+    fields!(
+        out,
+        ExdGraph {
+            header: ExdStructHeader,
+            num_nodes: usize,
+            nodes: usize,
+            num_initializers: usize,
+            initializers: usize,
+            num_opsets: usize,
+            opsets: usize
         }
     );
     fields!(out, ExdParamRange { min: f64, max: f64, max_len: u64 });
@@ -525,7 +643,10 @@ mod tests {
     fn v1_0_sizes_match_the_structs() {
         assert_eq!(size_of::<ExdModelInfo>() as u32, v1_0_sizes::MODEL_INFO);
         assert_eq!(size_of::<ExdExplainRequest>() as u32, v1_0_sizes::EXPLAIN_REQUEST);
-        assert_eq!(size_of::<ExdHostApi>() as u32, v1_2_sizes::HOST_API);
+        assert_eq!(size_of::<ExdHostApi>(), 160);
+        assert_eq!(std::mem::offset_of!(ExdHostApi, model_graph) as u32, v1_3_sizes::HOST_API, "1.4 appends after 1.3");
+        assert_eq!(v1_3_sizes::HOST_API, v1_2_sizes::HOST_API, "1.3 left ExdHostApi alone");
+        assert_eq!((size_of::<ExdAttribute>(), size_of::<ExdNode>(), size_of::<ExdGraph>()), (64, 72, 56));
         assert_eq!(std::mem::offset_of!(ExdHostApi, gradient) as u32, v1_0_sizes::HOST_API, "1.1 appends after 1.0");
         assert_eq!(std::mem::offset_of!(ExdHostApi, layer_gradient) as u32, v1_1_sizes::HOST_API, "1.2 appends after 1.1");
         assert_eq!(v1_2_sizes::PLUGIN_INFO, v1_0_sizes::PLUGIN_INFO, "1.1 and 1.2 left ExdPluginInfo alone");

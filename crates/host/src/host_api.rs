@@ -155,6 +155,8 @@ pub(crate) struct CallContext {
     pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
     /// Strings handed to the plugin (layer names), kept until the call ends.
     pub strings: Mutex<Vec<CString>>,
+    /// The model's graph view once the plugin asked for it (ABI 1.4), held until the call ends.
+    pub graph: Mutex<Option<Arc<crate::graph_view::GraphView>>>,
     pub budget: Budget,
     pub results: Mutex<Results>,
 }
@@ -715,6 +717,23 @@ unsafe extern "C" fn result_info(context: *mut abi::ExdContext, key: *const c_ch
     })
 }
 
+unsafe extern "C" fn model_graph(context: *mut abi::ExdContext, out_graph: *mut *const abi::ExdGraph) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        if out_graph.is_null() {
+            return Err(Failure::invalid_argument("model_graph: out_graph must not be NULL"));
+        }
+        let mut held = ctx.graph.lock().unwrap();
+        if held.is_none() {
+            let path = ctx.model.dir.join("model.onnx");
+            let view = crate::graph_view::view_of(&ctx.model.sha256, &path)
+                .map_err(|e| Failure::new(abi::EXD_INTERNAL, format!("model_graph: {e}")))?;
+            *held = Some(view);
+        }
+        unsafe { *out_graph = held.as_ref().expect("set above").graph() };
+        Ok(())
+    })
+}
+
 /// The table every plugin receives. STATIC: it lives for the whole process.
 pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     header: abi::ExdStructHeader::current::<abi::ExdHostApi>(),
@@ -736,4 +755,5 @@ pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     deeplift_multipliers: Some(deeplift_multipliers),
     deep_shap: Some(deep_shap),
     layer_gradient: Some(layer_gradient),
+    model_graph: Some(model_graph),
 };

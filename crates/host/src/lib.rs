@@ -4,6 +4,8 @@
 //!   instance per plugin, replaced after a panic.
 //! - [`host_api`] is the host's side of the ABI: the function table handed to plugins and the
 //!   per-call context behind it (forward passes, result tensors, cancellation).
+//! - `graph_view` builds the read-only view of a model's graph that ABI 1.4's `model_graph`
+//!   hands to plugins that read the model's structure (tree ensembles).
 //! - [`backgrounds`] keeps the background sets clients register.
 //! - [`explain`] turns a validated request into one plugin call: it runs the model on the
 //!   inputs, resolves targets, checks parameters against the plugin's declaration, and collects
@@ -15,6 +17,7 @@
 pub mod backgrounds;
 pub mod explain;
 pub mod finite;
+mod graph_view;
 pub mod host_api;
 pub mod plugin;
 

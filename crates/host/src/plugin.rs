@@ -153,6 +153,11 @@ impl Plugin {
         self.flags & abi::EXD_NEEDS_GRADIENTS != 0
     }
 
+    /// Explains only models holding an ONNX-ML tree ensemble (ABI 1.4).
+    pub fn needs_tree_ensemble(&self) -> bool {
+        self.flags & abi::EXD_NEEDS_TREE_ENSEMBLE != 0
+    }
+
     /// Whether the plugin predicts its cost (ABI 1.3 `estimate`).
     pub fn has_estimate(&self) -> bool {
         self.estimate_fn().is_some()

@@ -35,6 +35,7 @@
 
 pub use explaind_abi as abi;
 
+pub mod graph;
 #[cfg(feature = "testing")]
 pub mod testing;
 use std::ffi::{CStr, CString};
@@ -167,6 +168,12 @@ impl PluginInfo {
     /// Uses the ABI 1.1 attribution host functions (gradients, DeepLIFT).
     pub fn needs_gradients(mut self) -> Self {
         self.flags |= abi::EXD_NEEDS_GRADIENTS;
+        self
+    }
+    /// Explains only models holding an ONNX-ML tree ensemble (ABI 1.4): the host lists the
+    /// plugin for those models only.
+    pub fn needs_tree_ensemble(mut self) -> Self {
+        self.flags |= abi::EXD_NEEDS_TREE_ENSEMBLE;
         self
     }
     pub fn param(mut self, name: &'static str, kind: ParamKind, default: ParamDefault, description: &'static str) -> Self {
@@ -402,6 +409,26 @@ impl<'a> Request<'a> {
     }
     pub fn output_row_size(&self) -> usize {
         self.raw.output_row_size as usize
+    }
+    /// The name of the explained output, as the model declares it.
+    pub fn output_name(&self) -> &'a str {
+        self.tensor_info(|m| (m.outputs, m.num_outputs), self.raw.output_index)
+    }
+    /// The name of model input `index`.
+    pub fn input_name(&self, index: usize) -> &'a str {
+        self.tensor_info(|m| (m.inputs, m.num_inputs), index)
+    }
+    fn tensor_info(&self, list: impl Fn(&abi::ExdModelInfo) -> (*const abi::ExdTensorInfo, usize), index: usize) -> &'a str {
+        // SAFETY: the host's model info and its names live until `explain` returns.
+        unsafe {
+            let Some(model) = self.raw.model.as_ref() else { return "" };
+            let (infos, len) = list(model);
+            if index >= len || infos.is_null() {
+                return "";
+            }
+            let name = (*infos.add(index)).name;
+            if name.is_null() { "" } else { CStr::from_ptr(name).to_str().unwrap_or("") }
+        }
     }
     /// Background rows per model input, if the request has a background.
     pub fn background(&self) -> Option<&[TensorView<'a>]> {
@@ -644,6 +671,24 @@ impl<'a> Context<'a> {
             activation: HostTensor { host: self.host, ctx: self.raw, raw: activation },
             gradient: HostTensor { host: self.host, ctx: self.raw, raw: gradient },
         })
+    }
+
+    /// The model's structure (ABI 1.4): its nodes, attributes, initializers and operator sets,
+    /// read-only, for explainers that read the model instead of (or besides) running it. Costs
+    /// no model rows.
+    pub fn model_graph(&self) -> Result<graph::Graph<'_>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, model_graph) + std::mem::size_of::<usize>();
+        let f = self.host.model_graph.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let mut raw: *const abi::ExdGraph = std::ptr::null();
+        let err = unsafe { f(self.raw, &mut raw) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        if raw.is_null() {
+            return Err(Error::internal("the host returned no graph"));
+        }
+        // SAFETY: the host owns the view until `explain` returns, which outlives this context.
+        Ok(unsafe { graph::Graph::from_raw(&*raw) })
     }
 
     /// Records that the result `key` is handed out; a second request for it is an error (the

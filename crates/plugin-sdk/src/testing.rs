@@ -80,6 +80,7 @@ static HOST: abi::ExdHostApi = abi::ExdHostApi {
     deeplift_multipliers: None,
     deep_shap: None,
     layer_gradient: None,
+    model_graph: None,
 };
 
 fn take_error(err: *mut abi::ExdError) -> Error {

@@ -5,6 +5,7 @@ use crate::{DeviceChoice, ExecutionProvider, OrtRuntime};
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use ort::session::Session;
 use ort::session::SessionInputValue;
+use ort::session::{OutputSelector, RunOptions};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -81,7 +82,9 @@ pub enum ModelError {
     Config { path: PathBuf, message: String },
     #[error("ONNX Runtime could not load {path}: {message}")]
     Session { path: PathBuf, message: String },
-    #[error("model {model} output {output:?} has element type {element_type}; explaind serves float32 outputs only")]
+    #[error(
+        "model {model} output {output:?} has element type {element_type}; explaind serves float32 outputs only, and the model has none"
+    )]
     UnsupportedOutput { model: String, output: String, element_type: ElementType },
     #[error("ONNX Runtime failed running {model}: {message}")]
     Run { model: String, message: String },
@@ -96,7 +99,14 @@ pub struct Model {
     pub sha256: String,
     pub execution_provider: ExecutionProvider,
     pub inputs: Vec<TensorSpec>,
+    /// The float32 outputs, the ones explaind computes and serves.
     pub outputs: Vec<TensorSpec>,
+    /// The model's other outputs (non-float32), which are never computed.
+    pub unserved_outputs: Vec<TensorSpec>,
+    /// Whether the file holds an ONNX-ML tree ensemble. For such a model a NaN input is a
+    /// value it defines, a missing value (its nodes say which branch one takes); other models'
+    /// inputs must be finite. Tree explainers run on such models only.
+    pub has_tree_ensemble: bool,
     pub config: ModelConfig,
     /// The default background (from `config.default_background`): one array per model input,
     /// rows first. Shared, so requests that use it do not copy it.
@@ -190,6 +200,7 @@ impl Model {
             None => None,
         };
         let mut model = Model::from_bytes(rt, name, version, &bytes, &model_path)?;
+        model.has_tree_ensemble = has_tree_ensemble(&bytes);
         model.dir = dir.to_path_buf();
         model.config = config;
         let background = background.map(|b| std::sync::Arc::new(vec![b]));
@@ -211,7 +222,19 @@ impl Model {
             sessions.push(Mutex::new(session));
         }
         let inputs = sessions[0].lock().unwrap().inputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
-        let outputs = sessions[0].lock().unwrap().outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+        let declared: Vec<TensorSpec> =
+            sessions[0].lock().unwrap().outputs().iter().map(|o| spec_of(o.name(), o.dtype())).collect();
+        // explaind serves float32 outputs; the others (a classifier's int64 label beside its
+        // probabilities) are never computed, and are named in `unserved_outputs`.
+        let (outputs, unserved_outputs): (Vec<TensorSpec>, Vec<TensorSpec>) =
+            declared.into_iter().partition(|o| o.element_type == FLOAT);
+        if let (true, Some(first)) = (outputs.is_empty(), unserved_outputs.first()) {
+            return Err(ModelError::UnsupportedOutput {
+                model: format!("{name}/{version}"),
+                output: first.name.clone(),
+                element_type: first.element_type,
+            });
+        }
         Ok(Model {
             name: name.to_string(),
             version: version.to_string(),
@@ -220,6 +243,8 @@ impl Model {
             execution_provider,
             inputs,
             outputs,
+            unserved_outputs,
+            has_tree_ensemble: false,
             config: ModelConfig::default(),
             background: None,
             background_digest: None,
@@ -333,19 +358,33 @@ impl Model {
         let index = self.next_session.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
         let mut session = self.sessions[index].lock().unwrap_or_else(|p| p.into_inner());
         let _gpu = (self.execution_provider == ExecutionProvider::Cuda).then(crate::lock_gpu);
-        let outputs = session.run(values).map_err(|e| run_err(e.to_string()))?;
+        let selection = match self.unserved_outputs.is_empty() {
+            true => None,
+            false => {
+                let selected = self.outputs.iter().fold(OutputSelector::no_default(), |s, o| s.with(o.name.as_str()));
+                Some(RunOptions::new().map_err(|e| run_err(e.to_string()))?.with_outputs(selected))
+            }
+        };
+        let outputs = match &selection {
+            None => session.run(values),
+            Some(options) => session.run_with_options(values, options),
+        }
+        .map_err(|e| run_err(e.to_string()))?;
         let mut result = Vec::with_capacity(self.outputs.len());
         for spec in &self.outputs {
             let value = outputs.get(&spec.name).ok_or_else(|| run_err(format!("no output {}", spec.name)))?;
-            let array = value.try_extract_array::<f32>().map_err(|_| ModelError::UnsupportedOutput {
-                model: self.name.clone(),
-                output: spec.name.clone(),
-                element_type: spec.element_type,
-            })?;
+            let array = value.try_extract_array::<f32>().map_err(|e| run_err(format!("output {}: {e}", spec.name)))?;
             result.push(array.to_owned());
         }
         Ok(result)
     }
+}
+
+/// Whether the ONNX file holds an ONNX-ML tree ensemble operator.
+fn has_tree_ensemble(bytes: &[u8]) -> bool {
+    let Ok(model) = explaind_onnx::ModelProto::from_bytes(bytes) else { return false };
+    let graph = model.graph.as_ref().map(|g| g.node.as_slice()).unwrap_or_default();
+    graph.iter().any(|n| n.domain() == "ai.onnx.ml" && n.op_type().starts_with("TreeEnsemble"))
 }
 
 /// The GPU that CUDA sessions run on (the execution provider's default).

@@ -253,3 +253,80 @@ async fn refusals_name_what_is_wrong() {
     assert_eq!(refused.code(), Code::Unimplemented);
     assert!(refused.message().contains("tree ensemble"), "{}", refused.message());
 }
+
+/// Exact Shapley values of v(S) = mean_b f(x_S, b_rest), every subset enumerated, with f read
+/// through Predict: the definition, independent of any tree algorithm. `f` is a regressor's
+/// output (its margin: post_transform NONE).
+async fn brute_force_from_predict(server: &TestServer, c: &Case, row: &[f32], background: &ndarray::ArrayD<f32>) -> Vec<f64> {
+    let (k, f) = (background.shape()[0], background.shape()[1]);
+    let subsets = 1usize << f;
+    let mut hybrids = Vec::with_capacity(subsets * k * f);
+    for mask in 0..subsets {
+        for b in background.outer_iter() {
+            hybrids.extend((0..f).map(|i| if mask >> i & 1 == 1 { row[i] } else { b[i] }));
+        }
+    }
+    let input = c.meta["onnx_input"].as_str().unwrap();
+    let mut y = Vec::with_capacity(subsets * k);
+    // Within the server's rows per request.
+    for chunk in hybrids.chunks(2048 * f) {
+        let rows = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[chunk.len() / f, f]), chunk.to_vec()).unwrap();
+        let request = proto::PredictRequest { model: model(&c.name), inputs: vec![named(input, &rows)] };
+        let response = server.models().await.predict(request).await.unwrap().into_inner();
+        let output = response.outputs.iter().find(|o| o.name == c.meta["onnx_output_file"]).unwrap();
+        y.extend(floats(output.tensor.as_ref().unwrap()));
+    }
+    let v: Vec<f64> = (0..subsets).map(|s| y[s * k..(s + 1) * k].iter().map(|&v| v as f64).sum::<f64>() / k as f64).collect();
+    let factorial = |n: usize| (1..=n).map(|i| i as f64).product::<f64>();
+    (0..f)
+        .map(|i| {
+            (0..subsets)
+                .filter(|s| s >> i & 1 == 0)
+                .map(|s| {
+                    let size = s.count_ones() as usize;
+                    factorial(size) * factorial(f - size - 1) / factorial(f) * (v[s | 1 << i] - v[s])
+                })
+                .sum()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tree_shap_is_the_brute_force_shapley_value_through_predict_and_kernel_shap_at_full_budget_agrees() {
+    let cases: Vec<Case> =
+        cases().into_iter().filter(|c| ["sklearn_gbr", "lgbm_regressor", "sklearn_rfr"].contains(&c.name.as_str())).collect();
+    assert_eq!(cases.len(), 3);
+    let repository = repository(&cases);
+    let server = TestServer::start_on(repository.path(), 64 << 20).await;
+    let mut client = server.explainer().await;
+    for c in &cases {
+        let x = array(c, "x.npy");
+        let background = array(c, "background.npy");
+        let tree = client.explain(request(c, "background.npy", &[])).await.unwrap().into_inner();
+        let tree_values = floats_of(&tree);
+        let f = x.shape()[1];
+        for (row, x_row) in x.outer_iter().take(2).enumerate() {
+            let want = brute_force_from_predict(&server, c, x_row.as_slice().unwrap(), &background).await;
+            for (i, w) in want.iter().enumerate() {
+                let got = tree_values[row * f + i] as f64;
+                assert!((got - w).abs() <= 1e-5 * w.abs().max(1.0), "{} row {row} feature {i}: {got} vs brute force {w}", c.name);
+            }
+        }
+        // Kernel SHAP with a budget that enumerates every coalition solves the same game exactly.
+        let mut kernel = request(c, "background.npy", &[("nsamples", Kind::Integer(1 << 12))]);
+        kernel.explainer = "kernel-shap".into();
+        let kernel = client.explain(kernel).await.unwrap().into_inner();
+        assert_close(&floats_of(&kernel), &tree_values, 1e-4, 1e-4);
+    }
+}
+
+#[tokio::test]
+async fn the_tabular_figure_draws_tree_shap_values() {
+    let cases: Vec<Case> = cases().into_iter().filter(|c| c.name == "sklearn_rfc").collect();
+    let repository = repository(&cases);
+    let server = TestServer::start_on(repository.path(), 64 << 20).await;
+    let mut r = request(&cases[0], "background.npy", &[]);
+    r.plot = Some(proto::PlotOptions { png: true, kind: String::new(), top_k: 0 });
+    let png = server.explainer().await.explain(r).await.unwrap().into_inner().plot_png;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} bytes", png.len());
+}

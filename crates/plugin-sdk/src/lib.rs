@@ -414,6 +414,16 @@ impl<'a> Request<'a> {
     pub fn output_name(&self) -> &'a str {
         self.tensor_info(|m| (m.outputs, m.num_outputs), self.raw.output_index)
     }
+    /// The SHA-256 of the model file (lower-case hex): a key for what a plugin caches per model.
+    pub fn model_sha256(&self) -> &'a str {
+        // SAFETY: the host's model info and its strings live until `explain` returns.
+        unsafe {
+            match self.raw.model.as_ref() {
+                Some(model) if !model.sha256.is_null() => CStr::from_ptr(model.sha256).to_str().unwrap_or(""),
+                _ => "",
+            }
+        }
+    }
     /// The name of model input `index`.
     pub fn input_name(&self, index: usize) -> &'a str {
         self.tensor_info(|m| (m.inputs, m.num_inputs), index)

@@ -28,12 +28,63 @@ use explaind_plugin_sdk::{
 };
 use explaind_tree_shap::{AttrValue, TensorData, TreeEnsemble, TreeError};
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 /// The domain of the tree ensemble operators.
 const ML_DOMAIN: &str = "ai.onnx.ml";
 const ENSEMBLES: [&str; 3] = ["TreeEnsembleRegressor", "TreeEnsembleClassifier", "TreeEnsemble"];
 
-pub struct TreeShap;
+/// The plugin's instance: what it keeps between requests. Parsing a large ensemble and
+/// counting covers over many rows cost more than explaining one row, so both are kept for the
+/// last model (and background rows) seen.
+#[derive(Default)]
+pub struct TreeShap {
+    ensemble: Mutex<Option<(String, Arc<TreeEnsemble>)>>,
+    covers: Mutex<Option<CountedCovers>>,
+}
+
+/// Covers counted from rows: for which model and rows.
+struct CountedCovers {
+    model: String,
+    rows: Vec<f32>,
+    covers: Arc<Vec<f64>>,
+}
+
+impl TreeShap {
+    /// The ensemble behind the request's output, parsed once per model file and output.
+    fn ensemble(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<Arc<TreeEnsemble>, Error> {
+        let key = format!("{}/{}", request.model_sha256(), request.output_name());
+        if let Some((model, trees)) = self.ensemble.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && *model == key
+        {
+            return Ok(trees.clone());
+        }
+        let graph = ctx.model_graph()?;
+        let trees = Arc::new(parse(&find_ensemble(&graph, request)?.node)?);
+        *self.ensemble.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, trees.clone()));
+        Ok(trees)
+    }
+
+    /// Covers counted by routing `rows`, kept for the same model and rows.
+    fn counted_covers(
+        &self,
+        trees: &TreeEnsemble,
+        model: &str,
+        rows: &[f32],
+        features: usize,
+    ) -> Result<Arc<Vec<f64>>, TreeError> {
+        if let Some(kept) = self.covers.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && kept.model == model
+            && kept.rows == rows
+        {
+            return Ok(kept.covers.clone());
+        }
+        let covers = Arc::new(trees.covers_from_rows(rows, features)?);
+        let kept = CountedCovers { model: model.to_string(), rows: rows.to_vec(), covers: covers.clone() };
+        *self.covers.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        Ok(covers)
+    }
+}
 
 impl Explainer for TreeShap {
     fn info() -> PluginInfo {
@@ -73,7 +124,7 @@ impl Explainer for TreeShap {
     }
 
     fn create() -> Result<Self, Error> {
-        Ok(TreeShap)
+        Ok(TreeShap::default())
     }
 
     /// Rows: N·K ensemble evaluations (interventional) or N (path-dependent). Memory: the
@@ -96,9 +147,8 @@ impl Explainer for TreeShap {
         if request.inputs().len() != 1 {
             return Err(unimplemented("tree-shap explains models with one input (the feature rows)"));
         }
-        let graph = ctx.model_graph()?;
-        let ensemble = find_ensemble(&graph, request)?;
-        let trees = parse(&ensemble.node)?;
+        let trees = self.ensemble(ctx, request)?;
+        let trees = trees.as_ref();
         let x = request.inputs()[0];
         let features = x.row_len();
         if features < trees.n_features() {
@@ -107,7 +157,7 @@ impl Explainer for TreeShap {
                 trees.n_features() - 1
             )));
         }
-        let targets = target_map(&trees, request)?;
+        let targets = target_map(trees, request)?;
         let cancelled = || ctx.is_cancelled();
         let (values, expected, interactions) = match settings.method {
             Method::Interventional => {
@@ -117,12 +167,12 @@ impl Explainer for TreeShap {
                          absent feature); give a background, or use method=path_dependent",
                     )
                 })?;
-                let shap = explaind_tree_shap::interventional_shap(&trees, x.data, background.data, features, 0, &cancelled)
+                let shap = explaind_tree_shap::interventional_shap(trees, x.data, background.data, features, 0, &cancelled)
                     .map_err(|e| tree_error(e, ctx))?;
                 (shap.values, shap.expected_value, None)
             }
             Method::PathDependent => {
-                let from_model = counted_hit_rates(&trees);
+                let from_model = counted_hit_rates(trees);
                 let (covers, source) = match (settings.covers, from_model) {
                     (Covers::Model | Covers::Auto, Some(covers)) => (covers, "the model's nodes_hitrates"),
                     (Covers::Model, None) => {
@@ -139,17 +189,19 @@ impl Explainer for TreeShap {
                             )
                         })?;
                         (
-                            trees.covers_from_rows(rows.data, features).map_err(|e| tree_error(e, ctx))?,
+                            self.counted_covers(trees, request.model_sha256(), rows.data, features)
+                                .map_err(|e| tree_error(e, ctx))?
+                                .to_vec(),
                             "the background's routing counts",
                         )
                     }
                 };
                 ctx.info("covers", source)?;
-                let shap = explaind_tree_shap::path_dependent_shap(&trees, &covers, x.data, features, 0, &cancelled)
+                let shap = explaind_tree_shap::path_dependent_shap(trees, &covers, x.data, features, 0, &cancelled)
                     .map_err(|e| tree_error(e, ctx))?;
                 let interactions = match settings.interactions {
                     true => Some(
-                        explaind_tree_shap::path_dependent_interactions(&trees, &covers, x.data, features, 0, &cancelled)
+                        explaind_tree_shap::path_dependent_interactions(trees, &covers, x.data, features, 0, &cancelled)
                             .map_err(|e| tree_error(e, ctx))?,
                     ),
                     false => None,
@@ -157,8 +209,8 @@ impl Explainer for TreeShap {
                 (shap.values, shap.expected_value, interactions)
             }
         };
-        write_results(ctx, request, &trees, &targets, &values, &expected, interactions.as_ref())?;
-        ctx.info("explained", &describe_margin(&trees))?;
+        write_results(ctx, request, trees, &targets, &values, &expected, interactions.as_ref())?;
+        ctx.info("explained", &describe_margin(trees))?;
         ctx.info("method", settings.method.name())
     }
 }

@@ -393,6 +393,49 @@ unsafe fn seeds_view<'a>(ctx: &CallContext, seeds: *const abi::DLTensor, what: &
     Ok(view)
 }
 
+/// The checks every host function that runs the model makes first, in one order: each
+/// output pointer it writes is given, the request is not cancelled, and the inputs are the
+/// model's (count, type, shape, one batch size). Returns the input views.
+///
+/// # Safety
+/// `inputs` must point to `num_inputs` DLTensors valid for `'a`.
+unsafe fn model_call<'a>(
+    ctx: &CallContext,
+    what: &str,
+    outputs: &[(bool, &str)],
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+) -> Result<Vec<ArrayViewD<'a, f32>>, Failure> {
+    if let Some((_, name)) = outputs.iter().find(|(is_null, _)| *is_null) {
+        return Err(Failure::invalid_argument(format!("{what}: {name} is NULL")));
+    }
+    if let Some(f) = ctx.cancel.failure() {
+        return Err(f);
+    }
+    unsafe { model_inputs(ctx, inputs, num_inputs, what) }
+}
+
+/// [`model_call`] for the functions that also take seeds: the seeds' view, one seed row per
+/// input row (the explained output's row size last, checked by [`seeds_view`]).
+///
+/// # Safety
+/// As [`model_call`]; `seeds` must be NULL or a DLTensor valid for `'a`.
+unsafe fn seeded_call<'a>(
+    ctx: &CallContext,
+    what: &str,
+    outputs: &[(bool, &str)],
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    seeds: *const abi::DLTensor,
+) -> Result<(Vec<ArrayViewD<'a, f32>>, ArrayViewD<'a, f32>), Failure> {
+    let views = unsafe { model_call(ctx, what, outputs, inputs, num_inputs) }?;
+    let seeds = unsafe { seeds_view(ctx, seeds, what) }?;
+    if seeds.shape()[0] != views[0].shape()[0] {
+        return Err(Failure::invalid_argument(format!("{what}: seeds need one row per input row")));
+    }
+    Ok((views, seeds))
+}
+
 unsafe extern "C" fn gradient(
     context: *mut abi::ExdContext,
     inputs: *const abi::DLTensor,
@@ -401,17 +444,8 @@ unsafe extern "C" fn gradient(
     out_gradients: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_gradients.is_null() {
-            return Err(Failure::invalid_argument("gradient: out_gradients is NULL"));
-        }
-        if let Some(f) = ctx.cancel.failure() {
-            return Err(f);
-        }
-        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "gradient") }?;
-        let seeds = unsafe { seeds_view(ctx, seeds, "gradient") }?;
-        if seeds.shape()[0] != views[0].shape()[0] {
-            return Err(Failure::invalid_argument("gradient: seeds need one row per input row"));
-        }
+        let outputs = [(out_gradients.is_null(), "out_gradients")];
+        let (views, seeds) = unsafe { seeded_call(ctx, "gradient", &outputs, inputs, num_inputs, seeds) }?;
         ctx.budget.charge(views[0].shape()[0] as u64, "gradient")?;
         let (grads, stats) =
             ctx.engine.gradient(&ctx.model, ctx.output_index, &views, seeds).map_err(|e| attribution_failure(ctx, e))?;
@@ -430,17 +464,11 @@ unsafe extern "C" fn deeplift_multipliers(
     out_multipliers: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_multipliers.is_null() {
-            return Err(Failure::invalid_argument("deeplift_multipliers: out_multipliers is NULL"));
-        }
-        if let Some(f) = ctx.cancel.failure() {
-            return Err(f);
-        }
-        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "deeplift_multipliers") }?;
+        let outputs = [(out_multipliers.is_null(), "out_multipliers")];
+        let (views, seeds) = unsafe { seeded_call(ctx, "deeplift_multipliers", &outputs, inputs, num_inputs, seeds) }?;
         let refs = unsafe { model_inputs(ctx, references, num_inputs, "deeplift_multipliers references") }?;
-        let seeds = unsafe { seeds_view(ctx, seeds, "deeplift_multipliers") }?;
         let rows = views[0].shape()[0];
-        if refs[0].shape()[0] != rows || seeds.shape()[0] != rows {
+        if refs[0].shape()[0] != rows {
             return Err(Failure::invalid_argument("deeplift_multipliers: inputs, references and seeds need the same rows"));
         }
         ctx.budget.charge(rows as u64, "deeplift_multipliers")?;
@@ -463,18 +491,12 @@ unsafe extern "C" fn deep_shap(
     out_expected: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_attributions.is_null() {
-            return Err(Failure::invalid_argument("deep_shap: out_attributions is NULL"));
-        }
-        if let Some(f) = ctx.cancel.failure() {
-            return Err(f);
-        }
+        let outputs = [(out_attributions.is_null(), "out_attributions")];
+        let (views, seeds) = unsafe { seeded_call(ctx, "deep_shap", &outputs, inputs, num_inputs, seeds) }?;
         let background = ctx.background.as_ref().ok_or_else(|| {
             Failure::failed_precondition("background: Deep SHAP needs a background set, and the request has none")
         })?;
-        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "deep_shap") }?;
-        let seeds = unsafe { seeds_view(ctx, seeds, "deep_shap") }?;
-        if seeds.ndim() != 3 || seeds.shape()[0] != views[0].shape()[0] {
+        if seeds.ndim() != 3 {
             return Err(Failure::invalid_argument("deep_shap: seeds must be [N, S, output_row_size] for N input rows"));
         }
         let background_rows = background.rows.first().map(|r| r.shape()[0]).unwrap_or(0) as u64;
@@ -507,19 +529,10 @@ unsafe extern "C" fn layer_gradient(
     out_gradient: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_activation.is_null() || out_gradient.is_null() {
-            return Err(Failure::invalid_argument("layer_gradient: out_activation and out_gradient must not be NULL"));
-        }
-        if let Some(f) = ctx.cancel.failure() {
-            return Err(f);
-        }
+        let outputs = [(out_activation.is_null(), "out_activation"), (out_gradient.is_null(), "out_gradient")];
+        let (views, seeds) = unsafe { seeded_call(ctx, "layer_gradient", &outputs, inputs, num_inputs, seeds) }?;
         let requested = if layer.is_null() { None } else { Some(unsafe { CStr::from_ptr(layer) }.to_string_lossy()) };
         let layer = ctx.engine.resolve_layer(&ctx.model, requested.as_deref()).map_err(|e| attribution_failure(ctx, e))?;
-        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "layer_gradient") }?;
-        let seeds = unsafe { seeds_view(ctx, seeds, "layer_gradient") }?;
-        if seeds.shape()[0] != views[0].shape()[0] {
-            return Err(Failure::invalid_argument("layer_gradient: seeds need one row per input row"));
-        }
         ctx.budget.charge(views[0].shape()[0] as u64, "layer_gradient")?;
         let (activation, gradient, stats) = ctx
             .engine
@@ -546,13 +559,7 @@ unsafe extern "C" fn forward(
     out_output: *mut *mut abi::DLTensor,
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
-        if out_output.is_null() {
-            return Err(Failure::invalid_argument("forward: out_output is NULL"));
-        }
-        if let Some(f) = ctx.cancel.failure() {
-            return Err(f);
-        }
-        let views = unsafe { model_inputs(ctx, inputs, num_inputs, "forward") }?;
+        let views = unsafe { model_call(ctx, "forward", &[(out_output.is_null(), "out_output")], inputs, num_inputs) }?;
         let rows = views[0].shape()[0];
         ctx.budget.charge(rows as u64, "forward")?;
         // In the model's own batch size, asking for cancellation between batches: a plugin may

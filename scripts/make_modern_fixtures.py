@@ -22,6 +22,8 @@ For each case and export this writes tests/data/modern/<case>_<export>/:
   input_x_gradient.npy     [N, T, ...] captum InputXGradient
   ig.npy                   [N, T, ...] captum IntegratedGradients, baseline 0, method
                            gausslegendre, n_steps=IG_STEPS
+  shap_deep.npy            [N, T, ...] shap.DeepExplainer over background.npy, only where it runs
+                           and is additive (meta.json's shap_deep_explainer says what happened)
   meta.json                the case, the export, the operators in the graph, N, K, T, the IG
                            settings, the library versions, the ONNX file's sha256
 
@@ -305,6 +307,32 @@ def references(model: nn.Module, x: np.ndarray, targets: int) -> dict[str, np.nd
     return {k: np.stack(v, axis=1).astype(np.float32) for k, v in out.items()}
 
 
+def shap_deep_explainer(model: nn.Module, x: np.ndarray, background: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """shap's DeepExplainer on the float64 twin ([N, T, ...]) when it runs and is additive
+    (1e-4), and what happened: shap's PyTorch explainer has no rules for LayerNorm, GELU or
+    attention, and its hooks fail on several torchvision blocks, so this is mostly a record of
+    where the reference library stops."""
+    import shap
+
+    m64 = copy.deepcopy(model).double()
+    for module in m64.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False  # shap's backward hooks cannot see in-place activations
+    try:
+        explainer = shap.DeepExplainer(m64, torch.from_numpy(background.astype(np.float64)))
+        values = np.asarray(explainer.shap_values(torch.from_numpy(x.astype(np.float64)), check_additivity=False))
+    except Exception as error:  # noqa: BLE001 (any failure of the reference is the finding)
+        return None, f"fails: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    values = np.moveaxis(values, -1, 1)  # shap: [N, ..., T] -> [N, T, ...]
+    with torch.no_grad():
+        fx = m64(torch.from_numpy(x.astype(np.float64))).numpy()
+        base = m64(torch.from_numpy(background.astype(np.float64))).numpy().mean(axis=0)
+    error = float(np.abs(values.reshape(*values.shape[:2], -1).sum(axis=2) - (fx - base)).max())
+    if error > 1e-4:
+        return None, f"not additive: max |sum(phi) - (f(x) - E f(bg))| = {error:.3g}"
+    return values.astype(np.float32), f"additive ({error:.1e})"
+
+
 def make(name: str, exporter: str) -> None:
     model, x, background, kind = build(name)
     case_dir = OUT / f"{name}_{exporter}"
@@ -323,6 +351,9 @@ def make(name: str, exporter: str) -> None:
     with torch.no_grad():
         targets = model(torch.from_numpy(x)).shape[1]
     refs = references(model, x, targets)
+    shap_values, shap_outcome = shap_deep_explainer(model, x, background)
+    if shap_values is not None:
+        refs["shap_deep"] = shap_values
     np.save(case_dir / "x.npy", x)
     np.save(case_dir / "background.npy", background)
     for key, value in refs.items():
@@ -340,12 +371,14 @@ def make(name: str, exporter: str) -> None:
         "targets": int(targets),
         "ig": {"method": "gausslegendre", "steps": IG_STEPS, "baseline": 0.0},
         "ops": ops_of(path),
+        "shap_deep_explainer": shap_outcome,
         "model_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "versions": {
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "transformers": transformers.__version__,
             "captum": captum.__version__,
+            "shap": __import__("shap").__version__,
             "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
         },

@@ -328,15 +328,19 @@ impl ExplainService {
                 Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows: Arc::new(rows) })
             }
             (true, false) => {
-                let registered = state.backgrounds.get(&request.background_id).ok_or_else(|| {
-                    Status::not_found(format!("background_id: no background {:?} is registered", request.background_id))
-                })?;
-                if registered.model != model.name {
-                    return Err(invalid(format!(
-                        "background_id: {:?} was registered for model {}, not {}",
-                        request.background_id, registered.model, model.name
-                    )));
-                }
+                let id = &request.background_id;
+                let registered =
+                    state.backgrounds.get(&model.name, id).ok_or_else(|| match state.backgrounds.models_with(id) {
+                        others if others.is_empty() => {
+                            Status::not_found(format!("background_id: no background {id:?} is registered"))
+                        }
+                        others => invalid(format!(
+                            "background_id: {id:?} was registered for model {}, not {}; register it for {} too",
+                            others.join(", "),
+                            model.name,
+                            model.name
+                        )),
+                    })?;
                 Some(registered.background.clone())
             }
         };

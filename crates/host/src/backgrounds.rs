@@ -1,4 +1,4 @@
-//! Registered background sets, named by their digest, within a memory budget.
+//! Registered background sets, named by their digest, per model, within a memory budget.
 
 use crate::Failure;
 use explaind_attribution::Background;
@@ -14,12 +14,15 @@ pub struct Registered {
     pub bytes: u64,
 }
 
-/// Backgrounds by id (their digest). Registering the same rows again returns the same id and
-/// keeps one copy; a registration that would exceed the budget is refused, never silently
-/// dropped, so an id a client holds stays valid for the life of the daemon.
+/// Backgrounds by model and id (their rows' digest). Registering the same rows for the same
+/// model again returns the same id and keeps one copy; the same rows may be registered for
+/// several models (same id, one entry each). A registration that would exceed the budget is
+/// refused, never silently dropped, so an id a client holds stays valid for the life of the
+/// daemon.
 pub struct BackgroundRegistry {
     budget_bytes: u64,
-    entries: Mutex<HashMap<String, Arc<Registered>>>,
+    /// By (model, digest).
+    entries: Mutex<HashMap<(String, String), Arc<Registered>>>,
 }
 
 impl BackgroundRegistry {
@@ -31,13 +34,8 @@ impl BackgroundRegistry {
         let digest = explaind_runtime::digest_arrays(&rows);
         let bytes = rows.iter().map(|a| a.len() as u64 * 4).sum();
         let mut entries = self.entries.lock().unwrap();
-        if let Some(existing) = entries.get(&digest) {
-            if existing.model != model {
-                return Err(Failure::invalid_argument(format!(
-                    "rows: these rows are already registered for model {}; register them per model",
-                    existing.model
-                )));
-            }
+        let key = (model.to_string(), digest.clone());
+        if let Some(existing) = entries.get(&key) {
             return Ok(existing.clone());
         }
         let used: u64 = entries.values().map(|e| e.bytes).sum();
@@ -52,12 +50,21 @@ impl BackgroundRegistry {
             background: Background { digest: digest.clone(), rows: Arc::new(rows) },
             bytes,
         });
-        entries.insert(digest, entry.clone());
+        entries.insert(key, entry.clone());
         Ok(entry)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Registered>> {
-        self.entries.lock().unwrap().get(id).cloned()
+    /// The background `id` registered for `model`.
+    pub fn get(&self, model: &str, id: &str) -> Option<Arc<Registered>> {
+        self.entries.lock().unwrap().get(&(model.to_string(), id.to_string())).cloned()
+    }
+
+    /// The models `id` is registered for (to say why a lookup for another model failed).
+    pub fn models_with(&self, id: &str) -> Vec<String> {
+        let mut models: Vec<String> =
+            self.entries.lock().unwrap().keys().filter(|(_, d)| d == id).map(|(m, _)| m.clone()).collect();
+        models.sort();
+        models
     }
 }
 
@@ -73,10 +80,14 @@ mod tests {
         let b = registry.register("m", rows.clone()).unwrap();
         assert_eq!(a.background.digest, b.background.digest);
         assert_eq!(a.bytes, 24);
-        assert!(registry.register("other", rows).unwrap_err().message.contains("already registered for model m"));
+        // The same rows for another model: the same id, an entry of its own.
+        let other = registry.register("other", rows).unwrap();
+        assert_eq!(other.background.digest, a.background.digest);
+        assert_eq!(registry.models_with(&a.background.digest), ["m", "other"]);
         let big = vec![ArrayD::from_elem(vec![10, 3], 0.5f32)];
         let err = registry.register("m", big).unwrap_err();
         assert_eq!(err.code, explaind_abi::EXD_RESOURCE_EXHAUSTED);
-        assert!(registry.get(&a.background.digest).is_some());
+        assert!(registry.get("m", &a.background.digest).is_some());
+        assert!(registry.get("third", &a.background.digest).is_none());
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::ensemble::{Mode, TreeEnsemble};
 use crate::parallel::run_rows;
-use crate::path_dependent::{Condition, PathCtx, PathElem, arena_len, expected_value_cover};
+use crate::path_dependent::{Condition, PathCtx, PathElem, PathTables, arena_len, expected_value_cover};
 use crate::{TreeError, check_batch};
 
 /// Interaction values: `values[((row * n_features + i) * n_features + j) * n_targets + target]`.
@@ -50,6 +50,7 @@ pub fn path_dependent_interactions(
     let n_rows = check_batch(ens, x, n_features, "rows")?;
     let t = ens.n_targets();
     let scale = ens.tree_scale();
+    let tables = PathTables::new(ens, covers);
     let mut used: Vec<u32> = ens.nodes().iter().filter(|n| n.mode != Mode::Leaf).map(|n| n.feature).collect();
     used.sort_unstable();
     used.dedup();
@@ -62,8 +63,14 @@ pub fn path_dependent_interactions(
     };
     let work = |s: &mut Scratch, row: usize, out: &mut [f64], stop: &dyn Fn() -> bool| -> Result<(), TreeError> {
         let xr = &x[row * n_features..(row + 1) * n_features];
-        let ctx =
-            |cond: i8, feature: u32| PathCtx { ens, covers, x: xr, n_targets: t, scale, condition: Condition { cond, feature } };
+        let ctx = |cond: i8, feature: u32| PathCtx {
+            ens,
+            tables: &tables,
+            x: xr,
+            n_targets: t,
+            scale,
+            condition: Condition { cond, feature },
+        };
         s.phi.fill(0.0);
         ctx(0, u32::MAX).add_all_trees(&mut s.arena, &mut s.phi, stop)?;
         for &j in &used {

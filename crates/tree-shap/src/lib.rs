@@ -44,8 +44,8 @@
 //! * Malformed models (cycles, shared nodes, out-of-range children, unknown modes, mismatched attribute
 //!   lengths, trees deeper than [`MAX_DEPTH`]) fail to parse with an error naming the attribute.
 //!
-//! All explainers run rows in parallel with `std::thread::scope` and poll a caller-supplied cancellation
-//! callback.
+//! All explainers run rows in parallel with `std::thread::scope` (SHAP values for a few rows split each
+//! row's trees across threads instead) and poll a caller-supplied cancellation callback.
 
 mod ensemble;
 mod interactions;

@@ -1,5 +1,6 @@
 //! Row-parallel driver shared by the explainers.
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,6 +11,48 @@ const STACK_SIZE: usize = 16 << 20;
 
 /// The per-row work: `(state, row, out_row, stop)`.
 pub(crate) type RowWork<'a, S> = dyn Fn(&mut S, usize, &mut [f64], &dyn Fn() -> bool) -> Result<(), TreeError> + Sync + 'a;
+
+/// The per-(row, range of trees) work: `(state, row, trees, out_row, stop)`, adding into `out_row`.
+pub(crate) type TreeWork<'a, S> =
+    dyn Fn(&mut S, usize, Range<usize>, &mut [f64], &dyn Fn() -> bool) -> Result<(), TreeError> + Sync + 'a;
+
+/// Resolves a thread count (0 = available parallelism).
+pub(crate) fn thread_count(threads: usize) -> usize {
+    if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads }
+}
+
+/// Like [`run_rows`], for work that is a sum over trees: when there are too few rows to keep every thread
+/// busy (fewer than 4 per thread), each row's trees are split into ranges run as separate units (so a
+/// 1-row request uses every core), and the ranges' outputs are summed per row.
+pub(crate) fn run_rows_trees<S>(
+    n_rows: usize,
+    n_trees: usize,
+    out_per_row: usize,
+    threads: usize,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    init: &(dyn Fn() -> S + Sync),
+    work: &TreeWork<'_, S>,
+) -> Result<Vec<f64>, TreeError> {
+    let threads = thread_count(threads);
+    let split = if n_rows == 0 || n_rows >= 4 * threads { 1 } else { (4 * threads).div_ceil(n_rows).min(n_trees).max(1) };
+    if split == 1 {
+        return run_rows(n_rows, out_per_row, threads, cancelled, init, &|s, row, out, stop| work(s, row, 0..n_trees, out, stop));
+    }
+    let per = n_trees.div_ceil(split);
+    let parts = run_rows(n_rows * split, out_per_row, threads, cancelled, init, &|s, unit, out, stop| {
+        let part = unit % split;
+        work(s, unit / split, (part * per).min(n_trees)..((part + 1) * per).min(n_trees), out, stop)
+    })?;
+    let mut out = vec![0.0; n_rows * out_per_row];
+    for (row, o) in out.chunks_exact_mut(out_per_row).enumerate() {
+        for p in parts[row * split * out_per_row..(row + 1) * split * out_per_row].chunks_exact(out_per_row) {
+            for (a, b) in o.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// Runs `work(state, row, out_row, stop)` for every row in `0..n_rows` on up to `threads` scoped threads
 /// (0 = available parallelism), each with its own `init()` state, writing into rows of `out_per_row`
@@ -27,8 +70,7 @@ pub(crate) fn run_rows<S>(
     if n_rows == 0 || out_per_row == 0 {
         return if cancelled() { Err(TreeError::Cancelled) } else { Ok(out) };
     }
-    let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-    let threads = threads.clamp(1, n_rows);
+    let threads = thread_count(threads).clamp(1, n_rows);
     let rows_per = n_rows.div_ceil(threads);
     let abort = AtomicBool::new(false);
     let first_error: Mutex<Option<TreeError>> = Mutex::new(None);

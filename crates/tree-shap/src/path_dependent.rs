@@ -3,9 +3,15 @@
 //!
 //! The game: `v(S)` is the expectation of the tree where a branch on a feature in `S` follows `x`, and a
 //! branch on any other feature follows both children weighted by their cover fractions.
+//!
+//! Cost: O(leaves × depth²) per (row, tree), as Algorithm 2, but only the path elements whose `one`
+//! fraction is non-zero (features every split of which on the leaf's path follows `x`) pay O(depth) at
+//! a leaf: for the others the unwound sum is one shared O(depth) sum divided by their `zero` fraction,
+//! so their contribution `−zero × sum / zero` is that shared sum. Cover fractions and reciprocals are
+//! tabled per request, so the loops multiply instead of divide.
 
 use crate::ensemble::{Mode, TreeEnsemble};
-use crate::parallel::run_rows;
+use crate::parallel::run_rows_trees;
 use crate::{ShapValues, TreeError, check_additive, check_batch};
 
 /// Path element; `feature == NO_FEATURE` marks the root's placeholder.
@@ -95,26 +101,61 @@ pub fn expected_value_cover(ens: &TreeEnsemble, covers: &[f64]) -> Result<Vec<f6
     Ok(out)
 }
 
-fn extend(p: &mut [PathElem], u: usize, zero: f64, one: f64, feature: u32) {
-    p[u] = PathElem { feature, zero, one, weight: if u == 0 { 1.0 } else { 0.0 } };
-    let d = (u + 1) as f64;
-    for i in (0..u).rev() {
-        p[i + 1].weight += one * p[i].weight * (i + 1) as f64 / d;
-        p[i].weight = zero * p[i].weight * (u - i) as f64 / d;
+/// Per-request tables of the path-dependent recursions, so that the hot loops multiply instead of divide
+/// (a division's latency sits on the loop-carried chain of `unwind` and of the leaf sums).
+pub(crate) struct PathTables {
+    /// Per node: fractions of its cover going to its (true, false) children (unused for leaves).
+    pub fractions: Vec<[f64; 2]>,
+    /// `recip[k] = 1 / k` for `k ≤ max_depth + 2` (`recip[0]` unused).
+    pub recip: Vec<f64>,
+}
+
+impl PathTables {
+    pub(crate) fn new(ens: &TreeEnsemble, covers: &[f64]) -> PathTables {
+        let fractions = (0..ens.nodes.len())
+            .map(|i| {
+                if ens.nodes[i].mode == Mode::Leaf {
+                    [0.0; 2]
+                } else {
+                    let (t, f) = ens.child_fractions(covers, i);
+                    [t, f]
+                }
+            })
+            .collect();
+        let recip = (0..ens.max_depth() + 3).map(|k| 1.0 / k as f64).collect();
+        PathTables { fractions, recip }
     }
 }
 
-fn unwind(p: &mut [PathElem], u: usize, idx: usize) {
+#[inline]
+fn extend(p: &mut [PathElem], recip: &[f64], u: usize, zero: f64, one: f64, feature: u32) {
+    p[u] = PathElem { feature, zero, one, weight: if u == 0 { 1.0 } else { 0.0 } };
+    let inv_d = recip[u + 1];
+    for i in (0..u).rev() {
+        let w = p[i].weight;
+        p[i + 1].weight += one * w * ((i + 1) as f64 * inv_d);
+        p[i].weight = zero * w * ((u - i) as f64 * inv_d);
+    }
+}
+
+#[inline]
+fn unwind(p: &mut [PathElem], recip: &[f64], u: usize, idx: usize) {
     let (one, zero) = (p[idx].one, p[idx].zero);
     let d = (u + 1) as f64;
-    let mut next_one = p[u].weight;
-    for i in (0..u).rev() {
-        if one != 0.0 {
+    if one != 0.0 {
+        let k = d / one;
+        let zd = zero * recip[u + 1];
+        let mut next_one = p[u].weight;
+        for i in (0..u).rev() {
             let tmp = p[i].weight;
-            p[i].weight = next_one * d / ((i + 1) as f64 * one);
-            next_one = tmp - p[i].weight * zero * (u - i) as f64 / d;
-        } else {
-            p[i].weight = p[i].weight * d / (zero * (u - i) as f64);
+            let w = next_one * k * recip[i + 1];
+            p[i].weight = w;
+            next_one = tmp - w * zd * (u - i) as f64;
+        }
+    } else {
+        let k = d / zero;
+        for i in 0..u {
+            p[i].weight *= k * recip[u - i];
         }
     }
     for i in idx..u {
@@ -124,22 +165,31 @@ fn unwind(p: &mut [PathElem], u: usize, idx: usize) {
     }
 }
 
-/// Sum of the path weights after unwinding element `idx`, without modifying the path.
-fn unwound_sum(p: &[PathElem], u: usize, idx: usize) -> f64 {
-    let (one, zero) = (p[idx].one, p[idx].zero);
-    let d = (u + 1) as f64;
+/// Sum of the path weights after unwinding an element with fractions (`zero`, `one ≠ 0`), without
+/// modifying the path. (For `one = 0` the sum is `cold_sum / zero`, shared by every such element.)
+#[inline]
+fn unwound_sum_hot(p: &[PathElem], recip: &[f64], u: usize, zero: f64, one: f64) -> f64 {
+    let k = (u + 1) as f64 / one;
+    let zd = zero * recip[u + 1];
     let mut next_one = p[u].weight;
     let mut total = 0.0;
     for i in (0..u).rev() {
-        if one != 0.0 {
-            let tmp = next_one * d / ((i + 1) as f64 * one);
-            total += tmp;
-            next_one = p[i].weight - tmp * zero * (u - i) as f64 / d;
-        } else if zero != 0.0 {
-            total += p[i].weight / zero * d / (u - i) as f64;
-        }
+        let tmp = next_one * k * recip[i + 1];
+        total += tmp;
+        next_one = p[i].weight - tmp * zd * (u - i) as f64;
     }
     total
+}
+
+/// `zero ×` the sum of the path weights after unwinding any element with `one = 0`: that sum is
+/// `(u + 1) / zero · Σ_{i<u} w_i / (u − i)`, so such an element contributes `−cold_sum` whatever its `zero`.
+#[inline]
+fn cold_sum(p: &[PathElem], recip: &[f64], u: usize) -> f64 {
+    let mut s = 0.0;
+    for i in 0..u {
+        s += p[i].weight * recip[u - i];
+    }
+    s * (u + 1) as f64
 }
 
 /// Conditioning for interaction values: `cond > 0` = feature `cond_feature` present, `< 0` = absent,
@@ -152,7 +202,7 @@ pub(crate) struct Condition {
 
 pub(crate) struct PathCtx<'a> {
     pub ens: &'a TreeEnsemble,
-    pub covers: &'a [f64],
+    pub tables: &'a PathTables,
     pub x: &'a [f32],
     pub n_targets: usize,
     pub scale: f64,
@@ -168,7 +218,18 @@ impl PathCtx<'_> {
         phi: &mut [f64],
         stop: &dyn Fn() -> bool,
     ) -> Result<(), TreeError> {
-        for &root in self.ens.roots() {
+        self.add_trees(arena, phi, 0..self.ens.n_trees(), stop)
+    }
+
+    /// [`Self::add_all_trees`] for the trees of range `trees` only.
+    pub(crate) fn add_trees(
+        &self,
+        arena: &mut [PathElem],
+        phi: &mut [f64],
+        trees: std::ops::Range<usize>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), TreeError> {
+        for &root in &self.ens.roots()[trees] {
             if stop() {
                 return Err(TreeError::Cancelled);
             }
@@ -204,16 +265,25 @@ impl PathCtx<'_> {
             arena.copy_within(poff..poff + copy, off);
         }
         let p = &mut arena[off..];
+        let recip = &self.tables.recip[..];
         if extending {
-            extend(p, u, zero, one, parent_feature);
+            extend(p, recip, u, zero, one, parent_feature);
         }
         let n = &self.ens.nodes[node];
         if n.mode == Mode::Leaf {
-            for i in 1..=u {
-                let w = unwound_sum(p, u, i);
-                let el = p[i];
-                let c = w * (el.one - el.zero) * cond_fraction * self.scale;
-                for lv in self.ens.leaf_values(node) {
+            let values = self.ens.leaf_values(node);
+            let cold = cold_sum(p, recip, u);
+            let scale = cond_fraction * self.scale;
+            for el in &p[1..=u] {
+                let w = if el.one != 0.0 {
+                    unwound_sum_hot(p, recip, u, el.zero, el.one) * (el.one - el.zero)
+                } else if el.zero != 0.0 {
+                    -cold
+                } else {
+                    0.0
+                };
+                let c = w * scale;
+                for lv in values {
                     phi[el.feature as usize * self.n_targets + lv.target as usize] += c * lv.weight;
                 }
             }
@@ -221,14 +291,14 @@ impl PathCtx<'_> {
         }
         let f = n.feature;
         let x_true = self.ens.goes_true(n, self.x[f as usize]);
-        let (ft, ff) = self.ens.child_fractions(self.covers, node);
+        let [ft, ff] = self.tables.fractions[node];
         let (hot, cold, hot_zero, cold_zero) =
             if x_true { (n.true_child, n.false_child, ft, ff) } else { (n.false_child, n.true_child, ff, ft) };
         let (mut in_zero, mut in_one) = (1.0, 1.0);
         if let Some(k) = (1..=u).find(|&k| p[k].feature == f) {
             in_zero = p[k].zero;
             in_one = p[k].one;
-            unwind(p, u, k);
+            unwind(p, recip, u, k);
             u -= 1;
         }
         let (mut hot_cf, mut cold_cf) = (cond_fraction, cond_fraction);
@@ -266,7 +336,8 @@ pub(crate) fn arena_len(depth: usize) -> usize {
 /// [`TreeEnsemble::hitrate_covers`] or [`TreeEnsemble::covers_from_rows`]). `expected_value` is
 /// [`expected_value_cover`]; `Σ_i φ_i = f(x) − expected_value` per target.
 ///
-/// Rows run on up to `threads` threads (0 = all cores); `cancelled()` is polled before every (row, tree) pair.
+/// Rows (or, for few rows, ranges of trees) run on up to `threads` threads (0 = all cores); `cancelled()`
+/// is polled before every (row, tree) pair.
 pub fn path_dependent_shap(
     ens: &TreeEnsemble,
     covers: &[f64],
@@ -279,18 +350,20 @@ pub fn path_dependent_shap(
     let n_rows = check_batch(ens, x, n_features, "rows")?;
     let t = ens.n_targets();
     let scale = ens.tree_scale();
+    let tables = PathTables::new(ens, covers);
     let init = || vec![PathElem::default(); arena_len(ens.max_depth())];
-    let work = |arena: &mut Vec<PathElem>, row: usize, phi: &mut [f64], stop: &dyn Fn() -> bool| -> Result<(), TreeError> {
-        let ctx = PathCtx {
-            ens,
-            covers,
-            x: &x[row * n_features..(row + 1) * n_features],
-            n_targets: t,
-            scale,
-            condition: Condition { cond: 0, feature: NO_FEATURE },
+    let work =
+        |arena: &mut Vec<PathElem>, row: usize, trees: std::ops::Range<usize>, phi: &mut [f64], stop: &dyn Fn() -> bool| {
+            let ctx = PathCtx {
+                ens,
+                tables: &tables,
+                x: &x[row * n_features..(row + 1) * n_features],
+                n_targets: t,
+                scale,
+                condition: Condition { cond: 0, feature: NO_FEATURE },
+            };
+            ctx.add_trees(arena, phi, trees, stop)
         };
-        ctx.add_all_trees(arena, phi, stop)
-    };
-    let values = run_rows(n_rows, n_features * t, threads, cancelled, &init, &work)?;
+    let values = run_rows_trees(n_rows, ens.n_trees(), n_features * t, threads, cancelled, &init, &work)?;
     Ok(ShapValues { n_rows, n_features, n_targets: t, values, expected_value })
 }

@@ -71,6 +71,10 @@ pub fn render(
     let attributions = flat(attributions);
     let outputs = flat(&outcome.outputs[output_index]);
     let base_values = outcome.base_values.as_ref().map(flat);
+    // An explainer that explains something other than the output (tree SHAP: the raw margin)
+    // returns it as the extra `margin`, [N, T]; the waterfall ends there.
+    let explained =
+        outcome.extras.iter().find(|(name, a)| name == "margin" && a.len() == outcome.target_indices.len()).map(|(_, a)| flat(a));
     let targets: Vec<i64> = outcome.target_indices.iter().copied().collect();
     let output_name = &model.outputs[output_index].name;
     let title = format!("{} v{} - {explainer} - output '{output_name}'", model.name, model.version);
@@ -81,6 +85,7 @@ pub fn render(
         targets: &targets,
         outputs: &outputs,
         base_values: base_values.as_deref(),
+        explained: explained.as_deref(),
         labels: &model.config.labels,
         feature_names: &model.config.feature_names,
         method: explainer,

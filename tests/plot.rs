@@ -97,6 +97,7 @@ async fn deep_shap_on_mnist_returns_a_figure_of_every_class() {
             targets: &targets,
             outputs: &logits,
             base_values: Some(&base),
+            explained: None,
             labels: &labels,
             feature_names: &[],
             method: "deep-shap",

@@ -88,6 +88,10 @@ pub struct Explanation<'a> {
     pub outputs: &'a [f32],
     /// `N * T` base values, for methods that have them.
     pub base_values: Option<&'a [f32]>,
+    /// `N * T`: what the attributions add up to (minus the base value) when that is not the
+    /// model's output, e.g. tree SHAP's raw margin before the model's probability transform;
+    /// a waterfall then ends there, and says so.
+    pub explained: Option<&'a [f32]>,
     /// Class labels, index i naming output i; may be empty.
     pub labels: &'a [String],
     /// Names of the features of a tabular input; may be empty.
@@ -230,6 +234,11 @@ pub fn render(e: &Explanation<'_>, options: &Options) -> Result<Figure, PlotErro
         && b.len() != rows * targets
     {
         return Err(PlotError::Invalid(format!("base_values: {} values, expected {rows} x {targets}", b.len())));
+    }
+    if let Some(x) = e.explained
+        && x.len() != rows * targets
+    {
+        return Err(PlotError::Invalid(format!("explained: {} values, expected {rows} x {targets}", x.len())));
     }
     let row_len = e.outputs.len() / rows;
     if let Some(&bad) = e.targets.iter().find(|&&t| t < 0 || t as usize >= row_len) {

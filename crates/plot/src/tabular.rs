@@ -57,7 +57,12 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize, top_k: us
 
     let mut header = vec![if e.title.is_empty() { "attributions".to_string() } else { e.title.to_string() }];
     header.push(if waterfall {
-        "each bar adds one feature's attribution, from the base value E[f(x)] up to the output f(x)".into()
+        match e.explained {
+            Some(_) => "each bar adds one feature's attribution, from the base value E[f(x)] up to f(x), the value the \
+                        explainer explains (not the output: see its info)"
+                .into(),
+            None => "each bar adds one feature's attribution, from the base value E[f(x)] up to the output f(x)".into(),
+        }
     } else {
         format!("top {top_k} features by |attribution|; red: evidence for the target, blue: against")
     });
@@ -111,7 +116,10 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize, top_k: us
             let value_right = bar_x + BAR_W + 8 + value_w;
             if waterfall {
                 let base = e.base_values.expect("layout() checked")[nt];
-                let output = e.outputs[n * row_len + target as usize];
+                let output = match e.explained {
+                    Some(explained) => explained[nt],
+                    None => e.outputs[n * row_len + target as usize],
+                };
                 draw_waterfall(&mut canvas, items, x, y + TITLE_H, label_w, bar_x, value_right, base, output);
             } else {
                 let centre = bar_x + BAR_W / 2;

@@ -47,6 +47,7 @@ impl Synthetic {
             targets: &self.targets,
             outputs: &self.outputs,
             base_values: None,
+            explained: None,
             labels: &self.labels,
             feature_names: &[],
             method: "deep-shap",
@@ -236,6 +237,7 @@ fn tabular_bars_and_waterfalls() {
         targets: &targets,
         outputs: &outputs,
         base_values: None,
+        explained: None,
         labels: &labels,
         feature_names: &names,
         method: "occlusion",
@@ -263,6 +265,21 @@ fn tabular_bars_and_waterfalls() {
     let waterfall = render(&e, &Options { kind: Kind::Auto, top_k: 5 }).unwrap();
     assert_eq!(waterfall.kind, Kind::Waterfall, "with base values: a waterfall");
     decode(&waterfall.png());
+
+    // A waterfall ends at what the explainer explains when it says (tree SHAP's margin), not
+    // at the output.
+    let as_output = [outputs[1], outputs[3 + 1]];
+    e.explained = Some(&as_output);
+    let to_outputs = render(&e, &Options { kind: Kind::Auto, top_k: 5 }).unwrap();
+    let margins = [2.5f32, -1.5];
+    e.explained = Some(&margins);
+    let to_margins = render(&e, &Options { kind: Kind::Auto, top_k: 5 }).unwrap();
+    assert_eq!((to_margins.width, to_margins.height), (to_outputs.width, to_outputs.height));
+    assert_ne!(to_margins.pixels, to_outputs.pixels, "the waterfall ends elsewhere");
+    let short = [1.0f32];
+    e.explained = Some(&short);
+    assert!(render(&e, &Options { kind: Kind::Auto, top_k: 5 }).unwrap_err().to_string().contains("explained"));
+    e.explained = None;
 
     e.base_values = None;
     let err = render(&e, &Options { kind: Kind::Waterfall, top_k: 5 }).unwrap_err();

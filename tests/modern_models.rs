@@ -11,6 +11,7 @@
 //! Nothing here depends on node names: only the input `x`, the output `y` and the arrays.
 mod common;
 
+use common::fixtures::{case_names, case_repository};
 use common::*;
 use explaind::proto;
 use explaind::proto::param_value::Kind;
@@ -26,9 +27,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(repo_root().join(DATA)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
+    let names = case_names(DATA);
     assert!(names.len() >= 16, "eight architectures, two exports each: {names:?}");
     names
         .into_iter()
@@ -42,13 +41,7 @@ fn cases() -> Vec<Case> {
 
 /// A model repository holding every case's model under the case's name.
 fn repository(cases: &[Case]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for c in cases {
-        let version = dir.path().join(&c.name).join("1");
-        std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(repo_root().join(DATA).join(&c.name).join("model.onnx"), version.join("model.onnx")).unwrap();
-    }
-    dir
+    case_repository(DATA, &cases.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
 }
 
 fn request(c: &Case, explainer: &str, parameters: &[(&str, Kind)]) -> proto::ExplainRequest {

@@ -6,6 +6,7 @@
 //! values; efficiency on the margin; refusals that name what is wrong.
 mod common;
 
+use common::fixtures::{case_names, case_repository};
 use common::*;
 use explaind::proto;
 use explaind::proto::param_value::Kind;
@@ -19,9 +20,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(repo_root().join(DATA)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
+    let names = case_names(DATA);
     assert!(names.len() >= 9, "{names:?}");
     names
         .into_iter()
@@ -33,13 +32,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn repository(cases: &[Case]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for c in cases {
-        let version = dir.path().join(&c.name).join("1");
-        std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(repo_root().join(DATA).join(&c.name).join("model.onnx"), version.join("model.onnx")).unwrap();
-    }
-    dir
+    case_repository(DATA, &cases.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
 }
 
 fn array(c: &Case, file: &str) -> ndarray::ArrayD<f32> {

@@ -8,12 +8,25 @@ use std::collections::HashMap;
 
 /// A model repository holding the fixture cases' models (`tests/data/deepshap/<case>`).
 pub fn fixture_repository() -> tempfile::TempDir {
+    case_repository("tests/data/deepshap", &case_names("tests/data/deepshap"))
+}
+
+/// The case directories under `data` (a path from the repository root), sorted.
+pub fn case_names(data: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(repo_root().join(data)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+/// A model repository holding `data/<case>/model.onnx` of each case as the model `<case>`,
+/// version 1.
+pub fn case_repository(data: &str, cases: &[String]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo_root().join("tests/data/deepshap")).unwrap() {
-        let case = entry.unwrap().path();
-        let version = dir.path().join(case.file_name().unwrap()).join("1");
+    for case in cases {
+        let version = dir.path().join(case).join("1");
         std::fs::create_dir_all(&version).unwrap();
-        std::fs::copy(case.join("model.onnx"), version.join("model.onnx")).unwrap();
+        std::fs::copy(repo_root().join(data).join(case).join("model.onnx"), version.join("model.onnx")).unwrap();
     }
     dir
 }

@@ -174,17 +174,7 @@ fn last_static_dim(graph: &GraphProto, name: &str) -> Option<i64> {
 
 /// The values of an int64 constant (initializer or `Constant`).
 fn int_values(graph: &GraphProto, name: &str) -> Option<Vec<i64>> {
-    let tensor = match graph.initializer(name) {
-        Some(t) => t,
-        None => {
-            let (_, producer) = graph.producer(name)?;
-            if producer.op_type() != "Constant" {
-                return None;
-            }
-            producer.attr_tensor("value")?
-        }
-    };
-    tensor.to_i64().ok().map(|(_, values)| values)
+    graph.constant(name)?.to_i64().ok().map(|(_, values)| values)
 }
 
 /// The nodes computing `gemm`'s result on its unfolded input: `MatMul(x, B or Bᵀ)`, scaled by

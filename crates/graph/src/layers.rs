@@ -119,26 +119,15 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
         return Some(input.clone());
     }
     if matches!(op, "Conv" | "MaxPool" | "AveragePool") {
-        if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") || node.attr_int("ceil_mode").unwrap_or(0) != 0 {
+        if node.attr_int("ceil_mode").unwrap_or(0) != 0 {
             return None;
         }
-        let kernel: Vec<i64> = match node.attr_ints("kernel_shape") {
-            Some(k) => k.to_vec(),
-            None => graph.initializer(node.input.get(1)?)?.dims.get(2..)?.to_vec(),
-        };
-        let n = kernel.len();
-        if n != input.len() {
-            return None;
-        }
-        let or = |name: &str, default: i64, len: usize| {
-            node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len])
-        };
-        let (strides, dilations, pads) = (or("strides", 1, n), or("dilations", 1, n), or("pads", 0, 2 * n));
-        return (0..n)
+        let w = Window::of(graph, node, input.len())?;
+        return (0..w.kernel.len())
             .map(|i| {
-                let span = dilations[i] * (kernel[i] - 1) + 1;
-                let padded = input[i] + pads[i] + pads[i + n];
-                (padded >= span).then(|| (padded - span) / strides[i] + 1)
+                let span = w.dilations[i] * (w.kernel[i] - 1) + 1;
+                let padded = input[i] + w.pads[i] + w.pads[i + w.kernel.len()];
+                (padded >= span).then(|| (padded - span) / w.strides[i] + 1)
             })
             .collect();
     }
@@ -174,27 +163,51 @@ fn node_output_size(graph: &GraphProto, node: &NodeProto, sizes: &HashMap<String
     None
 }
 
+/// The window of a convolution or pool over `spatial` axes, from its attributes (the kernel
+/// from the weight when the attribute is absent), with explicit padding only.
+struct Window {
+    kernel: Vec<i64>,
+    strides: Vec<i64>,
+    dilations: Vec<i64>,
+    /// Begins then ends, as ONNX lists them.
+    pads: Vec<i64>,
+}
+
+impl Window {
+    fn of(graph: &GraphProto, node: &NodeProto, spatial: usize) -> Option<Window> {
+        if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") {
+            return None;
+        }
+        let kernel: Vec<i64> = match node.attr_ints("kernel_shape") {
+            Some(k) => k.to_vec(),
+            None => graph.initializer(node.input.get(1)?)?.dims.get(2..)?.to_vec(),
+        };
+        let n = kernel.len();
+        let or = |name: &str, default: i64, len: usize| {
+            node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len])
+        };
+        let w = Window { strides: or("strides", 1, n), dilations: or("dilations", 1, n), pads: or("pads", 0, 2 * n), kernel };
+        // A file whose attribute lengths disagree tells no size (ONNX Runtime refuses it anyway).
+        (n == spatial && w.strides.len() == n && w.dilations.len() == n && w.pads.len() == 2 * n).then_some(w)
+    }
+}
+
 /// A `ConvTranspose`'s output spatial size: stride·(in − 1) + output_padding +
 /// dilation·(kernel − 1) + 1 − pads, with explicit padding (no `output_shape`).
 fn conv_transpose_output_size(graph: &GraphProto, node: &NodeProto, input: &[i64]) -> Option<Vec<i64>> {
-    if node.attr_string("auto_pad").is_some_and(|p| p != "NOTSET") || node.attr("output_shape").is_some() {
+    if node.attr("output_shape").is_some() {
         return None;
     }
-    let kernel: Vec<i64> = match node.attr_ints("kernel_shape") {
-        Some(k) => k.to_vec(),
-        None => graph.initializer(node.input.get(1)?)?.dims.get(2..)?.to_vec(),
-    };
-    let n = kernel.len();
-    if n != input.len() {
+    let w = Window::of(graph, node, input.len())?;
+    let n = w.kernel.len();
+    let extra = node.attr_ints("output_padding").map(<[i64]>::to_vec).unwrap_or_else(|| vec![0; n]);
+    if extra.len() != n {
         return None;
     }
-    let or =
-        |name: &str, default: i64, len: usize| node.attr_ints(name).map(<[i64]>::to_vec).unwrap_or_else(|| vec![default; len]);
-    let (strides, dilations, pads, extra) =
-        (or("strides", 1, n), or("dilations", 1, n), or("pads", 0, 2 * n), or("output_padding", 0, n));
     (0..n)
         .map(|i| {
-            let size = strides[i] * (input[i] - 1) + extra[i] + dilations[i] * (kernel[i] - 1) + 1 - pads[i] - pads[i + n];
+            let size =
+                w.strides[i] * (input[i] - 1) + extra[i] + w.dilations[i] * (w.kernel[i] - 1) + 1 - w.pads[i] - w.pads[i + n];
             (size > 0).then_some(size)
         })
         .collect()
@@ -203,16 +216,7 @@ fn conv_transpose_output_size(graph: &GraphProto, node: &NodeProto, input: &[i64
 /// A `Resize`'s output spatial size from constant scales or sizes over all four axes (or
 /// opset 18's `axes` naming the spatial ones).
 fn resize_output_size(graph: &GraphProto, node: &NodeProto, input: &[i64]) -> Option<Vec<i64>> {
-    let constant = |name: &str| -> Option<&explaind_onnx::TensorProto> {
-        if name.is_empty() {
-            return None;
-        }
-        if let Some(t) = graph.initializer(name) {
-            return Some(t);
-        }
-        let (_, producer) = graph.producer(name)?;
-        if producer.op_type() == "Constant" { producer.attr_tensor("value") } else { None }
-    };
+    let constant = |name: &str| graph.constant(name);
     let spatial_axes = match node.attr_ints("axes") {
         None => 2,
         Some(axes) if axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).eq([2, 3]) => 0,

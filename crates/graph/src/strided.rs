@@ -13,7 +13,7 @@
 //! other strided view (overlapping windows, offsets, strides that skip elements) is left alone
 //! and keeps its `Gather` rule.
 
-use explaind_onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, is_default_domain};
+use explaind_onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, is_default_domain};
 
 /// `model` with every strided view that is a transposition rewritten, or `None` when it has
 /// none.
@@ -73,17 +73,7 @@ fn static_row_dims(graph: &GraphProto, name: &str) -> Option<Vec<i64>> {
 
 /// An int64 constant: an initializer or a `Constant` node's value, as (dims, values).
 fn int_constant(graph: &GraphProto, name: &str) -> Option<(Vec<i64>, Vec<i64>)> {
-    let tensor: &TensorProto = match graph.initializer(name) {
-        Some(t) => t,
-        None => {
-            let (_, producer) = graph.producer(name)?;
-            if producer.op_type() != "Constant" {
-                return None;
-            }
-            producer.attr_tensor("value")?
-        }
-    };
-    tensor.to_i64().ok()
+    graph.constant(name)?.to_i64().ok()
 }
 
 /// Indices of the form `Unsqueeze(arange(batch) · s) + c₁ + c₂ + …`: the batch stride `s`

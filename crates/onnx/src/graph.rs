@@ -76,6 +76,16 @@ impl GraphProto {
         self.initializer.iter_mut().find(|t| t.name() == name)
     }
 
+    /// The value of a constant: an initializer, or the `value` of the `Constant` node that
+    /// produces `name`.
+    pub fn constant(&self, name: &str) -> Option<&TensorProto> {
+        if let Some(t) = self.initializer(name) {
+            return Some(t);
+        }
+        let (_, producer) = self.producer(name)?;
+        if producer.op_type() == "Constant" { producer.attr_tensor("value") } else { None }
+    }
+
     /// The node that produces `tensor`, with its index in `node`; `None` for graph inputs,
     /// initializers and unknown names.
     pub fn producer(&self, tensor: &str) -> Option<(usize, &NodeProto)> {

@@ -60,7 +60,7 @@ impl TreeShap {
             return Ok(trees.clone());
         }
         let graph = ctx.model_graph()?;
-        let trees = Arc::new(parse(&find_ensemble(&graph, request)?.node)?);
+        let trees = Arc::new(parse(&find_ensemble(&graph, request)?)?);
         *self.ensemble.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, trees.clone()));
         Ok(trees)
     }
@@ -174,7 +174,7 @@ impl Explainer for TreeShap {
             Method::PathDependent => {
                 let from_model = counted_hit_rates(trees);
                 let (covers, source) = match (settings.covers, from_model) {
-                    (Covers::Model | Covers::Auto, Some(covers)) => (covers, "the model's nodes_hitrates"),
+                    (Covers::Model | Covers::Auto, Some(covers)) => (Arc::new(covers), "the model's nodes_hitrates"),
                     (Covers::Model, None) => {
                         return Err(Error::failed_precondition(
                             "covers: the model carries no node counts (nodes_hitrates absent, or 1 everywhere as \
@@ -190,8 +190,7 @@ impl Explainer for TreeShap {
                         })?;
                         (
                             self.counted_covers(trees, request.model_sha256(), rows.data, features)
-                                .map_err(|e| tree_error(e, ctx))?
-                                .to_vec(),
+                                .map_err(|e| tree_error(e, ctx))?,
                             "the background's routing counts",
                         )
                     }
@@ -288,15 +287,11 @@ fn tree_error(error: TreeError, ctx: &Context<'_>) -> Error {
     }
 }
 
-/// The ensemble node that computes the explained output, and which of its outputs that is.
-struct Ensemble<'a> {
-    node: Node<'a>,
-}
-
-/// Follows the explained output back through `Identity` and `Cast` to a tree ensemble whose
-/// input is (through the same) the model's input: anything else in between (a pipeline's
-/// scaler, a second model) would make the trees' SHAP values not the model's.
-fn find_ensemble<'a>(graph: &Graph<'a>, request: &Request<'_>) -> Result<Ensemble<'a>, Error> {
+/// The ensemble node that computes the explained output: followed back through `Identity` and
+/// `Cast`, a tree ensemble whose input is (through the same) the model's input. Anything else
+/// in between (a pipeline's scaler, a second model) would make the trees' SHAP values not the
+/// model's.
+fn find_ensemble<'a>(graph: &Graph<'a>, request: &Request<'_>) -> Result<Node<'a>, Error> {
     let through = |mut value: &'a str| -> Option<(Node<'a>, &'a str)> {
         loop {
             let node = graph.producer(value)?;
@@ -334,7 +329,7 @@ fn find_ensemble<'a>(graph: &Graph<'a>, request: &Request<'_>) -> Result<Ensembl
     if feed != request.input_name(0) {
         return Err(refuse());
     }
-    Ok(Ensemble { node })
+    Ok(node)
 }
 
 /// The ensemble from the node's attributes, through the crate's neutral attribute view.

@@ -363,27 +363,13 @@ impl<'a> Emitter<'a> {
 
     /// The value of a constant int64 tensor (an initializer or a `Constant` node's output).
     pub fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
-        if let Some(t) = self.source.initializer(name) {
-            return t.to_i64().ok().map(|(_, v)| v);
-        }
-        let (_, node) = self.source.producer(name)?;
-        if node.op_type() == "Constant" {
-            return node.attr_tensor("value").and_then(|t| t.to_i64().ok()).map(|(_, v)| v);
-        }
-        None
+        self.source.constant(name)?.to_i64().ok().map(|(_, v)| v)
     }
 
     /// The shape and elements of a constant float tensor (an initializer or a `Constant`
     /// node's output).
     pub fn constant_f32(&self, name: &str) -> Option<(Vec<i64>, Vec<f32>)> {
-        if let Some(t) = self.source.initializer(name) {
-            return t.to_f32().ok();
-        }
-        let (_, node) = self.source.producer(name)?;
-        if node.op_type() == "Constant" {
-            return node.attr_tensor("value").and_then(|t| t.to_f32().ok());
-        }
-        None
+        self.source.constant(name)?.to_f32().ok()
     }
 
     /// The rank of a tensor of the source graph when the model states it or it follows from

@@ -495,6 +495,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                     parameters,
                     background,
                     background_id: args.background_id.clone(),
+                    explained_inputs: Vec::new(),
                     plot: args.plot.as_ref().map(|_| proto::PlotOptions {
                         png: true,
                         kind: args.plot_kind.clone(),

@@ -2,8 +2,8 @@
 
 use crate::proto;
 use explaind_host::{Failure, ParamValue, TargetSelection};
-use explaind_runtime::{Dim, FLOAT, Model, TensorSpec};
-use ndarray::{ArrayD, IxDyn};
+use explaind_runtime::{DecodeError, Dim, ElementType, FLOAT, Model, Tensor, TensorSpec, is_supported_input_type};
+use ndarray::ArrayD;
 use std::collections::BTreeMap;
 use tonic::{Code, Status};
 
@@ -26,17 +26,33 @@ fn element_type_name(code: i32) -> String {
 
 /// Decodes a request tensor into float32, checking type, shape, byte length and finiteness.
 pub fn tensor_to_array(tensor: Option<&proto::Tensor>, field: &str) -> Result<ArrayD<f32>, Status> {
-    decode_tensor(tensor, field, false)
+    match decode_tensor(tensor, field, FLOAT, "", false)? {
+        Tensor::Float(array) => Ok(array),
+        _ => unreachable!("decoded as float32"),
+    }
 }
 
-/// [`tensor_to_array`]; with `nan_is_missing` (a model with tree ensembles), NaN is accepted as
+/// Decodes a request tensor of element type `expected` (that of model input `input`, named in
+/// the error when the tensor has another), checking shape, byte length, bools, and that float
+/// elements are finite; with `nan_is_missing` (a model with tree ensembles), NaN is accepted as
 /// a missing value and only infinities are refused.
-fn decode_tensor(tensor: Option<&proto::Tensor>, field: &str, nan_is_missing: bool) -> Result<ArrayD<f32>, Status> {
+fn decode_tensor(
+    tensor: Option<&proto::Tensor>,
+    field: &str,
+    expected: ElementType,
+    input: &str,
+    nan_is_missing: bool,
+) -> Result<Tensor, Status> {
     let tensor = tensor.ok_or_else(|| invalid(format!("{field}: missing")))?;
-    if tensor.element_type != FLOAT {
+    if tensor.element_type != expected {
+        let takes = match input {
+            "" => String::new(),
+            name => format!(", but model input {name:?} takes {}", element_type_name(expected)),
+        };
         return Err(invalid(format!(
-            "{field}.element_type: {} is not supported; send ELEMENT_TYPE_FLOAT (float32)",
-            element_type_name(tensor.element_type)
+            "{field}.element_type: {}{takes}; send {}",
+            element_type_name(tensor.element_type),
+            element_type_name(expected)
         )));
     }
     let mut dims = Vec::with_capacity(tensor.shape.len());
@@ -46,24 +62,33 @@ fn decode_tensor(tensor: Option<&proto::Tensor>, field: &str, nan_is_missing: bo
         }
         dims.push(d as usize);
     }
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| invalid(format!("{field}.shape: {:?} has too many elements", tensor.shape)))?;
-    let expected = count.checked_mul(4).ok_or_else(|| invalid(format!("{field}.shape: too many elements")))?;
-    if tensor.data.len() != expected {
-        return Err(invalid(format!(
-            "{field}.data: expected {expected} bytes ({count} float32 for shape {:?}), got {}",
-            tensor.shape,
-            tensor.data.len()
-        )));
+    let decoded = Tensor::from_le_bytes(expected, &dims, &tensor.data).map_err(|e| match e {
+        DecodeError::TooLarge => invalid(format!("{field}.shape: {:?} has too many elements", tensor.shape)),
+        DecodeError::Length { expected: bytes, count, got } => invalid(format!(
+            "{field}.data: expected {bytes} bytes ({count} {} for shape {:?}), got {got}",
+            explaind_runtime::element_type_name(tensor.element_type),
+            tensor.shape
+        )),
+        other => invalid(format!("{field}.data: {other}")),
+    })?;
+    let rule = if nan_is_missing { "inputs must be finite or NaN (a missing value)" } else { "inputs must be finite" };
+    let refused = |i: usize, v: String| invalid(format!("{field}.data: element {i} is {v}; {rule}"));
+    let accepted = |finite: bool, nan: bool| finite || nan_is_missing && nan;
+    match &decoded {
+        Tensor::Float(a) => match a.iter().position(|v| !accepted(v.is_finite(), v.is_nan())) {
+            Some(i) => Err(refused(i, a.as_slice().expect("standard layout")[i].to_string())),
+            None => Ok(decoded),
+        },
+        Tensor::Double(a) => match a.iter().position(|v| !accepted(v.is_finite(), v.is_nan())) {
+            Some(i) => Err(refused(i, a.as_slice().expect("standard layout")[i].to_string())),
+            None => Ok(decoded),
+        },
+        Tensor::Float16(a) => match a.iter().position(|v| !accepted(v.is_finite(), v.is_nan())) {
+            Some(i) => Err(refused(i, a.as_slice().expect("standard layout")[i].to_string())),
+            None => Ok(decoded),
+        },
+        _ => Ok(decoded),
     }
-    let values = floats_from_le_bytes(&tensor.data);
-    if let Some(i) = values.iter().position(|v| !(v.is_finite() || nan_is_missing && v.is_nan())) {
-        let rule = if nan_is_missing { "inputs must be finite or NaN (a missing value)" } else { "inputs must be finite" };
-        return Err(invalid(format!("{field}.data: element {i} is {}; {rule}", values[i])));
-    }
-    Ok(ArrayD::from_shape_vec(IxDyn(&dims), values).expect("length checked"))
 }
 
 /// Encodes a float32 array.
@@ -82,16 +107,6 @@ fn le_bytes_of_floats(values: &[f32]) -> Vec<u8> {
         bytemuck::cast_slice(values).to_vec()
     } else {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
-    }
-}
-
-/// The floats of the wire's little-endian bytes (a multiple of 4 long).
-fn floats_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
-    if cfg!(target_endian = "little") {
-        // Copies, so the bytes need no particular alignment.
-        bytemuck::pod_collect_to_vec(bytes)
-    } else {
-        bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks of 4"))).collect()
     }
 }
 
@@ -122,11 +137,11 @@ pub fn bind_inputs(
     tensors: &[proto::NamedTensor],
     field: &str,
     max_rows: usize,
-) -> Result<(Vec<ArrayD<f32>>, usize), Status> {
+) -> Result<(Vec<Tensor>, usize), Status> {
     if tensors.is_empty() {
         return Err(invalid(format!("{field}: give one tensor per model input ({})", input_names(model))));
     }
-    let mut bound: Vec<Option<ArrayD<f32>>> = vec![None; model.inputs.len()];
+    let mut bound: Vec<Option<Tensor>> = vec![None; model.inputs.len()];
     for (i, named) in tensors.iter().enumerate() {
         let item = format!("{field}[{i}]");
         let index = if named.name.is_empty() && model.inputs.len() == 1 && tensors.len() == 1 {
@@ -145,17 +160,19 @@ pub fn bind_inputs(
             return Err(invalid(format!("{item}.name: input {:?} given twice", model.inputs[index].name)));
         }
         let spec = &model.inputs[index];
-        if spec.element_type != FLOAT {
+        if !is_supported_input_type(spec.element_type) {
             return Err(Status::unimplemented(format!(
-                "model {} input {:?} takes {}; explaind feeds float32 inputs only",
+                "model {} input {:?} takes {}; explaind feeds inputs of bool, int8, uint8, int32, int64, float16, float32 \
+                 and double",
                 model.name,
                 spec.name,
                 element_type_name(spec.element_type)
             )));
         }
-        let array = decode_tensor(named.tensor.as_ref(), &format!("{item}.tensor"), model.has_tree_ensemble)?;
-        let fits = array.ndim() == spec.shape.len()
-            && array.ndim() >= 1
+        let field = format!("{item}.tensor");
+        let array = decode_tensor(named.tensor.as_ref(), &field, spec.element_type, &spec.name, model.has_tree_ensemble)?;
+        let fits = array.shape().len() == spec.shape.len()
+            && !array.shape().is_empty()
             && spec.shape.iter().zip(array.shape()).skip(1).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f as usize != n));
         if !fits {
             return Err(invalid(format!(
@@ -170,13 +187,13 @@ pub fn bind_inputs(
     if let Some(missing) = bound.iter().position(Option::is_none) {
         return Err(invalid(format!("{field}: no tensor for model input {:?}", model.inputs[missing].name)));
     }
-    let arrays: Vec<ArrayD<f32>> = bound.into_iter().map(Option::unwrap).collect();
-    let rows = arrays[0].shape()[0];
-    if let Some(i) = arrays.iter().position(|a| a.shape()[0] != rows) {
+    let arrays: Vec<Tensor> = bound.into_iter().map(Option::unwrap).collect();
+    let rows = arrays[0].rows();
+    if let Some(i) = arrays.iter().position(|a| a.rows() != rows) {
         return Err(invalid(format!(
             "{field}: every tensor needs the same number of rows; {:?} has {}, {:?} has {rows}",
             model.inputs[i].name,
-            arrays[i].shape()[0],
+            arrays[i].rows(),
             model.inputs[0].name
         )));
     }
@@ -187,6 +204,46 @@ pub fn bind_inputs(
         return Err(Status::resource_exhausted(format!("{field}: {rows} rows exceed the server's limit of {max_rows}")));
     }
     Ok((arrays, rows))
+}
+
+/// [`bind_inputs`] for rows kept as float32 (backgrounds): the rows of an input of another
+/// type (token ids, codes) become float32 values, exactly, or are refused naming the element.
+pub fn bind_float_inputs(
+    model: &Model,
+    tensors: &[proto::NamedTensor],
+    field: &str,
+    max_rows: usize,
+) -> Result<(Vec<ArrayD<f32>>, usize), Status> {
+    let (tensors, rows) = bind_inputs(model, tensors, field, max_rows)?;
+    let arrays = tensors
+        .iter()
+        .zip(&model.inputs)
+        .map(|(t, spec)| {
+            t.to_f32_exact().map_err(|(i, v)| {
+                invalid(format!(
+                    "{field}: element {i} of input {:?} is {v}; background rows are kept as float32, which holds integers up \
+                     to 2^24 exactly",
+                    spec.name
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((arrays, rows))
+}
+
+/// Resolves `explained_inputs` (input names) to one flag per model input; empty: all.
+pub fn explained_inputs(model: &Model, names: &[String]) -> Result<Vec<bool>, Status> {
+    let mut flags = vec![names.is_empty(); model.inputs.len()];
+    for (i, name) in names.iter().enumerate() {
+        let index = model.inputs.iter().position(|s| &s.name == name).ok_or_else(|| {
+            invalid(format!("explained_inputs[{i}]: {name:?} is not an input of {} (inputs: {})", model.name, input_names(model)))
+        })?;
+        if flags[index] {
+            return Err(invalid(format!("explained_inputs[{i}]: {name:?} is named twice")));
+        }
+        flags[index] = true;
+    }
+    Ok(flags)
 }
 
 fn input_names(model: &Model) -> String {
@@ -262,6 +319,7 @@ pub fn model_metadata(
 ) -> proto::ModelMetadata {
     let refusal = |r: &Result<(), String>| r.as_ref().err().cloned().unwrap_or_default();
     let compiles = compilability.gradients.is_ok() && compilability.deeplift.is_ok();
+    let all_float32 = model.inputs.iter().all(|i| i.element_type == FLOAT);
     let explainability = proto::Explainability {
         gradients: compilability.gradients.is_ok(),
         gradients_refusal: refusal(&compilability.gradients),
@@ -269,7 +327,11 @@ pub fn model_metadata(
         deeplift_refusal: refusal(&compilability.deeplift),
         explainers: explainers
             .iter()
-            .filter(|p| (compiles || !p.needs_gradients()) && (model.has_tree_ensemble || !p.needs_tree_ensemble()))
+            .filter(|p| {
+                (compiles || !p.needs_gradients())
+                    && (model.has_tree_ensemble || !p.needs_tree_ensemble())
+                    && (all_float32 || p.typed_inputs())
+            })
             .map(|p| p.name.clone())
             .collect(),
     };

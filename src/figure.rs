@@ -16,7 +16,7 @@ fn plot_error(e: explaind_plot::PlotError) -> Status {
 /// layout fits the input's shape, and that the figure will not have too many panels.
 pub fn precheck(
     model: &Model,
-    inputs: &[ArrayD<f32>],
+    inputs: &[explaind_runtime::Tensor],
     output_index: usize,
     selection: &TargetSelection,
     options: &proto::PlotOptions,
@@ -24,6 +24,13 @@ pub fn precheck(
     let kind: explaind_plot::Kind = options.kind.parse().map_err(plot_error)?;
     if inputs.len() != 1 {
         return Err(invalid(format!("plot: figures are drawn for models with one input; {} has {}", model.name, inputs.len())));
+    }
+    if inputs[0].as_f32().is_none() {
+        return Err(invalid(format!(
+            "plot: figures are drawn for float32 inputs; input {:?} is {}",
+            model.inputs[0].name,
+            explaind_runtime::element_type_name(inputs[0].element_type())
+        )));
     }
     let shape = &inputs[0].shape()[1..];
     // Whether the explainer has base values is only known afterwards, so a waterfall is assumed

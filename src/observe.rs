@@ -76,12 +76,12 @@ impl Observation {
     /// The inputs' digest (as `RegisterBackground` names rows: shapes and float32 data of every
     /// input), and the inputs themselves (their protobuf encoding) when the audit log keeps them.
     /// Only the audit record uses them: without an audit log, nothing is hashed or encoded.
-    pub fn record_inputs(&mut self, observer: &Observer, inputs: &[ndarray::ArrayD<f32>], wire: &[proto::NamedTensor]) {
+    pub fn record_inputs(&mut self, observer: &Observer, inputs: &[explaind_runtime::Tensor], wire: &[proto::NamedTensor]) {
         use prost::Message;
         if observer.audit.is_none() {
             return;
         }
-        self.input_digest = explaind_runtime::digest_arrays(inputs);
+        self.input_digest = explaind_runtime::digest_tensors(inputs);
         if observer.stores_inputs() {
             self.inputs = Some(wire.iter().flat_map(|t| t.encode_length_delimited_to_vec()).collect());
         }

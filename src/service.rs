@@ -156,7 +156,7 @@ impl ModelService {
         let run_model = model.clone();
         let (outputs, stats) = run_blocking(&cancel, move || {
             let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-            run_model.run(&views).map_err(|e| invalid(format!("inputs: {e}")))
+            run_model.run_tensors(&views).map_err(|e| invalid(format!("inputs: {e}")))
         })
         .await?;
         observation.stats = stats;
@@ -248,6 +248,7 @@ pub fn explainer_info(p: &explaind_host::Plugin) -> proto::ExplainerInfo {
             .collect(),
         requires,
         file_sha256: p.file_sha256.clone(),
+        typed_inputs: p.typed_inputs(),
     }
 }
 
@@ -267,7 +268,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
     ) -> Result<Response<proto::RegisterBackgroundResponse>, Status> {
         let request = request.into_inner();
         let model = self.0.model(request.model.as_ref())?;
-        let (rows, count) = convert::bind_inputs(&model, &request.rows, "rows", self.0.limits.max_batch_rows)?;
+        let (rows, count) = convert::bind_float_inputs(&model, &request.rows, "rows", self.0.limits.max_batch_rows)?;
         let registered = self.0.backgrounds.register(&model.name, rows).map_err(status_of)?;
         tracing::info!(model = %model.name, id = %registered.background.digest, rows = count, "background registered");
         Ok(Response::new(proto::RegisterBackgroundResponse {
@@ -307,6 +308,7 @@ impl ExplainService {
         observation.record_parameters(&state.observer, &request);
         let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", state.limits.max_batch_rows)?;
         observation.record_inputs(&state.observer, &inputs, &request.inputs);
+        let explained_inputs = convert::explained_inputs(&model, &request.explained_inputs)?;
         let output_index = if request.output.is_empty() {
             0
         } else {
@@ -324,7 +326,7 @@ impl ExplainService {
             (true, true) => None,
             (false, false) => return Err(invalid("background_id: give background or background_id, not both")),
             (false, true) => {
-                let rows = convert::bind_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0;
+                let rows = convert::bind_float_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0;
                 Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows: Arc::new(rows) })
             }
             (true, false) => {
@@ -349,11 +351,12 @@ impl ExplainService {
         if let Some(options) = &plot {
             crate::figure::precheck(&model, &inputs, output_index, &targets, options)?;
         }
-        let plot_input = plot.as_ref().map(|_| inputs[0].clone());
+        let plot_input = plot.as_ref().and_then(|_| inputs[0].as_f32().cloned());
         let job = ExplainJob {
             model: model.clone(),
             plugin: plugin.clone(),
             inputs,
+            explained_inputs,
             output_index,
             targets,
             params: convert::params(&request.parameters)?,

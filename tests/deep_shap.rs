@@ -169,6 +169,7 @@ async fn registered_backgrounds_are_named_by_their_digest() {
         background: vec![],
         background_id: registered.background_id.clone(),
         plot: None,
+        explained_inputs: Vec::new(),
     };
     let response = client.explain(by_id.clone()).await.unwrap().into_inner();
     // The model's default background is the same rows: the same answer, from the same cache entry.
@@ -219,6 +220,7 @@ async fn deeplift_against_a_baseline_is_complete() {
         background: vec![],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     };
     let response = client.explain(request).await.unwrap().into_inner();
     let residual = floats(extra(&response, "completeness_residual"));
@@ -275,6 +277,7 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
         background: vec![named("", &ndarray::ArrayD::zeros(vec![4, 3]))],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     };
     let status = client.explain(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -293,9 +296,9 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
 }
 
 #[tokio::test]
-async fn plugins_built_against_abi_1_0_to_1_3_still_load_explain_and_keep_to_the_budget() {
+async fn plugins_built_against_abi_1_0_to_1_4_still_load_explain_and_keep_to_the_budget() {
     // The frozen headers, and a C plugin compiled against each (`-I tests/c/abi-1.<minor>`).
-    assert_eq!(explaind_abi::ABI_MINOR, 4, "the host is newer than every plugin here");
+    assert_eq!(explaind_abi::ABI_MINOR, 5, "the host is newer than every plugin here");
     for minor in [0u16, 1, 2] {
         let dir = tempfile::tempdir().unwrap();
         let include = repo_root().join(format!("tests/c/abi-1.{minor}"));
@@ -330,26 +333,29 @@ async fn plugins_built_against_abi_1_0_to_1_3_still_load_explain_and_keep_to_the
         let response = client.explain(request(1)).await.unwrap().into_inner();
         assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
     }
-    // Built against the frozen 1.3 header: it has its estimate, and a 1.4 host runs it.
-    let dir = tempfile::tempdir().unwrap();
-    let include = repo_root().join("tests/c/abi-1.3");
-    let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
-    assert!(header.contains("#define EXPLAIND_ABI_MINOR 3"), "the fixture is the 1.3 header");
-    let library =
-        compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
-    let server = TestServer::start(Default::default(), &[library]).await;
-    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
-    assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 3));
-    assert!(plugin.has_estimate(), "ABI 1.3 has estimate");
-    let x = read_npy("models/wine-mlp/1/samples.npy");
-    let request = proto::ExplainRequest {
-        model: model("wine-mlp"),
-        explainer: "leave-one-out-c".into(),
-        inputs: vec![named("", &x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned())],
-        ..Default::default()
-    };
-    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
-    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
+    // Built against the frozen 1.3 and 1.4 headers: they have their estimate, and this host
+    // runs them.
+    for minor in [3u16, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let include = repo_root().join(format!("tests/c/abi-1.{minor}"));
+        let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
+        assert!(header.contains(&format!("#define EXPLAIND_ABI_MINOR {minor}")), "the fixture is the 1.{minor} header");
+        let library =
+            compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+        let server = TestServer::start(Default::default(), &[library]).await;
+        let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+        assert_eq!((plugin.abi_major, plugin.abi_minor), (1, minor));
+        assert!(plugin.has_estimate(), "ABI 1.3 has estimate");
+        let x = read_npy("models/wine-mlp/1/samples.npy");
+        let request = proto::ExplainRequest {
+            model: model("wine-mlp"),
+            explainer: "leave-one-out-c".into(),
+            inputs: vec![named("", &x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned())],
+            ..Default::default()
+        };
+        let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+        assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![1, 1, 13]);
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ fn occlusion(inputs: Vec<proto::NamedTensor>) -> proto::ExplainRequest {
         background: vec![],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 

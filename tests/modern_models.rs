@@ -55,6 +55,7 @@ fn request(c: &Case, explainer: &str, parameters: &[(&str, Kind)]) -> proto::Exp
         background: Vec::new(),
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn request(
         background: vec![],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 

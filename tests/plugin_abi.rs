@@ -112,6 +112,7 @@ fn echo_request(input: &ndarray::ArrayD<f32>, mode: &str) -> proto::ExplainReque
         background: vec![],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 
@@ -205,6 +206,7 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
             background: vec![],
             background_id: String::new(),
             plot: None,
+            explained_inputs: Vec::new(),
         })
         .await
         .unwrap()

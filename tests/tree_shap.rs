@@ -51,6 +51,7 @@ fn request(c: &Case, background: &str, parameters: &[(&str, Kind)]) -> proto::Ex
         background: vec![named(input, &array(c, background))],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 

@@ -93,6 +93,7 @@ int main(void) {
   FIELD(ExdExplainRequest, params);
   FIELD(ExdExplainRequest, background);
   FIELD(ExdExplainRequest, max_batch_rows);
+  FIELD(ExdExplainRequest, explained_inputs);
   SIZE(ExdExplainRequest);
 
   FIELD(ExdHostApi, header);

@@ -56,6 +56,7 @@ pub fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets
         background: vec![named(input, &c.background)],
         background_id: String::new(),
         plot: None,
+        explained_inputs: Vec::new(),
     }
 }
 

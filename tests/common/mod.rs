@@ -101,6 +101,12 @@ impl TestServer {
         .await
     }
 
+    /// A server on another model repository, with the bundled plugins and `extra_plugins`.
+    pub async fn start_on_with_plugins(models: &Path, extra_plugins: &[PathBuf]) -> TestServer {
+        let repository = ModelRepository::new(models.to_path_buf(), runtime());
+        Self::start_with(repository, Default::default(), extra_plugins, 256 << 20, DEFAULT_CHUNK_BYTES).await
+    }
+
     /// As [`TestServer::start_on`], with Deep SHAP's working-memory bound per run set to
     /// `chunk_bytes` (small values force many chunks).
     pub async fn start_on_with_chunks(models: &Path, cache_bytes: u64, chunk_bytes: u64) -> TestServer {

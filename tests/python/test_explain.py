@@ -25,7 +25,8 @@ def test_list_explainers_occlusion(client, server):
     exps = _explainers(client)
     assert "occlusion" in exps, sorted(exps)
     occ = exps["occlusion"]
-    assert occ.abi_version == "1.4"
+    assert occ.abi_version == "1.5"
+    assert occ.typed_inputs, "occlusion perturbs token ids as well as pixels"
     assert occ.version
     params = {p.name: p for p in occ.parameters}
     assert [p.name for p in occ.parameters] == ["window", "strides", "baseline"]
@@ -134,7 +135,8 @@ def test_list_explainers_c_plugin(client, c_plugin_loaded):
     assert "leave-one-out-c" in exps, sorted(exps)
     e = exps["leave-one-out-c"]
     assert e.version == "1.0.0"
-    assert e.abi_version == "1.4"
+    assert e.abi_version == "1.5"
+    assert not e.typed_inputs, "it reads float32 inputs only"
     assert e.file_sha256 == sha256_file(c_plugin_loaded)
     assert [p.name for p in e.parameters] == ["baseline"]
     p = e.parameters[0]

@@ -60,7 +60,7 @@ extern "C" {
 #endif
 
 #define EXPLAIND_ABI_MAJOR 1
-#define EXPLAIND_ABI_MINOR 4
+#define EXPLAIND_ABI_MINOR 5
 
 #if defined(_WIN32)
 #define EXD_EXPORT __declspec(dllexport)
@@ -231,7 +231,9 @@ typedef struct ExdExplainRequest {
   ExdStructHeader header;
   /* The model being explained. BORROWED until `explain` returns. */
   const ExdModelInfo* model;
-  /* The inputs: one per model input, in the model's input order, float32, batch first.
+  /* The inputs: one per model input, in the model's input order, batch first, each in the
+   * element type the model declares for it (`dtype`; see ExdTensorInfo.element_type). A plugin
+   * without EXD_CAP_TYPED_INPUTS is only ever given models whose inputs are all float32.
    * Every input has the same batch size N. BORROWED until `explain` returns, read-only. */
   size_t num_inputs;
   const DLTensor* inputs;
@@ -251,11 +253,20 @@ typedef struct ExdExplainRequest {
   size_t num_params;
   const ExdParam* params;
   /* Background: one tensor per model input, rows first (K rows), float32; or NULL when the
-   * request has none. BORROWED until `explain` returns, read-only. */
+   * request has none. For an input of another type the rows hold its values as float32,
+   * exactly (the host refuses ids beyond 2^24). BORROWED until `explain` returns, read-only. */
   const DLTensor* background;
   /* The most rows the plugin should put into one `forward` call. The host splits larger
    * calls itself; this number only lets plugins bound the memory of what they build. */
   int64_t max_batch_rows;
+
+  /* ---- ABI 1.5; read only when header.struct_size covers it ---- */
+  /* Which inputs the request explains: num_inputs entries, 1 = explained, 0 = held at the
+   * request's values for every perturbation, path point and background row (an attention
+   * mask, token type ids). At least one entry is 1; the host gives no attributions for the
+   * others. BORROWED until `explain` returns. An older host sends no such field: every input
+   * is explained. */
+  const uint8_t* explained_inputs;
 } ExdExplainRequest;
 
 /* ---------------------------------------------------------------------------------------------
@@ -357,8 +368,8 @@ typedef struct ExdHostApi {
   /* The model being explained (the same as request->model). BORROWED until `explain` returns. */
   const ExdModelInfo* (*model_info)(ExdContext* context);
 
-  /* Runs the model forward on `num_inputs` tensors (one per model input, in order, float32,
-   * batch first, same batch size B). On success *out_output is the explained output
+  /* Runs the model forward on `num_inputs` tensors (one per model input, in order, batch
+   * first, same batch size B, each in the element type the model declares for that input). On success *out_output is the explained output
    * (request->output_index) as float32 [B, output_row_size]: OWNED by the host, valid until
    * released with `tensor_release` or until `explain` returns. Inputs are BORROWED for the
    * call. Any B is accepted: the host chunks large batches itself. */
@@ -459,6 +470,10 @@ typedef struct ExdHostApi {
 /* ABI 1.4: explains only models that hold an ONNX-ML tree ensemble (read with model_graph); the
  * host lists the plugin for those models only. */
 #define EXD_NEEDS_TREE_ENSEMBLE ((uint64_t)1 << 3)
+/* ABI 1.5: reads every input in its declared element type (DLTensor.dtype: int64, int32, int8,
+ * uint8, bool, float16, float64 or float32) and passes such tensors to `forward`. A plugin
+ * without it is offered only models whose inputs are all float32. */
+#define EXD_CAP_TYPED_INPUTS ((uint64_t)1 << 4)
 
 typedef struct ExdPluginInfo {
   ExdStructHeader header;
@@ -541,7 +556,7 @@ EXD_STATIC_ASSERT(sizeof(ExdParamSpec) == 80, "ExdParamSpec");
 EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
-EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 104, "ExdExplainRequest");
+EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 112, "ExdExplainRequest");
 EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 160, "ExdHostApi");
 EXD_STATIC_ASSERT(sizeof(ExdBytes) == 16, "ExdBytes");
 EXD_STATIC_ASSERT(sizeof(ExdAttribute) == 64, "ExdAttribute");

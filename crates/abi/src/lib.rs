@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_void};
 /// ABI major version this crate mirrors. The entry symbol carries it in its name.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version this crate mirrors. Grows when a struct gains appended fields.
-pub const ABI_MINOR: u16 = 4;
+pub const ABI_MINOR: u16 = 5;
 /// Name of the single symbol a plugin exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL_V1: &[u8] = b"explaind_plugin_v1\0";
 /// Path of the C header, for tools and tests that compile C plugins.
@@ -28,6 +28,7 @@ pub const kDLCUDA: i32 = 2;
 pub const kDLInt: u8 = 0;
 pub const kDLUInt: u8 = 1;
 pub const kDLFloat: u8 = 2;
+pub const kDLBool: u8 = 6;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,41 @@ pub struct DLDataType {
 
 impl DLDataType {
     pub const FLOAT32: DLDataType = DLDataType { code: kDLFloat, bits: 32, lanes: 1 };
+
+    /// The DLPack type of an ONNX element type (`TensorProto.DataType`), for the types the
+    /// host hands to plugins (ABI 1.5: the input types of EXD_CAP_TYPED_INPUTS).
+    pub const fn of_onnx(element_type: i32) -> Option<DLDataType> {
+        let (code, bits) = match element_type {
+            1 => (kDLFloat, 32),
+            2 => (kDLUInt, 8),
+            3 => (kDLInt, 8),
+            6 => (kDLInt, 32),
+            7 => (kDLInt, 64),
+            9 => (kDLBool, 8),
+            10 => (kDLFloat, 16),
+            11 => (kDLFloat, 64),
+            _ => return None,
+        };
+        Some(DLDataType { code, bits, lanes: 1 })
+    }
+
+    /// The ONNX element type of this DLPack type, the inverse of [`DLDataType::of_onnx`].
+    pub const fn to_onnx(self) -> Option<i32> {
+        if self.lanes != 1 {
+            return None;
+        }
+        Some(match (self.code, self.bits) {
+            (kDLFloat, 32) => 1,
+            (kDLUInt, 8) => 2,
+            (kDLInt, 8) => 3,
+            (kDLInt, 32) => 6,
+            (kDLInt, 64) => 7,
+            (kDLBool, 8) => 9,
+            (kDLFloat, 16) => 10,
+            (kDLFloat, 64) => 11,
+            _ => return None,
+        })
+    }
 }
 
 #[repr(C)]
@@ -210,6 +246,8 @@ pub struct ExdExplainRequest {
     pub params: *const ExdParam,
     pub background: *const DLTensor,
     pub max_batch_rows: i64,
+    // ABI 1.5
+    pub explained_inputs: *const u8,
 }
 
 // ----- ABI 1.4: the model's structure ----------------------------------------------------
@@ -377,6 +415,7 @@ pub const EXD_CAP_REENTRANT: u64 = 1 << 0;
 pub const EXD_NEEDS_BACKGROUND: u64 = 1 << 1;
 pub const EXD_NEEDS_GRADIENTS: u64 = 1 << 2;
 pub const EXD_NEEDS_TREE_ENSEMBLE: u64 = 1 << 3;
+pub const EXD_CAP_TYPED_INPUTS: u64 = 1 << 4;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -452,6 +491,11 @@ unsafe impl Sync for ExdPluginInfo {}
 unsafe impl Sync for ExdParamSpec {}
 unsafe impl Sync for ExdHostApi {}
 unsafe impl Sync for ExdParamRange {}
+
+/// The sizes of the structs ABI 1.5 grew, as 1.4 (and every version before) defined them.
+pub mod v1_4_sizes {
+    pub const EXPLAIN_REQUEST: u32 = 104;
+}
 
 /// The sizes of the structs ABI 1.4 grew, as 1.3 defined them.
 pub mod v1_3_sizes {
@@ -541,7 +585,8 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
             num_params: usize,
             params: usize,
             background: usize,
-            max_batch_rows: i64
+            max_batch_rows: i64,
+            explained_inputs: usize
         }
     );
     fields!(
@@ -642,7 +687,8 @@ mod tests {
     #[test]
     fn v1_0_sizes_match_the_structs() {
         assert_eq!(size_of::<ExdModelInfo>() as u32, v1_0_sizes::MODEL_INFO);
-        assert_eq!(size_of::<ExdExplainRequest>() as u32, v1_0_sizes::EXPLAIN_REQUEST);
+        assert_eq!(std::mem::offset_of!(ExdExplainRequest, explained_inputs) as u32, v1_4_sizes::EXPLAIN_REQUEST, "1.5 appends");
+        assert_eq!(v1_4_sizes::EXPLAIN_REQUEST, v1_0_sizes::EXPLAIN_REQUEST, "1.1 to 1.4 left ExdExplainRequest alone");
         assert_eq!(size_of::<ExdHostApi>(), 160);
         assert_eq!(std::mem::offset_of!(ExdHostApi, model_graph) as u32, v1_3_sizes::HOST_API, "1.4 appends after 1.3");
         assert_eq!(v1_3_sizes::HOST_API, v1_2_sizes::HOST_API, "1.3 left ExdHostApi alone");

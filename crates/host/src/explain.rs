@@ -4,7 +4,7 @@ use crate::Failure;
 use crate::host_api::{BorrowedTensor, CallContext, Results};
 use crate::plugin::{Plugin, kind_name};
 use explaind_abi as abi;
-use explaind_runtime::{Model, RunStats};
+use explaind_runtime::{Model, RunStats, Tensor, TensorView};
 use ndarray::{Array2, ArrayD, ArrayViewD};
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -178,8 +178,12 @@ impl Drop for Reservation {
 pub struct ExplainJob {
     pub model: Arc<Model>,
     pub plugin: Arc<Plugin>,
-    /// One array per model input, in the model's order, batch first, standard layout.
-    pub inputs: Vec<ArrayD<f32>>,
+    /// One tensor per model input, in the model's order and declared element types, batch
+    /// first, standard layout.
+    pub inputs: Vec<Tensor>,
+    /// Per model input, whether the request explains it (the others are held at the
+    /// request's values); empty: every input.
+    pub explained_inputs: Vec<bool>,
     pub output_index: usize,
     pub targets: TargetSelection,
     pub params: BTreeMap<String, ParamValue>,
@@ -345,12 +349,29 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
 pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
-    let ExplainJob { model, plugin, inputs, output_index, targets, params, background, cancel, engine, budget, memory } = job;
+    let ExplainJob {
+        model,
+        plugin,
+        inputs,
+        explained_inputs,
+        output_index,
+        targets,
+        params,
+        background,
+        cancel,
+        engine,
+        budget,
+        memory,
+    } = job;
     let params = bind_params(&plugin, params)?;
+    let explained_inputs = check_explained_inputs(&plugin, &model, &inputs, explained_inputs)?;
 
-    let background = match background {
-        Some(b) => Some(b),
-        None => match (&model.background, &model.background_digest) {
+    // A model's default background is read as float32 for float32 models only.
+    let typed_input = model.inputs.iter().any(|spec| spec.element_type != explaind_runtime::FLOAT);
+    let background = match (background, typed_input) {
+        (Some(b), _) => Some(b),
+        (None, true) => None,
+        (None, false) => match (&model.background, &model.background_digest) {
             (Some(rows), Some(digest)) if model.inputs.len() == 1 => {
                 Some(explaind_attribution::Background { digest: digest.clone(), rows: rows.clone() })
             }
@@ -364,10 +385,10 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         )));
     }
 
-    let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
-    let (outputs, mut stats) = model.run(&views).map_err(|e| Failure::invalid_argument(format!("inputs: {e}")))?;
+    let views: Vec<TensorView> = inputs.iter().map(Tensor::view).collect();
+    let (outputs, mut stats) = model.run_tensors(&views).map_err(|e| Failure::invalid_argument(format!("inputs: {e}")))?;
     crate::finite::require_finite_outputs(&model.outputs, &outputs)?;
-    let n = inputs[0].shape()[0];
+    let n = inputs[0].rows();
     let explained = &outputs[output_index];
     let output_row_size = explained.len() / n.max(1);
     // The target table and the result tensors grow with the number of targets: cost them
@@ -383,7 +404,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     let num_targets = target_indices.ncols();
 
     let explained_rows = explained.as_standard_layout().into_owned();
-    let input_tensors: Vec<BorrowedTensor> = inputs.iter().map(BorrowedTensor::of).collect();
+    let input_tensors: Vec<BorrowedTensor> = inputs.iter().map(BorrowedTensor::of_tensor).collect();
     let input_dl: Vec<abi::DLTensor> = input_tensors.iter().map(|t| copy_dl(&t.dl)).collect();
     let output_tensor = BorrowedTensor::of(&explained_rows);
     let background_tensors: Vec<BorrowedTensor> = background.iter().flat_map(|b| b.rows.iter()).map(BorrowedTensor::of).collect();
@@ -405,13 +426,14 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         params: params.raw.as_ptr(),
         background: if background_dl.is_empty() { std::ptr::null() } else { background_dl.as_ptr() },
         max_batch_rows: model.max_batch_rows() as i64,
+        explained_inputs: explained_inputs.as_ptr(),
     };
 
     let attribution_shapes = inputs
         .iter()
         .map(|a| {
             let mut shape = vec![n as i64, num_targets as i64];
-            shape.extend(a.shape()[1..].iter().map(|&d| d as i64));
+            shape.extend(a.shape().iter().skip(1).map(|&d| d as i64));
             shape
         })
         .collect();
@@ -455,13 +477,19 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     }
     stats.add(*context.stats.lock().unwrap());
     let results = std::mem::take(&mut *context.results.lock().unwrap());
-    if results.attributions.is_empty() {
+    if !results.attributions.keys().any(|&i| explained_inputs.get(i) == Some(&1)) {
         return Err(Failure::internal(format!("explainer {} returned no attributions", plugin.name)));
     }
     // Keep the input buffers alive until the plugin is done with them.
     drop((input_tensors, background_tensors, output_tensor, params, model_info));
     let outcome = ExplainOutcome {
-        attributions: results.attributions.into_iter().map(|(i, t)| (i, t.into_array())).collect(),
+        // Inputs held fixed have no attributions, whatever the plugin wrote for them.
+        attributions: results
+            .attributions
+            .into_iter()
+            .filter(|(i, _)| explained_inputs.get(*i) == Some(&1))
+            .map(|(i, t)| (i, t.into_array()))
+            .collect(),
         target_indices,
         outputs,
         base_values: results.base_values.map(|t| t.into_array()),
@@ -486,9 +514,9 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
 /// Refuses a request whose result tensors (attributions of every input for every target) would
 /// pass the scratch budget: the host allocates them before the plugin runs.
 /// Returns their size in bytes.
-fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: RequestBudget) -> Result<f64, Failure> {
+fn check_result_size(inputs: &[Tensor], num_targets: usize, budget: RequestBudget) -> Result<f64, Failure> {
     let elements: f64 = inputs.iter().map(|a| a.len() as f64).sum::<f64>() * num_targets as f64;
-    let table = inputs.first().map_or(0.0, |a| a.shape()[0] as f64) * num_targets as f64;
+    let table = inputs.first().map_or(0.0, |a| a.rows() as f64) * num_targets as f64;
     let bytes = elements * 4.0 + table * 8.0;
     if budget.scratch_bytes > 0 && bytes > budget.scratch_bytes as f64 {
         return Err(Failure::new(
@@ -501,6 +529,41 @@ fn check_result_size(inputs: &[ArrayD<f32>], num_targets: usize, budget: Request
         ));
     }
     Ok(bytes)
+}
+
+/// Which inputs the plugin is told to explain (`ExdExplainRequest.explained_inputs`), after the
+/// refusals that keep older plugins on what they were built for: a plugin without
+/// EXD_CAP_TYPED_INPUTS sees float32 inputs only, and one built before ABI 1.5 cannot read
+/// which inputs are held fixed, so it explains them all.
+fn check_explained_inputs(plugin: &Plugin, model: &Model, inputs: &[Tensor], explained: Vec<bool>) -> Result<Vec<u8>, Failure> {
+    if !plugin.typed_inputs()
+        && let Some((tensor, spec)) = inputs.iter().zip(&model.inputs).find(|(t, _)| t.element_type() != explaind_runtime::FLOAT)
+    {
+        return Err(Failure::failed_precondition(format!(
+            "inputs: model input {:?} is {}, and explainer {} reads float32 inputs only (it does not declare \
+             EXD_CAP_TYPED_INPUTS)",
+            spec.name,
+            explaind_runtime::element_type_name(tensor.element_type()),
+            plugin.name
+        )));
+    }
+    if explained.is_empty() {
+        return Ok(vec![1; inputs.len()]);
+    }
+    if explained.len() != inputs.len() {
+        return Err(Failure::internal(format!("{} explained-input flags for {} inputs", explained.len(), inputs.len())));
+    }
+    if !explained.iter().any(|&e| e) {
+        return Err(Failure::invalid_argument("explained_inputs: names no input; explain at least one"));
+    }
+    let reads_the_field = (plugin.abi_major, plugin.abi_minor) >= (1, 5);
+    if !reads_the_field && explained.iter().any(|&e| !e) {
+        return Err(Failure::failed_precondition(format!(
+            "explained_inputs: explainer {} (ABI {}.{}) explains every input; holding inputs fixed needs ABI 1.5",
+            plugin.name, plugin.abi_major, plugin.abi_minor
+        )));
+    }
+    Ok(explained.into_iter().map(u8::from).collect())
 }
 
 /// Refuses a request whose predicted cost is over its budget, naming what drives the cost.

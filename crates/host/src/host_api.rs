@@ -6,7 +6,7 @@
 use crate::Failure;
 use crate::explain::CancelToken;
 use explaind_abi as abi;
-use explaind_runtime::{Model, RunStats};
+use explaind_runtime::{Model, RunStats, Tensor, TensorView, element_type_name};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString, c_char};
@@ -108,12 +108,22 @@ impl BorrowedTensor {
     /// The returned view borrows `array`'s memory; `array` must outlive every use of `dl`.
     pub fn of(array: &ArrayD<f32>) -> Self {
         assert!(array.is_standard_layout(), "host tensors are row-major");
-        let mut shape: Box<[i64]> = array.shape().iter().map(|&d| d as i64).collect();
+        Self::raw(array.as_ptr().cast(), array.shape(), abi::DLDataType::FLOAT32)
+    }
+
+    /// [`BorrowedTensor::of`] for a tensor of any input type, with its DLPack dtype.
+    pub fn of_tensor(tensor: &Tensor) -> Self {
+        let dtype = abi::DLDataType::of_onnx(tensor.element_type()).expect("every input type has a DLPack type");
+        Self::raw(tensor.as_ptr(), tensor.shape(), dtype)
+    }
+
+    fn raw(data: *const u8, shape: &[usize], dtype: abi::DLDataType) -> Self {
+        let mut shape: Box<[i64]> = shape.iter().map(|&d| d as i64).collect();
         let dl = abi::DLTensor {
-            data: array.as_ptr() as *mut _,
+            data: data as *mut _,
             device: abi::DLDevice { device_type: abi::kDLCPU, device_id: 0 },
             ndim: shape.len() as i32,
-            dtype: abi::DLDataType::FLOAT32,
+            dtype,
             shape: shape.as_mut_ptr(),
             strides: std::ptr::null_mut(),
             byte_offset: 0,
@@ -256,7 +266,7 @@ fn shape_from_raw(shape: *const i64, ndim: i32) -> Result<Vec<i64>, Failure> {
     }
 }
 
-/// Checks a plugin-supplied tensor and views it as an array.
+/// Checks a plugin-supplied float32 tensor and views it as an array.
 ///
 /// # Safety
 /// `t` must point to a DLTensor whose data stays valid for `'a`.
@@ -264,6 +274,23 @@ unsafe fn view_input<'a>(t: &'a abi::DLTensor, what: &str) -> Result<ArrayViewD<
     if t.dtype != abi::DLDataType::FLOAT32 {
         return Err(Failure::invalid_argument(format!("{what}: element type must be float32")));
     }
+    match unsafe { view_tensor(t, what) }? {
+        TensorView::Float(view) => Ok(view),
+        _ => unreachable!("the dtype is float32"),
+    }
+}
+
+/// Checks a plugin-supplied tensor of any input type and views it.
+///
+/// # Safety
+/// `t` must point to a DLTensor whose data stays valid for `'a`.
+unsafe fn view_tensor<'a>(t: &'a abi::DLTensor, what: &str) -> Result<TensorView<'a>, Failure> {
+    let element_type = t.dtype.to_onnx().ok_or_else(|| {
+        Failure::invalid_argument(format!(
+            "{what}: DLPack dtype (code {}, bits {}, lanes {}) is not an input type",
+            t.dtype.code, t.dtype.bits, t.dtype.lanes
+        ))
+    })?;
     if t.device.device_type != abi::kDLCPU {
         return Err(Failure::invalid_argument(format!("{what}: tensors must be in CPU memory in ABI 1.x")));
     }
@@ -275,13 +302,10 @@ unsafe fn view_input<'a>(t: &'a abi::DLTensor, what: &str) -> Result<ArrayViewD<
         return Err(Failure::invalid_argument(format!("{what}: needs a batch axis")));
     }
     let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let len: usize = dims.iter().product();
-    if len > 0 && t.data.is_null() {
-        return Err(Failure::invalid_argument(format!("{what}: data is NULL")));
-    }
-    let ptr = unsafe { (t.data as *const u8).add(t.byte_offset as usize) as *const f32 };
-    let data: &[f32] = if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } };
-    Ok(ArrayViewD::from_shape(IxDyn(&dims), data).expect("length matches shape"))
+    let base = if t.data.is_null() { std::ptr::null() } else { unsafe { (t.data as *const u8).add(t.byte_offset as usize) } };
+    // SAFETY: the plugin vouches for the data (the function's contract); the view checks
+    // NULL, alignment and bool bytes itself.
+    unsafe { TensorView::from_raw(element_type, base, &dims) }.map_err(|e| Failure::invalid_argument(format!("{what}: {e}")))
 }
 
 // ----- Host functions ---------------------------------------------------------------------
@@ -327,7 +351,7 @@ unsafe fn model_inputs<'a>(
     inputs: *const abi::DLTensor,
     num_inputs: usize,
     what: &str,
-) -> Result<Vec<ArrayViewD<'a, f32>>, Failure> {
+) -> Result<Vec<TensorView<'a>>, Failure> {
     if num_inputs > 0 && inputs.is_null() {
         return Err(Failure::invalid_argument(format!("{what}: inputs is NULL")));
     }
@@ -341,10 +365,20 @@ unsafe fn model_inputs<'a>(
     let views = raw
         .iter()
         .enumerate()
-        .map(|(i, t)| unsafe { view_input(t, &format!("{what} input {i}")) })
+        .map(|(i, t)| unsafe { view_tensor(t, &format!("{what} input {i}")) })
         .collect::<Result<Vec<_>, _>>()?;
-    let rows = views[0].shape()[0];
-    if views.iter().any(|v| v.shape()[0] != rows) {
+    for (i, (view, spec)) in views.iter().zip(&ctx.model.inputs).enumerate() {
+        if view.element_type() != spec.element_type {
+            return Err(Failure::invalid_argument(format!(
+                "{what} input {i}: element type {}, but model input {:?} takes {}",
+                element_type_name(view.element_type()),
+                spec.name,
+                element_type_name(spec.element_type)
+            )));
+        }
+    }
+    let rows = views[0].rows();
+    if views.iter().any(|v| v.shape().first() != Some(&rows)) {
         return Err(Failure::invalid_argument(format!("{what}: inputs have different batch sizes")));
     }
     Ok(views)
@@ -405,7 +439,7 @@ unsafe fn model_call<'a>(
     outputs: &[(bool, &str)],
     inputs: *const abi::DLTensor,
     num_inputs: usize,
-) -> Result<Vec<ArrayViewD<'a, f32>>, Failure> {
+) -> Result<Vec<TensorView<'a>>, Failure> {
     if let Some((_, name)) = outputs.iter().find(|(is_null, _)| *is_null) {
         return Err(Failure::invalid_argument(format!("{what}: {name} is NULL")));
     }
@@ -413,6 +447,23 @@ unsafe fn model_call<'a>(
         return Err(f);
     }
     unsafe { model_inputs(ctx, inputs, num_inputs, what) }
+}
+
+/// The float32 arrays of `views`: the attribution graphs differentiate with respect to every
+/// model input, so they take models whose inputs are all float32.
+fn float_inputs<'a>(ctx: &CallContext, views: Vec<TensorView<'a>>, what: &str) -> Result<Vec<ArrayViewD<'a, f32>>, Failure> {
+    views
+        .into_iter()
+        .zip(&ctx.model.inputs)
+        .map(|(view, spec)| match view {
+            TensorView::Float(array) => Ok(array),
+            other => Err(Failure::failed_precondition(format!(
+                "{what}: model input {:?} is {}; gradients and DeepLIFT need float32 inputs",
+                spec.name,
+                element_type_name(other.element_type())
+            ))),
+        })
+        .collect()
 }
 
 /// [`model_call`] for the functions that also take seeds: the seeds' view, one seed row per
@@ -428,7 +479,7 @@ unsafe fn seeded_call<'a>(
     num_inputs: usize,
     seeds: *const abi::DLTensor,
 ) -> Result<(Vec<ArrayViewD<'a, f32>>, ArrayViewD<'a, f32>), Failure> {
-    let views = unsafe { model_call(ctx, what, outputs, inputs, num_inputs) }?;
+    let views = float_inputs(ctx, unsafe { model_call(ctx, what, outputs, inputs, num_inputs) }?, what)?;
     let seeds = unsafe { seeds_view(ctx, seeds, what) }?;
     if seeds.shape()[0] != views[0].shape()[0] {
         return Err(Failure::invalid_argument(format!("{what}: seeds need one row per input row")));
@@ -466,7 +517,8 @@ unsafe extern "C" fn deeplift_multipliers(
     with_context(context, |ctx| {
         let outputs = [(out_multipliers.is_null(), "out_multipliers")];
         let (views, seeds) = unsafe { seeded_call(ctx, "deeplift_multipliers", &outputs, inputs, num_inputs, seeds) }?;
-        let refs = unsafe { model_inputs(ctx, references, num_inputs, "deeplift_multipliers references") }?;
+        let what = "deeplift_multipliers references";
+        let refs = float_inputs(ctx, unsafe { model_inputs(ctx, references, num_inputs, what) }?, what)?;
         let rows = views[0].shape()[0];
         if refs[0].shape()[0] != rows {
             return Err(Failure::invalid_argument("deeplift_multipliers: inputs, references and seeds need the same rows"));
@@ -560,7 +612,7 @@ unsafe extern "C" fn forward(
 ) -> *mut abi::ExdError {
     with_context(context, |ctx| {
         let views = unsafe { model_call(ctx, "forward", &[(out_output.is_null(), "out_output")], inputs, num_inputs) }?;
-        let rows = views[0].shape()[0];
+        let rows = views[0].rows();
         ctx.budget.charge(rows as u64, "forward")?;
         // In the model's own batch size, asking for cancellation between batches: a plugin may
         // hand over any number of rows at once.
@@ -571,8 +623,9 @@ unsafe extern "C" fn forward(
                 return Err(f);
             }
             let end = (start + step).min(rows);
-            let batch: Vec<ArrayViewD<f32>> = views.iter().map(|v| v.slice_axis(ndarray::Axis(0), (start..end).into())).collect();
-            let (outputs, stats) = ctx.model.run(&batch).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
+            let batch: Vec<TensorView> = views.iter().map(|v| v.slice_rows(start..end)).collect();
+            let (outputs, stats) =
+                ctx.model.run_tensors(&batch).map_err(|e| Failure::invalid_argument(format!("forward: {e}")))?;
             ctx.stats.lock().unwrap().add(stats);
             parts.push(outputs.into_iter().nth(ctx.output_index).expect("output index checked at request time"));
         }

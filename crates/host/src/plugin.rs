@@ -154,6 +154,10 @@ impl Plugin {
     }
 
     /// Explains only models holding an ONNX-ML tree ensemble (ABI 1.4).
+    /// Whether the plugin reads inputs of every element type (ABI 1.5), not float32 only.
+    pub fn typed_inputs(&self) -> bool {
+        self.flags & abi::EXD_CAP_TYPED_INPUTS != 0
+    }
     pub fn needs_tree_ensemble(&self) -> bool {
         self.flags & abi::EXD_NEEDS_TREE_ENSEMBLE != 0
     }

@@ -38,6 +38,7 @@ pub use explaind_abi as abi;
 pub mod graph;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod typed;
 use std::ffi::{CStr, CString};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
@@ -174,6 +175,15 @@ impl PluginInfo {
     /// plugin for those models only.
     pub fn needs_tree_ensemble(mut self) -> Self {
         self.flags |= abi::EXD_NEEDS_TREE_ENSEMBLE;
+        self
+    }
+    /// Explains models whose inputs are of any element type (ABI 1.5): token ids, categorical
+    /// codes, masks. The plugin still reads float32 values ([`Request::inputs`]) and builds
+    /// float32 rows for [`Context::forward`]; the SDK converts both ways exactly (see the
+    /// `typed` module), so declare it only if the plugin copies input values and never computes
+    /// new ones (a perturbation explainer, not a gradient one).
+    pub fn typed_inputs(mut self) -> Self {
+        self.flags |= abi::EXD_CAP_TYPED_INPUTS;
         self
     }
     pub fn param(mut self, name: &'static str, kind: ParamKind, default: ParamDefault, description: &'static str) -> Self {
@@ -361,6 +371,49 @@ pub enum ParamValue<'a> {
     Integers(&'a [i64]),
 }
 
+/// Float32 copies of the request's inputs that are of other types (ABI 1.5 typed inputs),
+/// made before the [`Request`] that views them.
+#[doc(hidden)]
+pub struct InputValues {
+    copies: Vec<Option<Vec<f32>>>,
+}
+
+impl InputValues {
+    /// # Safety
+    /// `raw` must be a valid request from the host.
+    #[doc(hidden)]
+    pub unsafe fn of(raw: &abi::ExdExplainRequest) -> Result<Self, Error> {
+        let mut copies = Vec::with_capacity(raw.num_inputs);
+        for i in 0..raw.num_inputs {
+            let t = unsafe { &*raw.inputs.add(i) };
+            if t.dtype == abi::DLDataType::FLOAT32 {
+                copies.push(None);
+                continue;
+            }
+            let element_type = t.dtype.to_onnx().ok_or_else(|| Error::internal("host passed an input of an unknown dtype"))?;
+            let ndim = t.ndim.max(0) as usize;
+            let shape: &[i64] = if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(t.shape, ndim) } };
+            let count = shape.iter().product::<i64>().max(0) as usize;
+            let data = unsafe { (t.data as *const u8).add(t.byte_offset as usize) };
+            let name = request_input_name(raw, i);
+            copies.push(Some(unsafe { typed::values_of(element_type, data, count, &format!("inputs.{name}")) }?));
+        }
+        Ok(InputValues { copies })
+    }
+}
+
+fn request_input_name(raw: &abi::ExdExplainRequest, index: usize) -> String {
+    // SAFETY: the host's model info and its names live until `explain` returns.
+    unsafe {
+        match raw.model.as_ref() {
+            Some(m) if index < m.num_inputs && !m.inputs.is_null() && !(*m.inputs.add(index)).name.is_null() => {
+                CStr::from_ptr((*m.inputs.add(index)).name).to_string_lossy().into_owned()
+            }
+            _ => index.to_string(),
+        }
+    }
+}
+
 /// The request, borrowed for one `explain` call.
 pub struct Request<'a> {
     raw: &'a abi::ExdExplainRequest,
@@ -370,22 +423,81 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    unsafe fn from_raw(raw: &'a abi::ExdExplainRequest) -> Result<Self, Error> {
+    /// # Safety
+    /// `raw` must be a valid request from the host, and `values` made from it.
+    #[doc(hidden)]
+    pub unsafe fn from_raw(raw: &'a abi::ExdExplainRequest, values: &'a InputValues) -> Result<Self, Error> {
         if raw.header.struct_size < abi::v1_0_sizes::EXPLAIN_REQUEST {
             return Err(Error::internal("explain request struct is smaller than ABI 1.0's"));
         }
         let views = |ptr: *const abi::DLTensor| -> Result<Vec<TensorView<'a>>, Error> {
             (0..raw.num_inputs).map(|i| unsafe { TensorView::from_dl(&*ptr.add(i)) }).collect()
         };
-        let inputs = views(raw.inputs)?;
+        let inputs = (0..raw.num_inputs)
+            .map(|i| {
+                let t = unsafe { &*raw.inputs.add(i) };
+                match values.copies.get(i) {
+                    Some(Some(copy)) => {
+                        let ndim = t.ndim.max(0) as usize;
+                        let shape: &'a [i64] = if ndim == 0 { &[] } else { unsafe { std::slice::from_raw_parts(t.shape, ndim) } };
+                        Ok(TensorView { shape, data: copy })
+                    }
+                    _ => unsafe { TensorView::from_dl(t) },
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let background = if raw.background.is_null() { None } else { Some(views(raw.background)?) };
         let outputs = unsafe { TensorView::from_dl(&*raw.outputs)? };
         Ok(Request { raw, inputs, background, outputs })
     }
 
-    /// One tensor per model input, batch first.
+    /// One tensor per model input, batch first, as float32 values. An input of another type
+    /// (only for plugins that declare [`PluginInfo::typed_inputs`]) is an exact float32 copy.
     pub fn inputs(&self) -> &[TensorView<'a>] {
         &self.inputs
+    }
+    /// Whether the request explains model input `index` (ABI 1.5); an input it does not
+    /// explain is held at the request's values in every row the plugin builds.
+    pub fn is_explained(&self, index: usize) -> bool {
+        let end = std::mem::offset_of!(abi::ExdExplainRequest, explained_inputs) + std::mem::size_of::<*const u8>();
+        if (self.raw.header.struct_size as usize) < end || self.raw.explained_inputs.is_null() {
+            return true;
+        }
+        index < self.raw.num_inputs && unsafe { *self.raw.explained_inputs.add(index) } != 0
+    }
+    /// The one input the request explains, for explainers that perturb a single input and
+    /// hold the others (an attention mask) at the request's values; or the error that says
+    /// why the request does not fit that, naming `explainer`.
+    pub fn single_explained_input(&self, explainer: &str) -> Result<usize, Error> {
+        let explained: Vec<usize> = (0..self.inputs.len()).filter(|&i| self.is_explained(i)).collect();
+        match explained.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(Error::new(
+                EXD_UNIMPLEMENTED,
+                format!(
+                    "explained_inputs: {explainer} explains one input at a time, and this request explains {} of the \
+                     model's {} ({}); name one in explained_inputs",
+                    explained.len(),
+                    self.inputs.len(),
+                    explained.iter().map(|&i| self.input_name(i)).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+    /// The ONNX element type model input `index` declares (1 = float32, 7 = int64, ...).
+    pub fn input_element_type(&self, index: usize) -> i32 {
+        // SAFETY: the host's model info lives until `explain` returns.
+        unsafe {
+            match self.raw.model.as_ref() {
+                Some(m) if index < m.num_inputs && !m.inputs.is_null() => (*m.inputs.add(index)).element_type,
+                _ => 1,
+            }
+        }
+    }
+    /// Whether model input `index` takes integers (or bools): token ids, codes, masks. A value
+    /// a plugin writes into such an input must be a whole number.
+    pub fn input_is_integer(&self, index: usize) -> bool {
+        matches!(self.input_element_type(index), 2 | 3 | 4 | 5 | 6 | 7 | 9 | 12 | 13)
     }
     /// Batch size N.
     pub fn batch_size(&self) -> usize {
@@ -574,15 +686,95 @@ impl<'a> Context<'a> {
 
     /// Runs the model on a batch (one tensor per model input, same number of rows) and returns
     /// the explained output, [rows, output_row_size].
+    ///
+    /// Rows for a model input of another type than float32 (a plugin that declares
+    /// [`PluginInfo::typed_inputs`]) are converted to that type here, exactly: a value the type
+    /// does not hold (1.5 for token ids) is an INVALID_ARGUMENT naming the input.
     pub fn forward(&self, inputs: &[TensorView<'_>]) -> Result<HostTensor<'_>, Error> {
         let forward = self.host.forward.ok_or_else(|| Error::internal("host has no forward"))?;
-        let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        let declared = self.input_types();
+        let mut converted = Vec::new();
+        let mut dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        for (i, (tensor, view)) in dl.iter_mut().zip(inputs).enumerate() {
+            let Some(&(element_type, ref name)) = declared.get(i) else { continue };
+            if element_type == 1 {
+                continue;
+            }
+            let elements = typed::elements_of(view.data, element_type, &format!("forward input {i} ({name})"))?;
+            tensor.data = elements.as_ptr() as *mut _;
+            tensor.dtype = abi::DLDataType::of_onnx(element_type)
+                .ok_or_else(|| Error::internal(format!("model input {name} has element type {element_type}")))?;
+            converted.push(elements);
+        }
         let mut out: *mut abi::DLTensor = std::ptr::null_mut();
         let err = unsafe { forward(self.raw, dl.as_ptr(), dl.len(), &mut out) };
         if !err.is_null() {
             return Err(self.take_error(err));
         }
         Ok(HostTensor { host: self.host, ctx: self.raw, raw: out })
+    }
+
+    /// Runs the model on `batch`, rows the plugin built for input `explained`, with every other
+    /// model input held fixed: for batch row r it takes row `sources[r]` of the request's
+    /// value of that input (the attention mask of the row being explained). Returns the
+    /// explained output, as [`Context::forward`].
+    pub fn forward_with_fixed(
+        &self,
+        request: &Request<'_>,
+        explained: usize,
+        batch: TensorView<'_>,
+        sources: &[usize],
+    ) -> Result<HostTensor<'_>, Error> {
+        let inputs = request.inputs();
+        if inputs.len() == 1 {
+            return self.forward(&[batch]);
+        }
+        if sources.len() != batch.rows() {
+            return Err(Error::internal(format!("{} source rows for a batch of {}", sources.len(), batch.rows())));
+        }
+        let mut fixed: Vec<(Vec<i64>, Vec<f32>)> = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            if i == explained {
+                fixed.push((Vec::new(), Vec::new()));
+                continue;
+            }
+            let mut shape = input.shape.to_vec();
+            shape[0] = sources.len() as i64;
+            let mut data = Vec::with_capacity(sources.len() * input.row_len());
+            for &n in sources {
+                data.extend_from_slice(input.row(n));
+            }
+            fixed.push((shape, data));
+        }
+        let views: Vec<TensorView<'_>> = fixed
+            .iter()
+            .enumerate()
+            .map(|(i, (shape, data))| if i == explained { batch } else { TensorView::new(shape, data) })
+            .collect();
+        self.forward(&views)
+    }
+
+    /// Each model input's ONNX element type and name, from the host's model info.
+    fn input_types(&self) -> Vec<(i32, String)> {
+        let Some(model_info) = self.host.model_info else { return Vec::new() };
+        // SAFETY: the host's model info and its strings live until `explain` returns.
+        unsafe {
+            let Some(model) = model_info(self.raw).as_ref() else { return Vec::new() };
+            if model.inputs.is_null() {
+                return Vec::new();
+            }
+            (0..model.num_inputs)
+                .map(|i| {
+                    let info = &*model.inputs.add(i);
+                    let name = if info.name.is_null() {
+                        String::new()
+                    } else {
+                        CStr::from_ptr(info.name).to_string_lossy().into_owned()
+                    };
+                    (info.element_type, name)
+                })
+                .collect()
+        }
     }
 
     /// Whether the host fills in the field of its table that ends at byte `end` (ABI 1.1 and
@@ -1058,7 +1250,8 @@ pub mod __private {
             return host_error(host, abi::EXD_PLUGIN_PANICKED, "instance is poisoned by an earlier panic");
         }
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let request = unsafe { Request::from_raw(&*request) }?;
+            let values = unsafe { InputValues::of(&*request) }?;
+            let request = unsafe { Request::from_raw(&*request, &values) }?;
             let ctx = Context { host, raw: context, handed_out: Default::default() };
             inst.explainer.explain(&ctx, &request)
         }));
@@ -1088,7 +1281,8 @@ pub mod __private {
         }
         let raw_request = unsafe { &*request };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let request = unsafe { Request::from_raw(raw_request) }?;
+            let values = unsafe { InputValues::of(raw_request) }?;
+            let request = unsafe { Request::from_raw(raw_request, &values) }?;
             inst.explainer.estimate(&request)
         }));
         match result {

@@ -359,6 +359,7 @@ impl FakeRequest {
             params: b.params.as_ptr(),
             background: if self.background.is_some() { b.background.as_ptr() } else { std::ptr::null() },
             max_batch_rows: self.max_batch_rows,
+            explained_inputs: std::ptr::null(),
         };
         b
     }

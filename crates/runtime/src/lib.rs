@@ -1,10 +1,11 @@
 //! ONNX Runtime for explaind: one process-wide runtime, models loaded from a repository
-//! directory, and batched forward passes on float32 tensors.
+//! directory, and batched forward passes (inputs in the types models declare, float32 outputs).
 //!
 //! - [`OrtRuntime`] loads the ONNX Runtime shared library (`ort` with `load-dynamic`) once per
 //!   process and decides the execution provider (`--device auto|cpu|cuda`).
 //! - [`Model`] is one loaded `model.onnx` with its metadata, a small pool of sessions and an
-//!   optional default background; [`Model::run`] runs a batch in chunks of bounded size.
+//!   optional default background; [`Model::run_tensors`] runs a batch in chunks of bounded size.
+//! - [`Tensor`] holds an input in any element type a model may declare (token ids are int64).
 //! - [`Resident`] keeps arrays that many runs read (cached background activations) where the
 //!   model's session reads them: on the GPU under CUDA, so they are copied there once.
 //! - [`ModelRepository`] maps `models/<name>/<version>/` to loaded models and reloads them on
@@ -14,10 +15,12 @@ mod model;
 pub mod npy;
 mod repository;
 mod resident;
+mod tensor;
 
 pub use model::{Dim, ElementType, FLOAT, Model, ModelConfig, ModelError, RunStats, TensorSpec};
 pub use repository::{ModelRepository, RepositoryError};
 pub use resident::{Input, Resident};
+pub use tensor::{DecodeError, RawError, Tensor, TensorView, element_size, element_type_name, is_supported_input_type};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -35,6 +38,22 @@ pub fn digest_arrays(arrays: &[ndarray::ArrayD<f32>]) -> String {
         for v in array.iter() {
             hasher.update(v.to_le_bytes());
         }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// SHA-256 (lower-case hex) over each tensor's ONNX element type, rank, shape and little-endian
+/// elements, in order: the digest of a request's inputs in audit records.
+pub fn digest_tensors(tensors: &[Tensor]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for tensor in tensors {
+        hasher.update((tensor.element_type() as u32).to_le_bytes());
+        hasher.update((tensor.shape().len() as u64).to_le_bytes());
+        for &d in tensor.shape() {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        hasher.update(tensor.to_le_bytes());
     }
     hex::encode(hasher.finalize())
 }

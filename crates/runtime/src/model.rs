@@ -1,12 +1,12 @@
 //! One loaded model: metadata, sessions, and chunked forward passes.
 
 use crate::resident::{Input, Resident};
+use crate::tensor::TensorView;
 use crate::{DeviceChoice, ExecutionProvider, OrtRuntime};
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use ort::session::Session;
-use ort::session::SessionInputValue;
 use ort::session::{OutputSelector, RunOptions};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{TensorElementType, ValueType};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -265,16 +265,25 @@ impl Model {
         self.max_batch_rows
     }
 
-    /// Runs the model on `inputs` (one per model input, in order, same batch size) and returns
-    /// every output as float32, batch first. Batches larger than `max_batch_rows` run in chunks
-    /// split along the first axis of every input.
+    /// Runs the model on float32 `inputs` (one per model input, in order, same batch size);
+    /// see [`Model::run_tensors`].
     /// Blocking: call it from a blocking thread.
     pub fn run(&self, inputs: &[ArrayViewD<'_, f32>]) -> Result<(Vec<ArrayD<f32>>, RunStats), ModelError> {
-        let rows = inputs.first().map(|a| a.shape()[0]).unwrap_or(0);
+        let views: Vec<TensorView> = inputs.iter().map(|a| TensorView::Float(a.view())).collect();
+        self.run_tensors(&views)
+    }
+
+    /// Runs the model on `inputs` (one per model input, in order, each in the input's declared
+    /// element type, same batch size) and returns every served output as float32, batch first.
+    /// Batches larger than `max_batch_rows` run in chunks split along the first axis of every
+    /// input.
+    /// Blocking: call it from a blocking thread.
+    pub fn run_tensors(&self, inputs: &[TensorView<'_>]) -> Result<(Vec<ArrayD<f32>>, RunStats), ModelError> {
+        let rows = inputs.first().map(TensorView::rows).unwrap_or(0);
         if rows <= self.max_batch_rows {
             // One call, inputs as given (they need not share a first axis in this case; the
             // rows counted are the largest first axis).
-            let inputs: Vec<Input> = inputs.iter().map(|a| Input::Host(a.view())).collect();
+            let inputs: Vec<Input> = inputs.iter().map(|a| Input::Typed(a.clone())).collect();
             return self.run_inputs(&inputs);
         }
         let mut stats = RunStats::default();
@@ -282,7 +291,7 @@ impl Model {
         let mut start = 0;
         loop {
             let end = (start + self.max_batch_rows).min(rows);
-            let slice: Vec<Input> = inputs.iter().map(|a| Input::Host(a.slice_axis(Axis(0), (start..end).into()))).collect();
+            let slice: Vec<Input> = inputs.iter().map(|a| Input::Typed(a.slice_rows(start..end))).collect();
             let began = Instant::now();
             let outputs = self.run_once(&slice)?;
             stats.add(RunStats { calls: 1, rows: (end - start) as u64, elapsed: began.elapsed() });
@@ -333,25 +342,20 @@ impl Model {
 
     fn run_once(&self, inputs: &[Input<'_>]) -> Result<Vec<ArrayD<f32>>, ModelError> {
         let run_err = |message: String| ModelError::Run { model: format!("{}/{}", self.name, self.version), message };
-        // ORT reads the caller's memory in place; slices along axis 0 of a standard-layout
-        // array are contiguous, so `as_standard_layout` copies only views that are not.
-        let contiguous: Vec<Option<ndarray::CowArray<f32, ndarray::IxDyn>>> = inputs
+        let views: Vec<Option<TensorView>> = inputs
             .iter()
             .map(|input| match input {
-                Input::Host(a) => Some(a.as_standard_layout()),
+                Input::Host(a) => Some(TensorView::Float(a.view())),
+                Input::Typed(view) => Some(view.reborrow()),
                 Input::Resident { .. } => None,
             })
             .collect();
         let mut values = Vec::with_capacity(inputs.len());
-        for ((spec, input), array) in self.inputs.iter().zip(inputs).zip(&contiguous) {
-            let value = match (input, array) {
-                (_, Some(array)) => {
-                    let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
-                    let data = array.as_slice().expect("standard layout");
-                    TensorRef::from_array_view((shape, data)).map(SessionInputValue::from)
-                }
+        for ((spec, input), view) in self.inputs.iter().zip(inputs).zip(&views) {
+            let value = match (input, view) {
+                (_, Some(view)) => view.session_input(),
                 (Input::Resident { set, index, rows }, None) => set.input(*index, rows.clone()),
-                (Input::Host(_), None) => unreachable!("host inputs have a contiguous copy"),
+                (_, None) => unreachable!("only resident inputs have no view"),
             };
             values.push((spec.name.as_str(), value.map_err(|e| run_err(e.to_string()))?));
         }

@@ -135,6 +135,8 @@ impl Resident {
 pub enum Input<'a> {
     /// Host memory, read in place on the CPU and copied to the device under CUDA.
     Host(ArrayViewD<'a, f32>),
+    /// Host memory in the input's declared element type (token ids, masks), as `Host`.
+    Typed(crate::TensorView<'a>),
     /// Rows of one array of a [`Resident`] set, read where they are kept.
     Resident { set: &'a Resident, index: usize, rows: Range<usize> },
 }
@@ -144,6 +146,7 @@ impl Input<'_> {
     pub fn reborrow(&self) -> Input<'_> {
         match self {
             Input::Host(a) => Input::Host(a.view()),
+            Input::Typed(view) => Input::Typed(view.reborrow()),
             Input::Resident { set, index, rows } => Input::Resident { set, index: *index, rows: rows.clone() },
         }
     }
@@ -152,6 +155,7 @@ impl Input<'_> {
     pub fn rows(&self) -> usize {
         match self {
             Input::Host(a) => a.shape().first().copied().unwrap_or(1),
+            Input::Typed(view) => view.rows(),
             Input::Resident { rows, .. } => rows.len(),
         }
     }

@@ -30,8 +30,15 @@
 //! |φ| of the full fit and refits with the others at 0 (efficiency still exact). This differs
 //! from shap's `l1_reg="num_features(k)"`, which picks them along a LARS path.
 //!
-//! Models with more than one input are refused (INVALID_ARGUMENT). Sampling is seeded by
-//! `seed` and split per input, so results are reproducible.
+//! Baseline instead of a background: `baseline=v` replaces absent features with the value v
+//! (one background row of v everywhere), which is how token models are explained: v is the
+//! pad or mask id, and the players are the token positions. Integer inputs (token ids,
+//! categorical codes) are read and written exactly (the SDK's typed inputs).
+//!
+//! Models with several inputs: the request explains one of them (`explained_inputs`), and the
+//! others (an attention mask) keep the request's values in every row; E[f] is then taken per
+//! input row, with that row's fixed inputs. Sampling is seeded by `seed` and split per input,
+//! so results are reproducible.
 
 pub mod coalitions;
 pub mod groups;
@@ -40,7 +47,7 @@ pub mod solve;
 
 use explaind_plugin_math::{CholeskyError, Pace};
 use explaind_plugin_sdk::{
-    Context, Cost, Error, Explainer, ParamDefault, ParamKind, PluginInfo, Request, TensorView, export_plugin,
+    Context, Cost, Error, Explainer, ParamDefault, ParamKind, ParamValue, PluginInfo, Request, TensorView, export_plugin,
 };
 use groups::Groups;
 use rng::Rng;
@@ -58,10 +65,27 @@ pub const MAX_BATCH_ROWS: usize = 1 << 20;
 /// the two a request strains more (for the driver the host names when it refuses).
 const DEFAULT_BUDGET: (f64, f64) = (20e6, 2.0 * (1u64 << 30) as f64);
 
+/// What absent features take: background rows, or one row of a constant (`baseline`).
+enum Replacement<'a> {
+    Rows(TensorView<'a>),
+    Constant { shape: [i64; 2], row: Vec<f32> },
+}
+
+impl Replacement<'_> {
+    fn view(&self) -> TensorView<'_> {
+        match self {
+            Replacement::Rows(view) => *view,
+            Replacement::Constant { shape, row } => TensorView::new(shape, row),
+        }
+    }
+}
+
 /// What a request asks for, checked: the estimate and the explanation read the same.
 struct Settings<'a> {
+    /// The model input the request explains; any other is held at the request's values.
+    explained: usize,
     input: TensorView<'a>,
-    background: TensorView<'a>,
+    background: Replacement<'a>,
     link: Link,
     nsamples: Option<i64>,
     seed: u64,
@@ -71,20 +95,27 @@ struct Settings<'a> {
 }
 
 fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
-    if request.inputs().len() != 1 {
-        return Err(Error::invalid_argument(format!(
-            "inputs: kernel-shap explains models with one input; this model has {}",
-            request.inputs().len()
-        )));
-    }
-    let input = request.inputs()[0];
-    let background = request
-        .background()
-        .and_then(|b| b.first().copied())
-        .filter(|b| b.rows() > 0)
-        .ok_or_else(|| Error::failed_precondition("background: kernel-shap needs background rows"))?;
+    let explained = request.single_explained_input("kernel-shap")?;
+    let input = request.inputs()[explained];
     let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
     let row_len = input.row_len();
+    let baseline_value = match request.param("baseline") {
+        ParamValue::None => None,
+        _ => Some(request.number("baseline")?),
+    };
+    let background = match (baseline_value, request.background()) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_argument("parameters.baseline: give a background or a baseline, not both"));
+        }
+        (Some(value), None) => {
+            Replacement::Constant { shape: [1, row_len as i64], row: vec![baseline(request, explained, value)?; row_len] }
+        }
+        (None, background) => {
+            Replacement::Rows(background.and_then(|b| b.get(explained).copied()).filter(|b| b.rows() > 0).ok_or_else(|| {
+                Error::failed_precondition("background: kernel-shap needs background rows or a `baseline` value")
+            })?)
+        }
+    };
 
     let link = Link::parse(request.text("link")?.unwrap_or(""))?;
     let nsamples = request.integer("nsamples")?;
@@ -111,7 +142,23 @@ fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
         (None, Some(patch)) => Groups::from_patch(patch, &item_shape)?,
         (None, None) => Groups::singletons(row_len),
     };
-    Ok(Settings { input, background, link, nsamples, seed, num_features, batch_rows, groups })
+    Ok(Settings { explained, input, background, link, nsamples, seed, num_features, batch_rows, groups })
+}
+
+/// The `baseline` value, checked: within float32's exact range, and a whole number for an
+/// integer input (a token id, a category code).
+fn baseline(request: &Request<'_>, explained: usize, value: f64) -> Result<f32, Error> {
+    if !(-1e30..=1e30).contains(&value) {
+        return Err(Error::invalid_argument(format!("parameters.baseline: must be within +-1e30, got {value}")));
+    }
+    if request.input_is_integer(explained) && (value.fract() != 0.0 || value.abs() > (1 << 24) as f64) {
+        return Err(Error::invalid_argument(format!(
+            "parameters.baseline: input {:?} takes integers (token ids, codes); the baseline is the id absent features \
+             take, a whole number up to 2^24, got {value}",
+            request.input_name(explained)
+        )));
+    }
+    Ok(value as f32)
 }
 
 /// Err(cancelled) when the request is cancelled, asked about once per stretch of work in the
@@ -174,7 +221,15 @@ impl Explainer for KernelShap {
                  over its elements.",
             )
             .reentrant()
-            .needs_background()
+            .typed_inputs()
+            .param(
+                "baseline",
+                ParamKind::Number,
+                ParamDefault::Optional,
+                "Instead of a background: the value absent features take (one background row of it), \
+                 within +-1e30; for token ids, the pad or mask id.",
+            )
+            .range(-1e30, 1e30)
             .param(
                 "nsamples",
                 ParamKind::Integer,
@@ -238,9 +293,11 @@ impl Explainer for KernelShap {
     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
         let s = settings(request)?;
         let (n, t, r) = (request.batch_size() as f64, request.num_targets() as f64, request.output_row_size() as f64);
-        let (k, row, g) = (s.background.rows() as f64, s.input.row_len() as f64, s.groups.count() as f64);
+        let (k, row, g) = (s.background.view().rows() as f64, s.input.row_len() as f64, s.groups.count() as f64);
         let budget = if g < 2.0 { 0.0 } else { s.nsamples.map_or(2.0 * g + 2048.0, |v| v as f64).min(2f64.powf(g) - 2.0) };
-        let rows = k + n * budget * k;
+        // E f once, or once per input row when other inputs are held at each row's values.
+        let null_rows = if request.inputs().len() > 1 { n * k } else { k };
+        let rows = null_rows + n * budget * k;
         let chunk = (s.batch_rows as f64).min(rows).max(1.0);
         let words = (g / 64.0).ceil();
         let coalitions = n * budget * (8.0 * words + 8.0 + 8.0 * t) + budget * (8.0 * words + 8.0 + 16.0) + 8.0 * g;
@@ -264,29 +321,37 @@ impl Explainer for KernelShap {
     }
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
-        let Settings { input, background, link, nsamples, seed, num_features, batch_rows, groups } = settings(request)?;
+        let Settings { explained, input, background, link, nsamples, seed, num_features, batch_rows, groups } =
+            settings(request)?;
+        let background = background.view();
         let row_len = input.row_len();
         let g_count = groups.count();
 
         let (n_inputs, n_targets, out_row) = (request.batch_size(), request.num_targets(), request.output_row_size());
         let k_rows = background.rows();
 
-        // E[f] over the background, every output element.
-        let mut fnull = vec![0f64; out_row];
+        // E[f] over the background, every output element: once, or per input row when the
+        // model's other inputs are held at that row's values.
+        let per_row = request.inputs().len() > 1;
+        let mut fnull = vec![0f64; if per_row { n_inputs * out_row } else { out_row }];
         let mut batch_shape = input.shape.to_vec();
-        let mut first = 0;
-        while first < k_rows {
-            ctx.check_cancelled()?;
-            let rows = batch_rows.min(k_rows - first);
-            batch_shape[0] = rows as i64;
-            let out =
-                ctx.forward(&[TensorView::new(&batch_shape, &background.data[first * row_len..(first + rows) * row_len])])?;
-            for (i, v) in out.data().iter().enumerate() {
-                fnull[i % out_row] += *v as f64;
+        for n in 0..if per_row { n_inputs } else { 1 } {
+            let mut first = 0;
+            while first < k_rows {
+                ctx.check_cancelled()?;
+                let rows = batch_rows.min(k_rows - first);
+                batch_shape[0] = rows as i64;
+                let rows_of_background =
+                    TensorView::new(&batch_shape, &background.data[first * row_len..(first + rows) * row_len]);
+                let out = ctx.forward_with_fixed(request, explained, rows_of_background, &vec![n; rows])?;
+                for (i, v) in out.data().iter().enumerate() {
+                    fnull[n * out_row + i % out_row] += *v as f64;
+                }
+                first += rows;
             }
-            first += rows;
         }
         fnull.iter_mut().for_each(|v| *v /= k_rows as f64);
+        let fnull_of = |n: usize| if per_row { &fnull[n * out_row..(n + 1) * out_row] } else { &fnull[..] };
 
         // Coalitions per input (the varying groups depend on x).
         let cancelled = || ctx.is_cancelled();
@@ -332,6 +397,7 @@ impl Explainer for KernelShap {
         let chunk = batch_rows.min(total_rows).max(1);
         let mut batch = vec![0f32; chunk * row_len];
         let mut owners = vec![(0usize, 0usize); chunk];
+        let mut sources = vec![0usize; chunk];
         let mut from_x: Vec<usize> = Vec::with_capacity(row_len);
         let mut cursor = (0usize, 0usize, 0usize); // (input, coalition, background row)
         let mut done = 0;
@@ -365,10 +431,12 @@ impl Explainer for KernelShap {
                     row[e] = x[e];
                 }
                 owners[r] = (n, c);
+                sources[r] = n;
                 cursor = if k + 1 < k_rows { (n, c, k + 1) } else { (n, c + 1, 0) };
             }
             batch_shape[0] = rows as i64;
-            let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
+            let coalition_rows = TensorView::new(&batch_shape, &batch[..rows * row_len]);
+            let out = ctx.forward_with_fixed(request, explained, coalition_rows, &sources[..rows])?;
             let out = out.data();
             for (r, &(n, c)) in owners[..rows].iter().enumerate() {
                 let targets = request.targets(n);
@@ -393,7 +461,7 @@ impl Explainer for KernelShap {
             // Per target: link(E f), link(f(x)) − link(E f), and the regression's y.
             let mut totals = Vec::with_capacity(n_targets);
             for (t, &target) in targets.iter().enumerate() {
-                let e_f = link.apply(fnull[target as usize])?;
+                let e_f = link.apply(fnull_of(n)[target as usize])?;
                 base[n * n_targets + t] = e_f;
                 totals.push(link.apply(request.outputs().row(n)[target as usize] as f64)? - e_f);
             }
@@ -456,7 +524,7 @@ impl Explainer for KernelShap {
             *r = group_values[k * g_count..(k + 1) * g_count].iter().sum::<f64>() - (link.apply(total)? - base[k]);
         }
 
-        let attributions = ctx.attributions(0)?;
+        let attributions = ctx.attributions(explained)?;
         for (k, out) in attributions.chunks_exact_mut(row_len).enumerate() {
             pace_results(&mut pace, row_len)?;
             for (e, v) in out.iter_mut().enumerate() {

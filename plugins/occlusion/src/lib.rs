@@ -6,6 +6,10 @@
 //! The occluded input is `x * (1 - mask) + baseline * mask`. The attribution of an element is
 //! the mean, over every window covering it, of `f(x)[t] - f(x_occluded)[t]`.
 //!
+//! Token ids and other integer inputs are occluded the same way, with `baseline` the
+//! replacement id (pad or mask); a model's other inputs (the attention mask) are held at the
+//! request's values when the request explains one input (`explained_inputs`).
+//!
 //! The occluded rows of all inputs go to the host's `forward` in chunks of `max_batch_rows`
 //! rows, so a request costs `ceil(inputs × windows / max_batch_rows)` model calls and
 //! inputs × windows model rows.
@@ -17,24 +21,27 @@ use explaind_plugin_sdk::{
 /// Baseline values are kept within ±1e30, far inside float32.
 pub const MAX_BASELINE: f64 = 1e30;
 
-/// The request's one input and its window grid, or the error explain would give.
-fn grid<'a>(request: &Request<'a>) -> Result<(TensorView<'a>, WindowGrid), Error> {
-    if request.inputs().len() != 1 {
-        return Err(Error::new(
-            explaind_plugin_sdk::EXD_UNIMPLEMENTED,
-            format!("occlusion explains models with one input; this model has {}", request.inputs().len()),
-        ));
-    }
-    let input = request.inputs()[0];
+/// The explained input (its index and tensor) and its window grid, or the error explain would
+/// give.
+fn grid<'a>(request: &Request<'a>) -> Result<(usize, TensorView<'a>, WindowGrid), Error> {
+    let explained = request.single_explained_input("occlusion")?;
+    let input = request.inputs()[explained];
     let item_shape: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
     let windows = WindowGrid::new(&item_shape, request.integers("window")?.unwrap_or(&[]), request.integers("strides")?)?;
-    Ok((input, windows))
+    Ok((explained, input, windows))
 }
 
-fn baseline(request: &Request<'_>) -> Result<f32, Error> {
+fn baseline(request: &Request<'_>, explained: usize) -> Result<f32, Error> {
     let value = request.number("baseline")?;
     if !(-MAX_BASELINE..=MAX_BASELINE).contains(&value) {
         return Err(Error::invalid_argument(format!("parameters.baseline: must be within +-1e30, got {value}")));
+    }
+    if request.input_is_integer(explained) && (value.fract() != 0.0 || value.abs() > (1 << 24) as f64) {
+        return Err(Error::invalid_argument(format!(
+            "parameters.baseline: input {:?} takes integers (token ids, codes); the baseline is the id written into the \
+             window, a whole number up to 2^24, got {value}",
+            request.input_name(explained)
+        )));
     }
     Ok(value as f32)
 }
@@ -50,6 +57,7 @@ impl Explainer for Occlusion {
                  window around each element is replaced by a baseline value.",
             )
             .reentrant()
+            .typed_inputs()
             .param(
                 "window",
                 ParamKind::Integers,
@@ -66,7 +74,12 @@ impl Explainer for Occlusion {
             )
             .range(1.0, i32::MAX as f64)
             .max_len(32)
-            .param("baseline", ParamKind::Number, ParamDefault::Number(0.0), "Value written into the window, within +-1e30.")
+            .param(
+                "baseline",
+                ParamKind::Number,
+                ParamDefault::Number(0.0),
+                "Value written into the window, within +-1e30; for token ids, the replacement id (pad or mask).",
+            )
             .range(-MAX_BASELINE, MAX_BASELINE)
     }
 
@@ -78,8 +91,8 @@ impl Explainer for Occlusion {
     /// element list, the per-(input, target) sums [N, T, row] in f64, one batch of occluded
     /// rows and its outputs.
     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
-        let (input, windows) = grid(request)?;
-        baseline(request)?;
+        let (explained, input, windows) = grid(request)?;
+        baseline(request, explained)?;
         let (n, t, row) = (request.batch_size() as f64, request.num_targets() as f64, input.row_len() as f64);
         let w = windows.counts.iter().map(|&c| c as f64).product::<f64>();
         let volume = windows.window.iter().map(|&v| v as f64).product::<f64>();
@@ -97,8 +110,8 @@ impl Explainer for Occlusion {
     }
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
-        let (input, windows) = grid(request)?;
-        let baseline = baseline(request)?;
+        let (explained, input, windows) = grid(request)?;
+        let baseline = baseline(request, explained)?;
 
         let n_inputs = request.batch_size();
         let n_targets = request.num_targets();
@@ -129,6 +142,7 @@ impl Explainer for Occlusion {
         let mut sums = vec![0f64; n_inputs * n_targets * row_len];
         let mut batch = vec![0f32; chunk_rows * row_len];
         let mut batch_shape = input.shape.to_vec();
+        let mut sources = vec![0usize; chunk_rows];
         let mut first = 0;
         while first < total_rows {
             ctx.check_cancelled()?;
@@ -136,6 +150,7 @@ impl Explainer for Occlusion {
             for r in 0..rows {
                 ticker.tick(row_len)?;
                 let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
+                sources[r] = n;
                 let row = &mut batch[r * row_len..(r + 1) * row_len];
                 row.copy_from_slice(input.row(n));
                 windows.elements(w, &mut window_elements);
@@ -144,7 +159,8 @@ impl Explainer for Occlusion {
                 }
             }
             batch_shape[0] = rows as i64;
-            let out = ctx.forward(&[TensorView::new(&batch_shape, &batch[..rows * row_len])])?;
+            let occluded = TensorView::new(&batch_shape, &batch[..rows * row_len]);
+            let out = ctx.forward_with_fixed(request, explained, occluded, &sources[..rows])?;
             let out = out.data();
             for r in 0..rows {
                 let (n, w) = ((first + r) / windows.count(), (first + r) % windows.count());
@@ -162,7 +178,7 @@ impl Explainer for Occlusion {
             first += rows;
         }
 
-        let attributions = ctx.attributions(0)?;
+        let attributions = ctx.attributions(explained)?;
         for (values, sums) in attributions.chunks_mut(row_len.max(1)).zip(sums.chunks(row_len.max(1))) {
             ticker.tick(row_len)?;
             for ((value, sum), &covered) in values.iter_mut().zip(sums).zip(&coverage) {

@@ -1,0 +1,314 @@
+//! Integer-input models through gRPC, as users export them: a BERT-family text classifier
+//! (`tests/data/tokens/bert_tiny`: int64 `input_ids` and `attention_mask`, made by
+//! `scripts/make_token_fixtures.py` with transformers and torch.onnx) and a tabular classifier
+//! over int64 category codes (`tests/data/int_tabular`: scikit-learn's OneHotEncoder and
+//! LogisticRegression through skl2onnx, `scripts/make_int_tabular_fixtures.py`).
+//!
+//! Predictions take the inputs in their declared types; occlusion and Kernel SHAP explain token
+//! positions with a replacement id, the attention mask held at the request's values, against
+//! brute force computed by the scripts with onnxruntime (every coalition of the 10 positions
+//! for the Shapley values). And the refusals: wrong element types, explainers that read float32
+//! only, explained inputs that do not exist, baselines that are not ids.
+mod common;
+
+use common::fixtures::case_repository;
+use common::*;
+use explaind::proto;
+use proto::param_value::Kind;
+use tonic::Code;
+
+const TOKENS: &str = "tests/data/tokens";
+const TABULAR: &str = "tests/data";
+
+/// A repository with `bert_tiny` and `int_tabular`.
+async fn server() -> (TestServer, [tempfile::TempDir; 2]) {
+    let tokens = case_repository(TOKENS, &["bert_tiny".to_string()]);
+    let tabular = case_repository(TABULAR, &["int_tabular".to_string()]);
+    // One repository: move the tabular model beside the token model.
+    std::fs::rename(tabular.path().join("int_tabular"), tokens.path().join("int_tabular")).unwrap();
+    let server = TestServer::start_on(tokens.path(), 0).await;
+    (server, [tokens, tabular])
+}
+
+/// An int64 tensor of the (integral) values of `array`, named `name`.
+fn int64(name: &str, array: &ndarray::ArrayD<f32>) -> proto::NamedTensor {
+    assert!(array.iter().all(|v| v.fract() == 0.0), "the fixture holds ids");
+    let shape: Vec<usize> = array.shape().to_vec();
+    proto::NamedTensor {
+        name: name.to_string(),
+        tensor: Some(explaind::convert::int_tensor(&shape, array.iter().map(|&v| v as i64))),
+    }
+}
+
+fn bert(file: &str) -> ndarray::ArrayD<f32> {
+    read_npy(&format!("{TOKENS}/bert_tiny/{file}"))
+}
+
+fn tabular(file: &str) -> ndarray::ArrayD<f32> {
+    read_npy(&format!("{TABULAR}/int_tabular/{file}"))
+}
+
+fn rows(array: &ndarray::ArrayD<f32>, range: std::ops::Range<usize>) -> ndarray::ArrayD<f32> {
+    array.slice_axis(ndarray::Axis(0), range.into()).to_owned()
+}
+
+fn number(v: f64) -> proto::ParamValue {
+    proto::ParamValue { kind: Some(Kind::Number(v)) }
+}
+
+fn all() -> Option<proto::Targets> {
+    Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) })
+}
+
+/// An explain request on the token model's rows `range`, explaining `input_ids` with the mask
+/// held, every class as a target.
+fn token_request(
+    explainer: &str,
+    range: std::ops::Range<usize>,
+    parameters: &[(&str, proto::ParamValue)],
+) -> proto::ExplainRequest {
+    proto::ExplainRequest {
+        model: model("bert_tiny"),
+        explainer: explainer.into(),
+        inputs: vec![
+            int64("input_ids", &rows(&bert("input_ids.npy"), range.clone())),
+            int64("attention_mask", &rows(&bert("attention_mask.npy"), range)),
+        ],
+        targets: all(),
+        parameters: parameters.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        explained_inputs: vec!["input_ids".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn predict_feeds_int64_inputs_as_the_model_declares_them() {
+    let (server, _dirs) = server().await;
+    let mut client = server.models().await;
+    let request = proto::PredictRequest {
+        model: model("bert_tiny"),
+        inputs: vec![int64("input_ids", &bert("input_ids.npy")), int64("attention_mask", &bert("attention_mask.npy"))],
+    };
+    let response = client.predict(request).await.unwrap().into_inner();
+    assert_eq!(response.outputs.len(), 1);
+    assert_eq!(response.outputs[0].name, "logits");
+    assert_close(&floats(response.outputs[0].tensor.as_ref().unwrap()), bert("logits.npy").as_slice().unwrap(), 1e-6, 1e-4);
+
+    // skl2onnx's classifier: int64 codes in, float probabilities served (its int64 label is not).
+    let request = proto::PredictRequest { model: model("int_tabular"), inputs: vec![int64("codes", &tabular("x.npy"))] };
+    let response = client.predict(request).await.unwrap().into_inner();
+    let names: Vec<&str> = response.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["probabilities"]);
+    assert_close(
+        &floats(response.outputs[0].tensor.as_ref().unwrap()),
+        tabular("probabilities.npy").as_slice().unwrap(),
+        1e-6,
+        1e-5,
+    );
+
+    // The metadata says what each input takes.
+    let metadata = client.get_model(proto::GetModelRequest { model: model("bert_tiny") }).await.unwrap().into_inner();
+    assert!(metadata.inputs.iter().all(|i| i.element_type == proto::ElementType::Int64 as i32), "{:?}", metadata.inputs);
+}
+
+#[tokio::test]
+async fn occlusion_over_token_positions_matches_brute_force_with_the_mask_held() {
+    let (server, _dirs) = server().await;
+    let request = token_request("occlusion", 0..2, &[("window", integers(&[1])), ("baseline", number(0.0))]);
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+    // Only the explained input has attributions.
+    assert_eq!(response.attributions.len(), 1);
+    assert_eq!(response.attributions[0].input_name, "input_ids");
+    let values = response.attributions[0].values.as_ref().unwrap();
+    assert_eq!(values.shape, vec![2, 3, 10]);
+    let got = floats(values);
+    // The reference subtracts the same float32 logits: equal but for the summation order.
+    assert_close(&got, bert("occlusion.npy").as_slice().unwrap(), 1e-8, 1e-4);
+    // Padded positions of row 1 (mask 0 at positions 7..10) hold the replacement id already.
+    for t in 0..3 {
+        for p in 7..10 {
+            assert_eq!(got[(3 + t) * 10 + p], 0.0, "target {t}, padded position {p}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn kernel_shap_over_ten_tokens_is_exact_at_full_budget() {
+    let (server, _dirs) = server().await;
+    let reference = bert("shapley.npy");
+    let base = bert("shapley_base.npy");
+    let mut client = server.explainer().await;
+    // The reference's baseline differs per row (each keeps its own [CLS] and [SEP]): one
+    // request per row, with that row as the background ([PAD] ids elsewhere).
+    for n in 0..2 {
+        let mut request =
+            token_request("kernel-shap", n..n + 1, &[("nsamples", proto::ParamValue { kind: Some(Kind::Integer(1 << 20)) })]);
+        request.background = vec![
+            int64("input_ids", &rows(&bert("baseline_ids.npy"), n..n + 1)),
+            // Held fixed: its background rows are not used, the request's mask is.
+            int64("attention_mask", &rows(&bert("attention_mask.npy"), n..n + 1)),
+        ];
+        let response = client.explain(request).await.unwrap().into_inner();
+        assert_eq!(response.attributions.len(), 1);
+        let got = floats(response.attributions[0].values.as_ref().unwrap());
+        let expected = rows(&reference, n..n + 1);
+        // Values are about 1e-5 and the logits' float32 steps about 2e-9.
+        assert_close(&got, expected.as_slice().unwrap(), 2e-9, 1e-4);
+        let base_values = floats(response.base_values.as_ref().unwrap());
+        assert_close(&base_values, rows(&base, n..n + 1).as_slice().unwrap(), 1e-8, 1e-6);
+        let errors = floats(common::fixtures::extra(&response, "standard_errors"));
+        assert!(errors.iter().all(|&e| e == 0.0), "every coalition enumerated: no sampling error");
+    }
+}
+
+#[tokio::test]
+async fn integer_codes_of_a_tabular_model_are_occluded_and_shapley_valued_exactly() {
+    let (server, _dirs) = server().await;
+    let mut client = server.explainer().await;
+    let x = tabular("x.npy");
+    let request = |explainer: &str, parameters: Vec<(&str, proto::ParamValue)>| proto::ExplainRequest {
+        model: model("int_tabular"),
+        explainer: explainer.into(),
+        inputs: vec![int64("codes", &x)],
+        targets: all(),
+        output: "probabilities".into(),
+        parameters: parameters.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ..Default::default()
+    };
+    let response =
+        client.explain(request("occlusion", vec![("window", integers(&[1])), ("baseline", number(0.0))])).await.unwrap();
+    let got = floats(response.get_ref().attributions[0].values.as_ref().unwrap());
+    assert_close(&got, tabular("occlusion.npy").as_slice().unwrap(), 1e-7, 1e-5);
+
+    // Code 0 for absent features: the reference's all-zero baseline row.
+    let response = client.explain(request("kernel-shap", vec![("baseline", number(0.0))])).await.unwrap().into_inner();
+    let got = floats(response.attributions[0].values.as_ref().unwrap());
+    assert_close(&got, tabular("shapley.npy").as_slice().unwrap(), 1e-6, 1e-5);
+    let base_values = floats(response.base_values.as_ref().unwrap());
+    assert_close(&base_values, tabular("shapley_base.npy").as_slice().unwrap(), 1e-6, 1e-6);
+}
+
+#[tokio::test]
+async fn bad_types_and_requests_that_do_not_fit_are_refused_naming_the_field() {
+    let (server, _dirs) = server().await;
+    let mut models = server.models().await;
+    let mut explainer = server.explainer().await;
+    let ids = bert("input_ids.npy");
+    let mask = bert("attention_mask.npy");
+
+    // Token ids sent as float32.
+    let request = proto::PredictRequest {
+        model: model("bert_tiny"),
+        inputs: vec![named("input_ids", &ids), int64("attention_mask", &mask)],
+    };
+    let err = models.predict(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with(
+            "inputs[0].tensor.element_type: ELEMENT_TYPE_FLOAT, but model input \"input_ids\" takes ELEMENT_TYPE_INT64"
+        ),
+        "{}",
+        err.message()
+    );
+
+    // A held input of the wrong shape.
+    let short_mask = ids.slice_axis(ndarray::Axis(1), (0..9).into()).to_owned();
+    let request = proto::PredictRequest {
+        model: model("bert_tiny"),
+        inputs: vec![int64("input_ids", &ids), int64("attention_mask", &short_mask)],
+    };
+    let err = models.predict(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("inputs[1].tensor.shape: model input \"attention_mask\" takes [batch, 10]"),
+        "{}",
+        err.message()
+    );
+
+    // Ids past the vocabulary: ONNX Runtime's Gather refuses them, and the daemon says so.
+    let mut far = ids.clone();
+    far[[0, 1]] = 5000.0;
+    let request = proto::PredictRequest {
+        model: model("bert_tiny"),
+        inputs: vec![int64("input_ids", &far), int64("attention_mask", &mask)],
+    };
+    let err = models.predict(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().starts_with("inputs: "), "{}", err.message());
+
+    // Gradient methods read float32 inputs only.
+    let err = explainer.explain(token_request("integrated-gradients", 0..1, &[])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains("model input \"input_ids\" is int64, and explainer integrated-gradients reads float32 inputs only"),
+        "{}",
+        err.message()
+    );
+
+    // An explained input the model does not have.
+    let mut request = token_request("occlusion", 0..1, &[("window", integers(&[1]))]);
+    request.explained_inputs = vec!["token_type_ids".into()];
+    let err = explainer.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("explained_inputs[0]: \"token_type_ids\" is not an input of bert_tiny"),
+        "{}",
+        err.message()
+    );
+
+    // Occlusion perturbs one input; explaining both ids and mask is not that.
+    let mut request = token_request("occlusion", 0..1, &[("window", integers(&[1]))]);
+    request.explained_inputs.clear();
+    let err = explainer.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().starts_with("explained_inputs: occlusion explains one input at a time"), "{}", err.message());
+
+    // A baseline that is not an id.
+    let request = token_request("occlusion", 0..1, &[("window", integers(&[1])), ("baseline", number(0.5))]);
+    let err = explainer.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("parameters.baseline: input \"input_ids\" takes integers"), "{}", err.message());
+
+    // Kernel SHAP needs something for absent tokens to take.
+    let err = explainer.explain(token_request("kernel-shap", 0..1, &[])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("needs background rows or a `baseline` value"), "{}", err.message());
+
+    // Background ids past 2^24 cannot be kept as float32 rows.
+    let mut request = token_request("kernel-shap", 0..1, &[]);
+    let mut huge = rows(&ids, 0..1);
+    huge[[0, 3]] = 16777217.0;
+    request.background = vec![
+        proto::NamedTensor {
+            name: "input_ids".into(),
+            tensor: Some(explaind::convert::int_tensor(
+                &[1, 10],
+                huge.iter().enumerate().map(|(i, &v)| if i == 3 { (1 << 24) + 1 } else { v as i64 }),
+            )),
+        },
+        int64("attention_mask", &rows(&mask, 0..1)),
+    ];
+    let err = explainer.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("background: element 3 of input \"input_ids\" is 16777217"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_abi_1_4_is_offered_float32_models_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let include = repo_root().join("tests/c/abi-1.4");
+    let header = std::fs::read_to_string(include.join("explaind_plugin.h")).unwrap();
+    assert!(header.contains("#define EXPLAIND_ABI_MINOR 4"), "the fixture is the 1.4 header");
+    let library =
+        compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
+    let tokens = case_repository(TOKENS, &["bert_tiny".to_string()]);
+    let server = TestServer::start_on_with_plugins(tokens.path(), &[library]).await;
+    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+    assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 4));
+    let mut request = token_request("leave-one-out-c", 0..1, &[]);
+    request.explained_inputs.clear();
+    let err = server.explainer().await.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("explainer leave-one-out-c reads float32 inputs only"), "{}", err.message());
+}

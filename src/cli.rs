@@ -500,6 +500,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                         png: true,
                         kind: args.plot_kind.clone(),
                         top_k: args.plot_top_k,
+                        ..Default::default()
                     }),
                 })
                 .await

@@ -4,7 +4,7 @@
 use crate::convert::invalid;
 use crate::proto;
 use explaind_host::{ExplainOutcome, TargetSelection};
-use explaind_runtime::Model;
+use explaind_runtime::{Model, Tensor};
 use ndarray::ArrayD;
 use tonic::Status;
 
@@ -12,30 +12,60 @@ fn plot_error(e: explaind_plot::PlotError) -> Status {
     invalid(format!("plot: {e}"))
 }
 
+/// The input a figure draws: the first explained input that holds token ids (a text figure),
+/// else input 0.
+pub fn subject(inputs: &[Tensor], explained: &[bool]) -> usize {
+    let explained = |i: usize| explained.get(i).copied().unwrap_or(true);
+    inputs.iter().enumerate().find(|(i, t)| explained(*i) && ids_of(t).is_some()).map_or(0, |(i, _)| i)
+}
+
+/// The elements of an integer tensor (token ids), or `None` for a float one.
+fn ids_of(tensor: &Tensor) -> Option<Vec<i64>> {
+    Some(match tensor {
+        Tensor::Int64(a) => a.iter().copied().collect(),
+        Tensor::Int32(a) => a.iter().map(|&v| v as i64).collect(),
+        Tensor::Int8(a) => a.iter().map(|&v| v as i64).collect(),
+        Tensor::Uint8(a) => a.iter().map(|&v| v as i64).collect(),
+        Tensor::Bool(a) => a.iter().map(|&v| v as i64).collect(),
+        Tensor::Float(_) | Tensor::Float16(_) | Tensor::Double(_) => return None,
+    })
+}
+
 /// Checks, before any explaining is done, what can be known from the request alone: that a
-/// layout fits the input's shape, and that the figure will not have too many panels.
+/// layout fits the input's shape, that token strings are at hand for a text figure, and that
+/// the figure will not have too many panels.
 pub fn precheck(
     model: &Model,
-    inputs: &[explaind_runtime::Tensor],
+    inputs: &[Tensor],
+    explained: &[bool],
     output_index: usize,
     selection: &TargetSelection,
     options: &proto::PlotOptions,
 ) -> Result<(), Status> {
     let kind: explaind_plot::Kind = options.kind.parse().map_err(plot_error)?;
-    if inputs.len() != 1 {
-        return Err(invalid(format!("plot: figures are drawn for models with one input; {} has {}", model.name, inputs.len())));
-    }
-    if inputs[0].as_f32().is_none() {
-        return Err(invalid(format!(
-            "plot: figures are drawn for float32 inputs; input {:?} is {}",
-            model.inputs[0].name,
-            explaind_runtime::element_type_name(inputs[0].element_type())
-        )));
-    }
-    let shape = &inputs[0].shape()[1..];
-    // Whether the explainer has base values is only known afterwards, so a waterfall is assumed
-    // possible here and checked again on the result.
-    let layout = explaind_plot::layout(shape, kind, true).map_err(plot_error)?;
+    let subject = subject(inputs, explained);
+    let input = &inputs[subject];
+    let layout = if ids_of(input).is_some() {
+        text_precheck(model, input, subject, kind, options)?
+    } else {
+        if inputs.len() != 1 {
+            return Err(invalid(format!(
+                "plot: figures are drawn for models with one input; {} has {}",
+                model.name,
+                inputs.len()
+            )));
+        }
+        if input.as_f32().is_none() {
+            return Err(invalid(format!(
+                "plot: figures are drawn for float32 inputs and token ids; input {:?} is {}",
+                model.inputs[0].name,
+                explaind_runtime::element_type_name(input.element_type())
+            )));
+        }
+        // Whether the explainer has base values is only known afterwards, so a waterfall is
+        // assumed possible here and checked again on the result.
+        explaind_plot::layout(&input.shape()[1..], kind, true).map_err(plot_error)?
+    };
     let targets = match selection {
         TargetSelection::Indices(v) => Some(v.len()),
         TargetSelection::Predicted => Some(1),
@@ -48,7 +78,7 @@ pub fn precheck(
         }),
     };
     if let Some(t) = targets {
-        let rows = inputs[0].shape()[0];
+        let rows = input.rows();
         let columns = if layout == explaind_plot::Kind::Image { t + 1 } else { t };
         if rows * columns > explaind_plot::MAX_PANELS {
             return Err(plot_error(explaind_plot::PlotError::TooManyPanels { panels: rows * columns, rows, columns }));
@@ -57,11 +87,47 @@ pub fn precheck(
     Ok(())
 }
 
-/// Renders the figure of an explain result as a PNG.
+/// A text figure of token ids: a sequence [N, S], and the strings of its tokens, from the
+/// request or the model's vocabulary.
+fn text_precheck(
+    model: &Model,
+    input: &Tensor,
+    index: usize,
+    kind: explaind_plot::Kind,
+    options: &proto::PlotOptions,
+) -> Result<explaind_plot::Kind, Status> {
+    let name = &model.inputs[index].name;
+    if !matches!(kind, explaind_plot::Kind::Auto | explaind_plot::Kind::Text) {
+        return Err(invalid(format!("plot.kind: input {name:?} holds token ids; its figure is \"text\"")));
+    }
+    let shape = input.shape();
+    if shape.len() != 2 {
+        return Err(invalid(format!("plot: a text figure needs token ids of shape [N, S]; input {name:?} is {shape:?}")));
+    }
+    if options.tokens.is_empty() {
+        if model.vocabulary.is_none() {
+            return Err(invalid(format!(
+                "plot.tokens: give the token strings of each input row, or a `vocabulary` in model {}'s config.toml",
+                model.name
+            )));
+        }
+    } else {
+        if options.tokens.len() != shape[0] {
+            return Err(invalid(format!("plot.tokens: {} rows for {} inputs", options.tokens.len(), shape[0])));
+        }
+        if let Some((n, row)) = options.tokens.iter().enumerate().find(|(_, row)| row.tokens.len() > shape[1]) {
+            return Err(invalid(format!("plot.tokens[{n}]: {} tokens for {} positions", row.tokens.len(), shape[1])));
+        }
+    }
+    Ok(explaind_plot::Kind::Text)
+}
+
+/// Renders the figure of an explain result as a PNG. `input` is the request's input `subject`
+/// (see [`subject`]).
 pub fn render(
     model: &Model,
     explainer: &str,
-    input: &ArrayD<f32>,
+    (subject, input): (usize, &Tensor),
     outcome: &ExplainOutcome,
     output_index: usize,
     options: &proto::PlotOptions,
@@ -70,11 +136,10 @@ pub fn render(
     let attributions = outcome
         .attributions
         .iter()
-        .find(|(i, _)| *i == 0)
+        .find(|(i, _)| *i == subject)
         .map(|(_, a)| a)
         .ok_or_else(|| Status::internal("plot: the explainer returned no attributions for the input"))?;
     let flat = |a: &ArrayD<f32>| a.as_standard_layout().iter().copied().collect::<Vec<f32>>();
-    let inputs = flat(input);
     let attributions = flat(attributions);
     let outputs = flat(&outcome.outputs[output_index]);
     let base_values = outcome.base_values.as_ref().map(flat);
@@ -85,6 +150,26 @@ pub fn render(
     let targets: Vec<i64> = outcome.target_indices.iter().copied().collect();
     let output_name = &model.outputs[output_index].name;
     let title = format!("{} v{} - {explainer} - output '{output_name}'", model.name, model.version);
+    if let Some(ids) = ids_of(input) {
+        let positions = input.shape()[1];
+        let tokens = token_strings(model, &ids, positions, options);
+        let text = explaind_plot::TextExplanation {
+            tokens: &tokens,
+            positions,
+            attributions: &attributions,
+            targets: &targets,
+            outputs: &outputs,
+            base_values: base_values.as_deref(),
+            explained: explained.as_deref(),
+            labels: &model.config.labels,
+            merge_wordpieces: options.merge_wordpieces,
+            method: explainer,
+            title: &title,
+        };
+        return Ok(explaind_plot::render_text(&text).map_err(plot_error)?.png());
+    }
+    let input = input.as_f32().ok_or_else(|| Status::internal("plot: the prechecked input is float32"))?;
+    let inputs = flat(input);
     let explanation = explaind_plot::Explanation {
         input_shape: &input.shape()[1..],
         inputs: &inputs,
@@ -101,4 +186,22 @@ pub fn render(
     let top_k = options.top_k as usize;
     let figure = explaind_plot::render(&explanation, &explaind_plot::Options { kind, top_k }).map_err(plot_error)?;
     Ok(figure.png())
+}
+
+/// The token string of every position of every row: the request's, else the vocabulary's
+/// (an id the vocabulary does not have is shown as "[id 1234]").
+fn token_strings(model: &Model, ids: &[i64], positions: usize, options: &proto::PlotOptions) -> Vec<Vec<String>> {
+    if !options.tokens.is_empty() {
+        return options.tokens.iter().map(|row| row.tokens.clone()).collect();
+    }
+    let vocabulary = model.vocabulary.as_deref().map(Vec::as_slice).unwrap_or_default();
+    ids.chunks(positions.max(1))
+        .map(|row| {
+            row.iter()
+                .map(|&id| {
+                    usize::try_from(id).ok().and_then(|i| vocabulary.get(i)).cloned().unwrap_or_else(|| format!("[id {id}]"))
+                })
+                .collect()
+        })
+        .collect()
 }

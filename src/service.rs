@@ -349,9 +349,12 @@ impl ExplainService {
         let targets = convert::targets(request.targets.as_ref())?;
         let plot = request.plot.filter(|p| p.png);
         if let Some(options) = &plot {
-            crate::figure::precheck(&model, &inputs, output_index, &targets, options)?;
+            crate::figure::precheck(&model, &inputs, &explained_inputs, output_index, &targets, options)?;
         }
-        let plot_input = plot.as_ref().and_then(|_| inputs[0].as_f32().cloned());
+        let plot_input = plot.as_ref().map(|_| {
+            let subject = crate::figure::subject(&inputs, &explained_inputs);
+            (subject, inputs[subject].clone())
+        });
         let job = ExplainJob {
             model: model.clone(),
             plugin: plugin.clone(),
@@ -376,8 +379,8 @@ impl ExplainService {
                 status_of(failure)
             })?;
             let png = match (&plot, &plot_input) {
-                (Some(options), Some(input)) => {
-                    crate::figure::render(&model, &plugin.name, input, &outcome, output_index, options)?
+                (Some(options), Some((subject, input))) => {
+                    crate::figure::render(&model, &plugin.name, (*subject, input), &outcome, output_index, options)?
                 }
                 _ => Vec::new(),
             };

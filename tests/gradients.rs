@@ -270,7 +270,7 @@ async fn the_gradient_explainers_are_listed_with_their_parameters_and_needs() {
     for (name, parameters) in [
         ("saliency", vec!["abs"]),
         ("gradient-x-input", vec![]),
-        ("integrated-gradients", vec!["steps", "method", "baseline", "baseline_row"]),
+        ("integrated-gradients", vec!["steps", "method", "baseline", "baseline_row", "layer", "layer_attributions", "keep_ids"]),
         ("smoothgrad", vec!["over", "samples", "noise_level", "stdev", "seed", "abs", "steps", "method", "baseline"]),
         ("expected-gradients", vec!["samples", "seed", "local_smoothing"]),
         ("grad-cam", vec!["layer", "relu", "upsample", "normalize"]),

@@ -19,7 +19,7 @@ fn png_size(bytes: &[u8]) -> (usize, usize) {
 }
 
 fn plot(kind: &str) -> Option<proto::PlotOptions> {
-    Some(proto::PlotOptions { png: true, kind: kind.into(), top_k: 0 })
+    Some(proto::PlotOptions { png: true, kind: kind.into(), ..Default::default() })
 }
 
 fn all_targets() -> Option<proto::Targets> {

@@ -236,12 +236,27 @@ async fn bad_types_and_requests_that_do_not_fit_are_refused_naming_the_field() {
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().starts_with("inputs: "), "{}", err.message());
 
-    // Gradient methods read float32 inputs only.
-    let err = explainer.explain(token_request("integrated-gradients", 0..1, &[])).await.unwrap_err();
+    // Gradient methods without a layer mode read float32 inputs only.
+    let err = explainer.explain(token_request("saliency", 0..1, &[])).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
+        err.message().contains("model input \"input_ids\" is int64, and explainer saliency reads float32 inputs only"),
+        "{}",
         err.message()
-            .contains("model input \"input_ids\" is int64, and explainer integrated-gradients reads float32 inputs only"),
+    );
+    // Integrated gradients attributes at a layer, which must be an embedding of the input.
+    let err = explainer.explain(token_request("integrated-gradients", 0..1, &[("layer", text("logits"))])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("parameters.layer: \"logits\" has shape [3], which does not extend input \"input_ids\""),
+        "{}",
+        err.message()
+    );
+    let err =
+        explainer.explain(token_request("integrated-gradients", 0..1, &[("layer", text("no_such_tensor"))])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("parameters.layer: model bert_tiny/1 has no tensor named \"no_such_tensor\""),
         "{}",
         err.message()
     );
@@ -311,4 +326,152 @@ async fn a_plugin_built_against_abi_1_4_is_offered_float32_models_only() {
     let err = server.explainer().await.explain(request).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("explainer leave-one-out-c reads float32 inputs only"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn integrated_gradients_at_the_embedding_match_captums_layer_integrated_gradients() {
+    let (server, _dirs) = server().await;
+    // captum's setting (scripts/make_token_fixtures.py): Gauss-Legendre, 32 steps, the baseline
+    // [PAD] everywhere but [CLS] and [SEP].
+    let parameters = [
+        ("method", text("gausslegendre")),
+        ("steps", proto::ParamValue { kind: Some(Kind::Integer(32)) }),
+        ("baseline", number(0.0)),
+        ("keep_ids", integers(&[1, 2])),
+        ("layer_attributions", proto::ParamValue { kind: Some(Kind::Flag(true)) }),
+    ];
+    let request = token_request("integrated-gradients", 0..2, &parameters);
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+    assert_eq!(response.attributions.len(), 1);
+    let values = response.attributions[0].values.as_ref().unwrap();
+    assert_eq!(values.shape, vec![2, 3, 10]);
+    let got = floats(values);
+    let expected = bert("lig.npy");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_close(&got, expected.as_slice().unwrap(), 1e-4 * scale, 1e-4);
+    let per_dimension = common::fixtures::extra(&response, "layer_attributions");
+    assert_eq!(per_dimension.shape, vec![2, 3, 10, 32]);
+    let expected = bert("lig_embedding.npy");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_close(&floats(per_dimension), expected.as_slice().unwrap(), 1e-4 * scale, 1e-4);
+    // Padded positions: the same [PAD] embedding on both ends of the path.
+    assert!(got[3 * 10..].chunks(10).all(|row| row[7..].iter().all(|&v| v == 0.0)), "{got:?}");
+    // Completeness at the layer, as captum's delta says.
+    let delta = floats(common::fixtures::extra(&response, "convergence_delta"));
+    let logits = bert("logits.npy");
+    let logit_scale = logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(delta.iter().all(|d| d.abs() <= 1e-4 * logit_scale), "{delta:?}");
+}
+
+#[tokio::test]
+async fn deep_shap_at_the_embedding_is_complete_and_leaves_padding_at_zero() {
+    let (server, _dirs) = server().await;
+    let mut request =
+        token_request("deep-shap", 0..2, &[("layer_attributions", proto::ParamValue { kind: Some(Kind::Flag(true)) })]);
+    // Two background rows of ids ([PAD] but [CLS] and [SEP]); their mask is not read, each
+    // input row's is.
+    request.background =
+        vec![int64("input_ids", &bert("baseline_ids.npy")), int64("attention_mask", &bert("attention_mask.npy"))];
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+    assert_eq!(response.attributions.len(), 1);
+    let values = floats(response.attributions[0].values.as_ref().unwrap());
+    assert_eq!(response.attributions[0].values.as_ref().unwrap().shape, vec![2, 3, 10]);
+    let base = floats(response.base_values.as_ref().unwrap());
+    let logits = floats(response.outputs[0].tensor.as_ref().unwrap());
+    let scale = logits.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let residual = floats(common::fixtures::extra(&response, "completeness_residual"));
+    for pair in 0..6 {
+        let sum: f64 = values[pair * 10..(pair + 1) * 10].iter().map(|&v| v as f64).sum();
+        let gap = logits[pair] as f64 - base[pair] as f64;
+        // Σφ is about 5e-5 here and the logits about 1e-2: 1e-4 of the logits' size is 1e-6.
+        assert!((sum - gap).abs() <= 1e-4 * scale, "pair {pair}: Σφ {sum:e} vs f(x) − base {gap:e}");
+        assert!((residual[pair] as f64 - (sum - gap)).abs() <= 1e-6 * scale, "pair {pair}: reported residual");
+        assert!(sum.abs() > 1e-6, "pair {pair}: the attributions are not all zero");
+    }
+    // Row 1's padded positions (mask 0 at 7..10) reach no logit, whatever the background holds
+    // there.
+    for t in 0..3 {
+        assert!(values[(3 + t) * 10 + 7..(3 + t) * 10 + 10].iter().all(|&v| v == 0.0), "{values:?}");
+    }
+    // The per-dimension values sum to the per-position ones.
+    let per_dimension = floats(common::fixtures::extra(&response, "layer_attributions"));
+    for (position, chunk) in per_dimension.chunks(32).enumerate() {
+        let sum: f32 = chunk.iter().sum();
+        assert!((sum - values[position]).abs() <= 1e-6 * scale as f32, "position {position}");
+    }
+}
+
+/// A vocabulary for the token model: [PAD], [CLS], [SEP], then words, every fifth a WordPiece
+/// continuation ("##s7").
+fn write_vocabulary(repository: &std::path::Path) {
+    let version = repository.join("bert_tiny").join("1");
+    let words: Vec<String> = (0..100)
+        .map(|id| match id {
+            0 => "[PAD]".to_string(),
+            1 => "[CLS]".to_string(),
+            2 => "[SEP]".to_string(),
+            id if id % 5 == 0 => format!("##s{id}"),
+            id => format!("word{id}"),
+        })
+        .collect();
+    std::fs::write(version.join("vocab.txt"), words.join("\n") + "\n").unwrap();
+    std::fs::write(
+        version.join("config.toml"),
+        "labels = [\"negative\", \"neutral\", \"positive\"]\nvocabulary = \"vocab.txt\"\n",
+    )
+    .unwrap();
+}
+
+/// Width and height of a PNG.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    (reader.info().width, reader.info().height)
+}
+
+#[tokio::test]
+async fn token_attributions_come_back_as_a_text_figure() {
+    let repository = case_repository(TOKENS, &["bert_tiny".to_string()]);
+    write_vocabulary(repository.path());
+    let server = TestServer::start_on(repository.path(), 0).await;
+    let mut client = server.explainer().await;
+    let plot = |tokens: Vec<Vec<&str>>| proto::PlotOptions {
+        png: true,
+        tokens: tokens
+            .into_iter()
+            .map(|row| proto::TokenStrings { tokens: row.into_iter().map(str::to_string).collect() })
+            .collect(),
+        merge_wordpieces: true,
+        ..Default::default()
+    };
+    // Tokens from the model's vocabulary: one panel per input row and class.
+    let mut request = token_request("occlusion", 0..2, &[("window", integers(&[1])), ("baseline", number(0.0))]);
+    request.plot = Some(plot(vec![]));
+    let response = client.explain(request.clone()).await.unwrap().into_inner();
+    let (width, height) = png_size(&response.plot_png);
+    assert!((300..=1032).contains(&width) && height > 6 * 40, "{width} x {height}");
+    // Tokens from the request instead; a long sequence of long tokens wraps onto more lines.
+    let long: Vec<&str> = vec!["an-extraordinarily-long-token"; 10];
+    request.plot = Some(plot(vec![long.clone(), long]));
+    let response = client.explain(request.clone()).await.unwrap().into_inner();
+    let (_, taller) = png_size(&response.plot_png);
+    assert!(taller > height, "{taller} vs {height}");
+
+    // Refusals before any explaining: the wrong number of token rows, a layout for floats.
+    request.plot = Some(plot(vec![vec!["[CLS]"]]));
+    let err = client.explain(request.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "plot.tokens: 1 rows for 2 inputs");
+    request.plot = Some(proto::PlotOptions { png: true, kind: "bars".into(), ..Default::default() });
+    let err = client.explain(request).await.unwrap_err();
+    assert!(err.message().starts_with("plot.kind: input \"input_ids\" holds token ids"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_text_figure_needs_token_strings() {
+    let (server, _dirs) = server().await;
+    let mut request = token_request("occlusion", 0..1, &[("window", integers(&[1]))]);
+    request.plot = Some(proto::PlotOptions { png: true, ..Default::default() });
+    let err = server.explainer().await.explain(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("plot.tokens: give the token strings"), "{}", err.message());
 }

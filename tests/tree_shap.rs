@@ -322,7 +322,7 @@ async fn the_tabular_figure_draws_tree_shap_values() {
     let repository = repository(&cases);
     let server = TestServer::start_on(repository.path(), 64 << 20).await;
     let mut r = request(&cases[0], "background.npy", &[]);
-    r.plot = Some(proto::PlotOptions { png: true, kind: String::new(), top_k: 0 });
+    r.plot = Some(proto::PlotOptions { png: true, ..Default::default() });
     let png = server.explainer().await.explain(r).await.unwrap().into_inner().plot_png;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} bytes", png.len());
 }

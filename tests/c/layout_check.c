@@ -116,6 +116,9 @@ int main(void) {
   FIELD(ExdHostApi, deep_shap);
   FIELD(ExdHostApi, layer_gradient);
   FIELD(ExdHostApi, model_graph);
+  FIELD(ExdHostApi, layer_activation);
+  FIELD(ExdHostApi, layer_gradient_at);
+  FIELD(ExdHostApi, layer_deeplift_at);
   SIZE(ExdHostApi);
 
   FIELD(ExdBytes, data);

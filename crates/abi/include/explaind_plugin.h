@@ -1,5 +1,5 @@
 /*
- * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.4.
+ * explaind_plugin.h — the explaind explainer-plugin ABI, version 1.5.
  *
  * History (each minor version only appends):
  *   1.0  the first version.
@@ -15,6 +15,13 @@
  *        run it, such as exact tree SHAP; 152 -> 160 bytes), ExdGraph, ExdNode,
  *        ExdAttribute, ExdBytes and ExdOpsetImport are new, and the flag
  *        EXD_NEEDS_TREE_ENSEMBLE.
+ *   1.5  Inputs of every element type and attribution at a layer (token models): the flag
+ *        EXD_CAP_TYPED_INPUTS (inputs in their declared DLPack dtypes, to the plugin and back
+ *        through forward), ExdExplainRequest gains explained_inputs (inputs held at the
+ *        request's values; 104 -> 112 bytes), and ExdHostApi gains layer_activation,
+ *        layer_gradient_at and layer_deeplift_at (a layer's value, and the gradient and the
+ *        DeepLIFT multipliers there at values the plugin gives: paths between two
+ *        embeddings; 160 -> 184 bytes).
  *
  * This header is the single source of truth for the ABI. The Rust mirror in
  * crates/abi/src/lib.rs follows it field by field, and tests check both sides' layouts.
@@ -457,6 +464,47 @@ typedef struct ExdHostApi {
    * model rows; the host builds the view once per model file and shares it between calls.
    * May be called from `estimate`. A model whose file cannot be read gives EXD_INTERNAL. */
   ExdError* (*model_graph)(ExdContext* context, const ExdGraph** out_graph);
+
+  /* ---- ABI 1.5 -------------------------------------------------------------------------------
+   * A plugin checks host->header.struct_size (or abi_minor >= 5) before calling these.
+   *
+   * `layer` names any float32 tensor of the model (a node output, by its ONNX name); NULL or
+   * "" picks the default: the output of the Gather that embeds the first explained integer
+   * input (a text model's word embedding of its token ids), else the output of the last 2-D
+   * convolution. *out_layer (may be NULL when not wanted) receives the tensor's name,
+   * NUL-terminated, OWNED by the host, valid until `explain` returns. An unknown name, or no
+   * default, gives EXD_INVALID_ARGUMENT with a message that starts with "layer:". */
+
+  /* The layer's value for the rows of `inputs` (one per model input, in their declared
+   * types, batch first, same batch size B). *out_activation: float32 [B, *layer_shape],
+   * OWNED by the host, valid until released with `tensor_release` or until `explain`
+   * returns. Counts B model rows. */
+  ExdError* (*layer_activation)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                                const char* layer, const char** out_layer,
+                                DLTensor** out_activation);
+  /* The gradient of seeds . (explained output) with respect to the layer, with the layer's
+   * value replaced by `layer_values` (float32 [B, *layer_shape]): the model is cut at the
+   * layer, so the value need not be one that any input produces (a point on the straight
+   * path between the embeddings of two token sequences, as captum's
+   * LayerIntegratedGradients integrates). The rest of the model reads `inputs` (B rows each;
+   * what only computed the layer is ignored). `seeds`: float32 [B, output_row_size].
+   * *out_gradient: float32 shaped like `layer_values`, OWNED by the host as above. Counts B
+   * model rows. */
+  ExdError* (*layer_gradient_at)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                                 const char* layer, const DLTensor* layer_values,
+                                 const DLTensor* seeds, const char** out_layer,
+                                 DLTensor** out_gradient);
+  /* DeepLIFT multipliers at the layer for paired rows: the layer's value is `layer_values` on
+   * one side and `layer_references` on the other (both float32 [B, *layer_shape]), and the
+   * rest of the model reads `inputs` on both (held, not attributed). With them
+   * sum(m * (layer_values - layer_references)) = seeds . (f(values) - f(references)) for each
+   * row, as deeplift_multipliers for model inputs; Deep SHAP at an embedding averages
+   * m * (E(x) - E(b_k)) over background rows b_k. *out_multipliers: float32 shaped like
+   * `layer_values`, OWNED by the host as above. Counts B model rows. */
+  ExdError* (*layer_deeplift_at)(ExdContext* context, const DLTensor* inputs, size_t num_inputs,
+                                 const char* layer, const DLTensor* layer_values,
+                                 const DLTensor* layer_references, const DLTensor* seeds,
+                                 const char** out_layer, DLTensor** out_multipliers);
 } ExdHostApi;
 
 /* ---------------------------------------------------------------------------------------------
@@ -557,7 +605,7 @@ EXD_STATIC_ASSERT(sizeof(ExdParam) == 64, "ExdParam");
 EXD_STATIC_ASSERT(sizeof(ExdTensorInfo) == 24, "ExdTensorInfo");
 EXD_STATIC_ASSERT(sizeof(ExdModelInfo) == 64, "ExdModelInfo");
 EXD_STATIC_ASSERT(sizeof(ExdExplainRequest) == 112, "ExdExplainRequest");
-EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 160, "ExdHostApi");
+EXD_STATIC_ASSERT(sizeof(ExdHostApi) == 184, "ExdHostApi");
 EXD_STATIC_ASSERT(sizeof(ExdBytes) == 16, "ExdBytes");
 EXD_STATIC_ASSERT(sizeof(ExdAttribute) == 64, "ExdAttribute");
 EXD_STATIC_ASSERT(sizeof(ExdNode) == 72, "ExdNode");

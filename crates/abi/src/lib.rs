@@ -400,6 +400,42 @@ pub struct ExdHostApi {
     >,
     // ---- ABI 1.4 ----
     pub model_graph: Option<unsafe extern "C" fn(context: *mut ExdContext, out_graph: *mut *const ExdGraph) -> *mut ExdError>,
+    // ---- ABI 1.5 ----
+    pub layer_activation: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            inputs: *const DLTensor,
+            num_inputs: usize,
+            layer: *const c_char,
+            out_layer: *mut *const c_char,
+            out_activation: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
+    pub layer_gradient_at: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            inputs: *const DLTensor,
+            num_inputs: usize,
+            layer: *const c_char,
+            layer_values: *const DLTensor,
+            seeds: *const DLTensor,
+            out_layer: *mut *const c_char,
+            out_gradient: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
+    pub layer_deeplift_at: Option<
+        unsafe extern "C" fn(
+            context: *mut ExdContext,
+            inputs: *const DLTensor,
+            num_inputs: usize,
+            layer: *const c_char,
+            layer_values: *const DLTensor,
+            layer_references: *const DLTensor,
+            seeds: *const DLTensor,
+            out_layer: *mut *const c_char,
+            out_multipliers: *mut *mut DLTensor,
+        ) -> *mut ExdError,
+    >,
 }
 
 impl ExdHostApi {
@@ -495,6 +531,7 @@ unsafe impl Sync for ExdParamRange {}
 /// The sizes of the structs ABI 1.5 grew, as 1.4 (and every version before) defined them.
 pub mod v1_4_sizes {
     pub const EXPLAIN_REQUEST: u32 = 104;
+    pub const HOST_API: u32 = 160;
 }
 
 /// The sizes of the structs ABI 1.4 grew, as 1.3 defined them.
@@ -611,7 +648,10 @@ pub fn layout_table() -> Vec<(String, usize, usize)> {
             deeplift_multipliers: usize,
             deep_shap: usize,
             layer_gradient: usize,
-            model_graph: usize
+            model_graph: usize,
+            layer_activation: usize,
+            layer_gradient_at: usize,
+            layer_deeplift_at: usize
         }
     );
     fields!(out, ExdBytes { data: usize, len: usize });
@@ -689,8 +729,9 @@ mod tests {
         assert_eq!(size_of::<ExdModelInfo>() as u32, v1_0_sizes::MODEL_INFO);
         assert_eq!(std::mem::offset_of!(ExdExplainRequest, explained_inputs) as u32, v1_4_sizes::EXPLAIN_REQUEST, "1.5 appends");
         assert_eq!(v1_4_sizes::EXPLAIN_REQUEST, v1_0_sizes::EXPLAIN_REQUEST, "1.1 to 1.4 left ExdExplainRequest alone");
-        assert_eq!(size_of::<ExdHostApi>(), 160);
+        assert_eq!(size_of::<ExdHostApi>(), 184);
         assert_eq!(std::mem::offset_of!(ExdHostApi, model_graph) as u32, v1_3_sizes::HOST_API, "1.4 appends after 1.3");
+        assert_eq!(std::mem::offset_of!(ExdHostApi, layer_activation) as u32, v1_4_sizes::HOST_API, "1.5 appends after 1.4");
         assert_eq!(v1_3_sizes::HOST_API, v1_2_sizes::HOST_API, "1.3 left ExdHostApi alone");
         assert_eq!((size_of::<ExdAttribute>(), size_of::<ExdNode>(), size_of::<ExdGraph>()), (64, 72, 56));
         assert_eq!(std::mem::offset_of!(ExdHostApi, gradient) as u32, v1_0_sizes::HOST_API, "1.1 appends after 1.0");

@@ -16,7 +16,7 @@ pub use cache::{BoundedCache, CacheStats};
 
 use explaind_graph::{CompileError, DeepLiftRequest, GradientRequest, compile_deeplift, compile_gradient};
 use explaind_onnx::ModelProto;
-use explaind_runtime::{ExecutionProvider, Input, Model, ModelError, OrtRuntime, Resident, RunStats};
+use explaind_runtime::{ExecutionProvider, Input, Model, ModelError, OrtRuntime, Resident, RunStats, TensorView};
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
 use std::sync::{Arc, OnceLock};
 
@@ -66,6 +66,12 @@ enum Kind {
     DeepLift,
     /// The gradient at a named intermediate tensor, and the tensor itself.
     Layer(String),
+    /// The model with a named tensor as an extra output.
+    Activation(String),
+    /// The gradient with respect to a named tensor fed as an input (the model cut there).
+    FedLayer(String),
+    /// DeepLIFT multipliers at a named tensor fed as an input, against a fed reference.
+    FedDeepLift(String),
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -86,6 +92,25 @@ enum Compiled {
         model: Model,
         activation: usize,
         gradient: usize,
+    },
+    /// Output `activation` of `model` is the layer.
+    Activation {
+        model: Model,
+        activation: usize,
+    },
+    /// `model` takes the layer as an input and returns the gradient there as output
+    /// `gradient`.
+    FedLayer {
+        model: Model,
+        gradient: usize,
+        seed: String,
+    },
+    /// `model` takes the layer, its reference (`reference`) and the seed (`seed`), and returns
+    /// the multipliers at the layer as its last output.
+    FedDeepLift {
+        model: Model,
+        reference: String,
+        seed: String,
     },
     /// `activations`: the forward pass returning what the backward pass reads; `backward`:
     /// both sides' activations and the seed in, multipliers out; `pairs`: everything in one
@@ -225,6 +250,31 @@ impl AttributionEngine {
                 };
                 Compiled::Layer { model: graph, activation, gradient }
             }
+            Kind::Activation(ref layer) => {
+                let exposed = explaind_graph::expose_layer(&proto, layer).map_err(|e| unsupported("layer values", e))?;
+                let graph = load(&exposed, &format!("layer-activation:{layer}"))?;
+                let Some(activation) = graph.outputs.iter().position(|o| &o.name == layer) else {
+                    return Err(AttributionError::Internal(format!("layer {layer:?} is not a float32 tensor")));
+                };
+                Compiled::Activation { model: graph, activation }
+            }
+            Kind::FedLayer(ref layer) => {
+                let fed = explaind_graph::feed_layer(&proto, layer).map_err(|e| unsupported("gradients", e))?;
+                let request = GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![] };
+                let compiled = compile_gradient(&fed, &request).map_err(|e| unsupported("gradients", e))?;
+                let graph = load(&compiled.model, &format!("fed-layer-gradient:{layer}"))?;
+                let Some(gradient) = graph.outputs.iter().position(|o| o.name == compiled.gradients[0]) else {
+                    return Err(AttributionError::Internal(format!("the compiled graph lacks the gradient at layer {layer:?}")));
+                };
+                Compiled::FedLayer { model: graph, gradient, seed: compiled.seeds[0].clone() }
+            }
+            Kind::FedDeepLift(ref layer) => {
+                let fed = explaind_graph::feed_layer(&proto, layer).map_err(|e| unsupported("DeepLIFT", e))?;
+                let request = DeepLiftRequest { output: output_name, inputs: vec![layer.clone()] };
+                let compiled = compile_deeplift(&fed, &request).map_err(|e| unsupported("DeepLIFT", e))?;
+                let graph = load(&compiled.model, &format!("fed-layer-deeplift:{layer}"))?;
+                Compiled::FedDeepLift { model: graph, reference: compiled.references[0].clone(), seed: compiled.seed }
+            }
             Kind::DeepLift => {
                 let request = DeepLiftRequest { output: output_name, inputs };
                 let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
@@ -265,14 +315,7 @@ impl AttributionEngine {
     /// the model: an unknown name or a model without a default is an invalid argument that
     /// names the `layer` parameter and lists the model's 4-D tensors.
     pub fn resolve_layer(&self, model: &Model, layer: Option<&str>) -> Result<String, AttributionError> {
-        let index = match self.layer_indexes.get(&model.sha256) {
-            Some(index) => index.clone(),
-            None => {
-                let index = Arc::new(LayerIndex::of(&read_proto(model)?));
-                self.layer_indexes.insert(model.sha256.clone(), index.clone());
-                index
-            }
-        };
+        let index = self.layer_index(model)?;
         let (name, version, candidates) = (&model.name, &model.version, || index.candidates());
         match layer.filter(|l| !l.is_empty()) {
             None => index.default.clone().ok_or_else(|| {
@@ -305,6 +348,127 @@ impl AttributionEngine {
         let gradient = std::mem::take(&mut outputs[*gradient]);
         let activation = std::mem::take(&mut outputs[*activation]);
         Ok((activation, gradient, stats))
+    }
+
+    /// The default layer for attribution at the embedding of integer input `input` (token
+    /// ids): the output of the `Gather` that looks its rows up in a table (through `Cast`s of
+    /// the ids); an invalid argument naming `layer` when the model has none.
+    pub fn embedding_of(&self, model: &Model, input: &str) -> Result<String, AttributionError> {
+        let index = self.layer_index(model)?;
+        index.embeddings.iter().find(|(i, _)| i == input).map(|(_, layer)| layer.clone()).ok_or_else(|| {
+            AttributionError::InvalidArgument(format!(
+                "layer: model {}/{} has no embedding lookup (a Gather from a table) of input {input:?}; name a layer",
+                model.name, model.version
+            ))
+        })
+    }
+
+    /// Checks that `layer` names a tensor of the model (any input or node output): an invalid
+    /// argument naming `layer` otherwise.
+    pub fn check_tensor(&self, model: &Model, layer: &str) -> Result<(), AttributionError> {
+        match self.layer_index(model)?.names.contains(layer) {
+            true => Ok(()),
+            false => Err(AttributionError::InvalidArgument(format!(
+                "layer: model {}/{} has no tensor named {layer:?}",
+                model.name, model.version
+            ))),
+        }
+    }
+
+    /// The value of tensor `layer` (checked with [`AttributionEngine::check_tensor`]) for the
+    /// rows of `inputs` (one per model input, in its declared type).
+    pub fn layer_activation(
+        &self,
+        model: &Model,
+        layer: &str,
+        inputs: &[TensorView<'_>],
+    ) -> Result<(ArrayD<f32>, RunStats), AttributionError> {
+        // Output 0 only keys the cache: the graph computes every output.
+        let compiled = self.compiled(model, 0, Kind::Activation(layer.to_string()))?;
+        let Compiled::Activation { model: graph, activation } = &*compiled else { unreachable!() };
+        let (mut outputs, stats) = graph.run_tensors(inputs).map_err(internal)?;
+        Ok((std::mem::take(&mut outputs[*activation]), stats))
+    }
+
+    /// The gradient d(seedᵀ · output)/d(layer) with the layer's value replaced by `values`
+    /// ([B, *layer_shape]); the rest of the model reads `inputs` (one per model input, B rows;
+    /// those only the layer's computation read are ignored).
+    pub fn layer_gradient_at(
+        &self,
+        model: &Model,
+        output: usize,
+        layer: &str,
+        inputs: &[TensorView<'_>],
+        values: ArrayViewD<'_, f32>,
+        seeds: ArrayViewD<'_, f32>,
+    ) -> Result<(ArrayD<f32>, RunStats), AttributionError> {
+        let compiled = self.compiled(model, output, Kind::FedLayer(layer.to_string()))?;
+        let Compiled::FedLayer { model: graph, gradient, seed } = &*compiled else { unreachable!() };
+        let seeds = shaped_seeds(model, output, seeds)?;
+        // The cut graph's inputs by name: the layer, the model inputs it still reads, the seed.
+        let feed = graph
+            .inputs
+            .iter()
+            .map(|spec| {
+                if spec.name == layer {
+                    return Ok(TensorView::Float(values.view()));
+                }
+                match model.inputs.iter().position(|i| i.name == spec.name) {
+                    Some(i) => Ok(inputs[i].reborrow()),
+                    None if &spec.name == seed => Ok(TensorView::Float(seeds.view())),
+                    None => Err(AttributionError::Internal(format!("the cut graph takes an unknown input {:?}", spec.name))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut outputs, stats) = graph.run_tensors(&feed).map_err(internal)?;
+        Ok((std::mem::take(&mut outputs[*gradient]), stats))
+    }
+
+    /// DeepLIFT multipliers at `layer` for paired rows: the layer's value replaced by
+    /// `values` on one side and by `references` on the other (both [B, *layer_shape]), the rest
+    /// of the model reading `inputs` on both sides (B rows each: held, not attributed). With
+    /// them Σ m · (values − references) = seed · (f(values) − f(references)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_deeplift_at(
+        &self,
+        model: &Model,
+        output: usize,
+        layer: &str,
+        inputs: &[TensorView<'_>],
+        values: ArrayViewD<'_, f32>,
+        references: ArrayViewD<'_, f32>,
+        seeds: ArrayViewD<'_, f32>,
+    ) -> Result<(ArrayD<f32>, RunStats), AttributionError> {
+        let compiled = self.compiled(model, output, Kind::FedDeepLift(layer.to_string()))?;
+        let Compiled::FedDeepLift { model: graph, reference, seed } = &*compiled else { unreachable!() };
+        let seeds = shaped_seeds(model, output, seeds)?;
+        let feed = graph
+            .inputs
+            .iter()
+            .map(|spec| {
+                if spec.name == layer {
+                    return Ok(TensorView::Float(values.view()));
+                }
+                match model.inputs.iter().position(|i| i.name == spec.name) {
+                    Some(i) => Ok(inputs[i].reborrow()),
+                    None if &spec.name == reference => Ok(TensorView::Float(references.view())),
+                    None if &spec.name == seed => Ok(TensorView::Float(seeds.view())),
+                    None => Err(AttributionError::Internal(format!("the cut graph takes an unknown input {:?}", spec.name))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut outputs, stats) = graph.run_tensors(&feed).map_err(internal)?;
+        let multipliers = outputs.pop().ok_or_else(|| AttributionError::Internal("the DeepLIFT graph has no outputs".into()))?;
+        Ok((multipliers, stats))
+    }
+
+    fn layer_index(&self, model: &Model) -> Result<Arc<LayerIndex>, AttributionError> {
+        if let Some(index) = self.layer_indexes.get(&model.sha256) {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(LayerIndex::of(&read_proto(model)?));
+        self.layer_indexes.insert(model.sha256.clone(), index.clone());
+        Ok(index)
     }
 
     /// DeepLIFT multipliers for paired rows: `inputs[i][b]` against `references[i][b]`, seeded
@@ -501,6 +665,8 @@ struct LayerIndex {
     four_d: Vec<String>,
     /// The last 2-D convolution's output.
     default: Option<String>,
+    /// (model input, the output of the `Gather` that embeds it), for integer inputs.
+    embeddings: Vec<(String, String)>,
 }
 
 impl LayerIndex {
@@ -514,6 +680,7 @@ impl LayerIndex {
             names,
             four_d: explaind_graph::layers::four_d_layers(proto),
             default: explaind_graph::layers::last_conv2d_output(proto),
+            embeddings: explaind_graph::layers::embedding_lookups(proto),
         }
     }
 

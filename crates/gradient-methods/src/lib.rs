@@ -12,11 +12,13 @@
 //!
 //! - [`quadrature`]: the path rules of integrated gradients (captum's five).
 //! - [`gradcam`]: Grad-CAM maps and their upsampling.
+//! - [`layer`]: attribution at an input's embedding (token ids), per position.
 //! - [`Noise`]: seeded random draws addressable by (input, sample), so a request gives the
 //!   same numbers however it is chunked.
 //! - [`GradientRows::cost`] and the byte counts below: what the plugins' `estimate`s add up.
 
 pub mod gradcam;
+pub mod layer;
 pub mod quadrature;
 
 use explaind_plugin_sdk::{Context, Error, Request, TensorView};

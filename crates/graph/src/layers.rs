@@ -85,6 +85,40 @@ const SIZE_PRESERVING: &[&str] = &[
     "Tanh",
 ];
 
+/// For each graph input read by an embedding lookup, the lookup's output: a `Gather` whose
+/// data is an initializer (the table) and whose indices are the input, directly or through
+/// `Cast`s. How the word embedding of a text model's `input_ids` is found.
+pub fn embedding_lookups(model: &ModelProto) -> Vec<(String, String)> {
+    let Some(graph) = &model.graph else { return Vec::new() };
+    let tables: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    // Each value that is a graph input or a Cast of one, mapped to that input.
+    let mut source: HashMap<&str, &str> = graph.input.iter().map(|i| (i.name(), i.name())).collect();
+    let mut found = Vec::new();
+    for node in &graph.node {
+        if !is_default_domain(node.domain()) {
+            continue;
+        }
+        match (node.op_type(), node.input.as_slice(), node.output.first()) {
+            ("Cast", [x], Some(out)) => {
+                if let Some(&input) = source.get(x.as_str()) {
+                    source.insert(out, input);
+                }
+            }
+            ("Gather", [data, indices], Some(out))
+                if tables.contains(data.as_str()) && !out.is_empty() && node.attr_int("axis").unwrap_or(0) == 0 =>
+            {
+                if let Some(&input) = source.get(indices.as_str())
+                    && !found.iter().any(|(i, _): &(String, String)| i == input)
+                {
+                    found.push((input.to_string(), out.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// The spatial size (the axes after N and C) of every rank-4 value whose size the file tells
 /// statically: a declared input or value, then through convolutions, pools, elementwise
 /// operators and broadcasts with constants. Used where a backward rule can choose a faster

@@ -79,6 +79,7 @@
 //! ([`rules::PairLayout`]).
 
 mod deeplift;
+mod fed;
 mod folded;
 mod gradient;
 pub mod layers;
@@ -88,6 +89,7 @@ pub mod rules;
 mod strided;
 
 pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};
+pub use fed::{expose_layer, feed_layer};
 pub use gradient::{CompiledGradient, GradientRequest, compile_gradient};
 
 /// Why a model could not be compiled.

@@ -451,6 +451,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         stats: Mutex::new(RunStats::default()),
         scratch: Mutex::new(Default::default()),
         strings: Mutex::new(Vec::new()),
+        explained_inputs: explained_inputs.clone(),
         graph: Mutex::new(None),
         budget: crate::host_api::Budget::new(budget),
         results: Mutex::new(Results::default()),

@@ -165,6 +165,8 @@ pub(crate) struct CallContext {
     pub scratch: Mutex<HashMap<usize, Box<OwnedTensor>>>,
     /// Strings handed to the plugin (layer names), kept until the call ends.
     pub strings: Mutex<Vec<CString>>,
+    /// Per model input, 1 when the request explains it (ABI 1.5 `explained_inputs`).
+    pub explained_inputs: Vec<u8>,
     /// The model's graph view once the plugin asked for it (ABI 1.4), held until the call ends.
     pub graph: Mutex<Option<Arc<crate::graph_view::GraphView>>>,
     pub budget: Budget,
@@ -593,13 +595,178 @@ unsafe extern "C" fn layer_gradient(
         ctx.stats.lock().unwrap().add(stats);
         hand_out(ctx, vec![activation], out_activation)?;
         hand_out(ctx, vec![gradient], out_gradient)?;
-        if !out_layer.is_null() {
-            let name = CString::new(layer).expect("ONNX names hold no NUL");
-            let mut strings = ctx.strings.lock().unwrap();
-            // The CString's buffer stays put when the Vec grows: the pointer lives until the call ends.
-            unsafe { *out_layer = name.as_ptr() };
-            strings.push(name);
+        unsafe { hand_out_name(ctx, layer, out_layer) };
+        Ok(())
+    })
+}
+
+/// Writes `name` to `*out` (when `out` is not NULL), kept alive until the call ends.
+///
+/// # Safety
+/// `out` must be NULL or valid for a write.
+unsafe fn hand_out_name(ctx: &CallContext, name: String, out: *mut *const c_char) {
+    if out.is_null() {
+        return;
+    }
+    let name = CString::new(name).expect("ONNX names hold no NUL");
+    let mut strings = ctx.strings.lock().unwrap();
+    // The CString's buffer stays put when the Vec grows: the pointer lives until the call ends.
+    unsafe { *out = name.as_ptr() };
+    strings.push(name);
+}
+
+/// The layer an ABI 1.5 layer function names, or the default: the embedding of the first
+/// explained integer input (token ids), else the last 2-D convolution's output.
+///
+/// # Safety
+/// `layer` must be NULL or a NUL-terminated string.
+unsafe fn layer_of(ctx: &CallContext, layer: *const c_char) -> Result<String, Failure> {
+    let requested = if layer.is_null() { None } else { Some(unsafe { CStr::from_ptr(layer) }.to_string_lossy()) };
+    let failure = |e| attribution_failure(ctx, e);
+    match requested.filter(|l| !l.is_empty()) {
+        Some(name) => ctx.engine.check_tensor(&ctx.model, &name).map(|()| name.into_owned()).map_err(failure),
+        None => {
+            let explained_integer = ctx
+                .model
+                .inputs
+                .iter()
+                .zip(&ctx.explained_inputs)
+                .find(|(spec, explained)| **explained == 1 && spec.element_type != explaind_runtime::FLOAT);
+            match explained_integer {
+                Some((spec, _)) => ctx.engine.embedding_of(&ctx.model, &spec.name).map_err(failure),
+                None => ctx.engine.resolve_layer(&ctx.model, None).map_err(failure),
+            }
         }
+    }
+}
+
+unsafe extern "C" fn layer_activation(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    layer: *const c_char,
+    out_layer: *mut *const c_char,
+    out_activation: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        let outputs = [(out_activation.is_null(), "out_activation")];
+        let views = unsafe { model_call(ctx, "layer_activation", &outputs, inputs, num_inputs) }?;
+        let layer = unsafe { layer_of(ctx, layer) }?;
+        ctx.budget.charge(views[0].rows() as u64, "layer_activation")?;
+        let (activation, stats) =
+            ctx.engine.layer_activation(&ctx.model, &layer, &views).map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        hand_out(ctx, vec![activation], out_activation)?;
+        unsafe { hand_out_name(ctx, layer, out_layer) };
+        Ok(())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn layer_deeplift_at(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    layer: *const c_char,
+    layer_values: *const abi::DLTensor,
+    layer_references: *const abi::DLTensor,
+    seeds: *const abi::DLTensor,
+    out_layer: *mut *const c_char,
+    out_multipliers: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        let what = "layer_deeplift_at";
+        let views = unsafe { model_call(ctx, what, &[(out_multipliers.is_null(), "out_multipliers")], inputs, num_inputs) }?;
+        let (values, references) = unsafe { layer_pair(what, layer_values, layer_references) }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, what) }?;
+        let rows = views[0].rows();
+        if values.shape()[0] != rows || seeds.shape()[0] != rows {
+            return Err(Failure::invalid_argument(format!("{what}: inputs, layer values and seeds need the same rows")));
+        }
+        let layer = unsafe { layer_of(ctx, layer) }?;
+        ctx.budget.charge(rows as u64, what)?;
+        let (multipliers, stats) = ctx
+            .engine
+            .layer_deeplift_at(&ctx.model, ctx.output_index, &layer, &views, values.view(), references, seeds)
+            .map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        if multipliers.shape() != values.shape() {
+            return Err(Failure::invalid_argument(format!(
+                "{what}: layer values have shape {:?}, and layer {layer:?} has shape {:?} for these inputs",
+                values.shape(),
+                multipliers.shape()
+            )));
+        }
+        hand_out(ctx, vec![multipliers], out_multipliers)?;
+        unsafe { hand_out_name(ctx, layer, out_layer) };
+        Ok(())
+    })
+}
+
+/// The layer values and their references of `layer_deeplift_at`, checked to be float32 of one
+/// shape.
+///
+/// # Safety
+/// Each pointer must be NULL or a DLTensor valid for `'a`.
+unsafe fn layer_pair<'a>(
+    what: &str,
+    values: *const abi::DLTensor,
+    references: *const abi::DLTensor,
+) -> Result<(ArrayViewD<'a, f32>, ArrayViewD<'a, f32>), Failure> {
+    if values.is_null() || references.is_null() {
+        return Err(Failure::invalid_argument(format!("{what}: layer_values and layer_references must not be NULL")));
+    }
+    let values = unsafe { view_input(&*values, &format!("{what} layer_values")) }?;
+    let references = unsafe { view_input(&*references, &format!("{what} layer_references")) }?;
+    if values.shape() != references.shape() {
+        return Err(Failure::invalid_argument(format!(
+            "{what}: layer_values {:?} and layer_references {:?} differ in shape",
+            values.shape(),
+            references.shape()
+        )));
+    }
+    Ok((values, references))
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn layer_gradient_at(
+    context: *mut abi::ExdContext,
+    inputs: *const abi::DLTensor,
+    num_inputs: usize,
+    layer: *const c_char,
+    layer_values: *const abi::DLTensor,
+    seeds: *const abi::DLTensor,
+    out_layer: *mut *const c_char,
+    out_gradient: *mut *mut abi::DLTensor,
+) -> *mut abi::ExdError {
+    with_context(context, |ctx| {
+        let what = "layer_gradient_at";
+        let views = unsafe { model_call(ctx, what, &[(out_gradient.is_null(), "out_gradient")], inputs, num_inputs) }?;
+        if layer_values.is_null() {
+            return Err(Failure::invalid_argument(format!("{what}: layer_values is NULL")));
+        }
+        let values = unsafe { view_input(&*layer_values, &format!("{what} layer_values")) }?;
+        let seeds = unsafe { seeds_view(ctx, seeds, what) }?;
+        let rows = views[0].rows();
+        if values.shape()[0] != rows || seeds.shape()[0] != rows {
+            return Err(Failure::invalid_argument(format!("{what}: inputs, layer_values and seeds need the same rows")));
+        }
+        let layer = unsafe { layer_of(ctx, layer) }?;
+        ctx.budget.charge(rows as u64, what)?;
+        let (gradient, stats) = ctx
+            .engine
+            .layer_gradient_at(&ctx.model, ctx.output_index, &layer, &views, values.view(), seeds)
+            .map_err(|e| attribution_failure(ctx, e))?;
+        ctx.stats.lock().unwrap().add(stats);
+        if gradient.shape() != values.shape() {
+            return Err(Failure::invalid_argument(format!(
+                "{what}: layer_values have shape {:?}, and layer {layer:?} has shape {:?} for these inputs",
+                values.shape(),
+                gradient.shape()
+            )));
+        }
+        hand_out(ctx, vec![gradient], out_gradient)?;
+        unsafe { hand_out_name(ctx, layer, out_layer) };
         Ok(())
     })
 }
@@ -816,4 +983,7 @@ pub static HOST_API: abi::ExdHostApi = abi::ExdHostApi {
     deep_shap: Some(deep_shap),
     layer_gradient: Some(layer_gradient),
     model_graph: Some(model_graph),
+    layer_activation: Some(layer_activation),
+    layer_gradient_at: Some(layer_gradient_at),
+    layer_deeplift_at: Some(layer_deeplift_at),
 };

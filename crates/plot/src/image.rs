@@ -120,7 +120,7 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize) -> Result
     }
 
     colour_bar(&mut canvas, attr_x0, bar_y, bar_w, limit, &bar_label);
-    Ok(Figure { width, height, pixels: canvas.pixels, panels, limit, kind: Kind::Image })
+    Ok(Figure { width, height, pixels: canvas.pixels, panels, tokens: Vec::new(), limit, kind: Kind::Image })
 }
 
 fn header_lines(e: &Explanation<'_>, softmaxed: bool) -> Vec<String> {

@@ -18,6 +18,20 @@
 //!   features ("name = value", red/blue bars) or, for methods with a base value, a waterfall from
 //!   the base value to the prediction.
 //!
+//! A third, the text layout (shap's text plot), is drawn by [`render_text`] from a
+//! [`TextExplanation`], because it needs the token strings, which an [`Explanation`] does not
+//! carry: one panel per input and target, titled like the others (plus "base value b -> f(x)"
+//! when there are base values), then the input's tokens left to right, each on a background
+//! coloured by its attribution in the same diverging map, wrapping onto further lines past
+//! [`MAX_LINE_WIDTH`] pixels. The scale is symmetric and shared by the figure: ±(the largest
+//! |attribution| of a drawn token), so the strongest token reaches the end of the backgrounds'
+//! range, which stops at 0.6 of the map so the black token text stays readable (WCAG contrast
+//! 4.5:1 or more). "[PAD]" positions are not drawn; with `merge_wordpieces`, WordPiece pieces
+//! ("##ing") join the token before them and their attributions are summed ([`merge_tokens`]).
+//! Characters outside printable ASCII are drawn as '?', the font having basic latin only.
+//! Non-finite attributions are drawn white (as zero) and left out of the scale. The geometry of
+//! every token box is in [`Figure::tokens`].
+//!
 //! Text comes from pre-rasterised Noto Sans Mono glyphs compiled into the binary (the
 //! `noto-sans-mono-bitmap` crate), so no font files are read and nothing is fetched.
 
@@ -25,8 +39,10 @@ mod canvas;
 pub mod colour;
 mod image;
 mod tabular;
+mod text;
 
 pub use canvas::Rgb;
+pub use text::{MAX_LINE_WIDTH, TextExplanation, Token, merge_tokens, render_text};
 
 /// The most panels one figure may have (inputs x columns). Past this a figure is unreadable
 /// and its size grows without bound, so the request is refused instead.
@@ -45,6 +61,8 @@ pub enum Kind {
     Image,
     Bars,
     Waterfall,
+    /// Token attributions as coloured text; drawn by [`render_text`], which has the tokens.
+    Text,
 }
 
 impl std::str::FromStr for Kind {
@@ -55,7 +73,8 @@ impl std::str::FromStr for Kind {
             "image" => Ok(Kind::Image),
             "bars" => Ok(Kind::Bars),
             "waterfall" => Ok(Kind::Waterfall),
-            other => Err(PlotError::Invalid(format!("unknown plot kind {other:?}: use auto, image, bars or waterfall"))),
+            "text" => Ok(Kind::Text),
+            other => Err(PlotError::Invalid(format!("unknown plot kind {other:?}: use auto, image, bars, waterfall or text"))),
         }
     }
 }
@@ -128,6 +147,29 @@ pub struct Panel {
     pub scale: usize,
 }
 
+/// Where one token sits in a text figure, and what it shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBox {
+    /// The input.
+    pub row: usize,
+    /// The target.
+    pub column: usize,
+    /// The line within its panel, from 0.
+    pub line: usize,
+    /// The coloured box, padding included.
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+    /// The text drawn: after merging, with '?' for characters the font lacks, cut with ".."
+    /// when it is wider than a line.
+    pub text: String,
+    /// The attribution that coloured the box.
+    pub value: f32,
+    /// The positions of the input it covers.
+    pub positions: std::ops::Range<usize>,
+}
+
 /// A rendered figure.
 #[derive(Debug, Clone)]
 pub struct Figure {
@@ -136,7 +178,10 @@ pub struct Figure {
     /// `width * height` pixels, row-major.
     pub pixels: Vec<Rgb>,
     pub panels: Vec<Panel>,
-    /// The colour scale's limit (image layout) or the bar scale's (bars); 0 for waterfalls.
+    /// Text layout: every token box, panel by panel. Empty for the other layouts.
+    pub tokens: Vec<TokenBox>,
+    /// The colour scale's limit (image and text layouts) or the bar scale's (bars); 0 for
+    /// waterfalls.
     pub limit: f32,
     pub kind: Kind,
 }
@@ -177,6 +222,7 @@ pub fn method_label(method: &str) -> String {
 }
 
 /// Which layout [`render`] would use for this input shape and option, or why none fits.
+/// [`Kind::Text`] fits a token sequence `[S]`; its figure is drawn by [`render_text`].
 pub fn layout(input_shape: &[usize], kind: Kind, has_base_values: bool) -> Result<Kind, PlotError> {
     let shape = || format!("{input_shape:?}");
     match (input_shape.len(), kind) {
@@ -184,11 +230,16 @@ pub fn layout(input_shape: &[usize], kind: Kind, has_base_values: bool) -> Resul
         (1, Kind::Auto) => Ok(if has_base_values { Kind::Waterfall } else { Kind::Bars }),
         (1, Kind::Bars) => Ok(Kind::Bars),
         (1, Kind::Waterfall) if has_base_values => Ok(Kind::Waterfall),
+        (1, Kind::Text) => Ok(Kind::Text),
         (1, Kind::Waterfall) => {
             Err(PlotError::Invalid("a waterfall needs base values, and this explainer returns none: use kind \"bars\"".into()))
         }
         (1, Kind::Image) => Err(PlotError::Invalid(format!(
             "kind \"image\" needs an input of shape [C, H, W] after the batch axis; this one is {}: use \"bars\" or \"waterfall\"",
+            shape()
+        ))),
+        (3, Kind::Text) => Err(PlotError::Invalid(format!(
+            "kind \"text\" is for token sequences of shape [S]; this input is an image {}: use \"image\"",
             shape()
         ))),
         (3, _) => Err(PlotError::Invalid(format!(
@@ -205,6 +256,9 @@ pub fn layout(input_shape: &[usize], kind: Kind, has_base_values: bool) -> Resul
 /// Draws the figure for an explanation.
 pub fn render(e: &Explanation<'_>, options: &Options) -> Result<Figure, PlotError> {
     let kind = layout(e.input_shape, options.kind, e.base_values.is_some())?;
+    if kind == Kind::Text {
+        return Err(PlotError::Invalid("a text figure needs the input's token strings: draw it with render_text".into()));
+    }
     let per_input: usize = e.input_shape.iter().product();
     if e.targets.is_empty() {
         return Err(PlotError::Invalid("nothing to plot: no inputs or no targets".into()));
@@ -253,7 +307,7 @@ pub fn render(e: &Explanation<'_>, options: &Options) -> Result<Figure, PlotErro
     let figure = match kind {
         Kind::Image => image::render(e, rows, targets),
         Kind::Bars | Kind::Waterfall => tabular::render(e, rows, targets, top_k, kind),
-        Kind::Auto => unreachable!("layout() resolves Auto"),
+        Kind::Auto | Kind::Text => unreachable!("layout() resolves Auto; Text is returned above"),
     }?;
     Ok(figure)
 }

@@ -139,7 +139,7 @@ pub(crate) fn render(e: &Explanation<'_>, rows: usize, targets: usize, top_k: us
     }
     canvas.text(MARGIN, height - MARGIN - Font::Small.height(), &legend, Font::Small, MUTED);
     let limit = if waterfall { 0.0 } else { limit };
-    Ok(Figure { width, height, pixels: canvas.pixels, panels, limit, kind })
+    Ok(Figure { width, height, pixels: canvas.pixels, panels, tokens: Vec::new(), limit, kind })
 }
 
 /// Feature rows from the top (largest |attribution|) down, the running total starting from the

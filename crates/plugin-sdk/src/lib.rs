@@ -639,6 +639,11 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A layer name for the host ("" asks for the default).
+fn layer_name(layer: Option<&str>) -> Result<CString, Error> {
+    CString::new(layer.unwrap_or("")).map_err(|_| Error::invalid_argument("layer: the name contains a NUL byte"))
+}
+
 unsafe fn slice_or_empty<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     if ptr.is_null() || len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, len) } }
 }
@@ -692,20 +697,7 @@ impl<'a> Context<'a> {
     /// does not hold (1.5 for token ids) is an INVALID_ARGUMENT naming the input.
     pub fn forward(&self, inputs: &[TensorView<'_>]) -> Result<HostTensor<'_>, Error> {
         let forward = self.host.forward.ok_or_else(|| Error::internal("host has no forward"))?;
-        let declared = self.input_types();
-        let mut converted = Vec::new();
-        let mut dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
-        for (i, (tensor, view)) in dl.iter_mut().zip(inputs).enumerate() {
-            let Some(&(element_type, ref name)) = declared.get(i) else { continue };
-            if element_type == 1 {
-                continue;
-            }
-            let elements = typed::elements_of(view.data, element_type, &format!("forward input {i} ({name})"))?;
-            tensor.data = elements.as_ptr() as *mut _;
-            tensor.dtype = abi::DLDataType::of_onnx(element_type)
-                .ok_or_else(|| Error::internal(format!("model input {name} has element type {element_type}")))?;
-            converted.push(elements);
-        }
+        let (dl, _converted) = self.model_inputs(inputs, "forward")?;
         let mut out: *mut abi::DLTensor = std::ptr::null_mut();
         let err = unsafe { forward(self.raw, dl.as_ptr(), dl.len(), &mut out) };
         if !err.is_null() {
@@ -752,6 +744,109 @@ impl<'a> Context<'a> {
             .map(|(i, (shape, data))| if i == explained { batch } else { TensorView::new(shape, data) })
             .collect();
         self.forward(&views)
+    }
+
+    /// DLTensors of `inputs` for the host, each in its model input's declared type: float32
+    /// views as they are, the others converted (exactly, or refused naming the input), with
+    /// the converted elements the tensors point into. `what` names the host function.
+    fn model_inputs(&self, inputs: &[TensorView<'_>], what: &str) -> Result<(Vec<abi::DLTensor>, Vec<typed::Elements>), Error> {
+        let declared = self.input_types();
+        let mut converted = Vec::new();
+        let mut dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
+        for (i, (tensor, view)) in dl.iter_mut().zip(inputs).enumerate() {
+            let Some(&(element_type, ref name)) = declared.get(i) else { continue };
+            if element_type == 1 {
+                continue;
+            }
+            let elements = typed::elements_of(view.data, element_type, &format!("{what} input {i} ({name})"))?;
+            tensor.data = elements.as_ptr() as *mut _;
+            tensor.dtype = abi::DLDataType::of_onnx(element_type)
+                .ok_or_else(|| Error::internal(format!("model input {name} has element type {element_type}")))?;
+            converted.push(elements);
+        }
+        Ok((dl, converted))
+    }
+
+    /// The value of tensor `layer` (ABI 1.5; `None`: the embedding of the first explained
+    /// integer input, else the last 2-D convolution) for the rows of `inputs`, one per model
+    /// input as [`Context::forward`] takes them. Returns the layer's name and its value,
+    /// [B, *layer_shape].
+    pub fn layer_activation(&self, inputs: &[TensorView<'_>], layer: Option<&str>) -> Result<(String, HostTensor<'_>), Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, layer_activation) + std::mem::size_of::<usize>();
+        let f = self.host.layer_activation.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let layer = layer_name(layer)?;
+        let (dl, _converted) = self.model_inputs(inputs, "layer_activation")?;
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let mut activation = std::ptr::null_mut();
+        let err = unsafe { f(self.raw, dl.as_ptr(), dl.len(), layer.as_ptr(), &mut name, &mut activation) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        // SAFETY: the host owns the name until `explain` returns, which outlives this context.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        Ok((name, HostTensor { host: self.host, ctx: self.raw, raw: activation }))
+    }
+
+    /// The gradient of `seeds` · (explained output) at tensor `layer` (ABI 1.5), with the
+    /// layer's value replaced by `values` [B, *layer_shape]: points that no input produces,
+    /// such as the straight path between two embeddings. The rest of the model reads `inputs`
+    /// (B rows each). `seeds` is [B, output_row_size].
+    pub fn layer_gradient_at(
+        &self,
+        inputs: &[TensorView<'_>],
+        layer: &str,
+        values: TensorView<'_>,
+        seeds: TensorView<'_>,
+    ) -> Result<HostTensor<'_>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, layer_gradient_at) + std::mem::size_of::<usize>();
+        let f = self.host.layer_gradient_at.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let layer = layer_name(Some(layer))?;
+        let (dl, _converted) = self.model_inputs(inputs, "layer_gradient_at")?;
+        let (values, seeds) = (dl_borrow(&values), dl_borrow(&seeds));
+        let mut gradient = std::ptr::null_mut();
+        let err =
+            unsafe { f(self.raw, dl.as_ptr(), dl.len(), layer.as_ptr(), &values, &seeds, std::ptr::null_mut(), &mut gradient) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(HostTensor { host: self.host, ctx: self.raw, raw: gradient })
+    }
+
+    /// DeepLIFT multipliers at tensor `layer` (ABI 1.5) for paired rows: its value replaced by
+    /// `values` on one side and by `references` on the other (both [B, *layer_shape]), the rest
+    /// of the model reading `inputs` on both (B rows each). Σ m · (values − references) =
+    /// seeds · (f(values) − f(references)) per row.
+    pub fn layer_deeplift_at(
+        &self,
+        inputs: &[TensorView<'_>],
+        layer: &str,
+        values: TensorView<'_>,
+        references: TensorView<'_>,
+        seeds: TensorView<'_>,
+    ) -> Result<HostTensor<'_>, Error> {
+        let end = std::mem::offset_of!(abi::ExdHostApi, layer_deeplift_at) + std::mem::size_of::<usize>();
+        let f = self.host.layer_deeplift_at.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
+        let layer = layer_name(Some(layer))?;
+        let (dl, _converted) = self.model_inputs(inputs, "layer_deeplift_at")?;
+        let (values, references, seeds) = (dl_borrow(&values), dl_borrow(&references), dl_borrow(&seeds));
+        let mut multipliers = std::ptr::null_mut();
+        let err = unsafe {
+            f(
+                self.raw,
+                dl.as_ptr(),
+                dl.len(),
+                layer.as_ptr(),
+                &values,
+                &references,
+                &seeds,
+                std::ptr::null_mut(),
+                &mut multipliers,
+            )
+        };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(HostTensor { host: self.host, ctx: self.raw, raw: multipliers })
     }
 
     /// Each model input's ONNX element type and name, from the host's model info.
@@ -855,8 +950,7 @@ impl<'a> Context<'a> {
     ) -> Result<LayerGradient<'_>, Error> {
         let end = std::mem::offset_of!(abi::ExdHostApi, layer_gradient) + std::mem::size_of::<usize>();
         let f = self.host.layer_gradient.filter(|_| self.host_has(end)).ok_or_else(unsupported_host)?;
-        let layer = std::ffi::CString::new(layer.unwrap_or(""))
-            .map_err(|_| Error::invalid_argument("layer: the name contains a NUL byte"))?;
+        let layer = layer_name(layer)?;
         let dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
         let seeds = dl_borrow(&seeds);
         let mut name: *const std::os::raw::c_char = std::ptr::null();

@@ -81,6 +81,9 @@ static HOST: abi::ExdHostApi = abi::ExdHostApi {
     deep_shap: None,
     layer_gradient: None,
     model_graph: None,
+    layer_activation: None,
+    layer_gradient_at: None,
+    layer_deeplift_at: None,
 };
 
 fn take_error(err: *mut abi::ExdError) -> Error {

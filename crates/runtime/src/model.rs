@@ -56,6 +56,10 @@ pub struct ModelConfig {
     /// Names of the input features for tabular models.
     #[serde(default)]
     pub feature_names: Vec<String>,
+    /// A text file in the version directory with one token per line, the line number being
+    /// the token id (BERT's `vocab.txt`): how figures of token-id inputs show the tokens.
+    #[serde(default)]
+    pub vocabulary: Option<String>,
 }
 
 /// What one [`Model::run`] cost.
@@ -113,6 +117,8 @@ pub struct Model {
     pub background: Option<std::sync::Arc<Vec<ArrayD<f32>>>>,
     /// [`crate::digest_arrays`] of the default background.
     pub background_digest: Option<String>,
+    /// The token strings by id (`config.vocabulary`).
+    pub vocabulary: Option<std::sync::Arc<Vec<String>>>,
     sessions: Vec<Mutex<Session>>,
     next_session: AtomicUsize,
     max_batch_rows: usize,
@@ -199,7 +205,19 @@ impl Model {
             }
             None => None,
         };
+        let vocabulary = match &config.vocabulary {
+            Some(file) => {
+                let path = dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Config {
+                    path: config_path.clone(),
+                    message: format!("vocabulary {}: {e}", path.display()),
+                })?;
+                Some(std::sync::Arc::new(text.lines().map(str::to_string).collect()))
+            }
+            None => None,
+        };
         let mut model = Model::from_bytes(rt, name, version, &bytes, &model_path)?;
+        model.vocabulary = vocabulary;
         model.has_tree_ensemble = has_tree_ensemble(&bytes);
         model.dir = dir.to_path_buf();
         model.config = config;
@@ -248,6 +266,7 @@ impl Model {
             config: ModelConfig::default(),
             background: None,
             background_digest: None,
+            vocabulary: None,
             sessions,
             next_session: AtomicUsize::new(0),
             max_batch_rows: rt.options.max_batch_rows.max(1),

@@ -114,7 +114,7 @@ macro_rules! define_tensors {
             /// Decodes `product(shape)` little-endian elements of `element_type` from `bytes`.
             /// Bool elements must be 0 or 1.
             pub fn from_le_bytes(element_type: ElementType, shape: &[usize], bytes: &[u8]) -> Result<Tensor, DecodeError> {
-                let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or(DecodeError::TooLarge)?;
+                let count = element_count(shape).ok_or(DecodeError::TooLarge)?;
                 let size = element_size(element_type).ok_or(DecodeError::Unsupported(element_type))?;
                 let expected = count.checked_mul(size).ok_or(DecodeError::TooLarge)?;
                 if bytes.len() != expected {
@@ -159,7 +159,7 @@ macro_rules! define_tensors {
             /// `data` must point to that many initialised elements of the type, valid and
             /// unwritten for `'a` (bools are checked to be 0 or 1 here before they are viewed).
             pub unsafe fn from_raw(element_type: ElementType, data: *const u8, shape: &[usize]) -> Result<TensorView<'a>, RawError> {
-                let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or(RawError::TooLarge)?;
+                let len = element_count(shape).ok_or(RawError::TooLarge)?;
                 let size = element_size(element_type).ok_or(RawError::Unsupported(element_type))?;
                 if len > 0 && data.is_null() {
                     return Err(RawError::Null);
@@ -211,6 +211,13 @@ pub enum DecodeError {
     Length { expected: usize, count: usize, got: usize },
     #[error("element {index} is the byte {byte}; a bool is 0 or 1")]
     NotABool { index: usize, byte: u8 },
+}
+
+/// The elements of `shape`, if an array of it can exist: ndarray also refuses shapes whose
+/// non-zero axes multiply past `isize::MAX`, even when another axis is 0 and the array empty.
+fn element_count(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    (nonzero <= isize::MAX as usize).then(|| if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// Why a plugin's raw tensor could not be viewed ([`TensorView::from_raw`]).
@@ -358,6 +365,9 @@ mod tests {
         assert_eq!(Tensor::from_le_bytes(7, &[2], &[0; 15]), Err(DecodeError::Length { expected: 16, count: 2, got: 15 }));
         assert_eq!(Tensor::from_le_bytes(8, &[1], &[0]), Err(DecodeError::Unsupported(8)));
         assert_eq!(Tensor::from_le_bytes(7, &[usize::MAX, 2], &[]), Err(DecodeError::TooLarge));
+        // Empty, but no array of that shape can exist.
+        assert_eq!(Tensor::from_le_bytes(1, &[0, 1 << 62, 1 << 62], &[]), Err(DecodeError::TooLarge));
+        assert_eq!(Tensor::from_le_bytes(1, &[0, 3], &[]).unwrap().shape(), &[0, 3]);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!
 //! Cost: the host's `deep_shap` charges N·T·K rows (every seed against every background row);
 //! memory: the seeds and the host's results, all at once.
+//!
+//! Token ids and other integer inputs are attributed at their embedding ([`layer`]).
+
+pub mod layer;
 
 use explaind_gradient_methods::sum_row_len;
 use explaind_plugin_sdk::{Context, Cost, Error, Explainer, PluginInfo, Request, TensorView, export_plugin};
@@ -17,7 +21,7 @@ pub struct DeepShap;
 
 impl Explainer for DeepShap {
     fn info() -> PluginInfo {
-        PluginInfo::new("deep-shap", env!("CARGO_PKG_VERSION"))
+        let info = PluginInfo::new("deep-shap", env!("CARGO_PKG_VERSION"))
             .description(
                 "Deep SHAP: DeepLIFT multipliers (rescale rule, exact on the ONNX graph) averaged over \
                  a background set. Base values are the mean background output; the extra \
@@ -26,6 +30,8 @@ impl Explainer for DeepShap {
             .reentrant()
             .needs_background()
             .needs_gradients()
+            .typed_inputs();
+        explaind_gradient_methods::layer::declare_params(info)
     }
 
     fn create() -> Result<Self, Error> {
@@ -38,6 +44,12 @@ impl Explainer for DeepShap {
     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
         let background =
             request.background().ok_or_else(|| Error::failed_precondition("background: Deep SHAP needs a background set"))?;
+        if let Some(explained) = explaind_gradient_methods::layer::wanted(request, "deep-shap")? {
+            let k = background[explained].rows();
+            // The layer values are host tensors, charged as the host hands them out; the
+            // plugin holds one batch of pairs of at most layer::CHUNK_BYTES.
+            return Ok(Cost::new(layer::model_rows(request, k), layer::CHUNK_BYTES as f64 + 4.0 * sum_row_len(request)));
+        }
         let k = background.first().map_or(0, |b| b.rows()) as f64;
         let pairs = (request.batch_size() * request.num_targets()) as f64;
         let r = request.output_row_size() as f64;
@@ -46,6 +58,9 @@ impl Explainer for DeepShap {
     }
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
+        if let Some(explained) = explaind_gradient_methods::layer::wanted(request, "deep-shap")? {
+            return layer::explain(ctx, request, explained);
+        }
         let (n, t, row) = (request.batch_size(), request.num_targets(), request.output_row_size());
         let seeds = request.one_hot_seeds();
         let seed_shape = [n as i64, t as i64, row as i64];

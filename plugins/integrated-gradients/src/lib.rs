@@ -6,6 +6,12 @@
 //!
 //! Cost: N·T·steps gradient rows and one forward row (f(b)); memory: one chunk of gradient
 //! rows and the rule's points.
+//!
+//! Token ids and other integer inputs have no gradient: for them (or any input, with a `layer`
+//! parameter) the path runs between two values of a layer, the ids' embedding by default
+//! ([`layer`], captum's `LayerIntegratedGradients`).
+
+pub mod layer;
 
 use explaind_gradient_methods::quadrature::{MAX_STEPS, path_rule};
 use explaind_gradient_methods::{GradientRows, attribution_results, sum_row_len};
@@ -18,7 +24,7 @@ pub const MAX_BASELINE: f64 = 1e30;
 
 impl Explainer for IntegratedGradients {
     fn info() -> PluginInfo {
-        PluginInfo::new("integrated-gradients", env!("CARGO_PKG_VERSION"))
+        let info = PluginInfo::new("integrated-gradients", env!("CARGO_PKG_VERSION"))
             .description(
                 "Integrated gradients (captum's IntegratedGradients): the gradient averaged along the \
                  straight path from a baseline to the input, times (input - baseline). Base values \
@@ -27,6 +33,7 @@ impl Explainer for IntegratedGradients {
             )
             .reentrant()
             .needs_gradients()
+            .typed_inputs()
             .param(
                 "steps",
                 ParamKind::Integer,
@@ -55,7 +62,17 @@ impl Explainer for IntegratedGradients {
                 ParamDefault::Optional,
                 "Use this row (0-based) of the request's background as the baseline instead.",
             )
-            .range(0.0, i64::MAX as f64)
+            .range(0.0, i64::MAX as f64);
+        explaind_gradient_methods::layer::declare_params(info)
+            .param(
+                "keep_ids",
+                ParamKind::Integers,
+                ParamDefault::Optional,
+                "For an integer input: ids kept at their positions in the baseline (e.g. [CLS] and [SEP]); \
+                 every other position takes `baseline` (the pad id).",
+            )
+            .range(i64::MIN as f64, i64::MAX as f64)
+            .max_len(1024)
     }
 
     fn create() -> Result<Self, Error> {
@@ -68,6 +85,12 @@ impl Explainer for IntegratedGradients {
     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
         let (_, steps) = path_rule(request)?;
         baseline_row(request)?;
+        if explaind_gradient_methods::layer::wanted(request, "integrated-gradients")?.is_some() {
+            // The layer values themselves are host tensors, charged as the host hands them
+            // out; the plugin holds one batch of path points of at most layer::CHUNK_BYTES.
+            let bytes = layer::CHUNK_BYTES as f64 + 16.0 * steps as f64 + 4.0 * sum_row_len(request);
+            return Ok(Cost::new(layer::model_rows(request, steps), bytes).driven_by("steps"));
+        }
         let steps = steps as f64;
         let (gradient_rows, chunk_bytes) = GradientRows::cost(request, steps);
         let pairs = (request.batch_size() * request.num_targets()) as f64;
@@ -79,8 +102,12 @@ impl Explainer for IntegratedGradients {
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let (method, steps) = path_rule(request)?;
-        let baselines = baselines(request)?;
         let (alphas, weights) = method.points(steps, &|| ctx.is_cancelled())?;
+        if let Some(explained) = explaind_gradient_methods::layer::wanted(request, "integrated-gradients")? {
+            let baselines = layer::baselines(request, explained, baseline_row(request)?, baseline_value(request)?)?;
+            return layer::explain(ctx, request, explained, &baselines, (&alphas, &weights));
+        }
+        let baselines = baselines(request)?;
         let inputs = request.inputs();
 
         let mut results = attribution_results(ctx, request)?;
@@ -121,15 +148,20 @@ fn baseline_row(request: &Request<'_>) -> Result<Option<usize>, Error> {
 fn baselines(request: &Request<'_>) -> Result<Vec<Vec<f32>>, Error> {
     match baseline_row(request)? {
         None => {
-            let value = request.number("baseline")?;
-            if !(-MAX_BASELINE..=MAX_BASELINE).contains(&value) {
-                return Err(Error::invalid_argument(format!("parameters.baseline: must be within +-1e30, got {value}")));
-            }
-            let value = value as f32;
+            let value = baseline_value(request)?;
             Ok(request.inputs().iter().map(|x| vec![value; x.row_len()]).collect())
         }
         Some(k) => Ok(request.background().expect("checked").iter().map(|b| b.row(k).to_vec()).collect()),
     }
+}
+
+/// The `baseline` parameter, checked.
+fn baseline_value(request: &Request<'_>) -> Result<f32, Error> {
+    let value = request.number("baseline")?;
+    if !(-MAX_BASELINE..=MAX_BASELINE).contains(&value) {
+        return Err(Error::invalid_argument(format!("parameters.baseline: must be within +-1e30, got {value}")));
+    }
+    Ok(value as f32)
 }
 
 /// Base values f(b) and convergence deltas Σφ − (f(x) − f(b)) for every (input, target).

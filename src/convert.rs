@@ -231,6 +231,22 @@ pub fn bind_float_inputs(
     Ok((arrays, rows))
 }
 
+/// Where the request's background comes from: rows it sent (float32 values, bound to the
+/// model's inputs), a registered id, or the model's default; never both rows and an id.
+pub fn background_source(
+    model: &Model,
+    request: &proto::ExplainRequest,
+    max_rows: usize,
+) -> Result<explaind_host::BackgroundSource, Status> {
+    use explaind_host::BackgroundSource;
+    match (request.background.is_empty(), request.background_id.is_empty()) {
+        (true, true) => Ok(BackgroundSource::ModelDefault),
+        (false, false) => Err(invalid("background_id: give background or background_id, not both")),
+        (false, true) => Ok(BackgroundSource::Rows(bind_float_inputs(model, &request.background, "background", max_rows)?.0)),
+        (true, false) => Ok(BackgroundSource::Registered(request.background_id.clone())),
+    }
+}
+
 /// Resolves `explained_inputs` (input names) to one flag per model input; empty: all.
 pub fn explained_inputs(model: &Model, names: &[String]) -> Result<Vec<bool>, Status> {
     let mut flags = vec![names.is_empty(); model.inputs.len()];

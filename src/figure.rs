@@ -3,7 +3,7 @@
 
 use crate::convert::invalid;
 use crate::proto;
-use explaind_host::{ExplainOutcome, TargetSelection};
+use explaind_host::{ExplainOutcome, ExplainRequest, TargetSelection};
 use explaind_runtime::{Model, Tensor};
 use ndarray::ArrayD;
 use tonic::Status;
@@ -34,16 +34,11 @@ fn ids_of(tensor: &Tensor) -> Option<Vec<i64>> {
 /// Checks, before any explaining is done, what can be known from the request alone: that a
 /// layout fits the input's shape, that token strings are at hand for a text figure, and that
 /// the figure will not have too many panels.
-pub fn precheck(
-    model: &Model,
-    inputs: &[Tensor],
-    explained: &[bool],
-    output_index: usize,
-    selection: &TargetSelection,
-    options: &proto::PlotOptions,
-) -> Result<(), Status> {
+pub fn precheck(request: &ExplainRequest, options: &proto::PlotOptions) -> Result<(), Status> {
+    let (model, inputs) = (&request.model, &request.inputs);
+    let output_index = explaind_host::output_index(model, &request.output).map_err(crate::convert::status_of)?;
     let kind: explaind_plot::Kind = options.kind.parse().map_err(plot_error)?;
-    let subject = subject(inputs, explained);
+    let subject = subject(inputs, &request.explained_inputs);
     let input = &inputs[subject];
     let layout = if ids_of(input).is_some() {
         text_precheck(model, input, subject, kind, options)?
@@ -66,7 +61,7 @@ pub fn precheck(
         // assumed possible here and checked again on the result.
         explaind_plot::layout(&input.shape()[1..], kind, true).map_err(plot_error)?
     };
-    let targets = match selection {
+    let targets = match &request.targets {
         TargetSelection::Indices(v) => Some(v.len()),
         TargetSelection::Predicted => Some(1),
         TargetSelection::TopK(k) => Some(*k),
@@ -129,9 +124,9 @@ pub fn render(
     explainer: &str,
     (subject, input): (usize, &Tensor),
     outcome: &ExplainOutcome,
-    output_index: usize,
     options: &proto::PlotOptions,
 ) -> Result<Vec<u8>, Status> {
+    let output_index = outcome.output_index;
     let kind = options.kind.parse().map_err(plot_error)?;
     let attributions = outcome
         .attributions

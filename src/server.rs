@@ -235,7 +235,7 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
         }
     }
     let observer = Arc::new(observer);
-    Ok((Arc::new(State { repository, plugins, limits, engine, backgrounds, access, observer }), writer))
+    Ok((Arc::new(State::new(repository, plugins, engine, backgrounds, limits, access, observer)), writer))
 }
 
 /// The TLS settings of `config`, read from their PEM files.

@@ -4,7 +4,7 @@ use crate::convert::{self, invalid, status_of};
 use crate::observe::{self, Observation};
 use crate::proto;
 use explaind_audit::Rpc;
-use explaind_host::{CancelToken, ExplainJob, PluginRegistry};
+use explaind_host::{CancelToken, ExplainRequest, Host, PluginRegistry};
 use explaind_runtime::{Model, ModelRepository, RepositoryError, RunStats};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,11 +41,9 @@ impl Default for Limits {
 /// What every service shares.
 pub struct State {
     pub repository: Arc<ModelRepository>,
-    pub plugins: Arc<PluginRegistry>,
+    /// The Explain use case: plugins, attribution engine, registered backgrounds, budgets.
+    pub host: Arc<Host>,
     pub limits: Limits,
-    /// Compiled gradient/DeepLIFT graphs and the background-activation cache.
-    pub engine: Arc<explaind_attribution::AttributionEngine>,
-    pub backgrounds: Arc<explaind_host::BackgroundRegistry>,
     /// Who may call what, and how many requests each caller may have in flight.
     pub access: Arc<crate::access::AccessPolicy>,
     /// Metrics and the audit log of every predict and explain request.
@@ -63,10 +61,25 @@ fn repository_status(e: RepositoryError) -> Status {
 }
 
 impl State {
+    /// The shared state of a server over `repository` and `plugins`, explaining within
+    /// `limits`.
+    pub fn new(
+        repository: Arc<ModelRepository>,
+        plugins: Arc<PluginRegistry>,
+        engine: Arc<explaind_attribution::AttributionEngine>,
+        backgrounds: Arc<explaind_host::BackgroundRegistry>,
+        limits: Limits,
+        access: Arc<crate::access::AccessPolicy>,
+        observer: Arc<crate::observe::Observer>,
+    ) -> State {
+        let host = Host { plugins, engine, backgrounds, budget: limits.budget, memory: limits.memory.clone() };
+        State { repository, host: Arc::new(host), limits, access, observer }
+    }
+
     /// A model's metadata, with what can explain it. The compilability is decided once per
     /// model file (at load) and cached.
     pub fn metadata(&self, model: &Model) -> proto::ModelMetadata {
-        convert::model_metadata(model, &self.engine.compilability(model), &self.plugins.list())
+        convert::model_metadata(model, &self.host.engine.compilability(model), &self.host.plugins.list())
     }
 
     fn model(&self, model: Option<&proto::ModelRef>) -> Result<Arc<Model>, Status> {
@@ -258,7 +271,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
         &self,
         _: Request<proto::ListExplainersRequest>,
     ) -> Result<Response<proto::ListExplainersResponse>, Status> {
-        let explainers = self.0.plugins.list().iter().map(|p| explainer_info(p)).collect();
+        let explainers = self.0.host.plugins.list().iter().map(|p| explainer_info(p)).collect();
         Ok(Response::new(proto::ListExplainersResponse { explainers }))
     }
 
@@ -269,7 +282,7 @@ impl proto::explain_service_server::ExplainService for ExplainService {
         let request = request.into_inner();
         let model = self.0.model(request.model.as_ref())?;
         let (rows, count) = convert::bind_float_inputs(&model, &request.rows, "rows", self.0.limits.max_batch_rows)?;
-        let registered = self.0.backgrounds.register(&model.name, rows).map_err(status_of)?;
+        let registered = self.0.host.register_background(&model, rows).map_err(status_of)?;
         tracing::info!(model = %model.name, id = %registered.background.digest, rows = count, "background registered");
         Ok(Response::new(proto::RegisterBackgroundResponse {
             background_id: registered.background.digest.clone(),
@@ -285,6 +298,8 @@ impl proto::explain_service_server::ExplainService for ExplainService {
 }
 
 impl ExplainService {
+    /// Decodes the request, runs [`Host::explain`] off the async threads (with the figure, if
+    /// asked for), and encodes the outcome.
     async fn explain_observed(
         &self,
         request: Request<proto::ExplainRequest>,
@@ -296,10 +311,7 @@ impl ExplainService {
         let state = &self.0;
         let model = state.model(request.model.as_ref())?;
         observation.model = Some(observe::model_identity(&model));
-        let plugin = state.plugins.get(&request.explainer).ok_or_else(|| {
-            let names: Vec<String> = state.plugins.list().iter().map(|p| p.name.clone()).collect();
-            Status::not_found(format!("explainer: no explainer named {:?} (loaded: {})", request.explainer, names.join(", ")))
-        })?;
+        let plugin = state.host.explainer(&request.explainer).map_err(status_of)?;
         observation.explainer = Some(explaind_audit::ExplainerIdentity {
             name: plugin.name.clone(),
             version: plugin.version.clone(),
@@ -308,79 +320,38 @@ impl ExplainService {
         observation.record_parameters(&state.observer, &request);
         let (inputs, _) = convert::bind_inputs(&model, &request.inputs, "inputs", state.limits.max_batch_rows)?;
         observation.record_inputs(&state.observer, &inputs, &request.inputs);
-        let explained_inputs = convert::explained_inputs(&model, &request.explained_inputs)?;
-        let output_index = if request.output.is_empty() {
-            0
-        } else {
-            model.outputs.iter().position(|o| o.name == request.output).ok_or_else(|| {
-                let names: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
-                invalid(format!(
-                    "output: {:?} is not an output of {} (outputs: {})",
-                    request.output,
-                    model.name,
-                    names.join(", ")
-                ))
-            })?
+        let explain_request = ExplainRequest {
+            model: model.clone(),
+            explainer: plugin.clone(),
+            explained_inputs: convert::explained_inputs(&model, &request.explained_inputs)?,
+            output: request.output.clone(),
+            targets: convert::targets(request.targets.as_ref())?,
+            params: convert::params(&request.parameters)?,
+            background: convert::background_source(&model, &request, state.limits.max_batch_rows)?,
+            cancel: cancel.clone(),
+            inputs,
         };
-        let background = match (request.background.is_empty(), request.background_id.is_empty()) {
-            (true, true) => None,
-            (false, false) => return Err(invalid("background_id: give background or background_id, not both")),
-            (false, true) => {
-                let rows = convert::bind_float_inputs(&model, &request.background, "background", state.limits.max_batch_rows)?.0;
-                Some(explaind_attribution::Background { digest: explaind_runtime::digest_arrays(&rows), rows: Arc::new(rows) })
-            }
-            (true, false) => {
-                let id = &request.background_id;
-                let registered =
-                    state.backgrounds.get(&model.name, id).ok_or_else(|| match state.backgrounds.models_with(id) {
-                        others if others.is_empty() => {
-                            Status::not_found(format!("background_id: no background {id:?} is registered"))
-                        }
-                        others => invalid(format!(
-                            "background_id: {id:?} was registered for model {}, not {}; register it for {} too",
-                            others.join(", "),
-                            model.name,
-                            model.name
-                        )),
-                    })?;
-                Some(registered.background.clone())
-            }
-        };
-        let targets = convert::targets(request.targets.as_ref())?;
         let plot = request.plot.filter(|p| p.png);
         if let Some(options) = &plot {
-            crate::figure::precheck(&model, &inputs, &explained_inputs, output_index, &targets, options)?;
+            crate::figure::precheck(&explain_request, options)?;
         }
         let plot_input = plot.as_ref().map(|_| {
-            let subject = crate::figure::subject(&inputs, &explained_inputs);
-            (subject, inputs[subject].clone())
+            let subject = crate::figure::subject(&explain_request.inputs, &explain_request.explained_inputs);
+            (subject, explain_request.inputs[subject].clone())
         });
-        let job = ExplainJob {
-            model: model.clone(),
-            plugin: plugin.clone(),
-            inputs,
-            explained_inputs,
-            output_index,
-            targets,
-            params: convert::params(&request.parameters)?,
-            background,
-            cancel: cancel.clone(),
-            engine: state.engine.clone(),
-            budget: state.limits.budget,
-            memory: state.limits.memory.clone(),
-        };
+        let host = state.host.clone();
         let plugin_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = plugin_failed.clone();
         let digest_wanted = state.observer.audit.is_some();
         let worker_cancel = cancel.clone();
         let result = run_blocking(&cancel, move || {
-            let outcome = explaind_host::explain(job).map_err(|failure| {
+            let outcome = host.explain(explain_request).map_err(|failure| {
                 flag.store(failure.from_plugin, Ordering::Relaxed);
                 status_of(failure)
             })?;
             let png = match (&plot, &plot_input) {
                 (Some(options), Some((subject, input))) => {
-                    crate::figure::render(&model, &plugin.name, (*subject, input), &outcome, output_index, options)?
+                    crate::figure::render(&model, &plugin.name, (*subject, input), &outcome, options)?
                 }
                 _ => Vec::new(),
             };

@@ -63,9 +63,9 @@ async fn the_background_cache_skips_the_background_pass_and_evicts_under_its_bud
     let roomy = TestServer::start_on(repository.path(), 256 << 20).await;
     let mut client = roomy.explainer().await;
     let first = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
-    assert_eq!(roomy.state.engine.cache_stats().misses, 1);
+    assert_eq!(roomy.state.host.engine.cache_stats().misses, 1);
     let second = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
-    let stats = roomy.state.engine.cache_stats();
+    let stats = roomy.state.host.engine.cache_stats();
     assert_eq!((stats.misses, stats.hits), (1, 1), "the second request reuses the background's activations");
     assert!(stats.bytes > 0);
     assert_eq!(first.attributions, second.attributions);
@@ -81,7 +81,7 @@ async fn the_background_cache_skips_the_background_pass_and_evicts_under_its_bud
         let again = client.explain(explain_request(&c, "deep-shap", indices(&[3]))).await.unwrap().into_inner();
         assert_eq!(again.attributions, first.attributions);
     }
-    let stats = tight.state.engine.cache_stats();
+    let stats = tight.state.host.engine.cache_stats();
     assert_eq!((stats.misses, stats.evictions, stats.bytes), (2, 2, 0));
 }
 
@@ -91,14 +91,14 @@ async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_th
     let c = case("digits_cnn");
     let whole = TestServer::start_on(repository.path(), 256 << 20).await;
     let reference = whole.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
-    assert_eq!(whole.state.engine.cache_stats().misses, 1, "the 20 rows fit one chunk");
+    assert_eq!(whole.state.host.engine.cache_stats().misses, 1, "the 20 rows fit one chunk");
 
     // 200 KiB of working memory: cached chunks of 5 rows, runs of 2 (the last of each chunk
     // overlapping the one before it, so all have one shape).
     let overlapping = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 200 << 10).await;
     let response =
         overlapping.explainer().await.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
-    assert_eq!(overlapping.state.engine.cache_stats().misses, 4, "20 rows in chunks of 5");
+    assert_eq!(overlapping.state.host.engine.cache_stats().misses, 4, "20 rows in chunks of 5");
     assert_close(
         &floats(response.attributions[0].values.as_ref().unwrap()),
         &floats(reference.attributions[0].values.as_ref().unwrap()),
@@ -110,7 +110,7 @@ async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_th
     let chunked = TestServer::start_on_with_chunks(repository.path(), 256 << 20, 64 << 10).await;
     let mut client = chunked.explainer().await;
     let response = client.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap().into_inner();
-    let chunks = chunked.state.engine.cache_stats().misses;
+    let chunks = chunked.state.host.engine.cache_stats().misses;
     assert!(chunks > 3, "the background should span several cached chunks, got {chunks}");
     assert_close(
         &floats(response.attributions[0].values.as_ref().unwrap()),
@@ -121,7 +121,7 @@ async fn a_background_larger_than_the_chunk_bound_is_processed_in_chunks_with_th
     assert_close(&floats(response.base_values.as_ref().unwrap()), &floats(reference.base_values.as_ref().unwrap()), 1e-5, 1e-5);
     // Repeated: every chunk comes from the cache.
     client.explain(explain_request(&c, "deep-shap", all_targets())).await.unwrap();
-    let stats = chunked.state.engine.cache_stats();
+    let stats = chunked.state.host.engine.cache_stats();
     assert_eq!((stats.misses, stats.hits), (chunks, chunks));
 }
 
@@ -141,7 +141,7 @@ async fn concurrent_cold_requests_compute_the_background_once() {
         results.push(call.await.unwrap());
     }
     assert!(results.windows(2).all(|w| w[0].attributions == w[1].attributions));
-    let stats = server.state.engine.cache_stats();
+    let stats = server.state.host.engine.cache_stats();
     assert_eq!((stats.misses, stats.hits), (1, 5));
 }
 
@@ -177,7 +177,7 @@ async fn registered_backgrounds_are_named_by_their_digest() {
     by_default.background_id.clear();
     let default = client.explain(by_default).await.unwrap().into_inner();
     assert_eq!(response.attributions, default.attributions);
-    assert_eq!(server.state.engine.cache_stats().misses, 1);
+    assert_eq!(server.state.host.engine.cache_stats().misses, 1);
 
     let mut unknown = by_id.clone();
     unknown.background_id = "0".repeat(64);
@@ -312,7 +312,7 @@ async fn plugins_built_against_abi_1_0_to_1_4_still_load_explain_and_keep_to_the
         let budget = explaind_host::RequestBudget { model_rows: 20, scratch_bytes: 0 };
         let limits = explaind::service::Limits { budget, ..Default::default() };
         let server = TestServer::start(limits, &[library]).await;
-        let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+        let plugin = server.state.host.plugins.get("leave-one-out-c").unwrap();
         assert_eq!((plugin.abi_major, plugin.abi_minor), (1, minor));
         assert!(!plugin.has_estimate(), "ABI 1.{minor} has no estimate");
         let mut client = server.explainer().await;
@@ -343,7 +343,7 @@ async fn plugins_built_against_abi_1_0_to_1_4_still_load_explain_and_keep_to_the
         let library =
             compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
         let server = TestServer::start(Default::default(), &[library]).await;
-        let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+        let plugin = server.state.host.plugins.get("leave-one-out-c").unwrap();
         assert_eq!((plugin.abi_major, plugin.abi_minor), (1, minor));
         assert!(plugin.has_estimate(), "ABI 1.3 has estimate");
         let x = read_npy("models/wine-mlp/1/samples.npy");
@@ -363,8 +363,8 @@ async fn the_bundled_models_compile_for_every_explainer_and_their_metadata_says_
     let server = TestServer::start(Default::default(), &[]).await;
     // Every loaded explainer but those for tree ensembles, which these networks are not.
     let loaded: Vec<String> =
-        server.state.plugins.list().iter().filter(|p| !p.needs_tree_ensemble()).map(|p| p.name.clone()).collect();
-    assert!(server.state.plugins.list().iter().any(|p| p.name == "tree-shap"));
+        server.state.host.plugins.list().iter().filter(|p| !p.needs_tree_ensemble()).map(|p| p.name.clone()).collect();
+    assert!(server.state.host.plugins.list().iter().any(|p| p.name == "tree-shap"));
     let models = server.models().await.list_models(proto::ListModelsRequest {}).await.unwrap().into_inner().models;
     assert!(models.len() >= 3, "{models:?}");
     for m in models {

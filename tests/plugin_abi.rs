@@ -46,7 +46,7 @@ async fn refused(defect: &str) -> LoadError {
     let server = TestServer::start(Default::default(), &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let library = compile_c_plugin("tests/c/bad_plugin.c", &[defect], dir.path(), &defect.to_lowercase());
-    let err = server.state.plugins.load_file(&library).expect_err("a broken plugin must be refused");
+    let err = server.state.host.plugins.load_file(&library).expect_err("a broken plugin must be refused");
 
     let mut explainers = server.explainer().await;
     let names: Vec<String> = explainers

@@ -319,7 +319,7 @@ async fn a_plugin_built_against_abi_1_4_is_offered_float32_models_only() {
         compile_c_plugin_against(&include, "tests/c/leave_one_out.c", &[], dir.path(), "explaind_plugin_leave_one_out_c");
     let tokens = case_repository(TOKENS, &["bert_tiny".to_string()]);
     let server = TestServer::start_on_with_plugins(tokens.path(), &[library]).await;
-    let plugin = server.state.plugins.get("leave-one-out-c").unwrap();
+    let plugin = server.state.host.plugins.get("leave-one-out-c").unwrap();
     assert_eq!((plugin.abi_major, plugin.abi_minor), (1, 4));
     let mut request = token_request("leave-one-out-c", 0..1, &[]);
     request.explained_inputs.clear();
@@ -474,4 +474,38 @@ async fn a_text_figure_needs_token_strings() {
     let err = server.explainer().await.explain(request).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("plot.tokens: give the token strings"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn the_use_case_runs_without_grpc_and_agrees_with_it() {
+    let (server, _dirs) = server().await;
+    let model = server.state.repository.get("bert_tiny", "").unwrap();
+    let ids = |file: &str| {
+        let values = bert(file);
+        explaind_runtime::Tensor::Int64(values.mapv(|v| v as i64))
+    };
+    let request = explaind_host::ExplainRequest {
+        model,
+        explainer: server.state.host.explainer("occlusion").unwrap(),
+        inputs: vec![ids("input_ids.npy"), ids("attention_mask.npy")],
+        explained_inputs: vec![true, false],
+        output: String::new(),
+        targets: explaind_host::TargetSelection::All,
+        params: [("window".to_string(), explaind_host::ParamValue::Integers(vec![1]))].into(),
+        background: explaind_host::BackgroundSource::ModelDefault,
+        cancel: Default::default(),
+    };
+    let host = server.state.host.clone();
+    let outcome = tokio::task::spawn_blocking(move || host.explain(request)).await.unwrap().unwrap();
+    assert_eq!(outcome.attributions.len(), 1, "the mask is held, not explained");
+    let (index, values) = &outcome.attributions[0];
+    assert_eq!((*index, values.shape()), (0, &[2, 3, 10][..]));
+    let over_grpc = token_request("occlusion", 0..2, &[("window", integers(&[1])), ("baseline", number(0.0))]);
+    let response = server.explainer().await.explain(over_grpc).await.unwrap().into_inner();
+    assert_eq!(values.iter().copied().collect::<Vec<f32>>(), floats(response.attributions[0].values.as_ref().unwrap()));
+
+    // An unknown explainer or output is refused by the use case itself.
+    let err = server.state.host.explainer("nope").unwrap_err();
+    assert_eq!(err.code, explaind_abi::EXD_NOT_FOUND);
+    assert!(err.message.starts_with("explainer: no explainer named \"nope\" (loaded: "), "{}", err.message);
 }

@@ -168,7 +168,7 @@ impl TestServer {
         let backgrounds = Arc::new(explaind_host::BackgroundRegistry::new(64 << 20));
         let access = Arc::new(access);
         let observer = Arc::new(explaind::observe::Observer::without_audit());
-        let state = Arc::new(State { repository, plugins, limits, engine, backgrounds, access, observer });
+        let state = Arc::new(State::new(repository, plugins, engine, backgrounds, limits, access, observer));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let addr = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };

@@ -174,8 +174,9 @@ impl Drop for Reservation {
     }
 }
 
-/// A validated explain request: inputs match the model, the output exists.
-pub struct ExplainJob {
+/// A validated explain request: inputs match the model, the output exists, the background is
+/// resolved ([`crate::Host::explain`] makes it).
+pub(crate) struct ExplainJob {
     pub model: Arc<Model>,
     pub plugin: Arc<Plugin>,
     /// One tensor per model input, in the model's order and declared element types, batch
@@ -201,6 +202,8 @@ pub struct ExplainJob {
 }
 
 pub struct ExplainOutcome {
+    /// The model output the targets index into.
+    pub output_index: usize,
     /// Per model input index that the plugin wrote: [N, T, *input_shape_without_batch].
     pub attributions: Vec<(usize, ArrayD<f32>)>,
     /// [N, T]
@@ -348,7 +351,7 @@ fn bind_params(plugin: &Plugin, mut given: BTreeMap<String, ParamValue>) -> Resu
 
 /// Runs `job`: a forward pass on the inputs, target resolution, then the plugin.
 /// Blocking: call it from a blocking thread.
-pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
+pub(crate) fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     let ExplainJob {
         model,
         plugin,
@@ -484,6 +487,7 @@ pub fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
     // Keep the input buffers alive until the plugin is done with them.
     drop((input_tensors, background_tensors, output_tensor, params, model_info));
     let outcome = ExplainOutcome {
+        output_index,
         // Inputs held fixed have no attributions, whatever the plugin wrote for them.
         attributions: results
             .attributions

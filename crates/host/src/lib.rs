@@ -7,7 +7,10 @@
 //! - `graph_view` builds the read-only view of a model's graph that ABI 1.4's `model_graph`
 //!   hands to plugins that read the model's structure (tree ensembles).
 //! - [`backgrounds`] keeps the background sets clients register.
-//! - [`explain`] turns a validated request into one plugin call: it runs the model on the
+//! - [`Host`] owns the Explain use case: a decoded [`ExplainRequest`] (inputs bound to the
+//!   model; explainer, output, background source and explained inputs as named) in, an
+//!   [`ExplainOutcome`] out. It resolves the output and the background, then
+//! - [`explain`] turns the validated request into one plugin call: it runs the model on the
 //!   inputs, resolves targets, checks parameters against the plugin's declaration, and collects
 //!   the results.
 //!
@@ -18,13 +21,13 @@ pub mod backgrounds;
 pub mod explain;
 pub mod finite;
 mod graph_view;
+mod host;
 pub mod host_api;
 pub mod plugin;
 
 pub use backgrounds::BackgroundRegistry;
-pub use explain::{
-    CancelToken, ExplainJob, ExplainOutcome, MemoryPool, ParamValue, RequestBudget, Reservation, TargetSelection, explain,
-};
+pub use explain::{CancelToken, ExplainOutcome, MemoryPool, ParamValue, RequestBudget, Reservation, TargetSelection};
+pub use host::{BackgroundSource, ExplainRequest, Host, output_index};
 pub use plugin::{LoadError, ParamInfo, Plugin, PluginRegistry};
 
 /// An error with a gRPC-compatible status code (the ABI's `EXD_*` codes are the same numbers).

@@ -4,6 +4,9 @@
 //! over int64 category codes (`tests/data/int_tabular`: scikit-learn's OneHotEncoder and
 //! LogisticRegression through skl2onnx, `scripts/make_int_tabular_fixtures.py`).
 //!
+//! A third model (`tests/data/dtypes/mixed`, `scripts/make_dtype_fixtures.py`) takes double,
+//! int32, bool, float16 and uint8 inputs at once.
+//!
 //! Predictions take the inputs in their declared types; occlusion and Kernel SHAP explain token
 //! positions with a replacement id, the attention mask held at the request's values, against
 //! brute force computed by the scripts with onnxruntime (every coalition of the 10 positions
@@ -508,4 +511,72 @@ async fn the_use_case_runs_without_grpc_and_agrees_with_it() {
     let err = server.state.host.explainer("nope").unwrap_err();
     assert_eq!(err.code, explaind_abi::EXD_NOT_FOUND);
     assert!(err.message.starts_with("explainer: no explainer named \"nope\" (loaded: "), "{}", err.message);
+}
+
+/// A committed `.npy` file as a request tensor of `element_type`, its bytes as they are (NumPy
+/// writes little-endian, C order): exact for every type.
+fn raw_npy(relative: &str, element_type: proto::ElementType) -> proto::Tensor {
+    let bytes = std::fs::read(repo_root().join(relative)).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    proto::Tensor { element_type: element_type as i32, shape, data: bytes[10 + header_len..].to_vec() }
+}
+
+#[tokio::test]
+async fn inputs_of_every_type_reach_the_model_as_declared() {
+    use proto::ElementType as E;
+    let repository = case_repository("tests/data/dtypes", &["mixed".to_string()]);
+    let server = TestServer::start_on(repository.path(), 0).await;
+    let dir = "tests/data/dtypes/mixed";
+    let types = [("x", E::Double), ("codes", E::Int32), ("mask", E::Bool), ("scale", E::Float16), ("level", E::Uint8)];
+    let inputs: Vec<proto::NamedTensor> = types
+        .iter()
+        .map(|(name, t)| proto::NamedTensor { name: name.to_string(), tensor: Some(raw_npy(&format!("{dir}/{name}.npy"), *t)) })
+        .collect();
+    let metadata = server.models().await.get_model(proto::GetModelRequest { model: model("mixed") }).await.unwrap().into_inner();
+    let declared: Vec<(String, i32)> = metadata.inputs.iter().map(|i| (i.name.clone(), i.element_type)).collect();
+    assert_eq!(declared, types.iter().map(|(n, t)| (n.to_string(), *t as i32)).collect::<Vec<_>>());
+
+    let response = server
+        .models()
+        .await
+        .predict(proto::PredictRequest { model: model("mixed"), inputs: inputs.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_close(
+        &floats(response.outputs[0].tensor.as_ref().unwrap()),
+        read_npy(&format!("{dir}/y.npy")).as_slice().unwrap(),
+        1e-6,
+        1e-6,
+    );
+
+    // Occlusion over the int32 codes, the double, bool, float16 and uint8 inputs held.
+    let request = proto::ExplainRequest {
+        model: model("mixed"),
+        explainer: "occlusion".into(),
+        inputs: inputs.clone(),
+        targets: all(),
+        parameters: [("window".to_string(), integers(&[1])), ("baseline".to_string(), number(0.0))].into(),
+        explained_inputs: vec!["codes".into()],
+        ..Default::default()
+    };
+    let response = server.explainer().await.explain(request).await.unwrap().into_inner();
+    assert_eq!(response.attributions[0].input_name, "codes");
+    let expected = read_npy(&format!("{dir}/occlusion.npy"));
+    assert_close(&floats(response.attributions[0].values.as_ref().unwrap()), expected.as_slice().unwrap(), 1e-6, 1e-5);
+
+    // A bool byte that is neither 0 nor 1, and a float16 infinity, are refused naming the element.
+    let mut bad = inputs.clone();
+    bad[2].tensor.as_mut().unwrap().data[1] = 2;
+    let err = server.models().await.predict(proto::PredictRequest { model: model("mixed"), inputs: bad }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "inputs[2].tensor.data: element 1 is the byte 2; a bool is 0 or 1");
+    let mut bad = inputs;
+    bad[3].tensor.as_mut().unwrap().data[..2].copy_from_slice(&0x7c00u16.to_le_bytes());
+    let err = server.models().await.predict(proto::PredictRequest { model: model("mixed"), inputs: bad }).await.unwrap_err();
+    assert_eq!(err.message(), "inputs[3].tensor.data: element 0 is inf; inputs must be finite");
 }

@@ -373,16 +373,14 @@ pub enum ParamValue<'a> {
 
 /// Float32 copies of the request's inputs that are of other types (ABI 1.5 typed inputs),
 /// made before the [`Request`] that views them.
-#[doc(hidden)]
-pub struct InputValues {
+struct InputValues {
     copies: Vec<Option<Vec<f32>>>,
 }
 
 impl InputValues {
     /// # Safety
     /// `raw` must be a valid request from the host.
-    #[doc(hidden)]
-    pub unsafe fn of(raw: &abi::ExdExplainRequest) -> Result<Self, Error> {
+    unsafe fn of(raw: &abi::ExdExplainRequest) -> Result<Self, Error> {
         let mut copies = Vec::with_capacity(raw.num_inputs);
         for i in 0..raw.num_inputs {
             let t = unsafe { &*raw.inputs.add(i) };
@@ -396,10 +394,26 @@ impl InputValues {
             let count = shape.iter().product::<i64>().max(0) as usize;
             let data = unsafe { (t.data as *const u8).add(t.byte_offset as usize) };
             let name = request_input_name(raw, i);
-            copies.push(Some(unsafe { typed::values_of(element_type, data, count, &format!("inputs.{name}")) }?));
+            let values = match explained(raw, i) {
+                true => unsafe { typed::values_of(element_type, data, count, &format!("inputs.{name}")) }?,
+                // A held input is never rebuilt from these values (forward_with_fixed copies its
+                // own bytes), so they may be rounded.
+                false => unsafe { typed::rounded_values_of(element_type, data, count) },
+            };
+            copies.push(Some(values));
         }
         Ok(InputValues { copies })
     }
+}
+
+/// Whether the request explains input `index` (ABI 1.5; every input before it).
+fn explained(raw: &abi::ExdExplainRequest, index: usize) -> bool {
+    let end = std::mem::offset_of!(abi::ExdExplainRequest, explained_inputs) + std::mem::size_of::<*const u8>();
+    if (raw.header.struct_size as usize) < end || raw.explained_inputs.is_null() {
+        return true;
+    }
+    // SAFETY: the host passes `num_inputs` flags, alive until `explain` returns.
+    index < raw.num_inputs && unsafe { *raw.explained_inputs.add(index) } != 0
 }
 
 fn request_input_name(raw: &abi::ExdExplainRequest, index: usize) -> String {
@@ -425,8 +439,7 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// # Safety
     /// `raw` must be a valid request from the host, and `values` made from it.
-    #[doc(hidden)]
-    pub unsafe fn from_raw(raw: &'a abi::ExdExplainRequest, values: &'a InputValues) -> Result<Self, Error> {
+    unsafe fn from_raw(raw: &'a abi::ExdExplainRequest, values: &'a InputValues) -> Result<Self, Error> {
         if raw.header.struct_size < abi::v1_0_sizes::EXPLAIN_REQUEST {
             return Err(Error::internal("explain request struct is smaller than ABI 1.0's"));
         }
@@ -451,19 +464,17 @@ impl<'a> Request<'a> {
         Ok(Request { raw, inputs, background, outputs })
     }
 
-    /// One tensor per model input, batch first, as float32 values. An input of another type
-    /// (only for plugins that declare [`PluginInfo::typed_inputs`]) is an exact float32 copy.
+    /// One tensor per model input, batch first, as float32 values. An explained input of
+    /// another type (only for plugins that declare [`PluginInfo::typed_inputs`]) is an exact
+    /// float32 copy; a held one is rounded to float32 where it must be (a double), and
+    /// [`Context::forward_with_fixed`] passes its own bytes, not these values.
     pub fn inputs(&self) -> &[TensorView<'a>] {
         &self.inputs
     }
     /// Whether the request explains model input `index` (ABI 1.5); an input it does not
     /// explain is held at the request's values in every row the plugin builds.
     pub fn is_explained(&self, index: usize) -> bool {
-        let end = std::mem::offset_of!(abi::ExdExplainRequest, explained_inputs) + std::mem::size_of::<*const u8>();
-        if (self.raw.header.struct_size as usize) < end || self.raw.explained_inputs.is_null() {
-            return true;
-        }
-        index < self.raw.num_inputs && unsafe { *self.raw.explained_inputs.add(index) } != 0
+        explained(self.raw, index)
     }
     /// The one input the request explains, for explainers that perturb a single input and
     /// hold the others (an attention mask) at the request's values; or the error that says
@@ -484,6 +495,31 @@ impl<'a> Request<'a> {
             )),
         }
     }
+    /// The host's DLTensor of input `index`.
+    fn raw_input(&self, index: usize) -> &'a abi::DLTensor {
+        // SAFETY: the host passes `num_inputs` tensors, alive until `explain` returns.
+        unsafe { &*self.raw.inputs.add(index) }
+    }
+
+    /// Rows `sources` of input `index` as the request sent them (its own element type), in
+    /// storage aligned for any element type.
+    ///
+    /// # Safety
+    /// Every source must be a row of the input.
+    unsafe fn gather_raw_rows(&self, index: usize, sources: &[usize]) -> Vec<u64> {
+        let t = self.raw_input(index);
+        let element_bytes = (t.dtype.bits as usize).div_ceil(8) * t.dtype.lanes.max(1) as usize;
+        let row_bytes = self.inputs[index].row_len() * element_bytes;
+        let base = unsafe { (t.data as *const u8).add(t.byte_offset as usize) };
+        let mut out = vec![0u64; (sources.len() * row_bytes).div_ceil(8)];
+        let bytes: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len() * 8) };
+        for (r, &n) in sources.iter().enumerate() {
+            let row = unsafe { std::slice::from_raw_parts(base.add(n * row_bytes), row_bytes) };
+            bytes[r * row_bytes..(r + 1) * row_bytes].copy_from_slice(row);
+        }
+        out
+    }
+
     /// The ONNX element type model input `index` declares (1 = float32, 7 = int64, ...).
     pub fn input_element_type(&self, index: usize) -> i32 {
         // SAFETY: the host's model info lives until `explain` returns.
@@ -724,26 +760,40 @@ impl<'a> Context<'a> {
         if sources.len() != batch.rows() {
             return Err(Error::internal(format!("{} source rows for a batch of {}", sources.len(), batch.rows())));
         }
-        let mut fixed: Vec<(Vec<i64>, Vec<f32>)> = Vec::with_capacity(inputs.len());
+        let forward = self.host.forward.ok_or_else(|| Error::internal("host has no forward"))?;
+        // The explained rows are converted to the input's type; the held inputs are copied
+        // row by row in their own type (their bytes as the request sent them), so a double
+        // or an id past 2^24 is held exactly.
+        let declared = self.input_types();
+        let (explained_dl, _converted) = convert_input(&batch, declared.get(explained), explained, "forward")?;
+        let mut shapes: Vec<Vec<i64>> = Vec::with_capacity(inputs.len());
+        let mut held: Vec<Vec<u64>> = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter().enumerate() {
-            if i == explained {
-                fixed.push((Vec::new(), Vec::new()));
-                continue;
-            }
             let mut shape = input.shape.to_vec();
             shape[0] = sources.len() as i64;
-            let mut data = Vec::with_capacity(sources.len() * input.row_len());
-            for &n in sources {
-                data.extend_from_slice(input.row(n));
-            }
-            fixed.push((shape, data));
+            shapes.push(shape);
+            held.push(if i == explained { Vec::new() } else { unsafe { request.gather_raw_rows(i, sources) } });
         }
-        let views: Vec<TensorView<'_>> = fixed
-            .iter()
-            .enumerate()
-            .map(|(i, (shape, data))| if i == explained { batch } else { TensorView::new(shape, data) })
+        let tensors: Vec<abi::DLTensor> = (0..inputs.len())
+            .map(|i| match i == explained {
+                true => abi::DLTensor { ..explained_dl },
+                false => abi::DLTensor {
+                    data: held[i].as_ptr() as *mut _,
+                    device: abi::DLDevice { device_type: abi::kDLCPU, device_id: 0 },
+                    ndim: shapes[i].len() as i32,
+                    dtype: request.raw_input(i).dtype,
+                    shape: shapes[i].as_ptr() as *mut i64,
+                    strides: std::ptr::null_mut(),
+                    byte_offset: 0,
+                },
+            })
             .collect();
-        self.forward(&views)
+        let mut out: *mut abi::DLTensor = std::ptr::null_mut();
+        let err = unsafe { forward(self.raw, tensors.as_ptr(), tensors.len(), &mut out) };
+        if !err.is_null() {
+            return Err(self.take_error(err));
+        }
+        Ok(HostTensor { host: self.host, ctx: self.raw, raw: out })
     }
 
     /// DLTensors of `inputs` for the host, each in its model input's declared type: float32
@@ -752,17 +802,11 @@ impl<'a> Context<'a> {
     fn model_inputs(&self, inputs: &[TensorView<'_>], what: &str) -> Result<(Vec<abi::DLTensor>, Vec<typed::Elements>), Error> {
         let declared = self.input_types();
         let mut converted = Vec::new();
-        let mut dl: Vec<abi::DLTensor> = inputs.iter().map(dl_borrow).collect();
-        for (i, (tensor, view)) in dl.iter_mut().zip(inputs).enumerate() {
-            let Some(&(element_type, ref name)) = declared.get(i) else { continue };
-            if element_type == 1 {
-                continue;
-            }
-            let elements = typed::elements_of(view.data, element_type, &format!("{what} input {i} ({name})"))?;
-            tensor.data = elements.as_ptr() as *mut _;
-            tensor.dtype = abi::DLDataType::of_onnx(element_type)
-                .ok_or_else(|| Error::internal(format!("model input {name} has element type {element_type}")))?;
-            converted.push(elements);
+        let mut dl = Vec::with_capacity(inputs.len());
+        for (i, view) in inputs.iter().enumerate() {
+            let (tensor, elements) = convert_input(view, declared.get(i), i, what)?;
+            dl.push(tensor);
+            converted.extend(elements);
         }
         Ok((dl, converted))
     }
@@ -1096,6 +1140,24 @@ fn unsupported_host() -> Error {
 }
 
 /// A DLTensor that borrows a view (the host only reads it during the call).
+/// The DLTensor of `view`, float32 values for model input `index` (declared as `declared`:
+/// its element type and name): as it is for a float32 input, else converted (exactly, or
+/// refused naming the input), with the converted elements the tensor points into.
+fn convert_input(
+    view: &TensorView<'_>,
+    declared: Option<&(i32, String)>,
+    index: usize,
+    what: &str,
+) -> Result<(abi::DLTensor, Option<typed::Elements>), Error> {
+    let mut tensor = dl_borrow(view);
+    let Some(&(element_type, ref name)) = declared.filter(|(t, _)| *t != 1) else { return Ok((tensor, None)) };
+    let elements = typed::elements_of(view.data, element_type, &format!("{what} input {index} ({name})"))?;
+    tensor.data = elements.as_ptr() as *mut _;
+    tensor.dtype = abi::DLDataType::of_onnx(element_type)
+        .ok_or_else(|| Error::internal(format!("model input {name} has element type {element_type}")))?;
+    Ok((tensor, Some(elements)))
+}
+
 fn dl_borrow(v: &TensorView<'_>) -> abi::DLTensor {
     abi::DLTensor {
         data: v.data.as_ptr() as *mut _,

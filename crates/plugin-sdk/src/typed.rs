@@ -56,6 +56,25 @@ pub(crate) unsafe fn values_of(element_type: i32, data: *const u8, count: usize,
     }
 }
 
+/// Float32 values of `count` elements of `element_type` at `data`, rounded where they must
+/// be (doubles; integers past 2^24): for inputs the plugin holds and never rebuilds.
+///
+/// # Safety
+/// As [`values_of`].
+pub(crate) unsafe fn rounded_values_of(element_type: i32, data: *const u8, count: usize) -> Vec<f32> {
+    fn read<'x, T: Copy>(data: *const u8, count: usize) -> &'x [T] {
+        // SAFETY: the caller's contract (count valid, aligned elements).
+        if count == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data.cast::<T>(), count) } }
+    }
+    match element_type {
+        6 => read::<i32>(data, count).iter().map(|&v| v as f32).collect(),
+        7 => read::<i64>(data, count).iter().map(|&v| v as f32).collect(),
+        11 => read::<f64>(data, count).iter().map(|&v| v as f32).collect(),
+        // Every other type fits float32 exactly.
+        other => unsafe { values_of(other, data, count, "") }.unwrap_or_else(|_| vec![0.0; count]),
+    }
+}
+
 /// Elements of a declared type, made from float32 values, with storage aligned for the type.
 pub(crate) enum Elements {
     Float(Vec<f32>),

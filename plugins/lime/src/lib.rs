@@ -1,5 +1,5 @@
-//! LIME explainer plugin, with the defaults of the `lime` package's `LimeTabularExplainer` and
-//! `LimeImageExplainer`.
+//! LIME explainer plugin, with the defaults of the `lime` package's `LimeTabularExplainer`,
+//! `LimeImageExplainer` and `LimeTextExplainer`.
 //!
 //! **Tabular** (rows of rank 1, or `mode=tabular`). The training data lime needs is the
 //! request's background (inline rows, a registered `background_id`, or the model's default
@@ -15,19 +15,33 @@
 //! each superpixel off with probability 1/2; hidden superpixels take their mean colour per
 //! channel, or `hide_color`. 1000 samples; cosine distance, kernel width 0.25.
 //!
+//! **Text** (an integer explained input such as token ids, or `mode=text`): lime's
+//! `LimeTextExplainer` with `bow=False`, a feature per position of the explained input. A hidden
+//! position takes the id `mask_id` (default 0, [PAD] in BERT's vocabularies; lime writes its
+//! `mask_string`). Positions whose id already is `mask_id` are no features, since hiding them
+//! changes nothing: they get exactly 0 and the number of features d (lime's doc_size) counts the
+//! others only. The first sample is x itself; every other one draws a count uniformly from 1..=d
+//! and hides that many distinct features, chosen uniformly. Cosine distance × 100 on the binary
+//! representation, kernel width 25, 5000 samples, 10 features. A model's other inputs (the
+//! attention mask) keep the request's values in every sample: the request names the one input
+//! it explains (`explained_inputs`). A row whose every position is `mask_id` has no features:
+//! its local model is the constant f(x) (intercept f(x), score 1, no coefficients).
+//!
 //! **The local model** ([`regression`]): lime's feature selection ('auto': forward selection
 //! for at most 6 features, else the highest weights of a ridge fit), then ridge regression
 //! (alpha 1, with intercept, kernel weights as sample weights) on the binary representation.
-//! Attributions are the coefficients: per feature for tables, and for images every element
-//! of a superpixel carries that superpixel's coefficient. Extras: `intercept`, `score`
-//! (weighted R²), `local_prediction` [N, T]; `top_features` [N, T, k] (features by |coefficient|,
-//! -1 where fewer); tabular: `quartiles` [M, 3], `bin_frequencies`, `bin_means`, `bin_stds`
-//! [M, 4] (0 past the last bin) and `instance_bins` [N, M]; image: `segments` [N, H, W].
+//! Attributions are the coefficients: per feature for tables, per position for text (0 at
+//! positions that are no features), and for images every element of a superpixel carries that
+//! superpixel's coefficient. Extras: `intercept`, `score` (weighted R²), `local_prediction`
+//! [N, T]; `top_features` [N, T, k] (features by |coefficient|, -1 where fewer; for text the
+//! positions); tabular: `quartiles` [M, 3], `bin_frequencies`, `bin_means`, `bin_stds` [M, 4]
+//! (0 past the last bin) and `instance_bins` [N, M]; image: `segments` [N, H, W].
 //!
-//! Sampling is seeded (`seed`, split per input). Models with more than one input are refused
-//! (INVALID_ARGUMENT). Perturbed rows are sampled on every core in waves of up to 32 MiB and
-//! go to the model `batch_rows` at a time (default: the server's bound), rows of several
-//! inputs sharing a batch; the result does not depend on either.
+//! Sampling is seeded (`seed`, split per input). The tabular and image modes explain models
+//! with one float input; others are refused (INVALID_ARGUMENT). Perturbed rows are sampled on
+//! every core in waves of up to 32 MiB and go to the model `batch_rows` at a time (default: the
+//! server's bound), rows of several inputs sharing a batch; the result does not depend on
+//! either.
 //!
 //! Cost: N·num_samples model rows. Memory: every sample's binary representation and labels,
 //! a wave of sampled rows, and per thread one local model's O(M²) Gram and factor matrices.
@@ -61,6 +75,9 @@ pub const MAX_SEGMENTS: usize = 1_000_000;
 pub const MAX_HIDE_COLOR: f64 = 1e30;
 /// Most rows per forward call the plugin builds.
 pub const MAX_BATCH_ROWS: usize = 1 << 20;
+/// Text mode's `mask_id`: a whole number of magnitude up to 2^24 (float32 holds every such
+/// integer exactly, and the plugin reads ids as float32).
+pub const MAX_MASK_ID: f64 = (1u32 << 24) as f64;
 
 /// Model rows and bytes of the host's default per-request budget, used only to tell which of
 /// the two a request strains more (for the driver the host names when it refuses).
@@ -104,6 +121,8 @@ fn product(name: &str, a: usize, b: usize) -> Result<usize, Error> {
 
 /// What a request asks for, checked: the estimate and the explanation read the same.
 struct Settings<'a> {
+    /// The input the request explains (the only one but in text mode) and its value.
+    explained: usize,
     input: TensorView<'a>,
     mode: Mode,
     seed: u64,
@@ -117,18 +136,32 @@ struct Settings<'a> {
     n_segments: usize,
     compactness: f64,
     hide_color: Option<f64>,
+    /// Text mode only: the id hidden positions take.
+    mask_id: f32,
+}
+
+/// The refusal of a tabular or image request on a model with several inputs.
+fn one_input_only(request: &Request<'_>) -> Error {
+    Error::invalid_argument(format!(
+        "inputs: lime's tabular and image modes explain models with one input; this model has {} (mode=text \
+         explains one input of several, named in explained_inputs, holding the others)",
+        request.inputs().len()
+    ))
 }
 
 fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
-    if request.inputs().len() != 1 {
-        return Err(Error::invalid_argument(format!(
-            "inputs: lime explains models with one input; this model has {}",
-            request.inputs().len()
-        )));
+    let asked = request.text("mode")?.unwrap_or("");
+    let several = request.inputs().len() != 1;
+    if several && matches!(asked, "tabular" | "image") {
+        return Err(one_input_only(request));
     }
-    let input = request.inputs()[0];
+    let explained = request.single_explained_input("lime")?;
+    let input = request.inputs()[explained];
+    let integer = request.input_is_integer(explained);
     let item: Vec<usize> = input.shape[1..].iter().map(|&d| d as usize).collect();
-    let mode = match (request.text("mode")?.unwrap_or(""), item.len()) {
+    let mode = match (asked, item.len()) {
+        ("text", _) => Mode::Text,
+        ("auto", _) if integer => Mode::Text,
         ("tabular", _) | ("auto", 1) => Mode::Tabular,
         ("image" | "auto", 3) => Mode::Image { channels: item[0], height: item[1], width: item[2] },
         ("image" | "auto", 2) => Mode::Image { channels: 1, height: item[0], width: item[1] },
@@ -139,13 +172,26 @@ fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
         }
         (other, _) => {
             return Err(Error::invalid_argument(format!(
-                "parameters.mode: expected \"auto\", \"tabular\" or \"image\", got {other:?}"
+                "parameters.mode: expected \"auto\", \"tabular\", \"image\" or \"text\", got {other:?}"
             )));
         }
     };
+    if mode != Mode::Text {
+        if several {
+            return Err(one_input_only(request));
+        }
+        if integer {
+            return Err(Error::invalid_argument(format!(
+                "parameters.mode: input {:?} takes integers (token ids, codes), and lime's {} mode samples real \
+                 values; mode=text (the default for such inputs) hides positions with mask_id",
+                request.input_name(explained),
+                mode.name()
+            )));
+        }
+    }
     let seed = request.integer("seed")?.unwrap_or(0) as u64;
     let num_samples = at_least("num_samples", request.integer("num_samples")?, 2, MAX_SAMPLES)?
-        .unwrap_or(if mode == Mode::Tabular { 5000 } else { 1000 });
+        .unwrap_or(if matches!(mode, Mode::Image { .. }) { 1000 } else { 5000 });
     let num_features = at_least("num_features", request.integer("num_features")?, 1, i32::MAX as usize)?;
     let selection = match request.text("feature_selection")?.unwrap_or("") {
         "auto" => Selection::Auto,
@@ -167,6 +213,7 @@ fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
         v => v as usize,
     };
     let mut out = Settings {
+        explained,
         input,
         mode,
         seed,
@@ -179,6 +226,7 @@ fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
         n_segments: 100,
         compactness: 10.0,
         hide_color: None,
+        mask_id: 0.0,
     };
     if let Mode::Image { height, width, .. } = mode {
         let pixels = height * width;
@@ -199,6 +247,22 @@ fn settings<'a>(request: &Request<'a>) -> Result<Settings<'a>, Error> {
         out.compactness = within("compactness", number(request, "compactness")?.unwrap_or(10.0), COMPACTNESS)?;
         out.hide_color =
             number(request, "hide_color")?.map(|v| within("hide_color", v, (-MAX_HIDE_COLOR, MAX_HIDE_COLOR))).transpose()?;
+    }
+    if mode == Mode::Text {
+        if number(request, "hide_color")?.is_some() {
+            return Err(Error::invalid_argument(
+                "parameters.hide_color: image mode only; text mode hides positions with mask_id",
+            ));
+        }
+        let value = number(request, "mask_id")?.unwrap_or(0.0);
+        if value.fract() != 0.0 || value.abs() > MAX_MASK_ID {
+            return Err(Error::invalid_argument(format!(
+                "parameters.mask_id: the id written into hidden positions of input {:?} must be a whole number of \
+                 magnitude up to 2^24, got {value}",
+                request.input_name(explained)
+            )));
+        }
+        out.mask_id = value as f32;
     }
     Ok(out)
 }
@@ -371,6 +435,50 @@ impl Sampler for Image<'_> {
     }
 }
 
+struct Text<'a> {
+    x: &'a [f32],
+    /// The positions that are features: those whose id is not the mask id.
+    positions: &'a [usize],
+    mask_id: f32,
+}
+
+impl Sampler for Text<'_> {
+    fn features(&self) -> usize {
+        self.positions.len()
+    }
+    fn draws_per_sample(&self) -> u64 {
+        1 + self.positions.len() as u64
+    }
+    fn fill(&self, i: usize, rng: &mut Rng, z: &mut [u8], row: &mut [f32]) {
+        row.copy_from_slice(self.x);
+        z.fill(1);
+        let d = self.positions.len();
+        if i == 0 || d == 0 {
+            return;
+        }
+        // lime's LimeTextExplainer: how many to hide uniformly in 1..=d, then which ones, a
+        // uniform choice of that many distinct features. The choice is selection sampling
+        // (Knuth's algorithm S): feature j is hidden with probability (still to hide) / (features
+        // left), which draws every subset of that size with equal probability in one draw per
+        // feature, so every sample takes 1 + d draws.
+        let mut hide = 1 + ((rng.uniform() * d as f64) as usize).min(d - 1);
+        for (j, (&p, zj)) in self.positions.iter().zip(z.iter_mut()).enumerate() {
+            let u = rng.uniform();
+            if hide > 0 && u * ((d - j) as f64) < hide as f64 {
+                *zj = 0;
+                row[p] = self.mask_id;
+                hide -= 1;
+            }
+        }
+    }
+    fn distance(&self, z: &[u8]) -> f64 {
+        // lime's: cosine distance to the all-ones instance, times 100.
+        let m = z.len().max(1) as f64;
+        let on = z.iter().filter(|&&v| v == 1).count() as f64;
+        100.0 * (1.0 - (on / m).sqrt())
+    }
+}
+
 /// Every input's samples, input-major: sample row g is sample g % S of input g / S, and its
 /// binary representation sits at `offsets[n] + i · widths[n]` of one flat buffer (so a run of
 /// rows owns a contiguous part of it).
@@ -481,6 +589,22 @@ fn worker_threads() -> usize {
 enum Mode {
     Tabular,
     Image { channels: usize, height: usize, width: usize },
+    Text,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Tabular => "tabular",
+            Mode::Image { .. } => "image",
+            Mode::Text => "text",
+        }
+    }
+}
+
+/// Text mode's features of row `x`: the positions whose id is not the mask id.
+fn text_features(x: &[f32], mask_id: f32) -> Vec<usize> {
+    (0..x.len()).filter(|&p| x[p] != mask_id).collect()
 }
 
 impl Explainer for Lime {
@@ -490,15 +614,19 @@ impl Explainer for Lime {
                 "LIME (the lime package's defaults): a weighted ridge model on binary perturbations \
                  around the input. Tabular: quartile bins of the background rows (lime's training \
                  data), 5000 samples, kernel width 0.75*sqrt(M). Image: SLIC superpixels, 1000 \
-                 samples, cosine kernel width 0.25. Attributions are the coefficients; extras \
-                 `intercept`, `score` (weighted R^2), `local_prediction`, `top_features`.",
+                 samples, cosine kernel width 0.25. Text (token ids): a feature per position, hidden \
+                 ones set to mask_id, the other inputs held, 5000 samples, cosine kernel width 25. \
+                 Attributions are the coefficients; extras `intercept`, `score` (weighted R^2), \
+                 `local_prediction`, `top_features`.",
             )
             .reentrant()
+            .typed_inputs()
             .param(
                 "mode",
                 ParamKind::Text,
                 ParamDefault::Text("auto".into()),
-                "\"tabular\", \"image\", or \"auto\": rows of rank 1 are tabular, [C, H, W] or [H, W] rows images.",
+                "\"tabular\", \"image\", \"text\", or \"auto\": integer inputs (token ids) are text, rows of \
+                 rank 1 tabular, [C, H, W] or [H, W] rows images.",
             )
             .max_len(32)
             .param("seed", ParamKind::Integer, ParamDefault::Integer(0), "Seed of the sampling.")
@@ -507,14 +635,14 @@ impl Explainer for Lime {
                 "num_samples",
                 ParamKind::Integer,
                 ParamDefault::Optional,
-                "Perturbed samples, 2 to 10^8; default 5000 (tabular), 1000 (image).",
+                "Perturbed samples, 2 to 10^8; default 5000 (tabular, text), 1000 (image).",
             )
             .range(2.0, MAX_SAMPLES as f64)
             .param(
                 "num_features",
                 ParamKind::Integer,
                 ParamDefault::Optional,
-                "Features in the explanation (top k); default 10 (tabular), every superpixel (image).",
+                "Features in the explanation (top k); default 10 (tabular, text), every superpixel (image).",
             )
             .range(1.0, i32::MAX as f64)
             .param(
@@ -529,7 +657,7 @@ impl Explainer for Lime {
                 ParamKind::Number,
                 ParamDefault::Optional,
                 "Kernel width, 1e-6 to 1e6 (narrower makes every weight but the instance's 0, wider makes \
-                 them all 1); default 0.75*sqrt(M) (tabular), 0.25 (image).",
+                 them all 1); default 0.75*sqrt(M) (tabular), 0.25 (image), 25 (text).",
             )
             .range(KERNEL_WIDTHS.0, KERNEL_WIDTHS.1)
             .param(
@@ -562,6 +690,14 @@ impl Explainer for Lime {
             )
             .range(COMPACTNESS.0, COMPACTNESS.1)
             .param(
+                "mask_id",
+                ParamKind::Number,
+                ParamDefault::Number(0.0),
+                "Text: the id hidden positions take (default 0, [PAD] in BERT's vocabularies), a whole number \
+                 up to 2^24; positions already holding it are no features and get 0.",
+            )
+            .range(-MAX_MASK_ID, MAX_MASK_ID)
+            .param(
                 "batch_rows",
                 ParamKind::Integer,
                 ParamDefault::Integer(0),
@@ -576,9 +712,10 @@ impl Explainer for Lime {
     }
 
     /// Rows: N·S (S = num_samples). Memory, with M features per input (tabular: the row
-    /// length; image: the given superpixels, or the most SLIC can return): the binary samples
-    /// N·S·M bytes and labels N·S·T·8; a wave of sampled rows and a batch of outputs; the
-    /// per-mode set-up (tabular: the quartile statistics; image: superpixel maps, hidden images,
+    /// length; text: the most positions of a row that are not the mask id; image: the given
+    /// superpixels, or the most SLIC can return): the binary samples N·S·M bytes and labels
+    /// N·S·T·8; a wave of sampled rows and a batch of outputs; the per-mode set-up (tabular: the
+    /// quartile statistics; text: the feature positions; image: superpixel maps, hidden images,
     /// SLIC's buffers); and per local-model thread (at most min(cores, 8, N) at once) the Gram
     /// matrix and the ridge's matrix and factor, 24·M² bytes, with the fits' coefficients.
     fn estimate(&self, request: &Request<'_>) -> Result<Cost, Error> {
@@ -611,6 +748,11 @@ impl Explainer for Lime {
                 };
                 (m, n * (16.0 * pixels + 24.0 * m + 4.0 * row) + work)
             }
+            Mode::Text => {
+                let rows = 0..request.batch_size();
+                let m = rows.map(|k| s.input.row(k).iter().filter(|&&v| v != s.mask_id).count()).max().unwrap_or(0) as f64;
+                (m, 8.0 * n * m)
+            }
         };
         let rows = n * samples;
         let chunk = (s.batch_rows as f64).min(rows).max(1.0);
@@ -622,7 +764,7 @@ impl Explainer for Lime {
         let cost = Cost::new(rows, bytes);
         Ok(if fits > setup + sampling && bytes / DEFAULT_BUDGET.1 > rows / DEFAULT_BUDGET.0 {
             match (s.mode, s.segments) {
-                (Mode::Tabular, _) => cost,
+                (Mode::Tabular | Mode::Text, _) => cost,
                 (Mode::Image { .. }, Some(_)) => cost.driven_by("segments"),
                 (Mode::Image { .. }, None) => cost.driven_by("n_segments"),
             }
@@ -633,6 +775,7 @@ impl Explainer for Lime {
 
     fn explain(&self, ctx: &Context<'_>, request: &Request<'_>) -> Result<(), Error> {
         let Settings {
+            explained,
             input,
             mode,
             seed,
@@ -645,6 +788,7 @@ impl Explainer for Lime {
             n_segments,
             compactness,
             hide_color,
+            mask_id,
         } = settings(request)?;
         let cancelled = || ctx.is_cancelled();
         // Asks `cancelled` once per stretch of work in the loops below (whose lengths are the
@@ -657,6 +801,14 @@ impl Explainer for Lime {
         // Per-mode set-up: the samplers, and what the extras report.
         let stats: Vec<discretize::Feature>;
         let mut segment_maps: Vec<Vec<usize>> = Vec::new();
+        // Text: each row's feature positions.
+        let mut positions: Vec<Vec<usize>> = Vec::new();
+        if mode == Mode::Text {
+            for n in 0..n_inputs {
+                step(row_len + 1)?;
+                positions.push(text_features(input.row(n), mask_id));
+            }
+        }
         let mut samplers: Vec<Box<dyn Sampler + '_>> = Vec::with_capacity(n_inputs);
         match mode {
             Mode::Tabular => {
@@ -716,6 +868,12 @@ impl Explainer for Lime {
                     samplers.push(Box::new(Image { x, members, hidden, pixels, channels }));
                 }
             }
+            Mode::Text => {
+                stats = Vec::new();
+                for (n, positions) in positions.iter().enumerate() {
+                    samplers.push(Box::new(Text { x: input.row(n), positions, mask_id }));
+                }
+            }
         }
 
         // Samples of every input through the model, in shared batches, sampled on every core.
@@ -739,6 +897,8 @@ impl Explainer for Lime {
         let wave = (SAMPLE_AHEAD_BYTES / (4 * row_len.max(1))).max(chunk).min(total);
         let mut rows_buffer = vec![0f32; wave * row_len];
         let mut batch_shape = input.shape.to_vec();
+        // The request row each batch row was sampled from: other inputs keep its values.
+        let mut sources = vec![0usize; chunk];
         let mut done = 0;
         while done < total {
             ctx.check_cancelled()?;
@@ -752,8 +912,11 @@ impl Explainer for Lime {
                 ctx.check_cancelled()?;
                 let count = chunk.min(rows - first);
                 batch_shape[0] = count as i64;
-                let out =
-                    ctx.forward(&[TensorView::new(&batch_shape, &rows_buffer[first * row_len..(first + count) * row_len])])?;
+                for (r, source) in sources[..count].iter_mut().enumerate() {
+                    *source = (done + first + r) / num_samples;
+                }
+                let batch = TensorView::new(&batch_shape, &rows_buffer[first * row_len..(first + count) * row_len]);
+                let out = ctx.forward_with_fixed(request, explained, batch, &sources[..count])?;
                 let out = out.data();
                 for r in 0..count {
                     step(n_targets + 1)?;
@@ -770,12 +933,21 @@ impl Explainer for Lime {
         ctx.check_cancelled()?;
         let fit_input = |n: usize| -> Result<Vec<regression::Fit>, Error> {
             let m = widths[n];
+            if m == 0 {
+                // A text row whose every position is the mask id: nothing to hide, and every
+                // sample is x. The local model is the constant f(x).
+                let at_x = |t: usize| labels[n][t];
+                return Ok((0..n_targets)
+                    .map(|t| regression::Fit { features: Vec::new(), coef: Vec::new(), intercept: at_x(t), score: 1.0 })
+                    .collect());
+            }
             let width = kernel_width.unwrap_or(match mode {
                 Mode::Tabular => 0.75 * (m as f64).sqrt(),
                 Mode::Image { .. } => 0.25,
+                Mode::Text => 25.0,
             });
             let z = &binary[samples.offsets[n]..samples.offsets[n] + num_samples * m];
-            let k = num_features.unwrap_or(if mode == Mode::Tabular { 10 } else { 100_000 });
+            let k = num_features.unwrap_or(if matches!(mode, Mode::Image { .. }) { 100_000 } else { 10 });
             let distance = |z: &[u8]| samplers[n].distance(z);
             local_models(z, m, &labels[n], n_targets, width, &distance, k, selection, &cancelled)
         };
@@ -805,7 +977,7 @@ impl Explainer for Lime {
         };
 
         // Results.
-        let attributions = ctx.attributions(0)?;
+        let attributions = ctx.attributions(explained)?;
         for (k, (out, fit)) in attributions.chunks_exact_mut(row_len).zip(&fits).enumerate() {
             step(row_len + fit.features.len())?;
             let n = k / n_targets;
@@ -813,6 +985,11 @@ impl Explainer for Lime {
                 Mode::Tabular => {
                     for (&f, &c) in fit.features.iter().zip(&fit.coef) {
                         out[f] = c as f32;
+                    }
+                }
+                Mode::Text => {
+                    for (&f, &c) in fit.features.iter().zip(&fit.coef) {
+                        out[positions[n][f]] = c as f32;
                     }
                 }
                 Mode::Image { channels, height, width } => {
@@ -844,12 +1021,14 @@ impl Explainer for Lime {
             *o = f.prediction_at_ones() as f32;
         }
         let top = ctx.extra("top_features", &[n_inputs as i64, n_targets as i64, k_max as i64])?;
-        for (chunk, f) in top.chunks_exact_mut(k_max.max(1)).zip(&fits) {
+        for (k, (chunk, f)) in top.chunks_exact_mut(k_max.max(1)).zip(&fits).enumerate() {
             step(4 * f.features.len() + k_max)?;
             let mut order: Vec<usize> = (0..f.features.len()).collect();
             order.sort_by(|&a, &b| f.coef[b].abs().total_cmp(&f.coef[a].abs()));
+            // Text names positions; the other modes' features are their own names.
+            let name = |feature: usize| if mode == Mode::Text { positions[k / n_targets][feature] } else { feature };
             for (slot, o) in chunk.iter_mut().enumerate() {
-                *o = order.get(slot).map_or(-1.0, |&i| f.features[i] as f32);
+                *o = order.get(slot).map_or(-1.0, |&i| name(f.features[i]) as f32);
             }
         }
         match mode {
@@ -883,8 +1062,12 @@ impl Explainer for Lime {
                 let counts: Vec<String> = widths.iter().map(|m| m.to_string()).collect();
                 ctx.info("segments_per_input", &counts.join(","))?;
             }
+            Mode::Text => {
+                let counts: Vec<String> = widths.iter().map(|m| m.to_string()).collect();
+                ctx.info("features_per_input", &counts.join(","))?;
+            }
         }
-        ctx.info("mode", if mode == Mode::Tabular { "tabular" } else { "image" })?;
+        ctx.info("mode", mode.name())?;
         ctx.info("num_samples", &num_samples.to_string())?;
         Ok(())
     }
@@ -943,6 +1126,85 @@ mod tests {
         let cost = plugin.estimate(&fine).unwrap();
         assert!(cost.scratch_bytes > 24.0 * 4096.0 * 4096.0, "{}", cost.scratch_bytes);
         assert_eq!(cost.driver.as_deref(), Some("n_segments"));
+    }
+
+    #[test]
+    fn text_estimate_and_refusals() {
+        let plugin = explaind_plugin_sdk::plugin_under_test!();
+        // Two rows of 10 ids, the second with 3 [PAD]s (mask_id 0): at most M = 10 features;
+        // T = 3, S = 5000 (the text default): 10000 model rows.
+        // Memory: set-up 8·2·10 (feature positions) = 160; sampling 2·5000·(10 + 24) + a wave of
+        // all 10000 rows 10000·4·10 + a batch's outputs 64·4·3 = 740768; per local-model thread
+        // 24·10² + 16·5000 + 32·10 = 82720, and the fits 2·3·(16·10 + 64) = 1344.
+        let mut ids: Vec<f32> = (1..=10).map(|v| v as f32).collect();
+        ids.extend([1.0, 5.0, 6.0, 7.0, 8.0, 9.0, 2.0, 0.0, 0.0, 0.0]);
+        let request = || FakeRequest::new(&[(vec![2, 10], ids.clone())], 3).param("mode", Value::Text("text".into()));
+        let cost = plugin.estimate(&request()).unwrap();
+        let threads = worker_threads().min(2) as f64;
+        assert_eq!(cost.model_rows, 10000.0);
+        assert_eq!(cost.scratch_bytes, 160.0 + 740768.0 + 82720.0 * threads + 1344.0);
+        assert_eq!(cost.driver.as_deref(), Some("num_samples"));
+        // mask_id is an id: a whole number up to 2^24. hide_color is the image mode's.
+        for (name, value) in [("mask_id", 0.5), ("mask_id", 1e9), ("mask_id", -16777217.0), ("hide_color", 0.0)] {
+            let err = plugin.estimate(&request().param(name, Value::Number(value))).unwrap_err();
+            assert_eq!(err.code, explaind_plugin_sdk::EXD_INVALID_ARGUMENT);
+            assert!(err.message.starts_with(&format!("parameters.{name}:")), "{}", err.message);
+        }
+        assert!(plugin.estimate(&request().param("mask_id", Value::Number(16777216.0))).is_ok());
+        // Two inputs: tabular and image modes refuse them; text needs the one it explains named.
+        let two = |mode: &str| {
+            FakeRequest::new(&[(vec![2, 10], ids.clone()), (vec![2, 10], vec![1.0; 20])], 3)
+                .param("mode", Value::Text(mode.into()))
+        };
+        let err = plugin.estimate(&two("tabular")).unwrap_err();
+        assert!(err.message.starts_with("inputs: lime's tabular and image modes"), "{}", err.message);
+        let err = plugin.estimate(&two("text")).unwrap_err();
+        assert!(err.message.starts_with("explained_inputs:"), "{}", err.message);
+    }
+
+    #[test]
+    fn text_samples_hide_a_uniform_number_of_distinct_features_with_the_mask_id() {
+        // Ten positions, two of which already hold the mask id 0: eight features.
+        let x: Vec<f32> = vec![1.0, 5.0, 0.0, 7.0, 9.0, 0.0, 3.0, 4.0, 6.0, 2.0];
+        let positions = text_features(&x, 0.0);
+        assert_eq!(positions, [0, 1, 3, 4, 6, 7, 8, 9]);
+        let samplers: Vec<Box<dyn Sampler>> = vec![Box::new(Text { x: &x, positions: &positions, mask_id: 0.0 })];
+        let (rows, m) = (40_000, 8);
+        let samples = Samples { samplers: &samplers, seed: 5, per_input: rows, widths: &[m], offsets: vec![0] };
+        let (mut binary, mut batch) = (vec![0u8; rows * m], vec![0f32; rows * 10]);
+        assert!(samples.fill_parallel(0, rows, &mut binary, &mut batch, 4, &|| false));
+        // Sample 0 is x.
+        assert!(binary[..m].iter().all(|&v| v == 1));
+        assert_eq!(batch[..10], x[..]);
+        let (mut by_count, mut by_feature) = ([0usize; 9], [0usize; 8]);
+        for i in 1..rows {
+            let (z, row) = (&binary[i * m..(i + 1) * m], &batch[i * 10..(i + 1) * 10]);
+            by_count[z.iter().filter(|&&v| v == 0).count()] += 1;
+            for (j, &p) in positions.iter().enumerate() {
+                assert_eq!(row[p], if z[j] == 0 { 0.0 } else { x[p] }, "sample {i} position {p}");
+                by_feature[j] += (z[j] == 0) as usize;
+            }
+            assert_eq!((row[2], row[5]), (0.0, 0.0));
+        }
+        // lime: 1 to 8 hidden, each count with probability 1/8 (Binomial: σ ≈ 66 of 5000), so a
+        // feature is hidden with probability E[count]/8 = 0.5625 (σ ≈ 0.0025).
+        assert_eq!(by_count[0], 0, "every sample but x hides at least one feature");
+        let n = (rows - 1) as f64;
+        for (count, &c) in by_count.iter().enumerate().skip(1) {
+            assert!((c as f64 - n / 8.0).abs() < 5.0 * 66.0, "{count} hidden in {c} samples");
+        }
+        for (j, &c) in by_feature.iter().enumerate() {
+            assert!((c as f64 / n - 0.5625).abs() < 0.01, "feature {j} hidden in {c} samples");
+        }
+        // One thread from sample 0 gives the same samples as four that seek to their parts.
+        let (mut binary1, mut batch1) = (vec![0u8; rows * m], vec![0f32; rows * 10]);
+        assert!(samples.fill(0, rows, &mut binary1, &mut batch1, &|| false));
+        assert!(binary1 == binary && batch1 == batch);
+        // lime's distance: cosine to the all-ones row, times 100.
+        let text = Text { x: &x, positions: &positions, mask_id: 0.0 };
+        assert_eq!(text.distance(&[1; 8]), 0.0);
+        assert!((text.distance(&[1, 1, 0, 0, 1, 1, 0, 0]) - 100.0 * (1.0 - 0.5f64.sqrt())).abs() < 1e-12);
+        assert_eq!(text.distance(&[0; 8]), 100.0);
     }
 
     #[test]

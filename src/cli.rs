@@ -215,9 +215,11 @@ impl ModelArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub target: ModelArgs,
-    /// Input batch: .npy, .json ({"shape": [...], "data": [...]} or nested lists) or .png.
-    #[arg(long)]
-    pub input: PathBuf,
+    /// Input batch: .npy, .json ({"shape": [...], "data": [...]} or nested lists) or .png; for
+    /// a model with several inputs, NAME=FILE once per input. Values are converted to the type
+    /// the model declares (token ids are exact up to 2^24).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
     /// Write the first output to this .npy file instead of printing JSON.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -229,9 +231,13 @@ pub struct ExplainArgs {
     pub target: ModelArgs,
     #[arg(long)]
     pub explainer: String,
-    /// Input batch: .npy, .json or .png.
-    #[arg(long)]
-    pub input: PathBuf,
+    /// Input batch: .npy, .json or .png; NAME=FILE once per input for several (see predict).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// The input to explain (repeatable); the others (an attention mask) are held at their
+    /// values. Default: every input.
+    #[arg(long = "explain-input")]
+    pub explained_inputs: Vec<String>,
     /// Output indices to explain (repeatable). Default: the predicted class.
     #[arg(long = "target", conflicts_with_all = ["top_k", "all_targets"])]
     pub targets: Vec<i64>,
@@ -260,9 +266,13 @@ pub struct ExplainArgs {
     /// heat maps for image inputs [C, H, W], bars or a waterfall for table rows [F].
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Figure layout: auto, image, bars or waterfall.
+    /// Figure layout: auto, image, bars, waterfall or text (token ids; the tokens come from the
+    /// model's vocabulary).
     #[arg(long, default_value = "auto", requires = "plot")]
     pub plot_kind: String,
+    /// Text figures: draw WordPiece pieces ("##ing") as part of their word.
+    #[arg(long, requires = "plot")]
+    pub merge_wordpieces: bool,
     /// Features per panel in the tabular layouts.
     #[arg(long, default_value_t = 10, requires = "plot")]
     pub plot_top_k: u32,
@@ -385,6 +395,30 @@ fn single_input(model_input: ndarray::ArrayD<f32>) -> Vec<proto::NamedTensor> {
     vec![proto::NamedTensor { name: String::new(), tensor: Some(crate::convert::array_to_tensor(&model_input)) }]
 }
 
+/// The request tensors of `--input` arguments (FILE, or NAME=FILE per input), each in the
+/// element type the model declares for it (asked with GetModel).
+async fn model_inputs(target: &ModelArgs, args: &[String]) -> Result<Vec<proto::NamedTensor>, String> {
+    let mut client = ModelServiceClient::new(connect(target.client.addr.clone()).await?);
+    let metadata =
+        client.get_model(proto::GetModelRequest { model: target.model_ref() }).await.map_err(status_text)?.into_inner();
+    let mut tensors = Vec::with_capacity(args.len());
+    for arg in args {
+        let (name, path) = match arg.split_once('=') {
+            Some((name, path)) => (name.to_string(), path),
+            None if args.len() == 1 && metadata.inputs.len() == 1 => (metadata.inputs[0].name.clone(), arg.as_str()),
+            None => return Err(format!("--input {arg}: the model has several inputs; give NAME=FILE for each")),
+        };
+        let info = metadata.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<&str> = metadata.inputs.iter().map(|i| i.name.as_str()).collect();
+            format!("--input {arg}: the model has no input {name:?} (inputs: {})", names.join(", "))
+        })?;
+        let values = read_input(Path::new(path))?;
+        let tensor = crate::convert::typed_tensor(&values, info.element_type).map_err(|e| format!("--input {arg}: {e}"))?;
+        tensors.push(proto::NamedTensor { name, tensor: Some(tensor) });
+    }
+    Ok(tensors)
+}
+
 fn write_npy(path: &Path, t: &proto::Tensor) -> Result<(), String> {
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let data: Vec<f32> = t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -398,15 +432,17 @@ fn status_text(s: tonic::Status) -> String {
 
 const CLIENT_MESSAGE_LIMIT: usize = 1 << 30;
 
+/// A channel to the daemon at `addr`.
+async fn connect(addr: String) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(addr.clone())
+        .map_err(|e| format!("{addr}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the daemon at {addr}: {e}"))
+}
+
 /// Runs a client subcommand against a daemon.
 pub async fn run_client(command: Command) -> Result<(), String> {
-    let connect = |addr: String| async move {
-        tonic::transport::Endpoint::from_shared(addr.clone())
-            .map_err(|e| format!("{addr}: {e}"))?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach the daemon at {addr}: {e}"))
-    };
     let out: Value = match command {
         Command::Serve(_) | Command::Audit(_) => unreachable!("not a client command"),
         Command::Models(args) => {
@@ -448,11 +484,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             )
         }
         Command::Predict(args) => {
-            let input = read_input(&args.input)?;
+            let inputs = model_inputs(&args.target, &args.inputs).await?;
             let mut client = ModelServiceClient::new(connect(args.target.client.addr.clone()).await?)
                 .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
             let response = client
-                .predict(proto::PredictRequest { model: args.target.model_ref(), inputs: single_input(input) })
+                .predict(proto::PredictRequest { model: args.target.model_ref(), inputs })
                 .await
                 .map_err(status_text)?
                 .into_inner();
@@ -467,7 +503,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             })
         }
         Command::Explain(args) => {
-            let input = read_input(&args.input)?;
+            let inputs = model_inputs(&args.target, &args.inputs).await?;
             let background = match &args.background {
                 Some(p) => single_input(read_input(p)?),
                 None => Vec::new(),
@@ -489,17 +525,18 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 .explain(proto::ExplainRequest {
                     model: args.target.model_ref(),
                     explainer: args.explainer,
-                    inputs: single_input(input),
+                    inputs,
                     targets: Some(proto::Targets { selection: Some(selection) }),
                     output: args.output_name,
                     parameters,
                     background,
                     background_id: args.background_id.clone(),
-                    explained_inputs: Vec::new(),
+                    explained_inputs: args.explained_inputs.clone(),
                     plot: args.plot.as_ref().map(|_| proto::PlotOptions {
                         png: true,
                         kind: args.plot_kind.clone(),
                         top_k: args.plot_top_k,
+                        merge_wordpieces: args.merge_wordpieces,
                         ..Default::default()
                     }),
                 })

@@ -110,6 +110,43 @@ fn le_bytes_of_floats(values: &[f32]) -> Vec<u8> {
     }
 }
 
+/// `values` as a request tensor of ONNX element type `element_type`: exactly, or the element
+/// that the type does not hold (a fraction for an integer type, an id past 2^24 read as float32).
+pub fn typed_tensor(values: &ArrayD<f32>, element_type: i32) -> Result<proto::Tensor, String> {
+    use ndarray::ArrayD as A;
+    let whole = |range: std::ops::RangeInclusive<f64>| {
+        move |(i, &v): (usize, &f32)| {
+            let ok = v.fract() == 0.0 && range.contains(&(v as f64)) && (v as f64).abs() <= (1u64 << 24) as f64;
+            if ok {
+                Ok(v as i64)
+            } else {
+                Err(format!("element {i} is {v}, not a {} value", explaind_runtime::element_type_name(element_type)))
+            }
+        }
+    };
+    let ints = |range| values.iter().enumerate().map(whole(range)).collect::<Result<Vec<i64>, String>>();
+    let shape = values.raw_dim();
+    let tensor = match element_type {
+        1 => Tensor::Float(values.clone()),
+        11 => Tensor::Double(values.mapv(f64::from)),
+        10 => Tensor::Float16(values.mapv(half::f16::from_f32)),
+        7 => Tensor::Int64(A::from_shape_vec(shape, ints(i64::MIN as f64..=i64::MAX as f64)?).expect("same shape")),
+        6 => Tensor::Int32(
+            A::from_shape_vec(shape, ints(i32::MIN as f64..=i32::MAX as f64)?.into_iter().map(|v| v as i32).collect())
+                .expect("same shape"),
+        ),
+        3 => Tensor::Int8(
+            A::from_shape_vec(shape, ints(-128.0..=127.0)?.into_iter().map(|v| v as i8).collect()).expect("same shape"),
+        ),
+        2 => Tensor::Uint8(
+            A::from_shape_vec(shape, ints(0.0..=255.0)?.into_iter().map(|v| v as u8).collect()).expect("same shape"),
+        ),
+        9 => Tensor::Bool(A::from_shape_vec(shape, ints(0.0..=1.0)?.into_iter().map(|v| v == 1).collect()).expect("same shape")),
+        other => return Err(format!("the model's input type {} is not one explaind feeds", element_type_name(other))),
+    };
+    Ok(proto::Tensor { element_type, shape: tensor.shape().iter().map(|&d| d as i64).collect(), data: tensor.to_le_bytes() })
+}
+
 /// Encodes an int64 table.
 pub fn int_tensor(shape: &[usize], values: impl Iterator<Item = i64>) -> proto::Tensor {
     let data = values.flat_map(|v| v.to_le_bytes()).collect();

@@ -34,8 +34,14 @@ fn a_library_that_is_not_onnx_runtime_says_how_to_fix_it() {
 
 /// Starts `explaind serve` on a free port and returns the child and its address.
 fn serve() -> (std::process::Child, String) {
+    serve_with(&[])
+}
+
+/// [`serve`] with more flags (`--models DIR`).
+fn serve_with(flags: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--device", "cpu"])
+        .args(flags)
         .current_dir(repo_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -172,4 +178,87 @@ fn client_commands_against_the_default_daemon() {
         assert!((sum - gap - reported).abs() <= 1e-3, "target {j}: Σφ {sum}, gap {gap}, reported {reported}");
         assert!(reported.abs() <= 1e-4 * outputs[j].abs().max(1.0), "target {j}: residual {reported}");
     }
+}
+
+#[test]
+fn a_token_model_is_explained_and_drawn_from_the_command_line() {
+    // The tiny BERT export with a vocabulary, as a user would give it one.
+    let repository = common::fixtures::case_repository("tests/data/tokens", &["bert_tiny".to_string()]);
+    let version = repository.path().join("bert_tiny").join("1");
+    let words: Vec<String> =
+        ["[PAD]", "[CLS]", "[SEP]"].into_iter().map(String::from).chain((3..100).map(|i| format!("word{i}"))).collect();
+    std::fs::write(version.join("vocab.txt"), words.join("\n")).unwrap();
+    std::fs::write(version.join("config.toml"), "vocabulary = \"vocab.txt\"\n").unwrap();
+    let (child, addr) = serve_with(&["--models", repository.path().to_str().unwrap()]);
+    let _guard = Kill(child);
+    let ids = repo_root().join("tests/data/tokens/bert_tiny/input_ids.npy");
+    let mask = repo_root().join("tests/data/tokens/bert_tiny/attention_mask.npy");
+    let (ids, mask) = (format!("input_ids={}", ids.display()), format!("attention_mask={}", mask.display()));
+
+    // .npy files of int64 ids go to the model as int64.
+    let predicted = client(&["predict", "--addr", &addr, "--model", "bert_tiny", "--input", &ids, "--input", &mask]);
+    assert_eq!(predicted["outputs"]["logits"]["shape"], serde_json::json!([2, 3]));
+
+    let out = tempfile::tempdir().unwrap();
+    let figure = out.path().join("tokens.png");
+    let explained = client(&[
+        "explain",
+        "--addr",
+        &addr,
+        "--model",
+        "bert_tiny",
+        "--explainer",
+        "occlusion",
+        "--input",
+        &ids,
+        "--input",
+        &mask,
+        "--explain-input",
+        "input_ids",
+        "--param",
+        "window=1",
+        "--all-targets",
+        "--plot",
+        figure.to_str().unwrap(),
+    ]);
+    assert_eq!(explained["plot"], figure.to_str().unwrap());
+    let everything = out.path().join("everything.json");
+    let status = Command::new(BIN)
+        .args([
+            "explain",
+            "--addr",
+            &addr,
+            "--model",
+            "bert_tiny",
+            "--explainer",
+            "occlusion",
+            "--input",
+            &ids,
+            "--input",
+            &mask,
+            "--explain-input",
+            "input_ids",
+            "--param",
+            "window=1",
+            "--out",
+            everything.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let explained: serde_json::Value = serde_json::from_slice(&std::fs::read(&everything).unwrap()).unwrap();
+    let attributions = explained["attributions"].as_object().unwrap();
+    assert_eq!(attributions.keys().collect::<Vec<_>>(), ["input_ids"], "the mask is held");
+    let png = std::fs::read(&figure).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // A single FILE for a model with two inputs says what to write instead.
+    let output =
+        Command::new(BIN).args(["predict", "--addr", &addr, "--model", "bert_tiny", "--input", "x.npy"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("give NAME=FILE for each"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

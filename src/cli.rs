@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Requests one caller may have in flight (default 0: no limit).
     #[arg(long)]
     pub max_concurrent_per_caller: Option<usize>,
+    /// On SIGTERM, SIGINT or SIGQUIT, seconds requests in flight may take to finish before the
+    /// daemon stops anyway (default 25); a second signal stops at once.
+    #[arg(long)]
+    pub drain_seconds: Option<u64>,
     /// Explainer budget: most rows one explain request may run through the model and its
     /// compiled graphs (default 20,000,000; 0: no limit).
     #[arg(long)]

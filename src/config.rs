@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// What the explain requests in flight may reserve together: each reserves its estimated
     /// scratch memory and its results before it allocates them (0: no limit).
     pub max_inflight_bytes: u64,
+    /// On SIGTERM, SIGINT or SIGQUIT: how long requests in flight may take to finish before
+    /// the daemon stops anyway (under Kubernetes' default 30 s termination grace period).
+    pub drain_seconds: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -177,6 +180,7 @@ impl Default for ServerConfig {
             max_model_rows_per_request: DEFAULT_MAX_MODEL_ROWS_PER_REQUEST,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            drain_seconds: 25,
         }
     }
 }
@@ -259,6 +263,7 @@ impl Config {
         set(&mut self.server.max_model_rows_per_request, &a.max_model_rows_per_request);
         set(&mut self.server.max_request_bytes, &a.max_request_bytes);
         set(&mut self.server.max_inflight_bytes, &a.max_inflight_bytes);
+        set(&mut self.server.drain_seconds, &a.drain_seconds);
         if a.models.is_some() {
             self.models.dir = a.models.clone();
         }

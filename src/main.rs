@@ -27,8 +27,34 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// How long a shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The signals that drain the daemon: what systemd and Kubernetes send on every stop
+/// (SIGTERM), Ctrl-C (SIGINT), and SIGQUIT. The first starts the drain; a second stops at once.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind| signal(kind).map_err(|e| format!("installing a signal handler: {e}"));
+        Ok(StopSignals {
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            quit: install(SignalKind::quit())?,
+        })
+    }
+
+    /// The name of the next signal that arrives.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
+}
 
 async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     let config = explaind::config::Config::resolve(&args)?;
@@ -49,26 +75,36 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     }
     std::io::stdout().flush().ok();
     tracing::info!(%addr, "serving");
-    // On SIGINT: stop accepting, give requests in flight (and idle client connections) a grace
-    // period, then stop regardless; the audit log is closed properly either way.
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The first signal drains: health NOT_SERVING, new requests refused, the requests in
+    // flight given `drain_seconds` to finish. A second signal, or the end of that grace, stops
+    // at once. The audit log is closed with its signed checkpoint either way.
+    let mut signals = StopSignals::install()?;
+    let grace = std::time::Duration::from_secs(config.server.drain_seconds);
+    let (draining, drain) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-        let _ = stopping.send(());
+        let _ = drain.await;
     };
-    let grace = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    let served = explaind::server::serve(listener, state, tls, shutdown);
+    tokio::pin!(served);
     let served = tokio::select! {
-        served = explaind::server::serve(listener, state, tls, shutdown) => served.map_err(|e| e.to_string()),
-        _ = grace => {
-            tracing::warn!("connections still open {} s after the shutdown signal; stopping anyway", SHUTDOWN_GRACE.as_secs());
-            Ok(())
+        served = &mut served => served.map_err(|e| e.to_string()),
+        name = signals.next() => {
+            tracing::info!(signal = name, grace_s = grace.as_secs(), "draining: no new requests; the ones in flight may finish");
+            let _ = draining.send(());
+            tokio::select! {
+                served = &mut served => {
+                    tracing::info!("drained");
+                    served.map_err(|e| e.to_string())
+                }
+                _ = tokio::time::sleep(grace) => {
+                    tracing::warn!("requests still in flight {} s after {name}; stopping anyway", grace.as_secs());
+                    Ok(())
+                }
+                again = signals.next() => {
+                    tracing::warn!(signal = again, "second signal: stopping at once");
+                    Ok(())
+                }
+            }
         }
     };
     if let Some(audit) = audit {

@@ -14,7 +14,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Names of the services health checking reports on.
 pub const SERVICE_NAMES: [&str; 3] = ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
 
-/// Serves `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves.
+/// Serves `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves: then
+/// health turns NOT_SERVING, new requests are refused (HTTP/2 GOAWAY: clients see
+/// UNAVAILABLE) and the requests in flight finish; it returns when they have.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
@@ -27,6 +29,14 @@ pub async fn serve(
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let shutdown = async move {
+        shutdown.await;
+        // Health first: a proxy or a Kubernetes probe that asks during the drain hears that
+        // this replica is going away.
+        for name in SERVICE_NAMES.into_iter().chain([""]) {
+            health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
+    };
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

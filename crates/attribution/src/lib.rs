@@ -405,22 +405,8 @@ impl AttributionEngine {
         let compiled = self.compiled(model, output, Kind::FedLayer(layer.to_string()))?;
         let Compiled::FedLayer { model: graph, gradient, seed } = &*compiled else { unreachable!() };
         let seeds = shaped_seeds(model, output, seeds)?;
-        // The cut graph's inputs by name: the layer, the model inputs it still reads, the seed.
-        let feed = graph
-            .inputs
-            .iter()
-            .map(|spec| {
-                if spec.name == layer {
-                    return Ok(TensorView::Float(values.view()));
-                }
-                match model.inputs.iter().position(|i| i.name == spec.name) {
-                    Some(i) => Ok(inputs[i].reborrow()),
-                    None if &spec.name == seed => Ok(TensorView::Float(seeds.view())),
-                    None => Err(AttributionError::Internal(format!("the cut graph takes an unknown input {:?}", spec.name))),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let (mut outputs, stats) = graph.run_tensors(&feed).map_err(internal)?;
+        let fed = [(layer, values), (seed.as_str(), seeds.view())];
+        let (mut outputs, stats) = graph.run_tensors(&cut_feed(graph, model, inputs, &fed)?).map_err(internal)?;
         Ok((std::mem::take(&mut outputs[*gradient]), stats))
     }
 
@@ -442,22 +428,8 @@ impl AttributionEngine {
         let compiled = self.compiled(model, output, Kind::FedDeepLift(layer.to_string()))?;
         let Compiled::FedDeepLift { model: graph, reference, seed } = &*compiled else { unreachable!() };
         let seeds = shaped_seeds(model, output, seeds)?;
-        let feed = graph
-            .inputs
-            .iter()
-            .map(|spec| {
-                if spec.name == layer {
-                    return Ok(TensorView::Float(values.view()));
-                }
-                match model.inputs.iter().position(|i| i.name == spec.name) {
-                    Some(i) => Ok(inputs[i].reborrow()),
-                    None if &spec.name == reference => Ok(TensorView::Float(references.view())),
-                    None if &spec.name == seed => Ok(TensorView::Float(seeds.view())),
-                    None => Err(AttributionError::Internal(format!("the cut graph takes an unknown input {:?}", spec.name))),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let (mut outputs, stats) = graph.run_tensors(&feed).map_err(internal)?;
+        let fed = [(layer, values), (reference.as_str(), references), (seed.as_str(), seeds.view())];
+        let (mut outputs, stats) = graph.run_tensors(&cut_feed(graph, model, inputs, &fed)?).map_err(internal)?;
         let multipliers = outputs.pop().ok_or_else(|| AttributionError::Internal("the DeepLIFT graph has no outputs".into()))?;
         Ok((multipliers, stats))
     }
@@ -688,6 +660,30 @@ impl LayerIndex {
     fn candidates(&self) -> String {
         if self.four_d.is_empty() { "none".to_string() } else { self.four_d.join(", ") }
     }
+}
+
+/// The inputs of a graph compiled from `model` cut at a layer, by name: the float32 values
+/// `fed` names (the layer, its reference, the seed), and the model inputs the cut graph still
+/// reads, from `inputs` (one per model input).
+fn cut_feed<'v>(
+    graph: &Model,
+    model: &Model,
+    inputs: &'v [TensorView<'_>],
+    fed: &'v [(&str, ArrayViewD<'_, f32>)],
+) -> Result<Vec<TensorView<'v>>, AttributionError> {
+    graph
+        .inputs
+        .iter()
+        .map(|spec| {
+            if let Some((_, values)) = fed.iter().find(|(name, _)| *name == spec.name) {
+                return Ok(TensorView::Float(values.view()));
+            }
+            match model.inputs.iter().position(|i| i.name == spec.name) {
+                Some(i) => Ok(inputs[i].reborrow()),
+                None => Err(AttributionError::Internal(format!("the cut graph takes an unknown input {:?}", spec.name))),
+            }
+        })
+        .collect()
 }
 
 /// The served model's ONNX graph, read from its file.

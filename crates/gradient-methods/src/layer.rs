@@ -7,7 +7,7 @@
 //! extends the input's shape that way and does that sum; the per-dimension values are an extra
 //! (`layer_attributions`) on request.
 
-use explaind_plugin_sdk::{Context, Error, ParamDefault, ParamKind, PluginInfo, Request};
+use explaind_plugin_sdk::{Context, Error, ParamDefault, ParamKind, PluginInfo, Request, TensorView};
 
 /// The parameters every layer mode declares: the layer and the per-dimension extra.
 pub fn declare_params(info: PluginInfo) -> PluginInfo {
@@ -113,6 +113,48 @@ impl Embedding {
         shape.extend(&self.shape[1..]);
         ctx.extra("layer_attributions", &shape).map(Some)
     }
+}
+
+/// The model inputs of a batch of layer rows: for each batch row, the request's row it was
+/// built from, of every input (the values the rest of the model reads while the layer's are
+/// set).
+pub struct HeldRows {
+    rows: usize,
+    data: Vec<Vec<f32>>,
+    shapes: Vec<Vec<i64>>,
+}
+
+impl HeldRows {
+    pub fn new(request: &Request<'_>) -> Self {
+        let inputs = request.inputs();
+        HeldRows { rows: 0, data: vec![Vec::new(); inputs.len()], shapes: inputs.iter().map(|x| x.shape.to_vec()).collect() }
+    }
+
+    pub fn clear(&mut self) {
+        self.rows = 0;
+        self.data.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Appends request row `n` of every input.
+    pub fn push(&mut self, request: &Request<'_>, n: usize) {
+        for (input, rows) in request.inputs().iter().zip(&mut self.data) {
+            rows.extend_from_slice(input.row(n));
+        }
+        self.rows += 1;
+    }
+
+    /// The rows pushed since the last `clear`, one view per model input.
+    pub fn views(&mut self) -> Vec<TensorView<'_>> {
+        for shape in &mut self.shapes {
+            shape[0] = self.rows as i64;
+        }
+        self.shapes.iter().zip(&self.data).map(|(s, d)| TensorView::new(s, d)).collect()
+    }
+}
+
+/// `shape` with its first (batch) axis set to `rows`.
+pub fn with_rows(shape: &[i64], rows: usize) -> Vec<i64> {
+    std::iter::once(rows as i64).chain(shape.iter().skip(1).copied()).collect()
 }
 
 /// Writes base values and the residual extra `name`: per (input row, target), Σφ over the

@@ -13,7 +13,7 @@
 //! Unlike Deep SHAP on float inputs, the background's activations are not cached across
 //! requests: each request computes E(b_k) and the pairs afresh.
 
-use explaind_gradient_methods::layer::{Embedding, as_parameter_error, layer_param, report_residual};
+use explaind_gradient_methods::layer::{Embedding, HeldRows, as_parameter_error, layer_param, report_residual, with_rows};
 use explaind_plugin_sdk::{Context, Error, Request, TensorView};
 
 /// The most bytes of layer values (both sides) one batch of pairs holds.
@@ -45,7 +45,7 @@ pub fn explain(ctx: &Context<'_>, request: &Request<'_>, explained: usize) -> Re
     let total = n * k_rows * t;
     let chunk = request.max_batch_rows().min(CHUNK_BYTES / (8 * layer_row).max(1)).clamp(1, total.max(1));
     let (mut values, mut references, mut seeds, mut owners) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut held: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+    let mut held = HeldRows::new(request);
     let mut delta = vec![0f32; layer_row];
     let mut ticker = ctx.ticker();
     let weight = 1.0 / k_rows as f32;
@@ -57,7 +57,7 @@ pub fn explain(ctx: &Context<'_>, request: &Request<'_>, explained: usize) -> Re
         references.clear();
         seeds.clear();
         owners.clear();
-        held.iter_mut().for_each(Vec::clear);
+        held.clear();
         for r in first..first + rows {
             ticker.tick(2 * layer_row)?;
             let (i, rest) = (r / (k_rows * t), r % (k_rows * t));
@@ -67,16 +67,12 @@ pub fn explain(ctx: &Context<'_>, request: &Request<'_>, explained: usize) -> Re
             let seed_start = seeds.len();
             seeds.resize(seed_start + out_row, 0.0);
             seeds[seed_start + request.targets(i)[j] as usize] = 1.0;
-            for (input, rows) in inputs.iter().zip(held.iter_mut()) {
-                rows.extend_from_slice(input.row(i));
-            }
+            held.push(request, i);
             owners.push((i, k, j));
         }
-        let with_rows = |shape: &[i64]| -> Vec<i64> { std::iter::once(rows as i64).chain(shape[1..].iter().copied()).collect() };
-        let layer_shape = with_rows(at_x.shape);
+        let layer_shape = with_rows(at_x.shape, rows);
         let seed_shape = [rows as i64, out_row as i64];
-        let held_shapes: Vec<Vec<i64>> = inputs.iter().map(|x| with_rows(x.shape)).collect();
-        let held_views: Vec<TensorView> = held_shapes.iter().zip(&held).map(|(s, d)| TensorView::new(s, d)).collect();
+        let held_views = held.views();
         let multipliers = ctx.layer_deeplift_at(
             &held_views,
             &layer,

@@ -14,7 +14,7 @@
 //! the input holds one of `keep_ids` ([CLS] and [SEP], kept as captum's tutorials do), or a row
 //! of the background (`baseline_row`). Each input row thus has its own baseline row.
 
-use explaind_gradient_methods::layer::{Embedding, as_parameter_error, layer_param, report_residual};
+use explaind_gradient_methods::layer::{Embedding, HeldRows, as_parameter_error, layer_param, report_residual, with_rows};
 use explaind_plugin_sdk::{Context, Error, Request, TensorView};
 
 /// The most bytes of layer values one gradient batch holds.
@@ -79,7 +79,7 @@ pub fn explain(
     let total = n * t * steps;
     let chunk = request.max_batch_rows().min(CHUNK_BYTES / (8 * layer_row).max(1)).clamp(1, total.max(1));
     let (mut values, mut seeds, mut owners) = (Vec::new(), Vec::new(), Vec::new());
-    let mut held: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+    let mut held = HeldRows::new(request);
     let mut ticker = ctx.ticker();
     let mut first = 0;
     while first < total {
@@ -88,7 +88,7 @@ pub fn explain(
         values.clear();
         seeds.clear();
         owners.clear();
-        held.iter_mut().for_each(Vec::clear);
+        held.clear();
         for r in first..first + rows {
             ticker.tick(layer_row)?;
             let (pair, s) = (r / steps, r % steps);
@@ -99,16 +99,12 @@ pub fn explain(
             let seed_start = seeds.len();
             seeds.resize(seed_start + out_row, 0.0);
             seeds[seed_start + request.targets(i)[j] as usize] = 1.0;
-            for (input, rows) in inputs.iter().zip(held.iter_mut()) {
-                rows.extend_from_slice(input.row(i));
-            }
+            held.push(request, i);
             owners.push((i, j, weights[s] as f32));
         }
-        let with_rows = |shape: &[i64]| -> Vec<i64> { std::iter::once(rows as i64).chain(shape[1..].iter().copied()).collect() };
-        let value_shape = with_rows(at_x.shape);
+        let value_shape = with_rows(at_x.shape, rows);
         let seed_shape = [rows as i64, out_row as i64];
-        let held_shapes: Vec<Vec<i64>> = inputs.iter().map(|x| with_rows(x.shape)).collect();
-        let held_views: Vec<TensorView> = held_shapes.iter().zip(&held).map(|(s, d)| TensorView::new(s, d)).collect();
+        let held_views = held.views();
         let gradient = ctx.layer_gradient_at(
             &held_views,
             &layer,

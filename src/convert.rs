@@ -62,7 +62,13 @@ fn decode_tensor(
         }
         dims.push(d as usize);
     }
-    let decoded = Tensor::from_le_bytes(expected, &dims, &tensor.data).map_err(|e| match e {
+    let listed = listed_bytes(tensor, field)?;
+    let bytes = listed.as_deref().unwrap_or(&tensor.data);
+    let decoded = Tensor::from_le_bytes(expected, &dims, bytes).map_err(|e| match e {
+        DecodeError::Length { count, .. } if listed.is_some() => {
+            let given = tensor.values.len() + tensor.int_values.len() + tensor.bool_values.len();
+            invalid(format!("{field}: {given} values for shape {:?}, which holds {count}", tensor.shape))
+        }
         DecodeError::TooLarge => invalid(format!("{field}.shape: {:?} has too many elements", tensor.shape)),
         DecodeError::Length { expected: bytes, count, got } => invalid(format!(
             "{field}.data: expected {bytes} bytes ({count} {} for shape {:?}), got {got}",
@@ -91,13 +97,71 @@ fn decode_tensor(
     }
 }
 
+/// The little-endian bytes of a tensor's element list (`values`, `int_values` or
+/// `bool_values`), when it has one instead of `data`: the readable form grpcurl and JSON clients
+/// send. Each list belongs to a kind of element type; an integer must fit its type.
+fn listed_bytes(tensor: &proto::Tensor, field: &str) -> Result<Option<Vec<u8>>, Status> {
+    use proto::ElementType as E;
+    let given = [!tensor.values.is_empty(), !tensor.int_values.is_empty(), !tensor.bool_values.is_empty()];
+    match given.iter().filter(|&&g| g).count() + usize::from(!tensor.data.is_empty()) {
+        0 => return Ok(None),
+        1 if tensor.data.is_empty() => {}
+        1 => return Ok(None),
+        _ => return Err(invalid(format!("{field}: give data or one list of values, not several"))),
+    }
+    let kind = E::try_from(tensor.element_type).unwrap_or(E::Unspecified);
+    let wrong = |list: &str| {
+        invalid(format!(
+            "{field}.{list}: {} takes {}",
+            element_type_name(tensor.element_type),
+            match kind {
+                E::Float | E::Float16 | E::Double => "`values`",
+                E::Bool => "`bool_values`",
+                _ => "`int_values`",
+            }
+        ))
+    };
+    let mut out = Vec::new();
+    if !tensor.values.is_empty() {
+        match kind {
+            E::Float => tensor.values.iter().for_each(|&v| out.extend((v as f32).to_le_bytes())),
+            E::Double => tensor.values.iter().for_each(|&v| out.extend(v.to_le_bytes())),
+            E::Float16 => tensor.values.iter().for_each(|&v| out.extend(half::f16::from_f64(v).to_le_bytes())),
+            _ => return Err(wrong("values")),
+        }
+    } else if !tensor.int_values.is_empty() {
+        let (width, range): (usize, std::ops::RangeInclusive<i64>) = match kind {
+            E::Int64 => (8, i64::MIN..=i64::MAX),
+            E::Int32 => (4, i32::MIN as i64..=i32::MAX as i64),
+            E::Int8 => (1, -128..=127),
+            E::Uint8 => (1, 0..=255),
+            _ => return Err(wrong("int_values")),
+        };
+        for (i, &v) in tensor.int_values.iter().enumerate() {
+            if !range.contains(&v) {
+                return Err(invalid(format!(
+                    "{field}.int_values[{i}]: {v} does not fit {}",
+                    element_type_name(tensor.element_type)
+                )));
+            }
+            out.extend(&v.to_le_bytes()[..width]);
+        }
+    } else {
+        if kind != E::Bool {
+            return Err(wrong("bool_values"));
+        }
+        out.extend(tensor.bool_values.iter().map(|&b| b as u8));
+    }
+    Ok(Some(out))
+}
+
 /// Encodes a float32 array.
 pub fn array_to_tensor(array: &ArrayD<f32>) -> proto::Tensor {
     let data = match array.as_slice() {
         Some(values) => le_bytes_of_floats(values),
         None => le_bytes_of_floats(&array.iter().copied().collect::<Vec<f32>>()),
     };
-    proto::Tensor { element_type: FLOAT, shape: array.shape().iter().map(|&d| d as i64).collect(), data }
+    proto::Tensor { element_type: FLOAT, shape: array.shape().iter().map(|&d| d as i64).collect(), data, ..Default::default() }
 }
 
 /// The wire's little-endian bytes of `values`: one copy on little-endian machines (results run
@@ -144,13 +208,23 @@ pub fn typed_tensor(values: &ArrayD<f32>, element_type: i32) -> Result<proto::Te
         9 => Tensor::Bool(A::from_shape_vec(shape, ints(0.0..=1.0)?.into_iter().map(|v| v == 1).collect()).expect("same shape")),
         other => return Err(format!("the model's input type {} is not one explaind feeds", element_type_name(other))),
     };
-    Ok(proto::Tensor { element_type, shape: tensor.shape().iter().map(|&d| d as i64).collect(), data: tensor.to_le_bytes() })
+    Ok(proto::Tensor {
+        element_type,
+        shape: tensor.shape().iter().map(|&d| d as i64).collect(),
+        data: tensor.to_le_bytes(),
+        ..Default::default()
+    })
 }
 
 /// Encodes an int64 table.
 pub fn int_tensor(shape: &[usize], values: impl Iterator<Item = i64>) -> proto::Tensor {
     let data = values.flat_map(|v| v.to_le_bytes()).collect();
-    proto::Tensor { element_type: proto::ElementType::Int64 as i32, shape: shape.iter().map(|&d| d as i64).collect(), data }
+    proto::Tensor {
+        element_type: proto::ElementType::Int64 as i32,
+        shape: shape.iter().map(|&d| d as i64).collect(),
+        data,
+        ..Default::default()
+    }
 }
 
 fn describe_shape(spec: &TensorSpec) -> String {
@@ -424,7 +498,12 @@ mod tests {
     use super::*;
 
     fn tensor(shape: &[i64], values: &[f32]) -> proto::Tensor {
-        proto::Tensor { element_type: FLOAT, shape: shape.to_vec(), data: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+        proto::Tensor {
+            element_type: FLOAT,
+            shape: shape.to_vec(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -456,6 +535,52 @@ mod tests {
 
         let e = tensor_to_array(Some(&tensor(&[-1], &[])), "x").unwrap_err();
         assert!(e.message().starts_with("x.shape[0]"), "{}", e.message());
+    }
+
+    #[test]
+    fn readable_lists_decode_as_the_bytes_would() {
+        use explaind_runtime::Tensor as T;
+        let list = |element_type: proto::ElementType, shape: &[i64]| proto::Tensor {
+            element_type: element_type as i32,
+            shape: shape.to_vec(),
+            ..Default::default()
+        };
+        let mut t = list(proto::ElementType::Float, &[2]);
+        t.values = vec![0.1, -2.0];
+        assert_eq!(tensor_to_array(Some(&t), "x").unwrap().as_slice().unwrap(), &[0.1f32, -2.0]);
+        let mut t = list(proto::ElementType::Int64, &[1, 3]);
+        t.int_values = vec![101, 1 << 40, -1];
+        let decoded = decode_tensor(Some(&t), "x", 7, "input_ids", false).unwrap();
+        assert_eq!(decoded, T::Int64(ndarray::arr2(&[[101i64, 1 << 40, -1]]).into_dyn()));
+        let mut t = list(proto::ElementType::Bool, &[2]);
+        t.bool_values = vec![true, false];
+        assert_eq!(decode_tensor(Some(&t), "x", 9, "", false).unwrap(), T::Bool(ndarray::arr1(&[true, false]).into_dyn()));
+        let mut t = list(proto::ElementType::Float16, &[1]);
+        t.values = vec![0.5];
+        assert_eq!(
+            decode_tensor(Some(&t), "x", 10, "", false).unwrap(),
+            T::Float16(ndarray::arr1(&[half::f16::from_f32(0.5)]).into_dyn())
+        );
+
+        // Each defect names the field.
+        let mut t = list(proto::ElementType::Int32, &[1]);
+        t.int_values = vec![1 << 40];
+        let e = decode_tensor(Some(&t), "inputs[0].tensor", 6, "codes", false).unwrap_err();
+        assert_eq!(e.message(), "inputs[0].tensor.int_values[0]: 1099511627776 does not fit ELEMENT_TYPE_INT32");
+        let mut t = list(proto::ElementType::Int64, &[1]);
+        t.values = vec![1.0];
+        let e = decode_tensor(Some(&t), "x", 7, "", false).unwrap_err();
+        assert_eq!(e.message(), "x.values: ELEMENT_TYPE_INT64 takes `int_values`");
+        let mut t = list(proto::ElementType::Float, &[3]);
+        t.values = vec![1.0, 2.0];
+        let e = tensor_to_array(Some(&t), "x").unwrap_err();
+        assert_eq!(e.message(), "x: 2 values for shape [3], which holds 3");
+        t.data = vec![0; 12];
+        let e = tensor_to_array(Some(&t), "x").unwrap_err();
+        assert_eq!(e.message(), "x: give data or one list of values, not several");
+        let mut t = list(proto::ElementType::Float, &[1]);
+        t.values = vec![f64::NAN];
+        assert!(tensor_to_array(Some(&t), "x").unwrap_err().message().contains("element 0 is NaN"));
     }
 
     #[test]

@@ -100,7 +100,7 @@ proptest! {
         data in proptest::collection::vec(any::<u8>(), 0..64),
         name in prop_oneof![Just(String::new()), Just("features".to_string()), "[a-z]{0,6}"],
     ) {
-        let tensor = proto::Tensor { element_type, shape, data };
+        let tensor = proto::Tensor { element_type, shape, data, ..Default::default() };
         let request = proto::ExplainRequest {
             inputs: vec![proto::NamedTensor { name, tensor: Some(tensor) }],
             ..Default::default()

@@ -522,7 +522,7 @@ fn raw_npy(relative: &str, element_type: proto::ElementType) -> proto::Tensor {
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
     let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
     let shape = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-    proto::Tensor { element_type: element_type as i32, shape, data: bytes[10 + header_len..].to_vec() }
+    proto::Tensor { element_type: element_type as i32, shape, data: bytes[10 + header_len..].to_vec(), ..Default::default() }
 }
 
 #[tokio::test]

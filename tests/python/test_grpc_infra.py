@@ -51,7 +51,7 @@ def test_health_and_reflection(channel):
     predict = models.methods_by_name["Predict"]
     assert predict.input_type.full_name == "explaind.v1.PredictRequest"
     tensor = pool.FindMessageTypeByName("explaind.v1.Tensor")
-    assert [f.name for f in tensor.fields] == ["element_type", "shape", "data"]
+    assert [f.name for f in tensor.fields] == ["element_type", "shape", "data", "values", "int_values", "bool_values"]
 
 
 def test_reflection_v1(channel):
@@ -112,3 +112,26 @@ def test_grpcurl_via_reflection(server):
     assert etype == "ELEMENT_TYPE_FLOAT"
     assert digits["inputs"][0]["shape"][0] == {"symbol": "batch"}
     assert digits["inputs"][0]["shape"][1:] == [{"size": "1"}, {"size": "8"}, {"size": "8"}]
+
+
+def test_the_readme_grpcurl_examples_run(server):
+    """Every `.venv/bin/grpcurl` line of README.md, against this daemon: the readable request
+    form (`values` lists) is what the README shows, so it must work as written."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith(".venv/bin/grpcurl ")]
+    assert len(lines) >= 5, lines
+    for line in lines:
+        args = shlex.split(line)[1:]
+        args = [server.address if a == "127.0.0.1:50051" else a for a in args]
+        out = _run_grpcurl(*args)
+        if "ModelService/Predict" in line:
+            doc = json.loads(out)
+            assert doc["outputs"][0]["tensor"]["shape"] == ["1", "3"], doc
+        if "ExplainService/Explain" in line:
+            doc = json.loads(out)
+            values = doc["attributions"][0]["values"]
+            assert values["shape"] == ["1", "1", "13"], values
+            assert re.fullmatch(r"[A-Za-z0-9+/=]+", values["data"]), "responses carry base64 bytes"

@@ -29,11 +29,21 @@ pub async fn serve(
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // Each loaded model by name, so a client (or a proxy) can ask for the one it needs.
+    let mut names: Vec<String> = state.repository.list().iter().map(|m| m.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        crate::service::report_model_health(&health_reporter, &state.repository, name).await;
+    }
+    let admin = AdminService { state: state.clone(), health: health_reporter.clone() };
+    let repository = state.repository.clone();
     let shutdown = async move {
         shutdown.await;
         // Health first: a proxy or a Kubernetes probe that asks during the drain hears that
         // this replica is going away.
-        for name in SERVICE_NAMES.into_iter().chain([""]) {
+        let models = repository.list().iter().map(|m| crate::service::model_health_name(&m.name)).collect::<Vec<_>>();
+        for name in SERVICE_NAMES.iter().map(|s| s.to_string()).chain([String::new()]).chain(models) {
             health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
         }
     };
@@ -76,7 +86,7 @@ pub async fn serve(
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
-            proto::admin_service_server::AdminServiceServer::new(AdminService(state.clone())).max_decoding_message_size(limit),
+            proto::admin_service_server::AdminServiceServer::new(admin).max_decoding_message_size(limit),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -192,13 +192,33 @@ impl ModelService {
 
 // ----- AdminService -----------------------------------------------------------------------
 
-pub struct AdminService(pub Arc<State>);
+pub struct AdminService {
+    pub state: Arc<State>,
+    /// Where each model's health (`explaind.v1.ModelService/<model>`) follows its loading.
+    pub health: tonic_health::server::HealthReporter,
+}
+
+/// The health service name of a model: `explaind.v1.ModelService/<model>`, SERVING while some
+/// version of it is loaded.
+pub fn model_health_name(model: &str) -> String {
+    format!("explaind.v1.ModelService/{model}")
+}
+
+/// Sets the health of model `name` from the repository: SERVING while a version is loaded.
+pub async fn report_model_health(health: &tonic_health::server::HealthReporter, repository: &ModelRepository, name: &str) {
+    let status = match repository.list().iter().any(|m| m.name == name) {
+        true => tonic_health::ServingStatus::Serving,
+        false => tonic_health::ServingStatus::NotServing,
+    };
+    health.set_service_status(model_health_name(name), status).await;
+}
 
 #[tonic::async_trait]
 impl proto::admin_service_server::AdminService for AdminService {
     async fn load_model(&self, request: Request<proto::LoadModelRequest>) -> Result<Response<proto::LoadModelResponse>, Status> {
         let request = request.into_inner();
-        let state = self.0.clone();
+        let state = self.state.clone();
+        let name = request.name.clone();
         // Loading and deciding what can explain the model both read and compile its graph.
         let (loaded, metadata) = tokio::task::spawn_blocking(move || {
             let loaded = state.repository.load(&request.name, &request.version)?;
@@ -211,6 +231,7 @@ impl proto::admin_service_server::AdminService for AdminService {
         for m in &loaded {
             tracing::info!(model = %m.name, version = %m.version, sha256 = %m.sha256, provider = m.execution_provider.as_str(), "model loaded by admin request");
         }
+        report_model_health(&self.health, &self.state.repository, &name).await;
         Ok(Response::new(proto::LoadModelResponse { loaded: metadata }))
     }
 
@@ -219,8 +240,9 @@ impl proto::admin_service_server::AdminService for AdminService {
         request: Request<proto::UnloadModelRequest>,
     ) -> Result<Response<proto::UnloadModelResponse>, Status> {
         let request = request.into_inner();
-        let unloaded_versions = self.0.repository.unload(&request.name, &request.version).map_err(repository_status)?;
+        let unloaded_versions = self.state.repository.unload(&request.name, &request.version).map_err(repository_status)?;
         tracing::info!(model = %request.name, versions = ?unloaded_versions, "model unloaded by admin request");
+        report_model_health(&self.health, &self.state.repository, &request.name).await;
         Ok(Response::new(proto::UnloadModelResponse { unloaded_versions }))
     }
 }

@@ -66,3 +66,30 @@ async fn requests_cannot_name_paths() {
         admin.load_model(proto::LoadModelRequest { name: "not-there".into(), version: String::new() }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn each_model_has_a_health_name_that_follows_its_loading() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = TestServer::start(Default::default(), &[]).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut admin = AdminServiceClient::new(server.channel().await);
+    let status = |reply: tonic::Response<tonic_health::pb::HealthCheckResponse>| reply.into_inner().status;
+    let check = |service: &str| HealthCheckRequest { service: service.to_string() };
+
+    for model in ["digits-cnn", "mnist-cnn", "wine-mlp"] {
+        let reply = health.check(check(&format!("explaind.v1.ModelService/{model}"))).await.unwrap();
+        assert_eq!(status(reply), ServingStatus::Serving as i32, "{model}");
+    }
+    let unknown = health.check(check("explaind.v1.ModelService/no-such-model")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    admin.unload_model(proto::UnloadModelRequest { name: "wine-mlp".into(), version: String::new() }).await.unwrap();
+    let reply = health.check(check("explaind.v1.ModelService/wine-mlp")).await.unwrap();
+    assert_eq!(status(reply), ServingStatus::NotServing as i32, "unloaded");
+    let reply = health.check(check("")).await.unwrap();
+    assert_eq!(status(reply), ServingStatus::Serving as i32, "the server still serves the others");
+    admin.load_model(proto::LoadModelRequest { name: "wine-mlp".into(), version: String::new() }).await.unwrap();
+    let reply = health.check(check("explaind.v1.ModelService/wine-mlp")).await.unwrap();
+    assert_eq!(status(reply), ServingStatus::Serving as i32, "loaded again");
+}

@@ -85,9 +85,7 @@ pub async fn serve(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(
-            proto::admin_service_server::AdminServiceServer::new(admin).max_decoding_message_size(limit),
-        )
+        .add_service(proto::admin_service_server::AdminServiceServer::new(admin).max_decoding_message_size(limit))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

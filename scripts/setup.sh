@@ -2,6 +2,8 @@
 # Sets up what explaind's tests and run need, idempotently (quick when already done):
 #   .venv/                   Python virtual environment with scripts/requirements.txt installed
 #                            (hash-checked); reinstalled only when that file changes.
+#                            Then the Python client clients/python (explaind_py), reinstalled
+#                            only when one of its files changes.
 #   .ort/libonnxruntime.so   a copy of the ONNX Runtime library from the onnxruntime wheel,
 #                            the library the daemon loads by default.
 # Usage: scripts/setup.sh   (from anywhere; paths are relative to the repository root)
@@ -43,7 +45,24 @@ if [[ "$want" != "$have" ]]; then
   echo "$want" >"$STAMP"
 fi
 
-# 3. The ONNX Runtime library, copied (not linked) to .ort/libonnxruntime.so when different.
+# 3. The Python client, our own package (no dependencies beyond the requirements above, no build
+#    tools fetched), only when one of its files changed since the last install. pip builds it in
+#    place: what it leaves (build/, *.egg-info) is removed, so that no file deleted from the
+#    source lingers in the next wheel.
+client="clients/python"
+client_stamp="$VENV/.client-python.sha256"
+want="$(find "$client" -type f ! -path '*/__pycache__/*' ! -path "$client/build/*" \
+  ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+have="$(cat "$client_stamp" 2>/dev/null || true)"
+if [[ "$want" != "$have" ]]; then
+  rm -f "$client_stamp"
+  rm -rf "$client/build"
+  "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation "./$client"
+  rm -rf "$client/build" "$client"/src/*.egg-info
+  echo "$want" >"$client_stamp"
+fi
+
+# 4. The ONNX Runtime library, copied (not linked) to .ort/libonnxruntime.so when different.
 ort_version="$(sed -n 's/^onnxruntime==\([^ \\]*\).*/\1/p' "$REQ" | head -n1)"
 src=""
 for f in "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so."$ort_version"; do

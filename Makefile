@@ -1,5 +1,6 @@
 # The two commands a newcomer needs (see README.md):
-#   make serve   start the daemon with the bundled demo models and plugins (127.0.0.1:50051)
+#   make serve   start the daemon with the bundled demo models and plugins (gRPC 127.0.0.1:50051,
+#                the Open Inference Protocol's HTTP routes 127.0.0.1:8000)
 #   make test    run the whole test suite (house style: rustfmt and clippy; Rust, C plugins,
 #                Python gRPC client)
 # Both set up what they need first: scripts/setup.sh installs the pinned Python packages and the
@@ -7,6 +8,7 @@
 
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
+HTTP_LISTEN ?= 127.0.0.1:8000
 
 .PHONY: setup build serve test
 
@@ -17,7 +19,7 @@ build: setup
 	$(CARGO) build --workspace
 
 serve: build
-	target/debug/explaind serve --listen $(LISTEN)
+	target/debug/explaind serve --listen $(LISTEN) --http-listen $(HTTP_LISTEN)
 
 test: build
 	$(CARGO) fmt --all --check

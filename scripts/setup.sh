@@ -6,6 +6,12 @@
 #                            only when one of its files changes.
 #   .ort/libonnxruntime.so   a copy of the ONNX Runtime library from the onnxruntime wheel,
 #                            the library the daemon loads by default.
+#   .venv-oip/               tritonclient (gRPC and HTTP), the Open Inference Protocol's official
+#                            client, from scripts/requirements-oip.txt (hash-checked), in its own
+#                            environment (it needs protobuf < 7); reinstalled when that changes.
+#   nginx                    Debian's package, for the fleet test (tests/python/test_fleet.py:
+#                            three daemons behind it); installed only when missing, and only
+#                            where apt-get may be run (root), else a note says what to run.
 # Usage: scripts/setup.sh   (from anywhere; paths are relative to the repository root)
 set -euo pipefail
 
@@ -80,3 +86,31 @@ if [[ -L "$dst" ]] || ! cmp -s "$src" "$dst"; then
 fi
 
 echo "ONNX Runtime $ort_version library: $ROOT/$dst"
+
+# 5. tritonclient, in an environment of its own (tests/python/test_oip.py runs it there).
+OIP_REQ="scripts/requirements-oip.txt"
+OIP_VENV=".venv-oip"
+OIP_STAMP="$OIP_VENV/.requirements.sha256"
+if [[ -x "$OIP_VENV/bin/python" ]] && ! "$OIP_VENV/bin/python" -c '' >/dev/null 2>&1; then
+  rm -rf "$OIP_VENV"
+fi
+[[ -x "$OIP_VENV/bin/python" ]] || "$PY" -m venv "$OIP_VENV"
+want="$(sha256sum "$OIP_REQ" | cut -d' ' -f1)"
+if [[ "$want" != "$(cat "$OIP_STAMP" 2>/dev/null || true)" ]]; then
+  rm -f "$OIP_STAMP"
+  "$OIP_VENV/bin/python" -m pip install --quiet --require-hashes --only-binary=:all: -r "$OIP_REQ"
+  echo "$want" >"$OIP_STAMP"
+fi
+
+# 6. nginx, the proxy of the fleet test, from Debian's packages (never started as a service:
+#    the test runs its own instance on loopback).
+if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing nginx (Debian package) for the fleet test" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null
+  else
+    echo "setup: nginx is missing and apt-get cannot be run here: run" \
+      "'apt-get install nginx' as root, or the fleet test fails" >&2
+  fi
+fi

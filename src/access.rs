@@ -6,7 +6,8 @@
 //!   tokens and no clients configured the daemon is open (development): every caller has every
 //!   role and is named by its address.
 //! - **Roles.** `predict` for ModelService/Predict, `explain` for ExplainService, `admin` for
-//!   AdminService; listing models needs any role. Health checks and reflection are open.
+//!   AdminService; listing models needs any role. Health checks and reflection are open. The
+//!   Open Inference Protocol maps onto the same roles (see `required_role`).
 //!   Missing or unknown credentials: UNAUTHENTICATED; a known caller without the role:
 //!   PERMISSION_DENIED.
 //! - **Concurrency.** At most `max_concurrent_per_caller` requests in flight per caller;
@@ -67,7 +68,28 @@ fn required_role(path: &str) -> Option<Option<&'static str>> {
         "explaind.v1.ModelService" => Some(None),
         "explaind.v1.ExplainService" => Some(Some("explain")),
         "explaind.v1.AdminService" => Some(Some("admin")),
+        // The Open Inference Protocol: liveness and readiness are open, as gRPC health is;
+        // ModelInfer needs `predict`, or `explain` when it explains, which only the service can
+        // tell from the request (see `Caller::require`); the repository extension is admin.
+        crate::oip::SERVICE if matches!(method, "ServerLive" | "ServerReady") => None,
+        crate::oip::SERVICE if method.starts_with("Repository") => Some(Some("admin")),
+        crate::oip::SERVICE => Some(None),
         _ => None,
+    }
+}
+
+impl Caller {
+    /// PERMISSION_DENIED unless the caller has `role`, which `what` needs. Requests that pass
+    /// the layer without a caller (open services) have none to check.
+    pub fn require(caller: Option<&Caller>, role: &str, what: &str) -> Result<(), Status> {
+        match caller {
+            Some(c) if !c.roles.iter().any(|r| r == role) => Err(Status::permission_denied(format!(
+                "caller {:?} lacks the {role} role that {what} needs (it has: {})",
+                c.name,
+                if c.roles.is_empty() { "none".to_string() } else { c.roles.join(", ") }
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -92,13 +114,7 @@ impl AccessPolicy {
         let method = path.trim_start_matches("/explaind.v1.");
         let caller = self.identify(request)?;
         if let Some(role) = role {
-            if !caller.roles.iter().any(|r| r == role) {
-                return Err(Status::permission_denied(format!(
-                    "caller {:?} lacks the {role} role that {method} needs (it has: {})",
-                    caller.name,
-                    if caller.roles.is_empty() { "none".to_string() } else { caller.roles.join(", ") }
-                )));
-            }
+            Caller::require(Some(&caller), role, method)?;
         } else if caller.roles.is_empty() {
             return Err(Status::permission_denied(format!("caller {:?} has no role, and {method} needs one", caller.name)));
         }

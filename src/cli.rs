@@ -37,6 +37,7 @@ pub enum AuditCommand {
     /// Write a new Ed25519 signing key to FILE (mode 0600) and its public key to FILE.pub.
     Keygen { file: PathBuf },
     /// Check a log's hash chain and checkpoint signatures; report the first broken record.
+    /// Several directories: a fleet's logs, each its own chain, each reported.
     Verify(AuditVerifyArgs),
 }
 
@@ -48,9 +49,31 @@ pub struct AuditVerifyArgs {
     /// Accept a log whose oldest files were deleted (the first entry is then trusted).
     #[arg(long)]
     pub allow_partial: bool,
-    /// Log files in chain order; a directory stands for its audit.log and rotated files.
+    /// Log files in chain order; a directory stands for its audit.log and rotated files. Each
+    /// directory is one replica's chain, verified on its own; files given one by one are one
+    /// chain together.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// The gRPC metadata a fleet's proxy hashes on, so that requests for one background reach the
+/// replica that has it cached (deploy/README.md, "Cache affinity").
+pub const BACKGROUND_HEADER: &str = "x-explaind-background";
+
+/// What `request` puts in [`BACKGROUND_HEADER`]: the registered id it names, or a digest of the
+/// rows it carries; none when it uses the model's default background.
+fn background_routing_key(request: &proto::ExplainRequest) -> Option<String> {
+    if !request.background_id.is_empty() {
+        return request.background_id.bytes().all(|b| b.is_ascii_alphanumeric()).then(|| request.background_id.clone());
+    }
+    if request.background.is_empty() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for tensor in &request.background {
+        prost::Message::encode(tensor, &mut bytes).expect("a Vec grows as needed");
+    }
+    Some(explaind_audit::sha256_hex(&bytes))
 }
 
 /// Runs an `audit` subcommand (local files only; no daemon needed).
@@ -68,33 +91,66 @@ pub fn run_audit(command: AuditCommand) -> Result<(), String> {
         }
         AuditCommand::Verify(args) => {
             let key = explaind_audit::load_verifying_key(&args.public_key).map_err(|e| e.to_string())?;
-            let mut files = Vec::new();
-            for path in &args.files {
-                if path.is_dir() {
-                    files.extend(
-                        explaind_audit::chain_files(&path.join("audit.log")).map_err(|e| format!("{}: {e}", path.display()))?,
-                    );
-                } else {
-                    files.push(path.clone());
-                }
-            }
+            let chains = audit_chains(&args.files)?;
             let options = explaind_audit::VerifyOptions { allow_partial: args.allow_partial };
-            let summary = explaind_audit::verify_with(&files, &key, &options).map_err(|e| format!("audit log broken: {e}"))?;
+            if let [chain] = chains.as_slice() {
+                let summary =
+                    explaind_audit::verify_with(&chain.files, &key, &options).map_err(|e| format!("audit log broken: {e}"))?;
+                println!("{}", serde_json::to_string_pretty(&summary_json(&summary)).expect("json"));
+                return Ok(());
+            }
+            let report = explaind_audit::verify_fleet(&chains, &key, &options);
             let out = json!({
-                "files": summary.files,
-                "records": summary.records,
-                "checkpoints": summary.checkpoints,
-                "first_seq": summary.first_seq,
-                "last_seq": summary.last_seq,
-                "head_hash": summary.head_hash,
-                "last_signed_seq": summary.last_signed_seq,
-                "unsigned_records": summary.unsigned_records,
-                "torn_tail": summary.torn_tail.as_ref().map(|t| format!("{t:?}")),
+                "ok": report.ok(),
+                "chains": report.chains.iter().map(|chain| {
+                    let mut entry = match &chain.result {
+                        Ok(summary) => summary_json(summary),
+                        Err(e) => json!({"error": format!("audit log broken: {e}")}),
+                    };
+                    entry["chain"] = json!(chain.label);
+                    entry
+                }).collect::<Vec<_>>(),
+                "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&out).expect("json"));
-            Ok(())
+            if report.ok() { Ok(()) } else { Err("audit logs broken: see the report above".into()) }
         }
     }
+}
+
+/// The chains `paths` name: each directory is one replica's log (its `audit.log` and rotated
+/// files); the files given one by one are, together and in the order given, one more.
+fn audit_chains(paths: &[PathBuf]) -> Result<Vec<explaind_audit::Chain>, String> {
+    let mut chains = Vec::new();
+    let mut loose = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let files = explaind_audit::chain_files(&path.join("audit.log")).map_err(|e| format!("{}: {e}", path.display()))?;
+            chains.push(explaind_audit::Chain { label: path.display().to_string(), files });
+        } else {
+            loose.push(path.clone());
+        }
+    }
+    if !loose.is_empty() {
+        let label = loose.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+        chains.push(explaind_audit::Chain { label, files: loose });
+    }
+    Ok(chains)
+}
+
+fn summary_json(summary: &explaind_audit::VerifySummary) -> serde_json::Value {
+    json!({
+        "files": summary.files,
+        "records": summary.records,
+        "checkpoints": summary.checkpoints,
+        "first_seq": summary.first_seq,
+        "last_seq": summary.last_seq,
+        "head_hash": summary.head_hash,
+        "last_signed_seq": summary.last_signed_seq,
+        "unsigned_records": summary.unsigned_records,
+        "torn_tail": summary.torn_tail.as_ref().map(|t| format!("{t:?}")),
+        "replicas": summary.replicas,
+    })
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +165,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at this address (GET /metrics).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve the Open Inference Protocol's HTTP/JSON routes (/v2/...) at this address (plain
+    /// HTTP; tokens as on gRPC). Its gRPC service is always on --listen.
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Model repository: <dir>/<name>/<version>/model.onnx. Default: the bundled demo models.
     #[arg(long)]
     pub models: Option<PathBuf>,
@@ -137,6 +197,11 @@ pub struct ServeArgs {
     /// daemon stops anyway (default 25); a second signal stops at once.
     #[arg(long)]
     pub drain_seconds: Option<u64>,
+    /// This daemon's name in a fleet, sent back on every response (`x-explaind-replica`) and
+    /// written into every audit record (default: the host name, i.e. the pod name under
+    /// Kubernetes).
+    #[arg(long)]
+    pub replica_id: Option<String>,
     /// Explainer budget: most rows one explain request may run through the model and its
     /// compiled graphs (default 20,000,000; 0: no limit).
     #[arg(long)]
@@ -525,28 +590,29 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             let parameters = args.params.iter().map(|p| parse_param(p)).collect::<Result<_, _>>()?;
             let mut client = ExplainServiceClient::new(connect(args.target.client.addr.clone()).await?)
                 .max_decoding_message_size(CLIENT_MESSAGE_LIMIT);
-            let response = client
-                .explain(proto::ExplainRequest {
-                    model: args.target.model_ref(),
-                    explainer: args.explainer,
-                    inputs,
-                    targets: Some(proto::Targets { selection: Some(selection) }),
-                    output: args.output_name,
-                    parameters,
-                    background,
-                    background_id: args.background_id.clone(),
-                    explained_inputs: args.explained_inputs.clone(),
-                    plot: args.plot.as_ref().map(|_| proto::PlotOptions {
-                        png: true,
-                        kind: args.plot_kind.clone(),
-                        top_k: args.plot_top_k,
-                        merge_wordpieces: args.merge_wordpieces,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .map_err(status_text)?
-                .into_inner();
+            let request = proto::ExplainRequest {
+                model: args.target.model_ref(),
+                explainer: args.explainer,
+                inputs,
+                targets: Some(proto::Targets { selection: Some(selection) }),
+                output: args.output_name,
+                parameters,
+                background,
+                background_id: args.background_id.clone(),
+                explained_inputs: args.explained_inputs.clone(),
+                plot: args.plot.as_ref().map(|_| proto::PlotOptions {
+                    png: true,
+                    kind: args.plot_kind.clone(),
+                    top_k: args.plot_top_k,
+                    merge_wordpieces: args.merge_wordpieces,
+                    ..Default::default()
+                }),
+            };
+            let mut request = tonic::Request::new(request);
+            if let Some(key) = background_routing_key(request.get_ref()) {
+                request.metadata_mut().insert(BACKGROUND_HEADER, key.parse().expect("hex digits are valid metadata"));
+            }
+            let response = client.explain(request).await.map_err(status_text)?.into_inner();
             if let Some(path) = &args.plot {
                 if response.plot_png.is_empty() {
                     return Err("the daemon returned no figure (is it older than this client?)".into());
@@ -607,6 +673,22 @@ mod tests {
         assert_eq!(parse_param("abs=true").unwrap().1.kind, Some(Kind::Flag(true)));
         assert_eq!(parse_param("method=riemann").unwrap().1.kind, Some(Kind::Text("riemann".into())));
         assert!(parse_param("novalue").is_err());
+    }
+
+    #[test]
+    fn the_background_routing_key_is_the_id_or_a_digest_of_the_rows() {
+        let rows =
+            vec![proto::NamedTensor { name: "x".into(), tensor: Some(proto::Tensor { shape: vec![1], ..Default::default() }) }];
+        let by_id = proto::ExplainRequest { background_id: "ab12".into(), ..Default::default() };
+        assert_eq!(background_routing_key(&by_id).as_deref(), Some("ab12"));
+        let inline = proto::ExplainRequest { background: rows.clone(), ..Default::default() };
+        let key = background_routing_key(&inline).unwrap();
+        assert_eq!(key.len(), 64);
+        assert_eq!(background_routing_key(&proto::ExplainRequest { background: rows, ..Default::default() }), Some(key));
+        assert_eq!(background_routing_key(&proto::ExplainRequest::default()), None);
+        // Not a valid metadata value: no header rather than a failed request.
+        let odd = proto::ExplainRequest { background_id: "a b\n".into(), ..Default::default() };
+        assert_eq!(background_routing_key(&odd), None);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Prometheus metrics over HTTP (`GET /metrics`); absent: no metrics endpoint.
     pub metrics_listen: Option<String>,
+    /// The Open Inference Protocol's HTTP/JSON routes (`/v2/...`); absent: none. (Its gRPC
+    /// service is always on `listen`.)
+    pub http_listen: Option<String>,
     /// Largest accepted request message, bytes.
     pub max_message_bytes: usize,
     /// Most rows in one request's batch (inputs or background).
@@ -48,6 +51,10 @@ pub struct ServerConfig {
     /// On SIGTERM, SIGINT or SIGQUIT: how long requests in flight may take to finish before
     /// the daemon stops anyway (under Kubernetes' default 30 s termination grace period).
     pub drain_seconds: u64,
+    /// This daemon's name in a fleet: every response carries it (`x-explaind-replica`) and
+    /// every audit record names it. Empty (the default): the host name, which is the pod name
+    /// under Kubernetes.
+    pub replica_id: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +181,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:50051".into(),
             metrics_listen: None,
+            http_listen: None,
             max_message_bytes: 64 << 20,
             max_request_rows: 4096,
             max_concurrent_per_caller: 0,
@@ -181,6 +189,7 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             drain_seconds: 25,
+            replica_id: String::new(),
         }
     }
 }
@@ -257,6 +266,9 @@ impl Config {
         if a.metrics_listen.is_some() {
             self.server.metrics_listen = a.metrics_listen.clone();
         }
+        if a.http_listen.is_some() {
+            self.server.http_listen = a.http_listen.clone();
+        }
         set(&mut self.server.max_message_bytes, &a.max_message_bytes);
         set(&mut self.server.max_request_rows, &a.max_request_rows);
         set(&mut self.server.max_concurrent_per_caller, &a.max_concurrent_per_caller);
@@ -264,6 +276,7 @@ impl Config {
         set(&mut self.server.max_request_bytes, &a.max_request_bytes);
         set(&mut self.server.max_inflight_bytes, &a.max_inflight_bytes);
         set(&mut self.server.drain_seconds, &a.drain_seconds);
+        set(&mut self.server.replica_id, &a.replica_id);
         if a.models.is_some() {
             self.models.dir = a.models.clone();
         }
@@ -312,6 +325,10 @@ impl Config {
         if !self.auth.clients.is_empty() && self.tls.as_ref().and_then(|t| t.client_ca.as_ref()).is_none() {
             return Err("auth.clients needs tls.client_ca: client certificates are only seen under mutual TLS".into());
         }
+        let replica = &self.server.replica_id;
+        if replica.len() > 128 || !replica.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("server.replica_id: {replica:?}: at most 128 visible ASCII characters, no spaces"));
+        }
         if let Some(audit) = &self.audit {
             if !matches!(audit.on_full.as_str(), "wait" | "reject") {
                 return Err(format!("audit.on_full: {:?}: expected \"wait\" or \"reject\"", audit.on_full));
@@ -342,7 +359,22 @@ impl Config {
         log.checkpoint_interval =
             (audit.checkpoint_seconds > 0).then(|| std::time::Duration::from_secs(audit.checkpoint_seconds));
         log.store_inputs = audit.store_inputs;
+        log.replica = self.replica_id();
         Ok(Some(log))
+    }
+
+    /// `server.replica_id`, or else the host name (`HOSTNAME`, then the kernel's), or else
+    /// empty.
+    pub fn replica_id(&self) -> String {
+        if !self.server.replica_id.is_empty() {
+            return self.server.replica_id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| name.len() <= 128 && name.bytes().all(|b| b.is_ascii_graphic()))
+            .unwrap_or_default()
     }
 
     pub fn device(&self) -> Result<explaind_runtime::DeviceChoice, String> {

@@ -67,6 +67,14 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts and tests wait for this exact line on stdout.
     println!("explaind listening on {addr}");
+    let http = match &config.server.http_listen {
+        None => None,
+        Some(at) => {
+            let http = tokio::net::TcpListener::bind(at).await.map_err(|e| format!("--http-listen {at}: {e}"))?;
+            println!("explaind http on http://{}", http.local_addr().map_err(|e| e.to_string())?);
+            Some(http)
+        }
+    };
     if let (Some(metrics_listen), Some(handle)) = (&config.server.metrics_listen, metrics) {
         let metrics =
             tokio::net::TcpListener::bind(metrics_listen).await.map_err(|e| format!("--metrics-listen {metrics_listen}: {e}"))?;
@@ -84,7 +92,8 @@ async fn serve(args: explaind::cli::ServeArgs) -> Result<(), String> {
     let shutdown = async move {
         let _ = drain.await;
     };
-    let served = explaind::server::serve(listener, state, tls, shutdown);
+    let listeners = explaind::server::Listeners { grpc: listener, http };
+    let served = explaind::server::serve(listeners, state, tls, shutdown);
     tokio::pin!(served);
     let served = tokio::select! {
         served = &mut served => served.map_err(|e| e.to_string()),

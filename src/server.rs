@@ -14,15 +14,29 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Names of the services health checking reports on.
 pub const SERVICE_NAMES: [&str; 3] = ["explaind.v1.ModelService", "explaind.v1.ExplainService", "explaind.v1.AdminService"];
 
-/// Serves `state` on `listener` (over TLS when `tls` is given) until `shutdown` resolves: then
-/// health turns NOT_SERVING, new requests are refused (HTTP/2 GOAWAY: clients see
-/// UNAVAILABLE) and the requests in flight finish; it returns when they have.
+/// Where the daemon listens: gRPC (explaind's API and the Open Inference Protocol) and,
+/// optionally, the protocol's HTTP/JSON routes.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Listeners { grpc, http: None }
+    }
+}
+
+/// Serves `state` (over TLS when `tls` is given) until `shutdown` resolves: then health turns
+/// NOT_SERVING, new requests are refused (HTTP/2 GOAWAY: clients see UNAVAILABLE) and the
+/// requests in flight finish; it returns when they have.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     state: Arc<State>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Listeners { grpc: listener, http: http_listener } = listeners.into();
     let limit = state.limits.max_message_bytes;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
@@ -36,15 +50,18 @@ pub async fn serve(
     for name in &names {
         crate::service::report_model_health(&health_reporter, &state.repository, name).await;
     }
-    let admin = AdminService { state: state.clone(), health: health_reporter.clone() };
-    let repository = state.repository.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Health first: a proxy or a Kubernetes probe that asks during the drain hears that
-        // this replica is going away.
-        let models = repository.list().iter().map(|m| crate::service::model_health_name(&m.name)).collect::<Vec<_>>();
-        for name in SERVICE_NAMES.iter().map(|s| s.to_string()).chain([String::new()]).chain(models) {
-            health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+    let admin = Arc::new(AdminService { state: state.clone(), health: health_reporter.clone() });
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state.start_draining();
+            // Health first: a proxy or a Kubernetes probe that asks during the drain hears that
+            // this replica is going away.
+            let models = state.repository.list().iter().map(|m| crate::service::model_health_name(&m.name)).collect::<Vec<_>>();
+            for name in SERVICE_NAMES.iter().map(|s| s.to_string()).chain([String::new()]).chain(models) {
+                health_reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+            }
         }
     };
 
@@ -53,8 +70,44 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(
+            proto::model_service_server::ModelServiceServer::new(ModelService(state.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            proto::explain_service_server::ExplainServiceServer::new(ExplainService(state.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(proto::admin_service_server::AdminServiceServer::from_arc(admin.clone()).max_decoding_message_size(limit))
+        .add_service(
+            crate::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+                crate::oip::grpc::InferenceService { state: state.clone(), admin },
+            )
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+        );
+    // Outermost first: every answer leaves its audit record; statuses follow gRPC's
+    // conventions; every answer names the replica; then who may call what.
+    let replica = http::HeaderValue::from_str(&state.replica).ok().filter(|v| !v.is_empty());
+    let layers = tower::ServiceBuilder::new()
+        .layer(crate::trail::AuditTrailLayer { observer: state.observer.clone() })
+        .layer(tower::layer::layer_fn(|inner| StatusConventions { inner }))
+        .layer(tower::layer::layer_fn(move |inner| ReplicaHeader { inner, value: replica.clone() }))
+        .layer(crate::access::AccessLayer { policy: state.access.clone() });
+
+    // The protocol's HTTP routes call the same stack in process.
+    let http_in_flight = http_listener.map(|listener| {
+        let stack = tower::util::BoxCloneSyncService::new(layers.clone().service(routes.clone()));
+        let front = crate::oip::http::HttpFront::new(stack, state.clone());
+        let in_flight = front.in_flight();
+        tokio::spawn(front.serve(listener));
+        in_flight
+    });
 
     // tonic sets TCP_NODELAY only on sockets it accepts itself. Without it a small response
     // waits for the client's delayed ACK (about 40 ms on Linux) before it is sent.
@@ -68,26 +121,13 @@ pub async fn serve(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    builder
-        .layer(crate::trail::AuditTrailLayer { observer: state.observer.clone() })
-        .layer(tower::layer::layer_fn(|inner| StatusConventions { inner }))
-        .layer(crate::access::AccessLayer { policy: state.access.clone() })
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            proto::model_service_server::ModelServiceServer::new(ModelService(state.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            proto::explain_service_server::ExplainServiceServer::new(ExplainService(state.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(proto::admin_service_server::AdminServiceServer::new(admin).max_decoding_message_size(limit))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    builder.layer(layers).add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await?;
+    // The HTTP front refuses new requests once draining; the ones it has finish too.
+    if let Some(in_flight) = http_in_flight {
+        while in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(())
 }
 
@@ -137,6 +177,40 @@ where
             if let Some(conventional) = conventional {
                 // Replaces grpc-status and grpc-message (encoded as gRPC says).
                 let _ = conventional.add_header(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Names the replica that answered in the `x-explaind-replica` response header, so a client
+/// behind a proxy (and the fleet test) can see where each request went.
+#[derive(Clone)]
+struct ReplicaHeader<S> {
+    inner: S,
+    value: Option<http::HeaderValue>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for ReplicaHeader<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        let value = self.value.clone();
+        Box::pin(async move {
+            let mut response = future.await?;
+            if let Some(value) = value {
+                response.headers_mut().insert("x-explaind-replica", value);
             }
             Ok(response)
         })
@@ -253,7 +327,9 @@ pub fn build_state(config: &crate::config::Config) -> Result<(Arc<State>, Option
         }
     }
     let observer = Arc::new(observer);
-    Ok((Arc::new(State::new(repository, plugins, engine, backgrounds, limits, access, observer)), writer))
+    let state = State::new(repository, plugins, engine, backgrounds, limits, access, observer).with_replica(config.replica_id());
+    tracing::info!(replica = %state.replica, "replica id");
+    Ok((Arc::new(state), writer))
 }
 
 /// The TLS settings of `config`, read from their PEM files.

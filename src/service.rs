@@ -48,6 +48,10 @@ pub struct State {
     pub access: Arc<crate::access::AccessPolicy>,
     /// Metrics and the audit log of every predict and explain request.
     pub observer: Arc<crate::observe::Observer>,
+    /// This daemon's name in a fleet (`server.replica_id`), sent back on every response.
+    pub replica: String,
+    /// Set when a stop signal starts the drain: readiness answers false from then on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn repository_status(e: RepositoryError) -> Status {
@@ -73,7 +77,22 @@ impl State {
         observer: Arc<crate::observe::Observer>,
     ) -> State {
         let host = Host { plugins, engine, backgrounds, budget: limits.budget, memory: limits.memory.clone() };
-        State { repository, host: Arc::new(host), limits, access, observer }
+        State { repository, host: Arc::new(host), limits, access, observer, replica: String::new(), draining: Default::default() }
+    }
+
+    /// Marks the start of the drain (see [`crate::server::serve`]).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Names this daemon in a fleet: responses carry `replica` in `x-explaind-replica`.
+    pub fn with_replica(mut self, replica: String) -> State {
+        self.replica = replica;
+        self
     }
 
     /// A model's metadata, with what can explain it. The compilability is decided once per
@@ -82,7 +101,7 @@ impl State {
         convert::model_metadata(model, &self.host.engine.compilability(model), &self.host.plugins.list())
     }
 
-    fn model(&self, model: Option<&proto::ModelRef>) -> Result<Arc<Model>, Status> {
+    pub fn model(&self, model: Option<&proto::ModelRef>) -> Result<Arc<Model>, Status> {
         let model = model.ok_or_else(|| invalid("model: missing"))?;
         if model.name.is_empty() {
             return Err(invalid("model.name: empty"));

@@ -67,6 +67,9 @@ fn audited_rpc(path: &str) -> Option<explaind_audit::Rpc> {
     match path {
         "/explaind.v1.ModelService/Predict" => Some(explaind_audit::Rpc::Predict),
         "/explaind.v1.ExplainService/Explain" => Some(explaind_audit::Rpc::Explain),
+        // Predict or Explain, as the request's parameters say: the service records which (this
+        // is what a request that never reached it is recorded as).
+        "/inference.GRPCInferenceService/ModelInfer" => Some(explaind_audit::Rpc::Predict),
         _ => None,
     }
 }

@@ -211,9 +211,21 @@ def channel(server: Server):
 
 @pytest.fixture(scope="session")
 def client(channel):
+    """Hand-built requests (tests/python/explaind_client.py), for what the project's client
+    deliberately cannot send: malformed messages, wrong element types, raw byte lengths."""
     from explaind_client import Client
 
     return Client(channel)
+
+
+@pytest.fixture(scope="session")
+def py(server):
+    """The project's Python client (clients/python, explaind_py) on the session's daemon: what
+    the tests use for every request a user would make."""
+    from explaind_py import Client
+
+    with Client(server.address, timeout=60) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -36,11 +36,6 @@ BERT = DATA_DIR / "tokens" / "bert_tiny"
 TOKEN = "s3cret-token-for-the-client-tests"
 
 
-@pytest.fixture(scope="module")
-def py(server):
-    with Client(server.address, timeout=60) as c:
-        yield c
-
 
 # --------------------------------------------------------------------------------------------
 # The package itself
@@ -265,7 +260,13 @@ def test_register_background_then_explain_by_id(py):
     bid = py.register_background("wine-mlp", rows)
     assert re.fullmatch(r"[0-9a-f]{64}", bid), bid
     assert py.register_background("wine-mlp", {"features": rows.astype(np.float64)}) == bid
+    # The fleet's routing key for rows sent inline is the id the daemon gives them, so a
+    # registration and the inline requests of one background reach the same replica.
+    from explaind_py._client import _background_digest
+    info = py.model("wine-mlp")
+    assert _background_digest(info, py._tensors(info, rows, "rows")) == bid
     by_id = py.explain("wine-mlp", x, "deep-shap", targets="all", background_id=bid)
+    assert by_id.replica, "the daemon names itself (x-explaind-replica)"
     inline = py.explain("wine-mlp", x, "deep-shap", targets="all", background=rows)
     np.testing.assert_allclose(by_id.values, inline.values, rtol=0, atol=1e-6)
     np.testing.assert_allclose(by_id.base_values, inline.base_values, rtol=0, atol=1e-6)

@@ -17,20 +17,19 @@ import time
 import grpc
 import numpy as np
 import pytest
+from explaind_py import Client, ExplaindError
 
 import daemon_proc
-from explaind_client import named, pb
 from paths import MODELS_DIR
 
 DIGIT = np.load(MODELS_DIR / "mnist-cnn" / "1" / "demo.npy").astype(np.float32)[:1]
 DRAIN_S = 20
 
 
-def _slow_request(steps: int) -> pb.ExplainRequest:
+def _slow_explain(client: Client, steps: int) -> None:
     """About 2.2 s per 8,000 steps on mnist-cnn in a debug build on 2 cores."""
-    return pb.ExplainRequest(
-        model=pb.ModelRef(name="mnist-cnn"), explainer="integrated-gradients", inputs=[named("", DIGIT)],
-        parameters={"steps": pb.ParamValue(integer=steps), "method": pb.ParamValue(text="riemann_trapezoid")})
+    client.explain("mnist-cnn", DIGIT, "integrated-gradients", steps=steps,
+                   method="riemann_trapezoid")
 
 
 def _start(tmp_path):
@@ -45,22 +44,18 @@ def _start(tmp_path):
     return daemon_proc.start(args, tmp_path / "log"), audit_dir, public
 
 
-def _in_flight(daemon, request):
-    """Sends `request` on a thread once the daemon has answered a warm-up; returns the thread
-    and where its outcome lands ("OK" or the status name)."""
-    from explaind.v1 import explaind_pb2_grpc as pb_grpc
-
-    channel = grpc.insecure_channel(daemon.address)
-    stub = pb_grpc.ExplainServiceStub(channel)
-    stub.Explain(_slow_request(10), timeout=60)  # sessions and compiled graphs, outside the timing
+def _in_flight(client: Client, steps: int):
+    """Sends a slow explanation on a thread once the daemon has answered a warm-up; returns the
+    thread and where its outcome lands ("OK" or the status name)."""
+    _slow_explain(client, 10)  # sessions and compiled graphs, outside the timing
     outcome: list[str] = []
 
     def call():
         try:
-            stub.Explain(request, timeout=120)
+            _slow_explain(client, steps)
             outcome.append("OK")
-        except grpc.RpcError as e:
-            outcome.append(e.code().name)
+        except ExplaindError as e:
+            outcome.append(e.code)
 
     thread = threading.Thread(target=call)
     thread.start()
@@ -85,15 +80,16 @@ def test_a_stop_signal_drains_in_flight_requests_and_signs_the_audit_log(tmp_pat
     daemon, audit_dir, public = _start(tmp_path)
     try:
         assert _health(daemon.address) == "SERVING"
-        thread, outcome = _in_flight(daemon, _slow_request(16000))
-        daemon.process.send_signal(sig)
-        time.sleep(0.5)
-        # Draining: health says so to whoever asks, and nothing new is taken on.
-        assert _health(daemon.address) in {"NOT_SERVING", "UNAVAILABLE"}
-        assert daemon.alive(), "the daemon waits for the request in flight"
-        thread.join(timeout=DRAIN_S)
-        assert outcome == ["OK"], outcome
-        assert daemon.process.wait(timeout=DRAIN_S) == 0
+        with Client(daemon.address, timeout=120) as client:
+            thread, outcome = _in_flight(client, 16000)
+            daemon.process.send_signal(sig)
+            time.sleep(0.5)
+            # Draining: health says so to whoever asks, and nothing new is taken on.
+            assert _health(daemon.address) in {"NOT_SERVING", "UNAVAILABLE"}
+            assert daemon.alive(), "the daemon waits for the request in flight"
+            thread.join(timeout=DRAIN_S)
+            assert outcome == ["OK"], outcome
+            assert daemon.process.wait(timeout=DRAIN_S) == 0
     finally:
         if daemon.alive():
             daemon.kill9()
@@ -110,15 +106,16 @@ def test_a_stop_signal_drains_in_flight_requests_and_signs_the_audit_log(tmp_pat
 def test_a_second_signal_stops_at_once(tmp_path):
     daemon, audit_dir, public = _start(tmp_path)
     try:
-        thread, outcome = _in_flight(daemon, _slow_request(100_000))  # about 30 s
-        started = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        daemon.process.send_signal(signal.SIGTERM)
-        assert daemon.process.wait(timeout=DRAIN_S) == 0
-        assert time.monotonic() - started < 10, "stopped without waiting for the request"
-        thread.join(timeout=30)
-        assert outcome and outcome != ["OK"], outcome
+        with Client(daemon.address, timeout=120) as client:
+            thread, outcome = _in_flight(client, 100_000)  # about 30 s
+            started = time.monotonic()
+            daemon.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            daemon.process.send_signal(signal.SIGTERM)
+            assert daemon.process.wait(timeout=DRAIN_S) == 0
+            assert time.monotonic() - started < 10, "stopped without waiting for the request"
+            thread.join(timeout=30)
+            assert outcome and outcome != ["OK"], outcome
     finally:
         if daemon.alive():
             daemon.kill9()

@@ -1,6 +1,7 @@
-"""Figures over gRPC (ExplainRequest.plot -> ExplainResponse.plot_png), and the 28x28 digits
-model they were made for. The PNG is decoded here with the standard library (zlib + struct),
-since the test environment has no image package."""
+"""Figures over gRPC (ExplainRequest.plot -> ExplainResponse.plot_png; the client's `plot=`
+-> `Explanation.figure_png`), and the 28x28 digits model they were made for. The PNG is decoded
+here with the standard library (zlib + struct), since the test environment has no image
+package."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import json
 import struct
 import zlib
 
-import grpc
 import numpy as np
 import pytest
+from explaind_py import ExplaindError
 
-from explaind_client import from_tensor, named, outputs_dict, pb
 from paths import MODELS_DIR
 
 MNIST = MODELS_DIR / "mnist-cnn" / "1"
+
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -70,14 +71,10 @@ def decode_png(data: bytes) -> np.ndarray:
     return out.reshape(height, width, 3).astype(np.uint8)
 
 
-def _all_targets() -> pb.Targets:
-    return pb.Targets(all=pb.AllOutputs())
-
-
-def test_mnist_predictions_match_what_the_training_script_recorded(client):
+def test_mnist_predictions_match_what_the_training_script_recorded(py):
     x = np.load(MNIST / "samples.npy")
     recorded = json.loads((MNIST / "expected_predictions.json").read_text())["samples"]
-    logits = outputs_dict(client.predict("mnist-cnn", {"image": x}).outputs)["logits"]
+    logits = py.predict("mnist-cnn", {"image": x})["logits"]
     predicted = logits.argmax(axis=1)
     assert predicted.tolist() == [s["predicted"] for s in recorded]
     np.testing.assert_allclose(logits, [s["logits"] for s in recorded], atol=1e-4, rtol=1e-4)
@@ -85,16 +82,11 @@ def test_mnist_predictions_match_what_the_training_script_recorded(client):
     assert (predicted != labels).sum() >= 1, "the samples include digits the model gets wrong"
 
 
-def test_deep_shap_figure_over_grpc(client):
+def test_deep_shap_figure_over_grpc(py):
     x = np.load(MNIST / "demo.npy")
-    req = pb.ExplainRequest(
-        model=pb.ModelRef(name="mnist-cnn"), explainer="deep-shap",
-        inputs=[named("image", x)], targets=_all_targets(),
-        plot=pb.PlotOptions(png=True),
-    )
-    resp = client.explain_request(req)
-    assert from_tensor(resp.attributions[0].values).shape == (4, 10, 1, 28, 28)
-    img = decode_png(resp.plot_png)
+    e = py.explain("mnist-cnn", {"image": x}, "deep-shap", targets="all", plot=True)
+    assert e.attributions["image"].shape == (4, 10, 1, 28, 28)
+    img = decode_png(e.figure_png)
     h, w, _ = img.shape
     # 4 rows of 28x28 digits, 11 columns (input + 10 classes), each panel >= 112 pixels a side.
     assert w >= 11 * 112 and h >= 4 * 112, (w, h)
@@ -107,25 +99,17 @@ def test_deep_shap_figure_over_grpc(client):
 
     # A tabular model: a waterfall (Deep SHAP has base values), drawn as a PNG too.
     wine = np.load(MODELS_DIR / "wine-mlp" / "1" / "samples.npy")[:2]
-    req = pb.ExplainRequest(
-        model=pb.ModelRef(name="wine-mlp"), explainer="deep-shap",
-        inputs=[named("features", wine)], plot=pb.PlotOptions(png=True, kind="waterfall", top_k=5),
-    )
-    decode_png(client.explain_request(req).plot_png)
+    decode_png(py.explain("wine-mlp", {"features": wine}, "deep-shap", plot="waterfall",
+                          plot_top_k=5).figure_png)
 
-    # No option, no figure.
-    req.ClearField("plot")
-    assert client.explain_request(req).plot_png == b""
+    # No option, no figure (an empty plot_png is figure_png None).
+    assert py.explain("wine-mlp", {"features": wine}, "deep-shap").figure_png is None
 
 
-def test_too_many_panels_is_invalid_argument(client, daemon_alive):
+def test_too_many_panels_is_invalid_argument(py, daemon_alive):
     x = np.load(MNIST / "samples.npy")  # 12 digits x (input + 10 classes) = 132 panels
-    req = pb.ExplainRequest(
-        model=pb.ModelRef(name="mnist-cnn"), explainer="deep-shap",
-        inputs=[named("image", x)], targets=_all_targets(), plot=pb.PlotOptions(png=True),
-    )
-    with pytest.raises(grpc.RpcError) as e:
-        client.explain_request(req)
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "132 panels" in e.value.details() and "at most 64" in e.value.details(), e.value.details()
+    with pytest.raises(ExplaindError) as e:
+        py.explain("mnist-cnn", {"image": x}, "deep-shap", targets="all", plot=True)
+    assert e.value.code == "INVALID_ARGUMENT"
+    assert "132 panels" in e.value.message and "at most 64" in e.value.message, e.value.message
     daemon_alive()

@@ -67,6 +67,9 @@ pub struct AuditRecord {
     /// When the request arrived, RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.123Z`).
     pub time: String,
     pub request_id: String,
+    /// The daemon that wrote the record, in a fleet (`server.replica_id`); absent when unnamed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
     /// Who called, as the daemon identified them (certificate subject, token id, ...).
     pub caller: String,
     pub rpc: Rpc,
@@ -101,6 +104,9 @@ pub struct Checkpoint {
     pub time: String,
     /// Why it was written: `records`, `timer`, `rotation`, `shutdown` or `open`.
     pub reason: String,
+    /// The daemon whose chain this is, as its records name it; absent when unnamed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
     /// What the writer found on open, e.g. a torn tail it moved aside. Hashed, not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -255,6 +261,7 @@ mod tests {
             seq,
             time: "2025-01-31T12:00:00.123Z".into(),
             request_id: "r1".into(),
+            replica: "explaind-0".into(),
             caller: "cert:CN=alice".into(),
             rpc: Rpc::Explain,
             model: ModelIdentity { name: "m".into(), version: "1".into(), sha256: "ab".repeat(32) },

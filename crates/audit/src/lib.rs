@@ -80,6 +80,7 @@
 //! | `seq` | integer | 1, 2, 3, ... with no gaps over the whole log; checkpoints take no number |
 //! | `time` | string | when the request arrived, RFC 3339 UTC with milliseconds |
 //! | `request_id` | string | the daemon's request id |
+//! | `replica` | string, absent when unnamed | the daemon that wrote the record, in a fleet (its `replica_id`) |
 //! | `caller` | string | the caller's identity (certificate subject, token id, ...) |
 //! | `rpc` | string | `"Predict"` or `"Explain"` |
 //! | `model` | object | `name`, `version`, `sha256` of the model file |
@@ -101,6 +102,7 @@
 //! - `reason`: `records` (every N records), `timer`, `rotation` (the last entry of a rotated
 //!   file), `shutdown`, or `open` (on start, when the log ended in unsigned records or a torn
 //!   tail was repaired).
+//! - `replica`: optional; the daemon whose chain this is, as in its records.
 //! - `note`: optional; e.g. which file a torn tail was moved to.
 //! - `public_key`: 32-byte Ed25519 public key, hex.
 //! - `signature`: 64-byte Ed25519 signature, hex.
@@ -140,6 +142,13 @@
 //! is affected. Removing whole lines from the end cannot be seen from the log alone. Keep
 //! [`VerifySummary::head_hash`] (or a checkpoint) somewhere else to detect that.
 //!
+//! ## A fleet
+//!
+//! Each replica writes its own log and chain; `replica` names it in every entry. Verify each
+//! chain on its own, then check that no two chains name the same replica and no chain names
+//! two ([`verify_fleet`]). The chains are not linked to each other: a replica's records are
+//! vouched for by its own checkpoints only.
+//!
 //! # Crashes
 //!
 //! Records are written whole, in order. A crash can leave only an incomplete last line (or,
@@ -154,6 +163,7 @@
 //! open refuses to start ([`AuditError::Corrupt`]) and leaves the file alone.
 
 mod ack;
+mod fleet;
 mod format;
 mod keys;
 mod queue;
@@ -162,6 +172,7 @@ mod verify;
 mod writer;
 
 pub use ack::{AckError, Receipt};
+pub use fleet::{Chain, ChainReport, FleetProblem, FleetReport, verify_fleet};
 pub use startup::{StartupCheck, StartupReport};
 
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

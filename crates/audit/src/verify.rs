@@ -35,6 +35,9 @@ pub struct VerifySummary {
     /// An incomplete last line (a write cut short by a crash), which the writer moves aside
     /// on its next open. Everything before it verified.
     pub torn_tail: Option<TornLine>,
+    /// The replica names the entries carry, in order of first appearance: one for a fleet
+    /// member's chain, none for a daemon that was not named (see [`crate::AuditConfig::replica`]).
+    pub replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +139,9 @@ impl fmt::Display for VerifySummary {
             write!(f, " ({first}..={})", self.last_seq)?;
         }
         write!(f, ", {} checkpoints in {} files; head {}", self.checkpoints, self.files, self.head_hash)?;
+        if !self.replicas.is_empty() {
+            write!(f, "; replica {}", self.replicas.join(", "))?;
+        }
         match self.last_signed_seq {
             Some(seq) => write!(f, "; signed through record {seq}")?,
             None => write!(f, "; no checkpoint")?,
@@ -188,6 +194,7 @@ pub(crate) fn verify_sources<R: BufRead>(
         last_signed_seq: None,
         unsigned_records: 0,
         torn_tail: None,
+        replicas: Vec::new(),
     };
     for (index, &path) in paths.iter().enumerate() {
         let last_file = index + 1 == paths.len();
@@ -233,6 +240,13 @@ pub(crate) fn verify_sources<R: BufRead>(
                     return Err(fail(line_no, record, checkpoint, reason));
                 }
             };
+            let replica = match &line.entry {
+                Entry::Record(r) => &r.replica,
+                Entry::Checkpoint(c) => &c.replica,
+            };
+            if !replica.is_empty() && !summary.replicas.contains(replica) {
+                summary.replicas.push(replica.clone());
+            }
             if !anchored {
                 // allow_partial: the first entry is taken as it is.
                 prev = line.entry.prev_hash().to_owned();

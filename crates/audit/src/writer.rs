@@ -61,6 +61,9 @@ pub struct AuditConfig {
     /// back). The default, 128 MiB, covers the active file and the newest rotated one at the
     /// default file size.
     pub startup_verify_bytes: u64,
+    /// The daemon's name in a fleet, written into every record and checkpoint (empty: none),
+    /// so that logs gathered from several replicas say whose chain each one is.
+    pub replica: String,
 }
 
 impl AuditConfig {
@@ -76,6 +79,7 @@ impl AuditConfig {
             checkpoint_interval: Some(Duration::from_secs(60)),
             store_inputs: false,
             startup_verify_bytes: 128 << 20,
+            replica: String::new(),
         }
     }
 }
@@ -759,6 +763,7 @@ impl Writer {
             seq: self.next_seq,
             time: rfc3339(event.time),
             request_id: event.request_id,
+            replica: self.config.replica.clone(),
             caller: event.caller,
             rpc: event.rpc,
             model: event.model,
@@ -818,6 +823,7 @@ impl Writer {
             seq,
             time,
             reason: reason.to_owned(),
+            replica: self.config.replica.clone(),
             note,
             public_key: self.public_key.clone(),
             signature: hex::encode(signature.to_bytes()),

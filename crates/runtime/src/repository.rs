@@ -144,6 +144,21 @@ impl ModelRepository {
         found.cloned().ok_or_else(|| RepositoryError::VersionNotFound { name: name.into(), version: version.into() })
     }
 
+    /// Every model version in the repository's directory (loaded or not), by name then
+    /// version: what the Open Inference Protocol's repository index lists.
+    pub fn on_disk(&self) -> Result<Vec<(String, String)>, RepositoryError> {
+        let mut out = Vec::new();
+        for name in self.list_dirs(&self.root)? {
+            let dir = self.root.join(&name);
+            let mut versions: Vec<String> =
+                self.list_dirs(&dir)?.into_iter().filter(|v| dir.join(v).join("model.onnx").is_file()).collect();
+            versions.sort_by(|a, b| compare_versions(a, b));
+            out.extend(versions.into_iter().map(|v| (name.clone(), v)));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| compare_versions(&a.1, &b.1)));
+        Ok(out)
+    }
+
     /// Every loaded model version, by name then version.
     pub fn list(&self) -> Vec<Arc<Model>> {
         let models = self.models.read().unwrap();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ class Explanation:
     explainer_sha256: str
     timing: Timing
     shap_layout: bool = False
+    # The daemon that answered (its replica_id), when it names itself: in a fleet behind a
+    # proxy, which replica served the request.
+    replica: str | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -152,6 +156,30 @@ def _model_info(m: pb.ModelMetadata) -> ModelInfo:
                                   if m.has_default_background else None),
         explainers=tuple(m.explainability.explainers),
     )
+
+
+BACKGROUND_HEADER = "x-explaind-background"
+REPLICA_HEADER = "x-explaind-replica"
+
+
+def _background_digest(info: ModelInfo, tensors: Sequence[pb.NamedTensor]) -> str | None:
+    """The id the daemon gives these rows (RegisterBackgroundResponse.background_id): SHA-256
+    over each tensor, in the model's input order, of its rank, shape (little-endian u64 each)
+    and little-endian float32 elements. None when a tensor is not float32, which the daemon
+    refuses anyway."""
+    by_name = {t.name: t.tensor for t in tensors}
+    digest = hashlib.sha256()
+    for spec in info.inputs:
+        tensor = by_name.get(spec.name)
+        if tensor is None:
+            continue
+        array = _convert.from_tensor(tensor)
+        if array.dtype != np.float32:
+            return None
+        digest.update(np.uint64(array.ndim).tobytes())
+        digest.update(np.asarray(array.shape, dtype="<u8").tobytes())
+        digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 def _named(tensors) -> dict[str, np.ndarray]:
@@ -196,6 +224,7 @@ class Client:
         self._models = pb_grpc.ModelServiceStub(self.channel)
         self._explain = pb_grpc.ExplainServiceStub(self.channel)
         self._info: dict[tuple[str, str], ModelInfo] = {}
+        self._registered: dict[str, pb.RegisterBackgroundRequest] = {}
 
     def close(self) -> None:
         self.channel.close()
@@ -206,9 +235,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method, request):
+    def _call(self, method, request, routing_key: str | None = None):
+        return self._invoke(method, request, routing_key)[0]
+
+    def _invoke(self, method, request, routing_key: str | None = None):
+        """The response and the call (its metadata says which replica answered)."""
+        metadata = self._metadata or ()
+        if routing_key is not None:
+            # What a fleet's proxy hashes on, so that one background lives on one replica.
+            metadata = (*metadata, (BACKGROUND_HEADER, routing_key))
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method.with_call(request, timeout=self.timeout, metadata=metadata or None)
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
             details = e.details() if hasattr(e, "details") else str(e)
@@ -295,9 +332,15 @@ class Client:
         """Registers a background set (rows on the first axis) for `model`; returns its id, for
         `explain(..., background_id=...)`."""
         info = self._model(model, version)
+        tensors = self._tensors(info, rows, "rows")
         req = pb.RegisterBackgroundRequest(model=pb.ModelRef(name=model, version=version),
-                                           rows=self._tensors(info, rows, "rows"))
-        return self._call(self._explain.RegisterBackground, req).background_id
+                                           rows=tensors)
+        background_id = self._call(self._explain.RegisterBackground, req,
+                                   routing_key=_background_digest(info, tensors))
+        # Kept so that explain() can register it again on a replica that lacks it (the one a
+        # fleet's proxy moves it to when its replica goes away).
+        self._registered[background_id.background_id] = req
+        return background_id.background_id
 
     def explain(
         self,
@@ -324,7 +367,10 @@ class Client:
         targets: None (the predicted class), an output index, a list of them, "all" or
             ("top_k", k); they index `output` (default: the model's first), flattened.
         background / background_id: rows, or a registered background's id, for explainers that
-            need one; neither: the model's default background.
+            need one; neither: the model's default background. Either way the request carries
+            the background's id in `x-explaind-background`, which a fleet's proxy hashes on
+            (deploy/README.md); a background this client registered is registered again, once,
+            when the replica that answers does not have it (the proxy moved it there).
         explained_inputs: the inputs to attribute; the others (an attention mask) are held.
         plot: True or a figure kind ("image", "bars", "waterfall", "text"): the daemon draws
             the explanation, returned as PNG bytes in `figure_png`. `plot_top_k`, `tokens` (one
@@ -349,17 +395,27 @@ class Client:
             req.targets.CopyFrom(t)
         if background is not None and background_id is not None:
             raise ValueError("give background or background_id, not both")
+        routing_key = None
         if background is not None:
             req.background.extend(self._tensors(info, background, "background"))
+            routing_key = _background_digest(info, req.background)
         if background_id is not None:
-            req.background_id = background_id
+            req.background_id = routing_key = background_id
         if plot:
             req.plot.CopyFrom(pb.PlotOptions(
                 png=True, kind=plot if isinstance(plot, str) else "", top_k=plot_top_k,
                 tokens=[pb.TokenStrings(tokens=list(row)) for row in (tokens or ())],
                 merge_wordpieces=merge_wordpieces,
             ))
-        resp = self._call(self._explain.Explain, req)
+        try:
+            resp, call = self._invoke(self._explain.Explain, req, routing_key)
+        except ExplaindError as e:
+            registered = self._registered.get(background_id or "")
+            if e.code != "NOT_FOUND" or registered is None or "background_id" not in e.message:
+                raise
+            self._call(self._explain.RegisterBackground, registered, routing_key)
+            resp, call = self._invoke(self._explain.Explain, req, routing_key)
+        replica = dict(call.initial_metadata() or ()).get(REPLICA_HEADER)
 
         attributions = {a.input_name: _convert.from_tensor(a.values) for a in resp.attributions}
         if shap_layout:
@@ -382,4 +438,5 @@ class Client:
             explainer_sha256=resp.explainer_file_sha256,
             timing=Timing(tm.total_ms, tm.model_ms, tm.model_calls, tm.model_rows),
             shap_layout=shap_layout,
+            replica=replica,
         )

@@ -5,6 +5,8 @@ One daemon with the HTTP routes (`--http-listen`) and an audit log:
   oip_tritonclient.py), checks health and metadata, runs inference (binary tensors, and JSON on
   HTTP) and an explanation through the protocol's request parameters: its outputs are the
   native API's, bit for bit, and its errors are the protocol's, naming the field;
+- kserve's clients (InferenceGRPCClient, InferenceRESTClient v2; oip_kserve.py) do the same
+  for readiness, inference and an explanation;
 - proto/inference/grpc_service.proto is wire-identical to the descriptors tritonclient ships,
   message by message and field by field;
 - every `curl` line of README.md runs as written;
@@ -102,6 +104,28 @@ def test_tritonclient_gets_the_native_apis_predictions_and_explanations(daemon, 
         assert r["model_metadata"]["platform"] == "onnxruntime_onnx"
         assert r["explain_parameters"]["explainer"] in ({"string_param": "occlusion"}, "occlusion"), r
         assert "target_indices" in r["explain_outputs"] and "base_values" not in r["explain_outputs"]
+
+
+def test_kserves_clients_get_the_native_apis_predictions_and_explanations(daemon):
+    """kserve's InferenceGRPCClient and InferenceRESTClient (v2), in .venv-oip."""
+    out = daemon.tmp / "kserve"
+    out.mkdir()
+    np.save(out / "x.npy", X)
+    res = subprocess.run([str(OIP_PYTHON), str(REPO / "tests" / "python" / "oip_kserve.py"),
+                          daemon.address, daemon.http, MODEL, "features", str(out / "x.npy"), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = json.loads((out / "results.json").read_text())
+    arrays = dict(np.load(out / "arrays.npz"))
+    with Client(daemon.address, timeout=60) as c:
+        native = c.predict(MODEL, X)
+        explanation = c.explain(MODEL, X, "occlusion", targets="all", window=[1])
+    for kind in ("grpc", "http"):
+        r = results[kind]
+        assert (r["live"], r["ready"], r["model_ready"]) == (True, True, True), r
+        assert r["outputs"] == list(native), r
+        np.testing.assert_array_equal(arrays[f"{kind}_predict"], next(iter(native.values())))
+        np.testing.assert_array_equal(arrays[f"{kind}_attributions"], explanation.values)
 
 
 def test_tritonclient_sees_the_protocols_errors_naming_the_field(tritonclient_run):

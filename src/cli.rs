@@ -307,6 +307,13 @@ pub struct ExplainArgs {
     /// values. Default: every input.
     #[arg(long = "explain-input")]
     pub explained_inputs: Vec<String>,
+    /// A faithfulness metric to compute on the explanation (repeatable): NAME or
+    /// NAME:KEY=VALUE;KEY=VALUE, e.g. `infidelity:samples=50` (README, "Faithfulness metrics").
+    #[arg(long = "evaluate")]
+    pub evaluate: Vec<String>,
+    /// Seed of the metrics' random stream (default: the daemon draws one and returns it).
+    #[arg(long)]
+    pub evaluation_seed: Option<u64>,
     /// Output indices to explain (repeatable). Default: the predicted class.
     #[arg(long = "target", conflicts_with_all = ["top_k", "all_targets"])]
     pub targets: Vec<i64>,
@@ -415,6 +422,17 @@ fn read_png(path: &Path) -> Result<ndarray::ArrayD<f32>, String> {
 }
 
 /// Parses NAME=VALUE into an explainer parameter.
+/// `--evaluate NAME[:KEY=VALUE;KEY=VALUE]`.
+pub fn parse_metric(text: &str) -> Result<proto::MetricRequest, String> {
+    let (name, rest) = text.split_once(':').unwrap_or((text, ""));
+    let parameters = rest
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_param(p).map_err(|e| format!("--evaluate {text:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(proto::MetricRequest { name: name.to_string(), parameters })
+}
+
 pub fn parse_param(text: &str) -> Result<(String, proto::ParamValue), String> {
     use proto::param_value::Kind;
     let (name, value) = text.split_once('=').ok_or_else(|| format!("--param {text:?}: expected NAME=VALUE"))?;
@@ -600,6 +618,8 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 background,
                 background_id: args.background_id.clone(),
                 explained_inputs: args.explained_inputs.clone(),
+                evaluate: args.evaluate.iter().map(|m| parse_metric(m)).collect::<Result<_, _>>()?,
+                evaluation_seed: args.evaluation_seed.unwrap_or(0),
                 plot: args.plot.as_ref().map(|_| proto::PlotOptions {
                     png: true,
                     kind: args.plot_kind.clone(),

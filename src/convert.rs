@@ -405,6 +405,85 @@ pub fn params(given: &std::collections::HashMap<String, proto::ParamValue>) -> R
     Ok(out)
 }
 
+/// The faithfulness metrics a request asks for. Their parameters are numbers, integers, flags or
+/// text; a list is INVALID_ARGUMENT naming `evaluate[i].parameters.<name>`.
+pub fn metric_requests(evaluate: &[proto::MetricRequest]) -> Result<Vec<explaind_host::evaluate::MetricRequest>, Status> {
+    use explaind_faithfulness::Param;
+    use proto::param_value::Kind;
+    evaluate
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut params = std::collections::BTreeMap::new();
+            for (name, value) in &m.parameters {
+                let param = match &value.kind {
+                    Some(Kind::Number(x)) => Param::Number(*x),
+                    Some(Kind::Integer(x)) => Param::Integer(*x),
+                    Some(Kind::Flag(x)) => Param::Flag(*x),
+                    Some(Kind::Text(x)) => Param::Text(x.clone()),
+                    _ => return Err(invalid(format!("evaluate[{i}].parameters.{name}: a number, integer, flag or text"))),
+                };
+                params.insert(name.clone(), param);
+            }
+            Ok(explaind_host::evaluate::MetricRequest { name: m.name.clone(), params })
+        })
+        .collect()
+}
+
+/// A metric's result on the wire.
+pub fn metric_result(evaluation: &explaind_faithfulness::Evaluation) -> proto::MetricResult {
+    use explaind_faithfulness::Param;
+    use proto::param_value::Kind;
+    proto::MetricResult {
+        name: evaluation.name.to_string(),
+        values: Some(array_to_tensor(&evaluation.values.clone().into_dyn())),
+        parameters: evaluation
+            .parameters
+            .iter()
+            .map(|(name, p)| {
+                let kind = match p {
+                    Param::Number(x) => Kind::Number(*x),
+                    Param::Integer(x) => Kind::Integer(*x),
+                    Param::Flag(x) => Kind::Flag(*x),
+                    Param::Text(x) => Kind::Text(x.clone()),
+                };
+                (name.clone(), proto::ParamValue { kind: Some(kind) })
+            })
+            .collect(),
+        extras: evaluation
+            .extras
+            .iter()
+            .map(|(name, a)| proto::NamedTensor { name: name.clone(), tensor: Some(array_to_tensor(a)) })
+            .collect(),
+    }
+}
+
+/// The audit record's `evaluation`: the seed, and each metric's name, parameters and figures.
+pub fn evaluation_json(seed: u64, evaluations: &[explaind_faithfulness::Evaluation]) -> serde_json::Value {
+    use explaind_faithfulness::Param;
+    let metrics: Vec<serde_json::Value> = evaluations
+        .iter()
+        .map(|e| {
+            let parameters: serde_json::Map<String, serde_json::Value> = e
+                .parameters
+                .iter()
+                .map(|(k, p)| {
+                    let v = match p {
+                        Param::Number(x) => serde_json::json!(x),
+                        Param::Integer(x) => serde_json::json!(x),
+                        Param::Flag(x) => serde_json::json!(x),
+                        Param::Text(x) => serde_json::json!(x),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            let values: Vec<Vec<f32>> = e.values.outer_iter().map(|row| row.to_vec()).collect();
+            serde_json::json!({ "name": e.name, "parameters": parameters, "values": values })
+        })
+        .collect();
+    serde_json::json!({ "seed": seed, "metrics": metrics })
+}
+
 pub fn param_to_proto(value: &ParamValue) -> proto::ParamValue {
     use proto::param_value::Kind;
     let kind = match value {

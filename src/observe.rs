@@ -39,6 +39,8 @@ pub struct Observation {
     pub trail: Option<Arc<RequestTrail>>,
     /// The digest of the response, when the service computed it already (off the async threads).
     pub result_digest: Option<String>,
+    /// The faithfulness metrics of the explanation, for the audit record.
+    pub evaluation: Option<serde_json::Value>,
 }
 
 impl Observation {
@@ -68,6 +70,7 @@ impl Observation {
             plugin_failed: false,
             trail,
             result_digest: None,
+            evaluation: None,
         }
     }
 }
@@ -224,6 +227,10 @@ impl Observer {
             duration: elapsed,
             model_calls: observation.stats.calls,
             model_rows: observation.stats.rows,
+            evaluation: match &result {
+                Ok(_) => observation.evaluation,
+                Err(_) => None,
+            },
         };
         match &observation.trail {
             // The audit-trail layer writes it, with the status the client actually gets (a
@@ -293,6 +300,7 @@ impl Observer {
             duration: trail.began.elapsed(),
             model_calls: 0,
             model_rows: 0,
+            evaluation: None,
         });
         if let Some(status) = status
             && status.code != event.status.code

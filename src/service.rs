@@ -371,6 +371,8 @@ impl ExplainService {
             background: convert::background_source(&model, &request, state.limits.max_batch_rows)?,
             cancel: cancel.clone(),
             inputs,
+            evaluate: convert::metric_requests(&request.evaluate)?,
+            evaluation_seed: (request.evaluation_seed != 0).then_some(request.evaluation_seed),
         };
         let plot = request.plot.filter(|p| p.png);
         if let Some(options) = &plot {
@@ -403,18 +405,23 @@ impl ExplainService {
                 return Err(status);
             }
             let stats = outcome.stats;
+            let evaluation = match digest_wanted && !outcome.evaluations.is_empty() {
+                true => Some(convert::evaluation_json(outcome.evaluation_seed, &outcome.evaluations)),
+                false => None,
+            };
             let response = explain_response(&model, &plugin, outcome, png, began, &stopped)?;
             let digest = match digest_wanted {
                 true => Some(observe::result_digest(&response)),
                 false => None,
             };
-            Ok((response, digest, stats))
+            Ok((response, digest, stats, evaluation))
         })
         .await;
         observation.plugin_failed = plugin_failed.load(Ordering::Relaxed);
-        let (response, digest, stats) = result?;
+        let (response, digest, stats, evaluation) = result?;
         observation.stats = stats;
         observation.result_digest = digest;
+        observation.evaluation = evaluation;
         Ok(Response::new(response))
     }
 }
@@ -461,5 +468,7 @@ fn explain_response(
         explainer_file_sha256: plugin.file_sha256.clone(),
         timing: Some(timing(began.elapsed(), outcome.stats)),
         plot_png,
+        evaluation: outcome.evaluations.iter().map(convert::metric_result).collect(),
+        evaluation_seed: outcome.evaluation_seed,
     })
 }

@@ -170,6 +170,8 @@ async fn registered_backgrounds_are_named_by_their_digest() {
         background_id: registered.background_id.clone(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     };
     let response = client.explain(by_id.clone()).await.unwrap().into_inner();
     // The model's default background is the same rows: the same answer, from the same cache entry.
@@ -221,6 +223,8 @@ async fn deeplift_against_a_baseline_is_complete() {
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     };
     let response = client.explain(request).await.unwrap().into_inner();
     let residual = floats(extra(&response, "completeness_residual"));
@@ -278,6 +282,8 @@ async fn an_operator_without_a_rule_fails_clearly_and_the_daemon_keeps_serving()
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     };
     let status = client.explain(request.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);

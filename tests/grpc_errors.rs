@@ -19,6 +19,8 @@ fn occlusion(inputs: Vec<proto::NamedTensor>) -> proto::ExplainRequest {
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 

@@ -56,6 +56,8 @@ fn request(c: &Case, explainer: &str, parameters: &[(&str, Kind)]) -> proto::Exp
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 

@@ -39,6 +39,8 @@ fn request(
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 

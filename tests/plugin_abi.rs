@@ -113,6 +113,8 @@ fn echo_request(input: &ndarray::ArrayD<f32>, mode: &str) -> proto::ExplainReque
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 
@@ -207,6 +209,8 @@ async fn a_plugin_written_in_c_explains_over_grpc() {
             background_id: String::new(),
             plot: None,
             explained_inputs: Vec::new(),
+            evaluate: Vec::new(),
+            evaluation_seed: 0,
         })
         .await
         .unwrap()

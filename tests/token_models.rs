@@ -497,6 +497,8 @@ async fn the_use_case_runs_without_grpc_and_agrees_with_it() {
         params: [("window".to_string(), explaind_host::ParamValue::Integers(vec![1]))].into(),
         background: explaind_host::BackgroundSource::ModelDefault,
         cancel: Default::default(),
+        evaluate: Vec::new(),
+        evaluation_seed: None,
     };
     let host = server.state.host.clone();
     let outcome = tokio::task::spawn_blocking(move || host.explain(request)).await.unwrap().unwrap();
@@ -579,4 +581,33 @@ async fn inputs_of_every_type_reach_the_model_as_declared() {
     bad[3].tensor.as_mut().unwrap().data[..2].copy_from_slice(&0x7c00u16.to_le_bytes());
     let err = server.models().await.predict(proto::PredictRequest { model: model("mixed"), inputs: bad }).await.unwrap_err();
     assert_eq!(err.message(), "inputs[3].tensor.data: element 0 is inf; inputs must be finite");
+}
+
+#[tokio::test]
+async fn faithfulness_metrics_refuse_inputs_they_cannot_perturb() {
+    let (server, _dirs) = server().await;
+    let mut client = server.explainer().await;
+    let evaluate = vec![proto::MetricRequest { name: "infidelity".into(), ..Default::default() }];
+    // Integer codes: Gaussian noise on a category code means nothing.
+    let request = proto::ExplainRequest {
+        model: model("int_tabular"),
+        explainer: "occlusion".into(),
+        inputs: vec![int64("codes", &tabular("x.npy"))],
+        output: "probabilities".into(),
+        parameters: [("window".to_string(), integers(&[1]))].into(),
+        evaluate: evaluate.clone(),
+        ..Default::default()
+    };
+    let status = client.explain(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with("evaluate: metrics perturb the values of a float input, and codes is int64"),
+        "{}",
+        status.message()
+    );
+    // Token ids beside a mask: two inputs.
+    let request = proto::ExplainRequest { evaluate, ..token_request("occlusion", 0..1, &[("window", integers(&[1]))]) };
+    let status = client.explain(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("metrics run on models with one input for now"), "{}", status.message());
 }

@@ -52,6 +52,8 @@ fn request(c: &Case, background: &str, parameters: &[(&str, Kind)]) -> proto::Ex
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 

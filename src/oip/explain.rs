@@ -116,6 +116,7 @@ pub fn explain_request(
             top_k: plot_top_k.unwrap_or_default(),
             ..Default::default()
         }),
+        ..Default::default()
     })
 }
 

@@ -57,6 +57,8 @@ pub fn explain_request(c: &Case, explainer: &str, targets: Option<proto::Targets
         background_id: String::new(),
         plot: None,
         explained_inputs: Vec::new(),
+        evaluate: Vec::new(),
+        evaluation_seed: 0,
     }
 }
 

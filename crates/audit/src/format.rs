@@ -83,6 +83,10 @@ pub struct AuditRecord {
     pub input_digest: String,
     /// Digest of the response's result; empty when the request failed.
     pub result_digest: String,
+    /// The faithfulness metrics of the explanation: `{"seed", "metrics": [{"name",
+    /// "parameters", "values"}]}`; absent when none were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<serde_json::Value>,
     /// The inputs themselves, base64, only when the log is configured to store them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<String>,
@@ -269,6 +273,7 @@ mod tests {
             parameters: serde_json::json!({"window": [1, 3, 3], "note": "a \"quoted\"\nline"}),
             input_digest: "00".repeat(32),
             result_digest: "11".repeat(32),
+            evaluation: None,
             inputs: None,
             status: Outcome { code: 0, message: String::new() },
             duration_ms: 1.5,

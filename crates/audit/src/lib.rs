@@ -88,6 +88,7 @@
 //! | `parameters` | JSON | the request's parameters |
 //! | `input_digest` | string | digest of the inputs |
 //! | `result_digest` | string | digest of the result (empty on failure) |
+//! | `evaluation` | object, absent unless asked for | the faithfulness metrics of the explanation: `seed`, and per metric its `name`, `parameters` (defaults filled in) and `values` ([N][T]) |
 //! | `inputs` | string, usually absent | the inputs themselves, standard base64; only when the log is configured to keep them |
 //! | `status` | object | `code` (gRPC status code, 0 = OK) and `message` |
 //! | `duration_ms` | number | time to answer |

@@ -19,6 +19,7 @@ fn event(i: u64) -> AuditEvent {
         duration: Duration::from_micros(1500),
         model_calls: 1,
         model_rows: 1,
+        evaluation: None,
     }
 }
 

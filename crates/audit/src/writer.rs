@@ -106,6 +106,9 @@ pub struct AuditEvent {
     pub duration: Duration,
     pub model_calls: u64,
     pub model_rows: u64,
+    /// The faithfulness metrics computed on the explanation (their parameters, seed and
+    /// figures), when the request asked for any.
+    pub evaluation: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -771,6 +774,7 @@ impl Writer {
             parameters: event.parameters,
             input_digest: event.input_digest,
             result_digest: event.result_digest,
+            evaluation: event.evaluation,
             inputs: match (self.config.store_inputs, event.inputs) {
                 (true, Some(bytes)) => Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
                 _ => None,

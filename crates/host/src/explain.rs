@@ -213,8 +213,12 @@ pub struct ExplainOutcome {
     pub base_values: Option<ArrayD<f32>>,
     pub extras: Vec<(String, ArrayD<f32>)>,
     pub info: BTreeMap<String, String>,
-    /// Forward passes, including the one on the inputs.
+    /// Forward passes, including the one on the inputs and the metrics'.
     pub stats: RunStats,
+    /// The faithfulness metrics the request asked for, in its order.
+    pub evaluations: Vec<explaind_faithfulness::Evaluation>,
+    /// The seed they drew from (0 when none ran).
+    pub evaluation_seed: u64,
 }
 
 /// Resolves `selection` against the model's output rows `[N, row]`.
@@ -501,6 +505,8 @@ pub(crate) fn explain(job: ExplainJob) -> Result<ExplainOutcome, Failure> {
         extras: results.extras.into_iter().map(|(k, t)| (k, t.into_array())).collect(),
         info: results.info,
         stats,
+        evaluations: Vec::new(),
+        evaluation_seed: 0,
     };
     // Results can be large (a million targets): the scan stops with the request.
     let cancelled = || cancel.failure();

@@ -8,7 +8,7 @@ use crate::backgrounds::{BackgroundRegistry, Registered};
 use crate::explain::{CancelToken, ExplainJob, ExplainOutcome, MemoryPool, ParamValue, RequestBudget, TargetSelection};
 use crate::plugin::{Plugin, PluginRegistry};
 use explaind_attribution::{AttributionEngine, Background};
-use explaind_runtime::{Model, Tensor};
+use explaind_runtime::{Model, RunStats, Tensor};
 use ndarray::ArrayD;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub struct ExplainRequest {
     pub params: BTreeMap<String, ParamValue>,
     pub background: BackgroundSource,
     pub cancel: CancelToken,
+    /// Faithfulness metrics to compute on the explanation (`crate::evaluate`).
+    pub evaluate: Vec<crate::evaluate::MetricRequest>,
+    /// The metrics' seed; None: a fresh one (returned in the outcome).
+    pub evaluation_seed: Option<u64>,
 }
 
 impl Host {
@@ -68,8 +72,14 @@ impl Host {
     pub fn explain(&self, request: ExplainRequest) -> Result<ExplainOutcome, Failure> {
         let output_index = output_index(&request.model, &request.output)?;
         let background = self.background(&request.model, request.background)?;
-        crate::explain::explain(ExplainJob {
-            model: request.model,
+        // Checked before any work; run on the explanation once it is made.
+        let metrics = crate::evaluate::check(&request.evaluate)?;
+        // What the metrics need besides the outcome: the inputs, and the pieces of the job to
+        // run the explainer again (sensitivity_max, rank_agreement).
+        let again = (!metrics.is_empty())
+            .then(|| (request.inputs.clone(), request.explainer.clone(), request.params.clone(), background.clone()));
+        let mut outcome = crate::explain::explain(ExplainJob {
+            model: request.model.clone(),
             plugin: request.explainer,
             inputs: request.inputs,
             explained_inputs: request.explained_inputs,
@@ -77,11 +87,66 @@ impl Host {
             targets: request.targets,
             params: request.params,
             background,
-            cancel: request.cancel,
+            cancel: request.cancel.clone(),
             engine: self.engine.clone(),
             budget: self.budget,
             memory: self.memory.clone(),
-        })
+        })?;
+        if let Some((inputs, plugin, params, background)) = again {
+            let seed = request.evaluation_seed.unwrap_or_else(fresh_seed);
+            let targets = outcome.target_indices.clone();
+            let reexplain = |explainer: Option<&str>, rows: ndarray::ArrayViewD<'_, f32>, origin: &[usize], budget| {
+                let (plugin, params) = match explainer {
+                    None => (plugin.clone(), params.clone()),
+                    Some(name) => (self.explainer(name)?, BTreeMap::new()),
+                };
+                let mut parts = Vec::new();
+                let mut stats = RunStats::default();
+                let mut start = 0;
+                // One job per request row: each keeps that row's targets.
+                while start < origin.len() {
+                    let row = origin[start];
+                    let end = start + origin[start..].iter().take_while(|&&o| o == row).count();
+                    let job = ExplainJob {
+                        model: request.model.clone(),
+                        plugin: plugin.clone(),
+                        inputs: vec![Tensor::from(rows.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned())],
+                        explained_inputs: Vec::new(),
+                        output_index,
+                        targets: TargetSelection::Indices(targets.row(row).to_vec()),
+                        params: params.clone(),
+                        background: background.clone(),
+                        cancel: request.cancel.clone(),
+                        engine: self.engine.clone(),
+                        budget,
+                        memory: self.memory.clone(),
+                    };
+                    let again = crate::explain::explain(job)?;
+                    stats.add(again.stats);
+                    let (_, attributions) = again.attributions.into_iter().next().ok_or_else(|| {
+                        Failure::failed_precondition(format!("explainer {} returned no attributions", plugin.name))
+                    })?;
+                    parts.push(attributions);
+                    start = end;
+                }
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                let joined = ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| Failure::internal(e.to_string()))?;
+                Ok((joined, stats))
+            };
+            let subject = crate::evaluate::Subject {
+                model: &request.model,
+                inputs: &inputs,
+                outcome: &outcome,
+                budget: self.budget,
+                cancel: &request.cancel,
+                reexplain: &reexplain,
+            };
+            let (evaluations, stats) = crate::evaluate::run(&metrics, subject, seed)?;
+            outcome.stats.add(stats);
+            outcome.evaluations = evaluations;
+            outcome.evaluation_seed = seed;
+        }
+        Ok(outcome)
     }
 
     /// Keeps `rows` (one array per model input) as a background of `model`, named by their
@@ -115,6 +180,16 @@ impl Host {
             },
         }
     }
+}
+
+/// A seed no earlier request of this process had: std's per-process random hash keys over a
+/// counter.
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    static STATE: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    STATE.get_or_init(Default::default).hash_one(n)
 }
 
 /// The index of output `name` of `model` (empty: the first), or INVALID_ARGUMENT listing them.

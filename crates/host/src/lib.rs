@@ -18,6 +18,7 @@
 //! the server maps to statuses.
 
 pub mod backgrounds;
+pub mod evaluate;
 pub mod explain;
 pub mod finite;
 mod graph_view;

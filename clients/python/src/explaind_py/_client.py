@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import grpc
@@ -93,6 +93,17 @@ class Timing:
     model_rows: int
 
 
+@dataclass(frozen=True)
+class MetricResult:
+    """A faithfulness metric of an explanation: `values` [N, T] (one figure per input and
+    target), the `parameters` it ran with (defaults filled in), and its `extras` (curves
+    [N, T, steps + 1], perturbations [N, samples, *input])."""
+
+    values: np.ndarray
+    parameters: dict[str, Any]
+    extras: dict[str, np.ndarray]
+
+
 @dataclass
 class Explanation:
     """An explanation of N inputs for T targets each.
@@ -120,6 +131,9 @@ class Explanation:
     # The daemon that answered (its replica_id), when it names itself: in a fleet behind a
     # proxy, which replica served the request.
     replica: str | None = None
+    # The faithfulness metrics asked for (`evaluate=`), by name, and the seed they drew from.
+    evaluation: dict[str, MetricResult] = field(default_factory=dict)
+    evaluation_seed: int = 0
 
     @property
     def values(self) -> np.ndarray:
@@ -360,6 +374,8 @@ class Client:
         shap_layout: bool = False,
         version: str = "",
         params: Mapping[str, ParamLike] | None = None,
+        evaluate: Sequence[str] | Mapping[str, Mapping[str, ParamLike]] | None = None,
+        evaluation_seed: int | None = None,
         **kwargs: ParamLike,
     ) -> Explanation:
         """Explains the model's outputs for `x` (batch first) with `explainer`.
@@ -376,6 +392,10 @@ class Client:
             the explanation, returned as PNG bytes in `figure_png`. `plot_top_k`, `tokens` (one
             list of token strings per input row) and `merge_wordpieces` shape the figure.
         shap_layout: attributions as [N, *input, T] (shap's layout) instead of [N, T, *input].
+        evaluate: faithfulness metrics to compute on the explanation: names
+            (["completeness", "infidelity"]) or {name: {parameter: value}}; `evaluation_seed`
+            fixes their random stream (default: the daemon draws one, returned in
+            `evaluation_seed` of the result). Results in `Explanation.evaluation`.
         Explainer parameters come as keywords (or `params`, for a name that clashes with an
         argument here): bool -> flag, int -> integer, float -> number, str -> text, a list of
         ints -> integers, a list of numbers -> numbers.
@@ -390,6 +410,14 @@ class Client:
             parameters={k: _convert.param_value(k, v) for k, v in parameters.items()},
             explained_inputs=list(explained_inputs or ()),
         )
+        if evaluate is not None:
+            metrics = evaluate.items() if isinstance(evaluate, Mapping) else ((m, {}) for m in evaluate)
+            for name, metric_params in metrics:
+                req.evaluate.append(pb.MetricRequest(
+                    name=name,
+                    parameters={k: _convert.param_value(k, v) for k, v in metric_params.items()}))
+        if evaluation_seed is not None:
+            req.evaluation_seed = evaluation_seed
         t = _convert.targets(targets)
         if t is not None:
             req.targets.CopyFrom(t)
@@ -439,4 +467,10 @@ class Client:
             timing=Timing(tm.total_ms, tm.model_ms, tm.model_calls, tm.model_rows),
             shap_layout=shap_layout,
             replica=replica,
+            evaluation={m.name: MetricResult(
+                values=_convert.from_tensor(m.values),
+                parameters={k: _convert.python_value(v) for k, v in m.parameters.items()},
+                extras=_named(m.extras),
+            ) for m in resp.evaluation},
+            evaluation_seed=resp.evaluation_seed,
         )

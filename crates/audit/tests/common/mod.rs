@@ -30,6 +30,7 @@ pub fn event(i: u64) -> AuditEvent {
         duration: Duration::from_micros(1000 + i),
         model_calls: 1 + i % 40,
         model_rows: 64 * (1 + i % 40),
+        evaluation: None,
     }
 }
 

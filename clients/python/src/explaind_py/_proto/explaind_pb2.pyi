@@ -301,7 +301,7 @@ class AllOutputs(_message.Message):
     def __init__(self) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "explainer", "inputs", "targets", "output", "parameters", "background", "background_id", "plot", "explained_inputs")
+    __slots__ = ("model", "explainer", "inputs", "targets", "output", "parameters", "background", "background_id", "plot", "explained_inputs", "evaluate", "evaluation_seed")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -319,6 +319,8 @@ class ExplainRequest(_message.Message):
     BACKGROUND_ID_FIELD_NUMBER: _ClassVar[int]
     PLOT_FIELD_NUMBER: _ClassVar[int]
     EXPLAINED_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_SEED_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     explainer: str
     inputs: _containers.RepeatedCompositeFieldContainer[NamedTensor]
@@ -329,7 +331,9 @@ class ExplainRequest(_message.Message):
     background_id: str
     plot: PlotOptions
     explained_inputs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., explainer: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., targets: _Optional[_Union[Targets, _Mapping]] = ..., output: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., background: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., background_id: _Optional[str] = ..., plot: _Optional[_Union[PlotOptions, _Mapping]] = ..., explained_inputs: _Optional[_Iterable[str]] = ...) -> None: ...
+    evaluate: _containers.RepeatedCompositeFieldContainer[MetricRequest]
+    evaluation_seed: int
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., explainer: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., targets: _Optional[_Union[Targets, _Mapping]] = ..., output: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., background: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., background_id: _Optional[str] = ..., plot: _Optional[_Union[PlotOptions, _Mapping]] = ..., explained_inputs: _Optional[_Iterable[str]] = ..., evaluate: _Optional[_Iterable[_Union[MetricRequest, _Mapping]]] = ..., evaluation_seed: _Optional[int] = ...) -> None: ...
 
 class PlotOptions(_message.Message):
     __slots__ = ("png", "kind", "top_k", "tokens", "merge_wordpieces")
@@ -376,7 +380,7 @@ class Attribution(_message.Message):
     def __init__(self, input_name: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("attributions", "target_indices", "outputs", "base_values", "extras", "info", "model_name", "model_version", "model_sha256", "explainer_name", "explainer_version", "explainer_file_sha256", "timing", "plot_png")
+    __slots__ = ("attributions", "target_indices", "outputs", "base_values", "extras", "info", "model_name", "model_version", "model_sha256", "explainer_name", "explainer_version", "explainer_file_sha256", "timing", "plot_png", "evaluation", "evaluation_seed")
     class InfoEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +402,8 @@ class ExplainResponse(_message.Message):
     EXPLAINER_FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     PLOT_PNG_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_SEED_FIELD_NUMBER: _ClassVar[int]
     attributions: _containers.RepeatedCompositeFieldContainer[Attribution]
     target_indices: Tensor
     outputs: _containers.RepeatedCompositeFieldContainer[NamedTensor]
@@ -412,7 +418,43 @@ class ExplainResponse(_message.Message):
     explainer_file_sha256: str
     timing: Timing
     plot_png: bytes
-    def __init__(self, attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., target_indices: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., base_values: _Optional[_Union[Tensor, _Mapping]] = ..., extras: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., info: _Optional[_Mapping[str, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., explainer_name: _Optional[str] = ..., explainer_version: _Optional[str] = ..., explainer_file_sha256: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., plot_png: _Optional[bytes] = ...) -> None: ...
+    evaluation: _containers.RepeatedCompositeFieldContainer[MetricResult]
+    evaluation_seed: int
+    def __init__(self, attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., target_indices: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., base_values: _Optional[_Union[Tensor, _Mapping]] = ..., extras: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., info: _Optional[_Mapping[str, str]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., model_sha256: _Optional[str] = ..., explainer_name: _Optional[str] = ..., explainer_version: _Optional[str] = ..., explainer_file_sha256: _Optional[str] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., plot_png: _Optional[bytes] = ..., evaluation: _Optional[_Iterable[_Union[MetricResult, _Mapping]]] = ..., evaluation_seed: _Optional[int] = ...) -> None: ...
+
+class MetricRequest(_message.Message):
+    __slots__ = ("name", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    parameters: _containers.MessageMap[str, ParamValue]
+    def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
+
+class MetricResult(_message.Message):
+    __slots__ = ("name", "values", "parameters", "extras")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: Tensor
+    parameters: _containers.MessageMap[str, ParamValue]
+    extras: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., extras: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("total_ms", "model_ms", "model_calls", "model_rows")

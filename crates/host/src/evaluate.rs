@@ -1,0 +1,206 @@
+//! Faithfulness metrics on an explanation the plugin just made (`explaind_faithfulness`): the
+//! request's metrics are checked before the plugin runs ([`check`]), costed against what is
+//! left of the request's model-row budget once it has returned, and run with batched forward
+//! passes of the model ([`run`]), stopping when the request is cancelled.
+
+use crate::Failure;
+use crate::explain::{CancelToken, ExplainOutcome, RequestBudget};
+use explaind_faithfulness::{Evaluation, Explanation, Forward, Metric, MetricError, Param, Params};
+use explaind_runtime::{Model, RunStats, Tensor, TensorView};
+use ndarray::{Array2, ArrayD, ArrayViewD};
+use std::collections::BTreeMap;
+
+/// One metric the request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRequest {
+    pub name: String,
+    pub params: BTreeMap<String, Param>,
+}
+
+/// A metric with its checked parameters.
+pub struct Resolved {
+    metric: &'static (dyn Metric + Sync),
+    params: Params,
+}
+
+/// The metrics of a request, by name, with their parameters checked and defaulted; an unknown
+/// name or bad parameter is INVALID_ARGUMENT naming it.
+pub fn check(requests: &[MetricRequest]) -> Result<Vec<Resolved>, Failure> {
+    let mut out = Vec::with_capacity(requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let metric = explaind_faithfulness::metric(&request.name).ok_or_else(|| {
+            Failure::invalid_argument(format!(
+                "evaluate[{i}].name: no metric named {:?} (metrics: {})",
+                request.name,
+                explaind_faithfulness::names().join(", ")
+            ))
+        })?;
+        if requests[..i].iter().any(|r| r.name == request.name) {
+            return Err(Failure::invalid_argument(format!("evaluate[{i}].name: {} is asked for twice", request.name)));
+        }
+        let params = explaind_faithfulness::resolve_params(metric, &request.params)
+            .map_err(|e| Failure::invalid_argument(e.to_string()))?;
+        out.push(Resolved { metric, params });
+    }
+    Ok(out)
+}
+
+/// Runs an explainer again on rows of the explained input (None: the request's explainer and
+/// parameters; a name: that explainer with its defaults), each row for the targets of the
+/// request row it came from, within `RequestBudget`: the attributions [B, T, *F].
+pub type Reexplain<'a> =
+    dyn Fn(Option<&str>, ArrayViewD<'_, f32>, &[usize], RequestBudget) -> Result<(ArrayD<f32>, RunStats), Failure> + 'a;
+
+/// What the metrics run against.
+pub struct Subject<'a> {
+    pub model: &'a Model,
+    pub inputs: &'a [Tensor],
+    pub outcome: &'a ExplainOutcome,
+    pub budget: RequestBudget,
+    pub cancel: &'a CancelToken,
+    pub reexplain: &'a Reexplain<'a>,
+}
+
+/// Runs `metrics` on the explanation, after checking their cost against the rows the request
+/// has left. Returns the evaluations and the forward passes they made.
+pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec<Evaluation>, RunStats), Failure> {
+    if metrics.is_empty() {
+        return Ok((Vec::new(), RunStats::default()));
+    }
+    let Subject { model, inputs, outcome, budget, cancel, reexplain } = subject;
+    if model.inputs.len() != 1 {
+        return Err(Failure::failed_precondition(format!(
+            "evaluate: metrics run on models with one input for now ({} has {})",
+            model.name,
+            model.inputs.len()
+        )));
+    }
+    let (index, attributions) = match outcome.attributions.as_slice() {
+        [(index, attributions)] => (*index, attributions),
+        other => {
+            return Err(Failure::failed_precondition(format!(
+                "evaluate: the explanation has attributions for {} inputs; metrics take exactly one",
+                other.len()
+            )));
+        }
+    };
+    let explained = inputs[index].as_f32().ok_or_else(|| {
+        Failure::failed_precondition(format!(
+            "evaluate: metrics perturb the values of a float input, and {} is {} (explain a float input, or an embedding layer's output)",
+            model.inputs[index].name,
+            explaind_runtime::element_type_name(model.inputs[index].element_type)
+        ))
+    })?;
+    if attributions.shape()[2..] != explained.shape()[1..] {
+        return Err(Failure::failed_precondition(format!(
+            "evaluate: the attributions {:?} are not over the input {:?} (attributions at a layer cannot be evaluated yet)",
+            attributions.shape(),
+            explained.shape()
+        )));
+    }
+    let output = &outcome.outputs[outcome.output_index];
+    let rows = output.shape()[0];
+    let outputs = output.to_shape((rows, output.len() / rows.max(1))).map_err(|e| Failure::internal(e.to_string()))?;
+    let base_values = match &outcome.base_values {
+        Some(b) => {
+            Some(b.view().into_dimensionality::<ndarray::Ix2>().map_err(|e| Failure::internal(format!("base values: {e}")))?)
+        }
+        None => None,
+    };
+    let explanation = Explanation {
+        inputs: explained.view(),
+        attributions: attributions.view(),
+        targets: outcome.target_indices.view(),
+        base_values,
+        outputs: outputs.view(),
+        rows_per_explanation: outcome.stats.rows / rows.max(1) as u64,
+    };
+
+    let left = budget.model_rows.saturating_sub(outcome.stats.rows);
+    let mut total = 0u64;
+    for r in metrics {
+        total = total.saturating_add(r.metric.cost(&explanation, &r.params));
+        if budget.model_rows > 0 && total > left {
+            return Err(Failure::new(
+                explaind_abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "evaluate.{}: the metrics would need {total} more model rows, over the {left} this request has left \
+                     (--max-model-rows-per-request {})",
+                    r.metric.name(),
+                    budget.model_rows
+                ),
+            ));
+        }
+    }
+
+    let mut forward = ModelForward {
+        model,
+        output_index: outcome.output_index,
+        cancel,
+        stats: RunStats::default(),
+        reexplain,
+        budget,
+        spent_before: outcome.stats.rows,
+    };
+    let mut evaluations = Vec::with_capacity(metrics.len());
+    for r in metrics {
+        let evaluation = r.metric.evaluate(&explanation, &r.params, seed, &mut forward).map_err(|e| match e {
+            MetricError::Invalid(m) => Failure::invalid_argument(m),
+            MetricError::Stopped(m) => {
+                cancel.failure().unwrap_or_else(|| Failure::internal(format!("evaluate.{}: {m}", r.metric.name())))
+            }
+            MetricError::Refused { code, message } => Failure::new(code, format!("evaluate.{}: {message}", r.metric.name())),
+        })?;
+        crate::finite::require_finite(&format!("evaluate.{}", r.metric.name()), evaluation.values.view().into_dyn())?;
+        evaluations.push(evaluation);
+    }
+    Ok((evaluations, forward.stats))
+}
+
+/// The model's explained output for rows of its one input, and explanations of them.
+struct ModelForward<'a> {
+    model: &'a Model,
+    output_index: usize,
+    cancel: &'a CancelToken,
+    stats: RunStats,
+    reexplain: &'a Reexplain<'a>,
+    budget: RequestBudget,
+    /// Model rows the request had used before the metrics.
+    spent_before: u64,
+}
+
+impl Forward for ModelForward<'_> {
+    fn forward(&mut self, rows: ArrayViewD<'_, f32>, _origin: &[usize]) -> Result<Array2<f32>, MetricError> {
+        let (outputs, stats) =
+            self.model.run_tensors(&[TensorView::from(rows)]).map_err(|e| MetricError::Stopped(e.to_string()))?;
+        self.stats.add(stats);
+        let output = &outputs[self.output_index];
+        let n = output.shape()[0];
+        output.to_shape((n, output.len() / n.max(1))).map(|a| a.to_owned()).map_err(|e| MetricError::Stopped(e.to_string()))
+    }
+
+    fn check(&mut self) -> Result<(), MetricError> {
+        match self.cancel.failure() {
+            Some(f) => Err(MetricError::Stopped(f.message)),
+            None => Ok(()),
+        }
+    }
+    fn explain(
+        &mut self,
+        explainer: Option<&str>,
+        rows: ArrayViewD<'_, f32>,
+        origin: &[usize],
+    ) -> Result<ArrayD<f32>, MetricError> {
+        // A re-run may use what the request has left, no more.
+        let budget = match self.budget.model_rows {
+            0 => self.budget,
+            limit => {
+                RequestBudget { model_rows: limit.saturating_sub(self.spent_before + self.stats.rows).max(1), ..self.budget }
+            }
+        };
+        let (attributions, stats) = (self.reexplain)(explainer, rows, origin, budget)
+            .map_err(|f| MetricError::Refused { code: f.code, message: f.message })?;
+        self.stats.add(stats);
+        Ok(attributions)
+    }
+}

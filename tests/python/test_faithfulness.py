@@ -1,0 +1,213 @@
+"""Faithfulness metrics on explanations (`evaluate`), against an independent implementation:
+NumPy for the arithmetic and onnxruntime's Python API for the model, given the same
+perturbations (the daemon returns them on request). The wine MLP, Deep SHAP over its default
+background, every target.
+
+- completeness: Σφ − (f(x) − base) from the returned attributions and base values;
+- infidelity: captum's definition with its default `multiply_by_inputs` perturbation
+  (I = ε / x) and without it, plain and normalized;
+- deletion and insertion: the curves rebuilt by ranking |φ| and moving features to or from the
+  baseline, and their areas;
+- sensitivity_max: the explanations of the returned perturbed inputs, asked for separately;
+- rank_agreement: Spearman's correlation and the top-k overlap with another explainer's
+  attributions, asked for separately;
+- the figures repeat bit for bit under the returned seed, and bad metric names and parameters
+  are INVALID_ARGUMENT naming them; the audit record carries the figures.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from explaind_py import Client, ExplaindError
+
+import daemon_proc
+from paths import MODELS_DIR
+
+MODEL = "wine-mlp"
+X = np.load(MODELS_DIR / MODEL / "1" / "samples.npy").astype(np.float32)[:3]
+
+
+@pytest.fixture(scope="module")
+def session():
+    return ort.InferenceSession(str(MODELS_DIR / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def logits(session, rows: np.ndarray) -> np.ndarray:
+    return session.run(["logits"], {"features": rows.astype(np.float32)})[0].astype(np.float64)
+
+
+def explain(py, **evaluate_kwargs):
+    return py.explain(MODEL, X, "deep-shap", targets="all", **evaluate_kwargs)
+
+
+def test_completeness_is_the_sum_rule_residual(py, session):
+    e = explain(py, evaluate=["completeness"])
+    m = e.evaluation["completeness"]
+    fx = logits(session, X)
+    expected = e.values.astype(np.float64).sum(axis=2) - (np.take_along_axis(fx, e.target_indices, 1) - e.base_values)
+    np.testing.assert_allclose(m.values, expected, rtol=0, atol=1e-5)
+    # Deep SHAP reports the same residual itself.
+    np.testing.assert_allclose(m.values, e.extras["completeness_residual"], rtol=0, atol=1e-5)
+    assert m.parameters == {"baseline": 0.0}
+
+
+@pytest.mark.parametrize("multiply, normalize", [(True, False), (True, True), (False, False)])
+def test_infidelity_matches_numpy_and_onnxruntime_on_the_same_perturbations(py, session, multiply, normalize):
+    params = {"samples": 16, "noise_scale": 0.05, "normalize": normalize, "multiply_by_inputs": multiply,
+              "return_perturbations": True}
+    e = explain(py, evaluate={"infidelity": params})
+    m = e.evaluation["infidelity"]
+    eps = m.extras["perturbations"].astype(np.float64)  # [N, samples, 13]
+    assert eps.shape == (3, 16, 13)
+    fx = logits(session, X)
+    expected = np.zeros(e.target_indices.shape)
+    for n in range(3):
+        perturbed = logits(session, X[n] - eps[n])  # f(x − ε), [samples, 3]
+        if multiply:
+            span = X[n].astype(np.float64)
+            i_eff = np.divide(eps[n], span, out=np.zeros_like(eps[n]), where=span != 0)
+        else:
+            i_eff = eps[n]
+        for t, target in enumerate(e.target_indices[n]):
+            dots = i_eff @ e.values[n, t].astype(np.float64)
+            deltas = fx[n, target] - perturbed[:, target]
+            beta = (dots @ deltas) / (dots @ dots) if normalize else 1.0
+            expected[n, t] = np.mean((beta * dots - deltas) ** 2)
+    np.testing.assert_allclose(m.values, expected, rtol=1e-3, atol=1e-7)
+    assert m.parameters == {**params, "baseline": 0.0}
+
+
+@pytest.mark.parametrize("name", ["deletion", "insertion"])
+def test_deletion_and_insertion_curves_match_numpy_and_onnxruntime(py, session, name):
+    steps = 6
+    e = explain(py, evaluate={name: {"steps": steps, "baseline": 0.5}})
+    m = e.evaluation[name]
+    curve = m.extras["curve"]
+    assert curve.shape == (3, 3, steps + 1)
+    features = X.shape[1]
+    for n in range(3):
+        for t, target in enumerate(e.target_indices[n]):
+            order = np.argsort(-np.abs(e.values[n, t]), kind="stable")
+            rows = []
+            for k in range(steps + 1):
+                moved = order[: (k * features + steps // 2) // steps]
+                row = X[n].copy() if name == "deletion" else np.full(features, 0.5, np.float32)
+                row[moved] = 0.5 if name == "deletion" else X[n][moved]
+                rows.append(row)
+            expected = logits(session, np.stack(rows))[:, target]
+            np.testing.assert_allclose(curve[n, t], expected, rtol=1e-5, atol=1e-5)
+            area = np.mean((expected[:-1] + expected[1:]) / 2)
+            assert abs(m.values[n, t] - area) < 1e-4, (n, t)
+
+
+def test_sensitivity_max_matches_re_explaining_the_perturbed_inputs(py):
+    """The daemon's figure against explanations of x + u asked for separately, with the same
+    explainer, parameters and targets, and the ratio computed here."""
+    e = py.explain(MODEL, X, "occlusion", window=[1], targets="all",
+                   evaluate={"sensitivity_max": {"samples": 4, "radius": 0.05, "return_perturbations": True}})
+    m = e.evaluation["sensitivity_max"]
+    u = m.extras["perturbations"]
+    assert u.shape == (3, 4, 13) and np.abs(u).max() <= 0.05
+    for n in range(3):
+        again = py.explain(MODEL, X[n] + u[n], "occlusion", window=[1], targets=e.target_indices[n].tolist()).values
+        for t in range(3):
+            phi = e.values[n, t].astype(np.float64)
+            ratios = np.linalg.norm(again[:, t].astype(np.float64) - phi, axis=1) / np.linalg.norm(phi)
+            assert abs(m.values[n, t] - ratios.max()) <= 1e-4 * max(ratios.max(), 1e-3), (n, t)
+
+
+def rank(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (scipy.stats.rankdata's default)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):
+        ranks[values == v] = ranks[values == v].mean()
+    return ranks
+
+
+def test_rank_agreement_with_another_explainer(py):
+    e = explain(py, evaluate={"rank_agreement": {"explainer": "kernel-shap", "top_k": 3}})
+    m = e.evaluation["rank_agreement"]
+    other = py.explain(MODEL, X, "kernel-shap", targets=[0, 1, 2]).values
+    for n in range(3):
+        for t in range(3):
+            a, b = e.values[n, t], other[n, t]
+            expected = np.corrcoef(rank(a), rank(b))[0, 1]
+            assert abs(m.values[n, t] - expected) < 1e-5, (n, t)
+            top = lambda v: set(np.argsort(-np.abs(v), kind="stable")[:3])
+            assert m.extras["top_k_overlap"][n, t] == pytest.approx(len(top(a) & top(b)) / 3)
+    # Deep SHAP and Kernel SHAP estimate the same Shapley values: they agree, if not exactly.
+    assert m.values.mean() > 0.5, m.values
+    assert m.parameters == {"explainer": "kernel-shap", "top_k": 3}
+
+
+def test_the_same_seed_gives_the_same_figures_bit_for_bit(py):
+    metrics = {"infidelity": {"samples": 8, "return_perturbations": True}, "deletion": {}}
+    first = explain(py, evaluate=metrics)
+    assert first.evaluation_seed != 0, "the daemon draws a seed and returns it"
+    again = explain(py, evaluate=metrics, evaluation_seed=first.evaluation_seed)
+    assert again.evaluation_seed == first.evaluation_seed
+    for name in metrics:
+        assert first.evaluation[name].values.tobytes() == again.evaluation[name].values.tobytes(), name
+    other = explain(py, evaluate=metrics, evaluation_seed=first.evaluation_seed + 1)
+    assert other.evaluation["infidelity"].values.tobytes() != first.evaluation["infidelity"].values.tobytes()
+    assert list(first.evaluation) == ["infidelity", "deletion"], "the request's order"
+
+
+@pytest.mark.parametrize("evaluate, message", [
+    (["fidelity"], "evaluate[0].name: no metric named \"fidelity\" (metrics: completeness, infidelity, deletion, "
+                   "insertion, sensitivity_max, rank_agreement)"),
+    ({"infidelity": {"samples": 0}}, "evaluate.infidelity.samples: 0 is outside [1, 10000]"),
+    ({"infidelity": {"sigma": 1.0}}, "evaluate.infidelity.sigma: not a parameter of infidelity"),
+    ({"deletion": {"steps": 2.5}}, "evaluate.deletion.steps: expected an integer"),
+    ({"deletion": {"steps": "ten"}}, "evaluate.deletion.steps: expected an integer"),
+    ({"deletion": {"steps": [1, 2]}}, "evaluate[0].parameters.steps: a number, integer, flag or text"),
+    ({"rank_agreement": {}}, "evaluate.rank_agreement.explainer: required"),
+    (["deletion", "deletion"], "evaluate[1].name: deletion is asked for twice"),
+])
+def test_bad_metrics_are_invalid_argument_naming_them(py, evaluate, message):
+    with pytest.raises(ExplaindError) as err:
+        explain(py, evaluate=evaluate)
+    assert err.value.code == "INVALID_ARGUMENT", err.value
+    assert err.value.message.startswith(message), err.value.message
+
+
+def test_metrics_over_the_row_budget_are_refused_before_they_run(tmp_path):
+    d = daemon_proc.start(["serve", "--listen", "127.0.0.1:0", "--models", str(MODELS_DIR), "--device", "cpu",
+                           "--max-model-rows-per-request", "20000"], tmp_path / "log")
+    try:
+        with Client(d.address, timeout=60) as c:
+            with pytest.raises(ExplaindError) as err:
+                c.explain(MODEL, X, "occlusion", window=[1], evaluate={"infidelity": {"samples": 10000}})
+        assert err.value.code == "RESOURCE_EXHAUSTED", err.value
+        assert err.value.message.startswith("evaluate.infidelity: the metrics would need 30000 more model rows"), err.value
+    finally:
+        assert d.stop() == 0
+
+
+def test_the_audit_record_carries_the_metrics(tmp_path):
+    key = tmp_path / "audit.key"
+    daemon_proc.keygen(key)
+    audit_dir = tmp_path / "audit"
+    audit_dir.mkdir()
+    d = daemon_proc.start(["serve", "--listen", "127.0.0.1:0", "--models", str(MODELS_DIR), "--device", "cpu",
+                           "--audit-dir", str(audit_dir), "--audit-key", str(key)], tmp_path / "log")
+    try:
+        with Client(d.address, timeout=60) as c:
+            e = c.explain(MODEL, X, "deep-shap", targets="all", evaluation_seed=99,
+                          evaluate={"infidelity": {"samples": 4}, "completeness": {}})
+    finally:
+        assert d.stop() == 0
+    records, _ = daemon_proc.audit_records(audit_dir)
+    (record,) = [r for r in records if r["rpc"] == "Explain"]
+    evaluation = record["evaluation"]
+    assert evaluation["seed"] == 99
+    assert [m["name"] for m in evaluation["metrics"]] == ["infidelity", "completeness"]
+    assert evaluation["metrics"][0]["parameters"]["samples"] == 4
+    np.testing.assert_array_equal(np.asarray(evaluation["metrics"][0]["values"], np.float32),
+                                  e.evaluation["infidelity"].values)

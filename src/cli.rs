@@ -39,6 +39,25 @@ pub enum AuditCommand {
     /// Check a log's hash chain and checkpoint signatures; report the first broken record.
     /// Several directories: a fleet's logs, each its own chain, each reported.
     Verify(AuditVerifyArgs),
+    /// List the explanations whose faithfulness metric crosses a threshold, one JSON line each
+    /// (e.g. `--metric infidelity --above 0.1`). Checks each line's hash, not the chain.
+    Find(AuditFindArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditFindArgs {
+    /// The metric, as requests name it (`infidelity`, `deletion`, ...).
+    #[arg(long)]
+    pub metric: String,
+    /// Records with a value of the metric above this.
+    #[arg(long, required_unless_present = "below")]
+    pub above: Option<f64>,
+    /// Records with a value of the metric below this.
+    #[arg(long)]
+    pub below: Option<f64>,
+    /// Log files or directories, as for `audit verify`.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -89,6 +108,7 @@ pub fn run_audit(command: AuditCommand) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&out).expect("json"));
             Ok(())
         }
+        AuditCommand::Find(args) => run_audit_find(args),
         AuditCommand::Verify(args) => {
             let key = explaind_audit::load_verifying_key(&args.public_key).map_err(|e| e.to_string())?;
             let chains = audit_chains(&args.files)?;
@@ -116,6 +136,22 @@ pub fn run_audit(command: AuditCommand) -> Result<(), String> {
             if report.ok() { Ok(()) } else { Err("audit logs broken: see the report above".into()) }
         }
     }
+}
+
+fn run_audit_find(args: AuditFindArgs) -> Result<(), String> {
+    let query = explaind_audit::MetricQuery { metric: args.metric, above: args.above, below: args.below };
+    for chain in audit_chains(&args.files)? {
+        let found = explaind_audit::find_metric(&chain.files, &query).map_err(|e| e.to_string())?;
+        for m in found {
+            let line = json!({
+                "chain": chain.label, "file": m.file.display().to_string(), "seq": m.seq, "time": m.time,
+                "request_id": m.request_id, "caller": m.caller, "replica": m.replica, "model": m.model,
+                "explainer": m.explainer, "metric": query.metric, "max": m.max, "min": m.min,
+            });
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 /// The chains `paths` name: each directory is one replica's log (its `audit.log` and rotated

@@ -17,7 +17,7 @@ background, every target.
 
 from __future__ import annotations
 
-import time
+import json
 
 import numpy as np
 import onnxruntime as ort
@@ -211,3 +211,16 @@ def test_the_audit_record_carries_the_metrics(tmp_path):
     assert evaluation["metrics"][0]["parameters"]["samples"] == 4
     np.testing.assert_array_equal(np.asarray(evaluation["metrics"][0]["values"], np.float32),
                                   e.evaluation["infidelity"].values)
+
+    # `explaind audit find` lists the records whose metric crosses a threshold.
+    def find(*flags):
+        res = daemon_proc.subprocess.run([str(daemon_proc.binary()), "audit", "find", "--metric", "infidelity",
+                                          *flags, str(audit_dir)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines()]
+
+    worst = float(e.evaluation["infidelity"].values.max())
+    (hit,) = find("--above", str(worst / 2))
+    assert (hit["seq"], hit["request_id"], hit["explainer"]) == (record["seq"], record["request_id"], "deep-shap")
+    assert hit["max"] == pytest.approx(worst)
+    assert find("--above", str(worst * 2)) == []

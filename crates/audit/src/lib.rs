@@ -164,6 +164,7 @@
 //! open refuses to start ([`AuditError::Corrupt`]) and leaves the file alone.
 
 mod ack;
+mod find;
 mod fleet;
 mod format;
 mod keys;
@@ -173,6 +174,7 @@ mod verify;
 mod writer;
 
 pub use ack::{AckError, Receipt};
+pub use find::{MetricMatch, MetricQuery, find_metric};
 pub use fleet::{Chain, ChainReport, FleetProblem, FleetReport, verify_fleet};
 pub use startup::{StartupCheck, StartupReport};
 

@@ -11,6 +11,8 @@ background, every target.
 - sensitivity_max: the explanations of the returned perturbed inputs, asked for separately;
 - rank_agreement: Spearman's correlation and the top-k overlap with another explainer's
   attributions, asked for separately;
+- infidelity and sensitivity_max agree with captum's own functions to 1e-4, given the same
+  explanation and perturbations (tests/data/metrics, made by scripts/make_metric_fixtures.py);
 - the figures repeat bit for bit under the returned seed, and bad metric names and parameters
   are INVALID_ARGUMENT naming them; the audit record carries the figures.
 """
@@ -25,7 +27,7 @@ import pytest
 from explaind_py import Client, ExplaindError
 
 import daemon_proc
-from paths import MODELS_DIR
+from paths import DATA_DIR, MODELS_DIR
 
 MODEL = "wine-mlp"
 X = np.load(MODELS_DIR / MODEL / "1" / "samples.npy").astype(np.float32)[:3]
@@ -69,7 +71,7 @@ def test_infidelity_matches_numpy_and_onnxruntime_on_the_same_perturbations(py, 
         perturbed = logits(session, X[n] - eps[n])  # f(x − ε), [samples, 3]
         if multiply:
             span = X[n].astype(np.float64)
-            i_eff = np.divide(eps[n], span, out=np.zeros_like(eps[n]), where=span != 0)
+            i_eff = eps[n] / np.where(span != 0, span, 1.0)  # captum's safe_div
         else:
             i_eff = eps[n]
         for t, target in enumerate(e.target_indices[n]):
@@ -224,3 +226,22 @@ def test_the_audit_record_carries_the_metrics(tmp_path):
     assert (hit["seq"], hit["request_id"], hit["explainer"]) == (record["seq"], record["request_id"], "deep-shap")
     assert hit["max"] == pytest.approx(worst)
     assert find("--above", str(worst * 2)) == []
+
+
+def test_infidelity_and_sensitivity_max_agree_with_captum(py):
+    """captum's own `infidelity` and `sensitivity_max`, given explaind's explanation and
+    perturbations (scripts/make_metric_fixtures.py wrote tests/data/metrics/wine_deep_shap.json):
+    the daemon repeats its figures under the same seed, and they must be captum's."""
+    reference = json.loads((DATA_DIR / "metrics" / "wine_deep_shap.json").read_text())
+    x = np.load(MODELS_DIR / MODEL / "1" / "samples.npy").astype(np.float32)[: reference["rows"]]
+
+    def figures(metric, params):
+        e = py.explain(MODEL, x, reference["explainer"], targets=reference["targets"],
+                       evaluation_seed=reference["seed"], evaluate={metric: params})
+        return e.evaluation[metric].values
+
+    for case in reference["infidelity"]:
+        np.testing.assert_allclose(figures("infidelity", case["parameters"]), case["captum"], rtol=1e-4, atol=1e-9,
+                                   err_msg=str(case["parameters"]))
+    case = reference["sensitivity_max"]
+    np.testing.assert_allclose(figures("sensitivity_max", case["parameters"]), case["captum"], rtol=1e-4, atol=1e-9)

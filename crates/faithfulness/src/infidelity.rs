@@ -12,7 +12,8 @@
 //! makes of it: with `multiply_by_inputs` (the default, for attributions that are multiplied by
 //! the input's difference from a baseline: SHAP values, integrated gradients, DeepLIFT,
 //! gradient × input), I = ε / (x − `baseline`), element by element, so that Iᵀφ is the
-//! first-order change; where x equals the baseline, I is 0 there (captum would divide by zero).
+//! first-order change; where x equals the baseline, I = ε there (captum's `safe_div` with its
+//! default denominator of 1).
 //! Without it (saliency and other plain gradients), I = ε. Perturbation `s` of row `n` takes the draws of the metric's stream from
 //! `(n·samples + s)·F` on, two uniforms per normal (Box–Muller), so a row's figure does not
 //! depend on the other rows of the request. With `return_perturbations`, the noise comes back
@@ -143,7 +144,7 @@ impl Metric for Infidelity {
                 .map(|k| {
                     let (r, i) = (k / (samples * f), k % f);
                     let span = x[r * f + i] as f64 - baseline;
-                    if span == 0.0 { 0.0 } else { noise[k] as f64 / span }
+                    noise[k] as f64 / if span == 0.0 { 1.0 } else { span }
                 })
                 .collect()
         } else {

@@ -110,12 +110,8 @@ impl Metric for Infidelity {
         let samples = params.integer("samples") as usize;
         let scale = params.number("noise_scale");
         let mut rng = Rng::new(seed, self.stream());
-        let mut noise = vec![0f32; n * samples * f];
-        for (i, v) in noise.iter_mut().enumerate() {
-            // Two draws per normal: element i starts at draw 2i.
-            rng.seek(2 * i as u64);
-            *v = (normal(&mut rng) * scale) as f32;
-        }
+        // Two draws per normal, in order: element i takes draws 2i and 2i + 1.
+        let noise: Vec<f32> = (0..n * samples * f).map(|_| (normal(&mut rng) * scale) as f32).collect();
         // x − I for every row and sample, [N·samples, *F].
         let mut shape = vec![n * samples];
         shape.extend_from_slice(&e.inputs.shape()[1..]);

@@ -430,8 +430,8 @@ pub fn metric_requests(evaluate: &[proto::MetricRequest]) -> Result<Vec<explaind
         .collect()
 }
 
-/// A metric's result on the wire.
-pub fn metric_result(evaluation: &explaind_faithfulness::Evaluation) -> proto::MetricResult {
+/// A metric's result on the wire, with the PNG of its curves (empty: none).
+pub fn metric_result(evaluation: &explaind_faithfulness::Evaluation, figure_png: Vec<u8>) -> proto::MetricResult {
     use explaind_faithfulness::Param;
     use proto::param_value::Kind;
     proto::MetricResult {
@@ -455,6 +455,7 @@ pub fn metric_result(evaluation: &explaind_faithfulness::Evaluation) -> proto::M
             .iter()
             .map(|(name, a)| proto::NamedTensor { name: name.clone(), tensor: Some(array_to_tensor(a)) })
             .collect(),
+        figure_png,
     }
 }
 

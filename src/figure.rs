@@ -200,3 +200,27 @@ fn token_strings(model: &Model, ids: &[i64], positions: usize, options: &proto::
         })
         .collect()
 }
+
+/// The PNG of a metric's curves (deletion, insertion: the extra `curve` [N, T, points]), or
+/// empty for a metric without curves.
+pub fn metric_curves(
+    model: &Model,
+    evaluation: &explaind_faithfulness::Evaluation,
+    targets: &ndarray::Array2<i64>,
+) -> Result<Vec<u8>, Status> {
+    let Some((_, curve)) = evaluation.extras.iter().find(|(name, _)| name == "curve") else { return Ok(Vec::new()) };
+    let &[n, t, points] = curve.shape() else { return Ok(Vec::new()) };
+    let curves: Vec<f32> = curve.iter().copied().collect();
+    let areas: Vec<f32> = evaluation.values.iter().copied().collect();
+    let targets: Vec<i64> = targets.iter().copied().collect();
+    let figure = explaind_plot::render_curves(&explaind_plot::Curves {
+        metric: evaluation.name,
+        dims: (n, t, points),
+        curves: &curves,
+        areas: &areas,
+        targets: &targets,
+        labels: &model.config.labels,
+    })
+    .map_err(|e| invalid(format!("plot: evaluate.{}: {e}", evaluation.name)))?;
+    Ok(figure.png())
+}

@@ -398,6 +398,15 @@ impl ExplainService {
                 }
                 _ => Vec::new(),
             };
+            // Beside the figure: the curves of the metrics that have them.
+            let curve_pngs = match plot {
+                Some(_) => outcome
+                    .evaluations
+                    .iter()
+                    .map(|e| crate::figure::metric_curves(&model, e, &outcome.target_indices))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => vec![Vec::new(); outcome.evaluations.len()],
+            };
             // Encoding (and hashing, for the audit record) a large result takes a while: it
             // happens here, off the async threads, and stops with the request.
             let stopped = || worker_cancel.failure().map(status_of);
@@ -409,7 +418,7 @@ impl ExplainService {
                 true => Some(convert::evaluation_json(outcome.evaluation_seed, &outcome.evaluations)),
                 false => None,
             };
-            let response = explain_response(&model, &plugin, outcome, png, began, &stopped)?;
+            let response = explain_response(&model, &plugin, outcome, (png, curve_pngs), began, &stopped)?;
             let digest = match digest_wanted {
                 true => Some(observe::result_digest(&response)),
                 false => None,
@@ -432,7 +441,7 @@ fn explain_response(
     model: &Model,
     plugin: &explaind_host::Plugin,
     outcome: explaind_host::ExplainOutcome,
-    plot_png: Vec<u8>,
+    (plot_png, curve_pngs): (Vec<u8>, Vec<Vec<u8>>),
     began: Instant,
     stopped: &dyn Fn() -> Option<Status>,
 ) -> Result<proto::ExplainResponse, Status> {
@@ -468,7 +477,7 @@ fn explain_response(
         explainer_file_sha256: plugin.file_sha256.clone(),
         timing: Some(timing(began.elapsed(), outcome.stats)),
         plot_png,
-        evaluation: outcome.evaluations.iter().map(convert::metric_result).collect(),
+        evaluation: outcome.evaluations.iter().zip(curve_pngs).map(|(e, png)| convert::metric_result(e, png)).collect(),
         evaluation_seed: outcome.evaluation_seed,
     })
 }

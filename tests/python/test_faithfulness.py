@@ -13,6 +13,7 @@ background, every target.
   attributions, asked for separately;
 - infidelity and sensitivity_max agree with captum's own functions to 1e-4, given the same
   explanation and perturbations (tests/data/metrics, made by scripts/make_metric_fixtures.py);
+- with a figure asked for, deletion and insertion come with their curves drawn;
 - the figures repeat bit for bit under the returned seed, and bad metric names and parameters
   are INVALID_ARGUMENT naming them; the audit record carries the figures.
 """
@@ -245,3 +246,17 @@ def test_infidelity_and_sensitivity_max_agree_with_captum(py):
                                    err_msg=str(case["parameters"]))
     case = reference["sensitivity_max"]
     np.testing.assert_allclose(figures("sensitivity_max", case["parameters"]), case["captum"], rtol=1e-4, atol=1e-9)
+
+
+def test_with_a_figure_the_curves_are_drawn_beside_it(py):
+    import struct
+
+    e = explain(py, plot=True, evaluate={"deletion": {"steps": 4}, "infidelity": {}})
+    assert e.figure_png is not None
+    png = e.evaluation["deletion"].figure_png
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    # One panel per input (3) and target (3).
+    assert (width, height) == (3 * (56 + 220 + 20) + 20, 3 * (30 + 120 + 30) + 20), (width, height)
+    assert e.evaluation["infidelity"].figure_png is None, "no curves, no figure"
+    assert explain(py, evaluate=["deletion"]).evaluation["deletion"].figure_png is None, "no plot asked for"

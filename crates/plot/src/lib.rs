@@ -37,11 +37,13 @@
 
 mod canvas;
 pub mod colour;
+mod curves;
 mod image;
 mod tabular;
 mod text;
 
 pub use canvas::Rgb;
+pub use curves::{Curves, render_curves};
 pub use text::{MAX_LINE_WIDTH, TextExplanation, Token, merge_tokens, render_text};
 
 /// The most panels one figure may have (inputs x columns). Past this a figure is unreadable
@@ -63,6 +65,9 @@ pub enum Kind {
     Waterfall,
     /// Token attributions as coloured text; drawn by [`render_text`], which has the tokens.
     Text,
+    /// Deletion or insertion curves of the faithfulness metrics; drawn by [`render_curves`],
+    /// never asked for as a kind.
+    Curves,
 }
 
 impl std::str::FromStr for Kind {
@@ -307,7 +312,9 @@ pub fn render(e: &Explanation<'_>, options: &Options) -> Result<Figure, PlotErro
     let figure = match kind {
         Kind::Image => image::render(e, rows, targets),
         Kind::Bars | Kind::Waterfall => tabular::render(e, rows, targets, top_k, kind),
-        Kind::Auto | Kind::Text => unreachable!("layout() resolves Auto; Text is returned above"),
+        Kind::Auto | Kind::Text | Kind::Curves => {
+            unreachable!("layout() resolves Auto; Text is returned above; Curves is never a request's")
+        }
     }?;
     Ok(figure)
 }

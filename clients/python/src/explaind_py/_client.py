@@ -96,12 +96,15 @@ class Timing:
 @dataclass(frozen=True)
 class MetricResult:
     """A faithfulness metric of an explanation: `values` [N, T] (one figure per input and
-    target), the `parameters` it ran with (defaults filled in), and its `extras` (curves
-    [N, T, steps + 1], perturbations [N, samples, *input])."""
+    target), the `parameters` it ran with (defaults filled in), its `extras` (curves
+    [N, T, steps + 1], perturbations [N, samples, *input]), and with `plot=` the curves drawn
+    as PNG bytes."""
 
     values: np.ndarray
     parameters: dict[str, Any]
     extras: dict[str, np.ndarray]
+    # The curves drawn (deletion, insertion) when the request asked for a figure.
+    figure_png: bytes | None = None
 
 
 @dataclass
@@ -471,6 +474,7 @@ class Client:
                 values=_convert.from_tensor(m.values),
                 parameters={k: _convert.python_value(v) for k, v in m.parameters.items()},
                 extras=_named(m.extras),
+                figure_png=m.figure_png or None,
             ) for m in resp.evaluation},
             evaluation_seed=resp.evaluation_seed,
         )

@@ -438,7 +438,7 @@ class MetricRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
 
 class MetricResult(_message.Message):
-    __slots__ = ("name", "values", "parameters", "extras")
+    __slots__ = ("name", "values", "parameters", "extras", "figure_png")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -450,11 +450,13 @@ class MetricResult(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    FIGURE_PNG_FIELD_NUMBER: _ClassVar[int]
     name: str
     values: Tensor
     parameters: _containers.MessageMap[str, ParamValue]
     extras: _containers.RepeatedCompositeFieldContainer[NamedTensor]
-    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., extras: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
+    figure_png: bytes
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., parameters: _Optional[_Mapping[str, ParamValue]] = ..., extras: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., figure_png: _Optional[bytes] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("total_ms", "model_ms", "model_calls", "model_rows")

@@ -260,3 +260,54 @@ def test_with_a_figure_the_curves_are_drawn_beside_it(py):
     assert (width, height) == (3 * (56 + 220 + 20) + 20, 3 * (30 + 120 + 30) + 20), (width, height)
     assert e.evaluation["infidelity"].figure_png is None, "no curves, no figure"
     assert explain(py, evaluate=["deletion"]).evaluation["deletion"].figure_png is None, "no plot asked for"
+
+
+def test_metrics_on_one_input_hold_the_others_at_each_rows_values(tmp_path):
+    """A model with two float inputs (scripts/make_two_input_fixtures.py): `image` explained,
+    `meta` held. Every perturbed row must reach the model with its own row's `meta`, in the
+    forward passes (infidelity, deletion) and in the re-explanations (sensitivity_max)."""
+    repository = DATA_DIR / "two_inputs"
+    directory = repository / "two_inputs" / "1"
+    image, meta = np.load(directory / "image.npy"), np.load(directory / "meta.npy")
+    session = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def model(rows: np.ndarray, held: np.ndarray) -> np.ndarray:
+        return session.run(["logits"], {"image": rows.astype(np.float32), "meta": held.astype(np.float32)})[0].astype(np.float64)
+
+    d = daemon_proc.start(["serve", "--listen", "127.0.0.1:0", "--models", str(repository), "--device", "cpu"],
+                          tmp_path / "log")
+    try:
+        with Client(d.address, timeout=60) as c:
+            inputs = {"image": image, "meta": meta}
+            e = c.explain("two_inputs", inputs, "occlusion", window=[1], targets="all", explained_inputs=["image"],
+                          evaluate={"infidelity": {"samples": 5, "multiply_by_inputs": False, "return_perturbations": True},
+                                    "deletion": {"steps": 3},
+                                    "sensitivity_max": {"samples": 2, "return_perturbations": True}})
+            assert list(e.attributions) == ["image"]
+            phi = e.attributions["image"]
+            # sensitivity_max, from explanations of the perturbed rows with meta held.
+            u = e.evaluation["sensitivity_max"].extras["perturbations"]
+            for n in range(len(image)):
+                again = c.explain("two_inputs", {"image": image[n] + u[n], "meta": np.repeat(meta[n:n + 1], 2, 0)},
+                                  "occlusion", window=[1], targets=[0, 1, 2], explained_inputs=["image"])
+                for t in range(3):
+                    ratios = np.linalg.norm(again.attributions["image"][:, t] - phi[n, t], axis=1) / np.linalg.norm(phi[n, t])
+                    assert abs(e.evaluation["sensitivity_max"].values[n, t] - ratios.max()) <= 1e-4 * max(ratios.max(), 1e-3)
+    finally:
+        assert d.stop() == 0
+    fx = model(image, meta)
+    eps = e.evaluation["infidelity"].extras["perturbations"]
+    for n in range(len(image)):
+        perturbed = model(image[n] - eps[n], np.repeat(meta[n:n + 1], 5, 0))
+        for t in range(3):
+            expected = np.mean((eps[n] @ phi[n, t] - (fx[n, t] - perturbed[:, t])) ** 2)
+            assert abs(e.evaluation["infidelity"].values[n, t] - expected) <= 1e-4 * max(expected, 1e-6), (n, t)
+        for t in range(3):
+            order = np.argsort(-np.abs(phi[n, t]), kind="stable")
+            rows = []
+            for k in range(4):
+                row = image[n].copy()
+                row[order[: (k * 6 + 1) // 3]] = 0.0
+                rows.append(row)
+            expected = model(np.stack(rows), np.repeat(meta[n:n + 1], 4, 0))[:, t]
+            np.testing.assert_allclose(e.evaluation["deletion"].extras["curve"][n, t], expected, rtol=1e-5, atol=1e-5)

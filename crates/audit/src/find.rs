@@ -61,7 +61,10 @@ pub fn find_metric<P: AsRef<Path>>(files: &[P], query: &MetricQuery) -> io::Resu
                 // A torn last line has no hash member: nothing to read in it.
                 Err(format::LineError::NoHash) => continue,
                 Err(e) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} line {}: {e}", path.display(), index + 1)));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} line {}: {e}", path.display(), index + 1),
+                    ));
                 }
             };
             let Entry::Record(record) = entry else { continue };

@@ -68,13 +68,6 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
         return Ok((Vec::new(), RunStats::default()));
     }
     let Subject { model, inputs, outcome, budget, cancel, reexplain } = subject;
-    if model.inputs.len() != 1 {
-        return Err(Failure::failed_precondition(format!(
-            "evaluate: metrics run on models with one input for now ({} has {})",
-            model.name,
-            model.inputs.len()
-        )));
-    }
     let (index, attributions) = match outcome.attributions.as_slice() {
         [(index, attributions)] => (*index, attributions),
         other => {
@@ -135,6 +128,8 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
 
     let mut forward = ModelForward {
         model,
+        inputs,
+        explained: index,
         output_index: outcome.output_index,
         cancel,
         stats: RunStats::default(),
@@ -157,9 +152,13 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
     Ok((evaluations, forward.stats))
 }
 
-/// The model's explained output for rows of its one input, and explanations of them.
+/// The model's explained output for rows of its explained input, and explanations of them.
 struct ModelForward<'a> {
     model: &'a Model,
+    /// The request's inputs: the ones not explained are held at their row's values.
+    inputs: &'a [Tensor],
+    /// The explained input, whose values the metrics set.
+    explained: usize,
     output_index: usize,
     cancel: &'a CancelToken,
     stats: RunStats,
@@ -170,9 +169,18 @@ struct ModelForward<'a> {
 }
 
 impl Forward for ModelForward<'_> {
-    fn forward(&mut self, rows: ArrayViewD<'_, f32>, _origin: &[usize]) -> Result<Array2<f32>, MetricError> {
-        let (outputs, stats) =
-            self.model.run_tensors(&[TensorView::from(rows)]).map_err(|e| MetricError::Stopped(e.to_string()))?;
+    fn forward(&mut self, rows: ArrayViewD<'_, f32>, origin: &[usize]) -> Result<Array2<f32>, MetricError> {
+        // Every other input at the values of the row each perturbed row came from.
+        let held: Vec<Option<Tensor>> =
+            (0..self.inputs.len()).map(|i| (i != self.explained).then(|| self.inputs[i].select_rows(origin))).collect();
+        let views: Vec<TensorView<'_>> = held
+            .iter()
+            .map(|h| match h {
+                Some(t) => t.view(),
+                None => TensorView::from(rows.view()),
+            })
+            .collect();
+        let (outputs, stats) = self.model.run_tensors(&views).map_err(|e| MetricError::Stopped(e.to_string()))?;
         self.stats.add(stats);
         let output = &outputs[self.output_index];
         let n = output.shape()[0];

@@ -95,6 +95,7 @@ impl Host {
         if let Some((inputs, plugin, params, background)) = again {
             let seed = request.evaluation_seed.unwrap_or_else(fresh_seed);
             let targets = outcome.target_indices.clone();
+            let explained = outcome.attributions.first().map_or(0, |(i, _)| *i);
             let reexplain = |explainer: Option<&str>, rows: ndarray::ArrayViewD<'_, f32>, origin: &[usize], budget| {
                 let (plugin, params) = match explainer {
                     None => (plugin.clone(), params.clone()),
@@ -107,11 +108,20 @@ impl Host {
                 while start < origin.len() {
                     let row = origin[start];
                     let end = start + origin[start..].iter().take_while(|&&o| o == row).count();
+                    // The explained input's rows; the others held at the request row's values.
+                    let job_inputs = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match i == explained {
+                            true => Tensor::from(rows.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned()),
+                            false => t.select_rows(&vec![row; end - start]),
+                        })
+                        .collect();
                     let job = ExplainJob {
                         model: request.model.clone(),
                         plugin: plugin.clone(),
-                        inputs: vec![Tensor::from(rows.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned())],
-                        explained_inputs: Vec::new(),
+                        inputs: job_inputs,
+                        explained_inputs: (0..inputs.len()).map(|i| i == explained).collect(),
                         output_index,
                         targets: TargetSelection::Indices(targets.row(row).to_vec()),
                         params: params.clone(),

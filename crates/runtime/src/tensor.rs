@@ -101,6 +101,13 @@ macro_rules! define_tensors {
                     $(Tensor::$variant(a) => a.as_ptr().cast(),)*
                 }
             }
+            /// The rows `rows` (on the first axis, repeats allowed), in that order: a batch of
+            /// other rows' held inputs, for instance.
+            pub fn select_rows(&self, rows: &[usize]) -> Tensor {
+                match self {
+                    $(Tensor::$variant(a) => Tensor::$variant(a.select(ndarray::Axis(0), rows)),)*
+                }
+            }
             /// The elements as little-endian bytes, row-major (the wire's form).
             pub fn to_le_bytes(&self) -> Vec<u8> {
                 match self {

@@ -97,7 +97,12 @@ pub async fn serve(
     let layers = tower::ServiceBuilder::new()
         .layer(crate::trail::AuditTrailLayer { observer: state.observer.clone() })
         .layer(tower::layer::layer_fn(|inner| StatusConventions { inner }))
-        .layer(tower::layer::layer_fn(move |inner| ReplicaHeader { inner, value: replica.clone() }))
+        .layer(tower::util::MapResponseLayer::new(move |mut response: http::Response<tonic::body::Body>| {
+            if let Some(value) = &replica {
+                response.headers_mut().insert("x-explaind-replica", value.clone());
+            }
+            response
+        }))
         .layer(crate::access::AccessLayer { policy: state.access.clone() });
 
     // The protocol's HTTP routes call the same stack in process.
@@ -177,40 +182,6 @@ where
             if let Some(conventional) = conventional {
                 // Replaces grpc-status and grpc-message (encoded as gRPC says).
                 let _ = conventional.add_header(response.headers_mut());
-            }
-            Ok(response)
-        })
-    }
-}
-
-/// Names the replica that answered in the `x-explaind-replica` response header, so a client
-/// behind a proxy (and the fleet test) can see where each request went.
-#[derive(Clone)]
-struct ReplicaHeader<S> {
-    inner: S,
-    value: Option<http::HeaderValue>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for ReplicaHeader<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let future = self.inner.call(request);
-        let value = self.value.clone();
-        Box::pin(async move {
-            let mut response = future.await?;
-            if let Some(value) = value {
-                response.headers_mut().insert("x-explaind-replica", value);
             }
             Ok(response)
         })

@@ -4,7 +4,7 @@
 //! SHAP, expected gradients); otherwise the model at the input with every feature set to
 //! `baseline` (integrated gradients and DeepLIFT against that constant baseline).
 
-use crate::{Evaluation, Explanation, Forward, Metric, MetricError, ParamKind, ParamSpec, Params};
+use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use ndarray::{Array2, ArrayD};
 
 pub struct Completeness;
@@ -18,18 +18,16 @@ const PARAMS: [ParamSpec; 1] = [ParamSpec {
     description: "The constant input that defines base = f(baseline) when the explainer returns no base values",
 }];
 
+const INFO: MetricInfo = MetricInfo {
+    name: "completeness",
+    description: "Σφ − (f(x) − base): how far the attributions are from summing to the output's change",
+    params: &PARAMS,
+    stream: 1,
+};
+
 impl Metric for Completeness {
-    fn name(&self) -> &'static str {
-        "completeness"
-    }
-    fn description(&self) -> &'static str {
-        "Σφ − (f(x) − base): how far the attributions are from summing to the output's change"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        1
+    fn info(&self) -> &MetricInfo {
+        &INFO
     }
     fn cost(&self, e: &Explanation<'_>, _: &Params) -> u64 {
         if e.base_values.is_some() { 0 } else { e.rows() as u64 }

@@ -6,11 +6,8 @@
 //! explanation makes deletion fall fast (small area) and insertion rise fast (large area).
 //! The curves come back as the extra `curve` [N, T, steps + 1].
 
-use crate::{Evaluation, Explanation, Forward, Metric, MetricError, ParamKind, ParamSpec, Params};
+use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use ndarray::{Array2, Array3, ArrayD, IxDyn};
-
-pub struct Deletion;
-pub struct Insertion;
 
 const PARAMS: [ParamSpec; 2] = [
     ParamSpec {
@@ -96,25 +93,40 @@ fn evaluate(
     Ok(Evaluation { name, values: area, parameters: params.0.clone(), extras: vec![("curve".to_string(), curve.into_dyn())] })
 }
 
-fn cost(e: &Explanation<'_>, params: &Params) -> u64 {
-    (e.rows() * e.targets_per_row()) as u64 * (params.integer("steps") as u64 + 1)
+/// Deletion or insertion: one metric type, two directions.
+pub struct CurveMetric {
+    info: MetricInfo,
+    direction: Direction,
 }
 
-impl Metric for Deletion {
-    fn name(&self) -> &'static str {
-        "deletion"
-    }
-    fn description(&self) -> &'static str {
-        "Area under the target's output as the most important features are removed first (smaller is more faithful)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        3
+/// Features leave for the baseline, largest |φ| first.
+pub static DELETION: CurveMetric = CurveMetric {
+    info: MetricInfo {
+        name: "deletion",
+        description: "Area under the target's output as the most important features are removed first (smaller is more faithful)",
+        params: &PARAMS,
+        stream: 3,
+    },
+    direction: Direction::Delete,
+};
+
+/// Features arrive from the baseline, largest |φ| first.
+pub static INSERTION: CurveMetric = CurveMetric {
+    info: MetricInfo {
+        name: "insertion",
+        description: "Area under the target's output as the most important features are added first (larger is more faithful)",
+        params: &PARAMS,
+        stream: 4,
+    },
+    direction: Direction::Insert,
+};
+
+impl Metric for CurveMetric {
+    fn info(&self) -> &MetricInfo {
+        &self.info
     }
     fn cost(&self, e: &Explanation<'_>, params: &Params) -> u64 {
-        cost(e, params)
+        (e.rows() * e.targets_per_row()) as u64 * (params.integer("steps") as u64 + 1)
     }
     fn evaluate(
         &self,
@@ -123,34 +135,7 @@ impl Metric for Deletion {
         _seed: u64,
         forward: &mut dyn Forward,
     ) -> Result<Evaluation, MetricError> {
-        evaluate(self.name(), Direction::Delete, e, params, forward)
-    }
-}
-
-impl Metric for Insertion {
-    fn name(&self) -> &'static str {
-        "insertion"
-    }
-    fn description(&self) -> &'static str {
-        "Area under the target's output as the most important features are added first (larger is more faithful)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        4
-    }
-    fn cost(&self, e: &Explanation<'_>, params: &Params) -> u64 {
-        cost(e, params)
-    }
-    fn evaluate(
-        &self,
-        e: &Explanation<'_>,
-        params: &Params,
-        _seed: u64,
-        forward: &mut dyn Forward,
-    ) -> Result<Evaluation, MetricError> {
-        evaluate(self.name(), Direction::Insert, e, params, forward)
+        evaluate(self.info.name, self.direction, e, params, forward)
     }
 }
 
@@ -173,9 +158,9 @@ mod tests {
             rows_per_explanation: 1,
         };
         let given = BTreeMap::from([("steps".to_string(), Param::Integer(4))]);
-        let params = crate::resolve_params(&Deletion, &given).unwrap();
-        let deletion = Deletion.evaluate(&e, &params, 0, &mut model).unwrap();
-        let insertion = Insertion.evaluate(&e, &params, 0, &mut model).unwrap();
+        let params = crate::resolve_params(&DELETION, &given).unwrap();
+        let deletion = DELETION.evaluate(&e, &params, 0, &mut model).unwrap();
+        let insertion = INSERTION.evaluate(&e, &params, 0, &mut model).unwrap();
         let (dc, ic) = (&deletion.extras[0].1, &insertion.extras[0].1);
         assert_eq!(dc.shape(), &[2, 2, 5]);
         for r in 0..2 {

@@ -19,7 +19,7 @@
 //! depend on the other rows of the request. With `return_perturbations`, the noise comes back
 //! as the extra `perturbations` [N, samples, *F] for an independent check.
 
-use crate::{Evaluation, Explanation, Forward, Metric, MetricError, ParamKind, ParamSpec, Params};
+use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use explaind_plugin_math::rng::Rng;
 use ndarray::{Array2, ArrayD, IxDyn};
 
@@ -76,6 +76,13 @@ const PARAMS: [ParamSpec; 6] = [
     },
 ];
 
+const INFO: MetricInfo = MetricInfo {
+    name: "infidelity",
+    description: "captum's infidelity: the mean squared error of Iᵀφ as a predictor of f(x) − f(x − I) under Gaussian perturbations I",
+    params: &PARAMS,
+    stream: 2,
+};
+
 /// A standard normal from two uniforms (Box–Muller, the cosine branch).
 fn normal(rng: &mut Rng) -> f64 {
     let (u1, u2) = (rng.uniform(), rng.uniform());
@@ -83,17 +90,8 @@ fn normal(rng: &mut Rng) -> f64 {
 }
 
 impl Metric for Infidelity {
-    fn name(&self) -> &'static str {
-        "infidelity"
-    }
-    fn description(&self) -> &'static str {
-        "captum's infidelity: the mean squared error of Iᵀφ as a predictor of f(x) − f(x − I) under Gaussian perturbations I"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        2
+    fn info(&self) -> &MetricInfo {
+        &INFO
     }
     fn cost(&self, e: &Explanation<'_>, params: &Params) -> u64 {
         e.rows() as u64 * params.integer("samples") as u64
@@ -109,7 +107,7 @@ impl Metric for Infidelity {
         let (n, t, f) = (e.rows(), e.targets_per_row(), e.features());
         let samples = params.integer("samples") as usize;
         let scale = params.number("noise_scale");
-        let mut rng = Rng::new(seed, self.stream());
+        let mut rng = Rng::new(seed, INFO.stream);
         // Two draws per normal, in order: element i takes draws 2i and 2i + 1.
         let noise: Vec<f32> = (0..n * samples * f).map(|_| (normal(&mut rng) * scale) as f32).collect();
         // x − I for every row and sample, [N·samples, *F].

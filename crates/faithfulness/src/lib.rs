@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | [`completeness`] | Σφ − (f(x) − base) | N (only without base values) |
 //! | [`infidelity`] | captum's: mean over samples of (Iᵀφ − (f(x) − f(x − I)))², optionally with φ scaled by the best β | N·samples |
-//! | [`deletion`] | area under f(x with the top-|φ| features set to `baseline`), k = 0..steps fractions | N·T·(steps+1) |
-//! | [`insertion`] | area under f(baseline with the top-|φ| features set to x) | N·T·(steps+1) |
+//! | [`deletion`](curves) | area under f(x with the top-|φ| features set to `baseline`), k = 0..steps fractions | N·T·(steps+1) |
+//! | [`insertion`](curves) | area under f(baseline with the top-|φ| features set to x) | N·T·(steps+1) |
 //! | [`sensitivity_max`](sensitivity) | captum's: max over perturbations of ‖φ(x̃) − φ(x)‖ / ‖φ(x)‖ | N·samples re-explanations |
 //! | [`rank_agreement`](rank_agreement) | Spearman correlation of φ with another explainer's, and their top-k overlap | N re-explanations |
 //!
@@ -32,14 +32,14 @@ pub use params::{Param, ParamKind, ParamSpec, Params};
 use std::collections::BTreeMap;
 
 pub use completeness::Completeness;
-pub use curves::{Deletion, Insertion};
+pub use curves::{CurveMetric, DELETION, INSERTION};
 pub use infidelity::Infidelity;
 pub use rank_agreement::RankAgreement;
 pub use sensitivity::SensitivityMax;
 
 /// Every metric, by name.
 pub static METRICS: [&(dyn Metric + Sync); 6] =
-    [&Completeness, &Infidelity, &Deletion, &Insertion, &SensitivityMax, &RankAgreement];
+    [&Completeness, &Infidelity, &DELETION, &INSERTION, &SensitivityMax, &RankAgreement];
 
 /// The metric called `name`.
 pub fn metric(name: &str) -> Option<&'static (dyn Metric + Sync)> {
@@ -149,14 +149,20 @@ pub enum MetricError {
     Refused { code: i32, message: String },
 }
 
+/// What identifies a metric: its name, what it measures, its parameters, and its random
+/// stream number (see the crate documentation; distinct per metric).
+#[derive(Debug)]
+pub struct MetricInfo {
+    pub name: &'static str,
+    /// What it measures, one sentence.
+    pub description: &'static str,
+    pub params: &'static [ParamSpec],
+    pub stream: u64,
+}
+
 /// One faithfulness metric. See the crate documentation for the list.
 pub trait Metric {
-    fn name(&self) -> &'static str;
-    /// What it measures, one sentence.
-    fn description(&self) -> &'static str;
-    fn params(&self) -> &'static [ParamSpec];
-    /// Its random stream number (see the crate documentation); distinct per metric.
-    fn stream(&self) -> u64;
+    fn info(&self) -> &MetricInfo;
     /// Model rows it will run for `explanation` with `params`, before it runs any.
     fn cost(&self, explanation: &Explanation<'_>, params: &Params) -> u64;
     fn evaluate(
@@ -166,13 +172,17 @@ pub trait Metric {
         seed: u64,
         forward: &mut dyn Forward,
     ) -> Result<Evaluation, MetricError>;
+
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
 }
 
 /// Checks `given` against the metric's declared parameters and fills in defaults: unknown
 /// names, wrong kinds and values out of range are [`MetricError::Invalid`] naming
 /// `evaluate.<metric>.<parameter>`.
 pub fn resolve_params(metric: &dyn Metric, given: &BTreeMap<String, Param>) -> Result<Params, MetricError> {
-    params::resolve(metric.name(), metric.params(), given)
+    params::resolve(metric.name(), metric.info().params, given)
 }
 
 /// Runs `rows` through `forward` in batches of at most `batch` rows, checking between batches:

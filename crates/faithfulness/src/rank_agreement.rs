@@ -4,7 +4,7 @@
 //! and the extra `top_k_overlap` [N, T] is the share of the `top_k` features by |φ| that both
 //! put first. The other explainer (`explainer`) runs with its default parameters.
 
-use crate::{Evaluation, Explanation, Forward, Metric, MetricError, ParamKind, ParamSpec, Params};
+use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use ndarray::Array2;
 
 pub struct RankAgreement;
@@ -27,6 +27,13 @@ const PARAMS: [ParamSpec; 2] = [
         description: "Features counted in the top-k overlap",
     },
 ];
+
+const INFO: MetricInfo = MetricInfo {
+    name: "rank_agreement",
+    description: "Spearman's rank correlation with another explainer's attributions, and their top-k overlap",
+    params: &PARAMS,
+    stream: 6,
+};
 
 /// Ranks from 1, ties sharing their mean rank.
 fn ranks(values: &[f32]) -> Vec<f64> {
@@ -64,17 +71,8 @@ fn top(values: &[f32], k: usize) -> Vec<usize> {
 }
 
 impl Metric for RankAgreement {
-    fn name(&self) -> &'static str {
-        "rank_agreement"
-    }
-    fn description(&self) -> &'static str {
-        "Spearman's rank correlation with another explainer's attributions, and their top-k overlap"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        6
+    fn info(&self) -> &MetricInfo {
+        &INFO
     }
     fn cost(&self, e: &Explanation<'_>, _: &Params) -> u64 {
         // The other explainer's own estimate is checked when it runs; this is the order of it.

@@ -11,7 +11,7 @@
 //! change which output is explained). Perturbation `s` of row `n` takes the draws of the
 //! metric's stream from `(n·samples + s)·F` on, one uniform per element.
 
-use crate::{Evaluation, Explanation, Forward, Metric, MetricError, ParamKind, ParamSpec, Params};
+use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use explaind_plugin_math::rng::Rng;
 use ndarray::{Array2, ArrayD, IxDyn};
 
@@ -44,18 +44,16 @@ const PARAMS: [ParamSpec; 3] = [
     },
 ];
 
+const INFO: MetricInfo = MetricInfo {
+    name: "sensitivity_max",
+    description: "captum's sensitivity_max: the largest relative change of the attributions under small uniform input perturbations",
+    params: &PARAMS,
+    stream: 5,
+};
+
 impl Metric for SensitivityMax {
-    fn name(&self) -> &'static str {
-        "sensitivity_max"
-    }
-    fn description(&self) -> &'static str {
-        "captum's sensitivity_max: the largest relative change of the attributions under small uniform input perturbations"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        &PARAMS
-    }
-    fn stream(&self) -> u64 {
-        5
+    fn info(&self) -> &MetricInfo {
+        &INFO
     }
     fn cost(&self, e: &Explanation<'_>, params: &Params) -> u64 {
         e.rows() as u64 * params.integer("samples") as u64 * e.rows_per_explanation.max(1)
@@ -71,7 +69,7 @@ impl Metric for SensitivityMax {
         let (n, t, f) = (e.rows(), e.targets_per_row(), e.features());
         let samples = params.integer("samples") as usize;
         let radius = params.number("radius");
-        let mut rng = Rng::new(seed, self.stream());
+        let mut rng = Rng::new(seed, INFO.stream);
         let noise: Vec<f32> = (0..n * samples * f).map(|_| ((2.0 * rng.uniform() - 1.0) * radius) as f32).collect();
         let mut shape = vec![n * samples];
         shape.extend_from_slice(&e.inputs.shape()[1..]);

@@ -65,15 +65,9 @@ mod tests {
 
     #[test]
     fn exact_shapley_values_of_a_linear_model_are_complete() {
-        let LinearCase { mut model, x, phi, targets, base, outputs } = linear_case();
-        let e = Explanation {
-            inputs: x.view(),
-            attributions: phi.view(),
-            targets: targets.view(),
-            base_values: Some(base.view()),
-            outputs: outputs.view(),
-            rows_per_explanation: 1,
-        };
+        let case = linear_case();
+        let LinearCase { mut model, phi, targets, base, outputs, .. } = linear_case();
+        let e = case.explanation(&phi);
         let params = crate::resolve_params(&Completeness, &Default::default()).unwrap();
         let with_base = Completeness.evaluate(&e, &params, 0, &mut model).unwrap();
         assert!(with_base.values.iter().all(|v| v.abs() < 1e-5), "{:?}", with_base.values);

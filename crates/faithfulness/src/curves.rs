@@ -148,15 +148,9 @@ mod tests {
 
     #[test]
     fn curves_of_a_linear_model_follow_the_removed_terms() {
-        let LinearCase { mut model, x, phi, targets, base, outputs } = linear_case();
-        let e = Explanation {
-            inputs: x.view(),
-            attributions: phi.view(),
-            targets: targets.view(),
-            base_values: Some(base.view()),
-            outputs: outputs.view(),
-            rows_per_explanation: 1,
-        };
+        let case = linear_case();
+        let LinearCase { mut model, phi, targets, base, outputs, .. } = linear_case();
+        let e = case.explanation(&phi);
         let given = BTreeMap::from([("steps".to_string(), Param::Integer(4))]);
         let params = crate::resolve_params(&DELETION, &given).unwrap();
         let deletion = DELETION.evaluate(&e, &params, 0, &mut model).unwrap();

@@ -21,7 +21,7 @@
 
 use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use explaind_plugin_math::rng::Rng;
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::Array2;
 
 pub struct Infidelity;
 
@@ -110,23 +110,8 @@ impl Metric for Infidelity {
         let mut rng = Rng::new(seed, INFO.stream);
         // Two draws per normal, in order: element i takes draws 2i and 2i + 1.
         let noise: Vec<f32> = (0..n * samples * f).map(|_| (normal(&mut rng) * scale) as f32).collect();
-        // x − I for every row and sample, [N·samples, *F].
-        let mut shape = vec![n * samples];
-        shape.extend_from_slice(&e.inputs.shape()[1..]);
-        let mut perturbed = ArrayD::zeros(IxDyn(&shape));
-        {
-            let flat = perturbed.as_slice_mut().expect("fresh array");
-            for r in 0..n {
-                let x = e.input(r);
-                for s in 0..samples {
-                    let at = (r * samples + s) * f;
-                    for i in 0..f {
-                        flat[at + i] = x[i] - noise[at + i];
-                    }
-                }
-            }
-        }
-        let origin: Vec<usize> = (0..n * samples).map(|k| k / samples).collect();
+        // x − ε for every row and sample, [N·samples, *F].
+        let (perturbed, origin) = crate::perturbed_rows(e, samples, &noise, -1.0);
         let outputs = crate::output_rows(forward, perturbed.view(), &origin, crate::BATCH_ROWS)?;
         let normalize = params.flag("normalize");
         // I per row and sample: ε, or ε / (x − baseline) element by element.
@@ -169,12 +154,7 @@ impl Metric for Infidelity {
                 values[[r, tt]] = (figure / samples as f64) as f32;
             }
         }
-        let mut extras = Vec::new();
-        if params.flag("return_perturbations") {
-            let mut shape = vec![n, samples];
-            shape.extend_from_slice(&e.inputs.shape()[1..]);
-            extras.push(("perturbations".to_string(), ArrayD::from_shape_vec(IxDyn(&shape), noise).expect("sized above")));
-        }
+        let extras = crate::perturbations_extra(e, params, samples, noise);
         Ok(Evaluation { name: self.name(), values, parameters: params.0.clone(), extras })
     }
 }
@@ -195,17 +175,11 @@ mod tests {
     fn a_linear_models_exact_attributions_have_zero_infidelity() {
         // For f(x) = W x + b, f(x) − f(x − ε) = W_t ε. Exact SHAP values against zero,
         // φ = W_t ⊙ x, with I = ε / x give Iᵀφ = W_t ε; so does the gradient φ = W_t with I = ε.
-        let LinearCase { mut model, x, phi: shap, targets, base, outputs } = linear_case();
-        let gradient = ndarray::Array::from_shape_fn(IxDyn(&[2, 2, 4]), |ix| model.w[[ix[1], ix[2]]]);
+        let case = linear_case();
+        let LinearCase { mut model, phi: shap, .. } = linear_case();
+        let gradient = ndarray::Array::from_shape_fn(ndarray::IxDyn(&[2, 2, 4]), |ix| model.w[[ix[1], ix[2]]]);
         for (phi, multiply) in [(&shap, true), (&gradient, false)] {
-            let e = Explanation {
-                inputs: x.view(),
-                attributions: phi.view(),
-                targets: targets.view(),
-                base_values: Some(base.view()),
-                outputs: outputs.view(),
-                rows_per_explanation: 1,
-            };
+            let e = case.explanation(phi);
             let p = params(&[
                 ("samples", Param::Integer(50)),
                 ("multiply_by_inputs", Param::Flag(multiply)),
@@ -224,15 +198,9 @@ mod tests {
 
     #[test]
     fn the_figure_matches_a_direct_computation_and_repeats_bit_for_bit() {
-        let LinearCase { mut model, x, phi, targets, base, outputs } = linear_case();
-        let e = Explanation {
-            inputs: x.view(),
-            attributions: phi.view(),
-            targets: targets.view(),
-            base_values: Some(base.view()),
-            outputs: outputs.view(),
-            rows_per_explanation: 1,
-        };
+        let case = linear_case();
+        let LinearCase { mut model, phi, targets, .. } = linear_case();
+        let e = case.explanation(&phi);
         for normalize in [false, true] {
             let p = params(&[
                 ("return_perturbations", Param::Flag(true)),

@@ -230,6 +230,42 @@ pub(crate) fn target_values(
         .collect()
 }
 
+/// Per-element noise of `samples` perturbations of every input row, row-major [N, samples, F]:
+/// the inputs with the noise added (`sign` 1) or taken away (−1), as rows [N·samples, *F] in
+/// that order, and the request row each comes from.
+pub(crate) fn perturbed_rows(e: &Explanation<'_>, samples: usize, noise: &[f32], sign: f32) -> (ArrayD<f32>, Vec<usize>) {
+    let (n, f) = (e.rows(), e.features());
+    let mut shape = vec![n * samples];
+    shape.extend_from_slice(&e.inputs.shape()[1..]);
+    let mut perturbed = ArrayD::zeros(ndarray::IxDyn(&shape));
+    let flat = perturbed.as_slice_mut().expect("fresh array");
+    for r in 0..n {
+        let x = e.input(r);
+        for s in 0..samples {
+            let at = (r * samples + s) * f;
+            for i in 0..f {
+                flat[at + i] = x[i] + sign * noise[at + i];
+            }
+        }
+    }
+    (perturbed, (0..n * samples).map(|k| k / samples).collect())
+}
+
+/// The extra `perturbations` [N, samples, *F] when `return_perturbations` is set.
+pub(crate) fn perturbations_extra(
+    e: &Explanation<'_>,
+    params: &Params,
+    samples: usize,
+    noise: Vec<f32>,
+) -> Vec<(String, ArrayD<f32>)> {
+    if !params.flag("return_perturbations") {
+        return Vec::new();
+    }
+    let mut shape = vec![e.rows(), samples];
+    shape.extend_from_slice(&e.inputs.shape()[1..]);
+    vec![("perturbations".to_string(), ArrayD::from_shape_vec(ndarray::IxDyn(&shape), noise).expect("sized by the caller"))]
+}
+
 /// Rows per forward batch inside a metric: bounds the memory of the perturbed copies.
 pub(crate) const BATCH_ROWS: usize = 256;
 

@@ -13,7 +13,7 @@
 
 use crate::{Evaluation, Explanation, Forward, Metric, MetricError, MetricInfo, ParamKind, ParamSpec, Params};
 use explaind_plugin_math::rng::Rng;
-use ndarray::{Array2, ArrayD, IxDyn};
+use ndarray::Array2;
 
 pub struct SensitivityMax;
 
@@ -71,22 +71,8 @@ impl Metric for SensitivityMax {
         let radius = params.number("radius");
         let mut rng = Rng::new(seed, INFO.stream);
         let noise: Vec<f32> = (0..n * samples * f).map(|_| ((2.0 * rng.uniform() - 1.0) * radius) as f32).collect();
-        let mut shape = vec![n * samples];
-        shape.extend_from_slice(&e.inputs.shape()[1..]);
-        let mut perturbed = ArrayD::zeros(IxDyn(&shape));
-        {
-            let flat = perturbed.as_slice_mut().expect("fresh array");
-            for r in 0..n {
-                let x = e.input(r);
-                for s in 0..samples {
-                    let at = (r * samples + s) * f;
-                    for i in 0..f {
-                        flat[at + i] = x[i] + noise[at + i];
-                    }
-                }
-            }
-        }
-        let origin: Vec<usize> = (0..n * samples).map(|k| k / samples).collect();
+        // x + u for every row and sample, [N·samples, *F].
+        let (perturbed, origin) = crate::perturbed_rows(e, samples, &noise, 1.0);
         // One row's perturbations at a time: a re-explanation holds [samples, T, *F].
         let mut values = Array2::<f32>::zeros((n, t));
         for r in 0..n {
@@ -108,12 +94,7 @@ impl Metric for SensitivityMax {
                 values[[r, tt]] = worst as f32;
             }
         }
-        let mut extras = Vec::new();
-        if params.flag("return_perturbations") {
-            let mut shape = vec![n, samples];
-            shape.extend_from_slice(&e.inputs.shape()[1..]);
-            extras.push(("perturbations".to_string(), ArrayD::from_shape_vec(IxDyn(&shape), noise).expect("sized above")));
-        }
+        let extras = crate::perturbations_extra(e, params, samples, noise);
         Ok(Evaluation { name: self.name(), values, parameters: params.0.clone(), extras })
     }
 }

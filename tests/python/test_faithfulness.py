@@ -311,3 +311,20 @@ def test_metrics_on_one_input_hold_the_others_at_each_rows_values(tmp_path):
                 rows.append(row)
             expected = model(np.stack(rows), np.repeat(meta[n:n + 1], 4, 0))[:, t]
             np.testing.assert_allclose(e.evaluation["deletion"].extras["curve"][n, t], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_linear_models_exact_shapley_values_are_complete_and_have_no_infidelity(tmp_path):
+    """The constructed perfect explanation, end to end: Kernel SHAP against a zero baseline is
+    exact on a linear model (5 features: every coalition enumerated), so φ = W ⊙ x; then
+    Σφ = f(x) − f(0) and Iᵀφ = f(x) − f(x − ε) for I = ε / x."""
+    d = daemon_proc.start(["serve", "--listen", "127.0.0.1:0", "--models", str(DATA_DIR / "two_inputs"), "--device", "cpu"],
+                          tmp_path / "log")
+    try:
+        x = np.load(DATA_DIR / "two_inputs" / "linear" / "1" / "x.npy")
+        with Client(d.address, timeout=60) as c:
+            e = c.explain("linear", x, "kernel-shap", targets="all", baseline=0.0,
+                          evaluate={"completeness": {}, "infidelity": {"samples": 20}})
+    finally:
+        assert d.stop() == 0
+    assert np.abs(e.evaluation["completeness"].values).max() < 1e-5, e.evaluation["completeness"].values
+    assert np.abs(e.evaluation["infidelity"].values).max() < 1e-9, e.evaluation["infidelity"].values

@@ -286,3 +286,65 @@ async fn roles_apply_to_the_protocol_as_to_the_native_api() {
     assert!(oip.server_live(oip::ServerLiveRequest {}).await.unwrap().into_inner().live);
     assert!(oip.server_ready(oip::ServerReadyRequest {}).await.unwrap().into_inner().ready);
 }
+
+#[tokio::test]
+async fn faithfulness_metrics_ride_on_model_infer() {
+    let server = TestServer::start(Limits::default(), &[]).await;
+    let mut oip = client(&server).await;
+    let x = wine();
+    let request = |evaluate: &str| oip::ModelInferRequest {
+        model_name: "wine-mlp".into(),
+        parameters: HashMap::from([
+            ("explainer".to_string(), string("deep-shap")),
+            ("targets".to_string(), string("all")),
+            ("evaluate".to_string(), string(evaluate)),
+            ("evaluation_seed".to_string(), parameter(oip::infer_parameter::ParameterChoice::Int64Param(5))),
+            ("plot".to_string(), parameter(oip::infer_parameter::ParameterChoice::BoolParam(true))),
+        ]),
+        inputs: vec![fp32_input("features", &x)],
+        ..Default::default()
+    };
+    let response = oip.model_infer(request(r#"{"deletion": {"steps": 4}, "completeness": null}"#)).await.unwrap().into_inner();
+    let native = server
+        .explainer()
+        .await
+        .explain(proto::ExplainRequest {
+            model: model("wine-mlp"),
+            explainer: "deep-shap".into(),
+            inputs: vec![named("features", &x)],
+            targets: Some(proto::Targets { selection: Some(proto::targets::Selection::All(proto::AllOutputs {})) }),
+            evaluate: vec![proto::MetricRequest {
+                name: "deletion".into(),
+                parameters: [("steps".to_string(), proto::ParamValue { kind: Some(proto::param_value::Kind::Integer(4)) })]
+                    .into(),
+            }],
+            evaluation_seed: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (header, bytes) = output(&response, "evaluation/deletion");
+    assert_eq!((header.datatype.as_str(), &header.shape[..]), ("FP32", &[6i64, 3][..]));
+    assert_eq!(f32s(bytes), floats(native.evaluation[0].values.as_ref().unwrap()), "the native API's figures");
+    let (header, _) = output(&response, "evaluation/deletion/curve");
+    assert_eq!(header.shape, vec![6, 3, 5]);
+    let (header, bytes) = output(&response, "evaluation/deletion/figure");
+    assert_eq!(header.datatype, "BYTES");
+    assert_eq!(&bytes[4..8], b"\x89PNG");
+    let (_, completeness) = output(&response, "evaluation/completeness");
+    assert!(f32s(completeness).iter().all(|v| v.abs() < 1e-3), "Deep SHAP is complete");
+    assert_eq!(
+        response.parameters["evaluation_seed"].parameter_choice,
+        Some(oip::infer_parameter::ParameterChoice::Uint64Param(5))
+    );
+    // Names alone, and a bad one named in the protocol's field.
+    let response = oip.model_infer(request("infidelity, insertion")).await.unwrap().into_inner();
+    output(&response, "evaluation/infidelity");
+    output(&response, "evaluation/insertion");
+    let status = oip.model_infer(request("fidelity")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("evaluate[0].name: no metric named \"fidelity\""), "{}", status.message());
+    let status = oip.model_infer(request("{\"deletion\": 3}")).await.unwrap_err();
+    assert!(status.message().starts_with("parameters.evaluate.deletion: expected an object"), "{}", status.message());
+}

@@ -15,6 +15,8 @@
 //! | `explained_inputs` | string | comma-separated input names |
 //! | `plot` | bool or string | a PNG figure (a string names its kind) |
 //! | `plot_top_k` | int64 | features the figure shows |
+//! | `evaluate` | string | faithfulness metrics: names (`"infidelity,deletion"`) or a JSON object of name to parameters (`{"infidelity": {"samples": 50}}`) |
+//! | `evaluation_seed` | int64 or uint64 | the metrics' seed |
 //!
 //! An explainer parameter is its InferParameter (int64, double, bool or string); a list is a
 //! string holding a JSON array (`"window": "[1, 3, 3]"`). Inputs named `background/<input>`
@@ -22,9 +24,11 @@
 //!
 //! Outputs: the model's outputs by name, `attributions/<input>` (FP32 [N, T, ...]),
 //! `target_indices` (INT64 [N, T]), `base_values` (FP32 [N, T], when the method has one),
-//! `extras/<name>`, and `figure` (BYTES [1], a PNG) when a plot was asked for. The response
-//! parameters carry `explainer`, `explainer_version`, `model_sha256` and the result's `info`
-//! entries as `info.<key>`.
+//! `extras/<name>`, and `figure` (BYTES [1], a PNG) when a plot was asked for; per metric,
+//! `evaluation/<metric>` (FP32 [N, T]), its extras `evaluation/<metric>/<name>` and, with a
+//! plot, `evaluation/<metric>/figure`. The response parameters carry `explainer`,
+//! `explainer_version`, `model_sha256`, `evaluation_seed` when metrics ran, and the result's
+//! `info` entries as `info.<key>`.
 
 use super::parameter::{Parameter, Parameters};
 use crate::convert::invalid;
@@ -39,7 +43,18 @@ const PROTOCOL_PARAMETERS: [&str; 7] =
 pub const BACKGROUND_PREFIX: &str = "background/";
 
 /// The request parameters of explaind's own (the table above).
-const OWN: [&str; 8] = ["explainer", "targets", "top_k", "output", "background_id", "explained_inputs", "plot", "plot_top_k"];
+const OWN: [&str; 10] = [
+    "explainer",
+    "targets",
+    "top_k",
+    "output",
+    "background_id",
+    "explained_inputs",
+    "plot",
+    "plot_top_k",
+    "evaluate",
+    "evaluation_seed",
+];
 
 /// The explainer a request names, if it asks for an explanation.
 pub fn explainer(parameters: &Parameters) -> Result<Option<String>, Status> {
@@ -98,8 +113,24 @@ pub fn explain_request(
         }
         explainer_parameters.insert(name.clone(), value.to_param_value(&format!("parameters.{name}"))?);
     }
+    let evaluate = match parameters.get("evaluate") {
+        None => Vec::new(),
+        Some(p) => metric_requests(&p.text("parameters.evaluate")?)?,
+    };
+    let evaluation_seed = parameters
+        .get("evaluation_seed")
+        .map(|p| match p {
+            Parameter::Uint(u) => Ok(*u),
+            other => other
+                .integer("parameters.evaluation_seed")
+                .and_then(|i| u64::try_from(i).map_err(|_| invalid(format!("parameters.evaluation_seed: {i} is negative")))),
+        })
+        .transpose()?
+        .unwrap_or(0);
     Ok(proto::ExplainRequest {
         model: Some(model),
+        evaluate,
+        evaluation_seed,
         explainer,
         inputs,
         targets: Some(proto::Targets { selection: Some(selection) }),
@@ -116,14 +147,52 @@ pub fn explain_request(
             top_k: plot_top_k.unwrap_or_default(),
             ..Default::default()
         }),
-        ..Default::default()
     })
 }
 
-/// A named output of an explanation: explaind's tensor, or the figure's PNG bytes.
+/// The `evaluate` parameter: comma-separated metric names, or a JSON object of metric names
+/// to their parameters (lists of numbers are not metric parameters).
+fn metric_requests(text: &str) -> Result<Vec<proto::MetricRequest>, Status> {
+    let field = "parameters.evaluate";
+    if !text.trim_start().starts_with('{') {
+        return Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|name| proto::MetricRequest { name: name.to_string(), ..Default::default() })
+            .collect());
+    }
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| invalid(format!("{field}: not a JSON object of metrics ({e})")))?;
+    object
+        .into_iter()
+        .map(|(name, params)| {
+            let params = match params {
+                serde_json::Value::Object(map) => Parameters::from_json(&map, &format!("{field}.{name}"))?,
+                serde_json::Value::Null => Parameters::default(),
+                other => return Err(invalid(format!("{field}.{name}: expected an object of parameters, got {other}"))),
+            };
+            let parameters = params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), v.to_param_value(&format!("{field}.{name}.{k}"))?)))
+                .collect::<Result<_, Status>>()?;
+            Ok(proto::MetricRequest { name, parameters })
+        })
+        .collect()
+}
+
+/// A named output of an explanation: explaind's tensor, or a figure's PNG bytes.
 pub enum Output {
     Tensor(String, proto::Tensor),
-    Png(Vec<u8>),
+    Png(String, Vec<u8>),
+}
+
+impl Output {
+    pub fn name(&self) -> &str {
+        match self {
+            Output::Tensor(name, _) | Output::Png(name, _) => name,
+        }
+    }
 }
 
 /// The outputs and response parameters of an explanation (the module documentation's list).
@@ -151,12 +220,29 @@ pub fn explain_outputs(response: proto::ExplainResponse) -> (Vec<Output>, Parame
         }
     }
     if !response.plot_png.is_empty() {
-        outputs.push(Output::Png(response.plot_png));
+        outputs.push(Output::Png("figure".into(), response.plot_png));
+    }
+    for m in response.evaluation {
+        let prefix = format!("evaluation/{}", m.name);
+        for e in m.extras {
+            if let Some(t) = e.tensor {
+                outputs.push(Output::Tensor(format!("{prefix}/{}", e.name), t));
+            }
+        }
+        if !m.figure_png.is_empty() {
+            outputs.push(Output::Png(format!("{prefix}/figure"), m.figure_png));
+        }
+        if let Some(t) = m.values {
+            outputs.push(Output::Tensor(prefix, t));
+        }
     }
     let mut parameters = Parameters::default();
     parameters.insert("explainer", Parameter::Text(response.explainer_name));
     parameters.insert("explainer_version", Parameter::Text(response.explainer_version));
     parameters.insert("model_sha256", Parameter::Text(response.model_sha256));
+    if response.evaluation_seed != 0 {
+        parameters.insert("evaluation_seed", Parameter::Uint(response.evaluation_seed));
+    }
     let mut info: Vec<_> = response.info.into_iter().collect();
     info.sort();
     for (key, value) in info {

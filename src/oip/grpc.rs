@@ -249,10 +249,7 @@ pub fn encode_outputs(
     outputs: Vec<Output>,
     requested: &[&str],
 ) -> Result<(Vec<oip::model_infer_response::InferOutputTensor>, Vec<Vec<u8>>), Status> {
-    let name_of = |o: &Output| match o {
-        Output::Tensor(name, _) => name.clone(),
-        Output::Png(_) => "figure".to_string(),
-    };
+    let name_of = |o: &Output| o.name().to_string();
     let mut chosen: Vec<Output> = Vec::new();
     if requested.is_empty() {
         chosen = outputs;
@@ -281,9 +278,9 @@ pub fn encode_outputs(
                 tensors.push(oip::model_infer_response::InferOutputTensor { name, datatype, shape, ..Default::default() });
                 raw.push(t.data);
             }
-            Output::Png(png) => {
+            Output::Png(name, png) => {
                 tensors.push(oip::model_infer_response::InferOutputTensor {
-                    name: "figure".into(),
+                    name,
                     datatype: "BYTES".into(),
                     shape: vec![1],
                     ..Default::default()

@@ -81,9 +81,10 @@ impl Parameters {
                     _ => return Err(invalid(format!("{field}.{name}: {n} is not a number explaind can read"))),
                 },
                 Value::String(s) => Parameter::Text(s.clone()),
-                // A list written as JSON: explainer parameters such as a window.
-                Value::Array(_) => Parameter::Text(value.to_string()),
-                other => return Err(invalid(format!("{field}.{name}: {other} is not a bool, number, string or list"))),
+                // Lists and objects travel as their JSON text: an explainer's window, the
+                // metrics of `evaluate`.
+                Value::Array(_) | Value::Object(_) => Parameter::Text(value.to_string()),
+                Value::Null => return Err(invalid(format!("{field}.{name}: null is not a value"))),
             };
             out.insert(name.clone(), p);
         }

@@ -73,7 +73,7 @@ def _http(daemon, method: str, path: str, body=None) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def tritonclient_run(daemon):
     if not OIP_PYTHON.exists():
-        pytest.fail(f"{OIP_PYTHON} is missing: scripts/setup.sh makes it (tritonclient)")
+        pytest.fail(f"{OIP_PYTHON} is missing: scripts/setup/setup.sh makes it (tritonclient)")
     out = daemon.tmp / "tritonclient"
     out.mkdir()
     np.save(out / "x.npy", X)
@@ -266,3 +266,22 @@ def test_explanations_on_the_protocol_are_audited_as_explain(daemon):
     assert explains[-1]["model"]["name"] == "wine-mlp" and explains[-1]["status"]["code"] == 0
     assert explains[-1]["caller"] == "address:127.0.0.1", explains[-1]["caller"]
     assert any(r["rpc"] == "Predict" and r["model"]["name"] == "wine-mlp" for r in records)
+
+
+def test_faithfulness_metrics_over_http_json(daemon):
+    """`evaluate` as a JSON object in the request's parameters; the figures come back as
+    `evaluation/<metric>` outputs, equal to the native API's under the same seed."""
+    body = {"inputs": [{"name": "features", "shape": [2, 13], "datatype": "FP32", "data": X.tolist()}],
+            "parameters": {"explainer": "deep-shap", "targets": "all", "evaluation_seed": 3,
+                           "evaluate": {"infidelity": {"samples": 4}, "deletion": {"steps": 2}}}}
+    status, doc = _http(daemon, "POST", "/v2/models/wine-mlp/explain", body)
+    assert status == 200, doc
+    outputs = {o["name"]: o for o in doc["outputs"]}
+    assert doc["parameters"]["evaluation_seed"] == 3
+    with Client(daemon.address, timeout=60) as c:
+        native = c.explain(MODEL, X, "deep-shap", targets="all", evaluation_seed=3,
+                           evaluate={"infidelity": {"samples": 4}, "deletion": {"steps": 2}})
+    for metric in ("infidelity", "deletion"):
+        got = np.asarray(outputs[f"evaluation/{metric}"]["data"], np.float32).reshape(2, 3)
+        np.testing.assert_array_equal(got, native.evaluation[metric].values)
+    assert outputs["evaluation/deletion/curve"]["shape"] == [2, 3, 3]

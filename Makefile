@@ -3,7 +3,7 @@
 #                the Open Inference Protocol's HTTP routes 127.0.0.1:8000)
 #   make test    run the whole test suite (house style: rustfmt and clippy; Rust, C plugins,
 #                Python gRPC client)
-# Both set up what they need first: scripts/setup.sh installs the pinned Python packages and the
+# Both set up what they need first: scripts/setup/setup.sh installs the pinned Python packages and the
 # ONNX Runtime library (checksums verified); cargo builds the daemon and the plugins.
 
 CARGO ?= cargo
@@ -13,7 +13,7 @@ HTTP_LISTEN ?= 127.0.0.1:8000
 .PHONY: setup build serve test
 
 setup:
-	scripts/setup.sh
+	scripts/setup/setup.sh
 
 build: setup
 	$(CARGO) build --workspace

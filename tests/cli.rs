@@ -20,7 +20,7 @@ fn serve_fails_with(args: &[&str]) -> String {
 fn a_missing_onnx_runtime_library_says_how_to_fix_it() {
     let line = serve_fails_with(&["--ort-lib", "/nonexistent/libonnxruntime.so"]);
     assert!(line.contains("not found at /nonexistent/libonnxruntime.so"), "{line}");
-    assert!(line.contains("scripts/setup.sh") && line.contains("ORT_DYLIB_PATH"), "{line}");
+    assert!(line.contains("scripts/setup/setup.sh") && line.contains("ORT_DYLIB_PATH"), "{line}");
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn a_library_that_is_not_onnx_runtime_says_how_to_fix_it() {
     let wrong = common::target_dir().join("libexplaind_plugin_occlusion.so");
     let line = serve_fails_with(&["--ort-lib", wrong.to_str().unwrap()]);
     assert!(line.contains("could not load ONNX Runtime from"), "{line}");
-    assert!(line.contains("scripts/setup.sh"), "{line}");
+    assert!(line.contains("scripts/setup/setup.sh"), "{line}");
 }
 
 /// Starts `explaind serve` on a free port and returns the child and its address.

@@ -1,5 +1,5 @@
 //! The CUDA path. Needs a GPU, CUDA 13 with cuDNN 9, and the CUDA build of ONNX Runtime
-//! (`scripts/setup-gpu.sh`); run as README.md's "On a GPU" says:
+//! (`scripts/setup/setup-gpu.sh`); run as README.md's "On a GPU" says:
 //!
 //! ```text
 //! EXPLAIND_TEST_DEVICE=cuda ORT_DYLIB_PATH=$PWD/.ort-gpu/libonnxruntime.so \

@@ -1,6 +1,6 @@
 //! The gradient explainers (saliency, gradient-x-input, integrated-gradients, smoothgrad,
 //! expected-gradients, grad-cam) through gRPC: captum's values on the Deep SHAP fixture models
-//! (`tests/data/gradients`, made by `scripts/make_gradient_fixtures.py`), integrated gradients'
+//! (`tests/data/gradients`, made by `scripts/fixtures/make_gradient_fixtures.py`), integrated gradients'
 //! convergence, seeded sampling methods converging to the exact expectation on a linear model,
 //! and clear errors for bad layers and parameters.
 mod common;

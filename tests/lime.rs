@@ -1,9 +1,9 @@
 //! LIME through gRPC against the `lime` package. The references in tests/data/lime/ come from
-//! `scripts/make_lime_fixtures.py` (lime 0.2.0.1 over 20 seeds): the discretiser fitted on
+//! `scripts/fixtures/make_lime_fixtures.py` (lime 0.2.0.1 over 20 seeds): the discretiser fitted on
 //! wine-mlp's background must match exactly; explanations must fall within lime's own
 //! seed-to-seed spread. Also seeds, the background registry, images, and parameter errors.
 //! Text mode on the token model (tests/data/tokens/bert_tiny, int64 ids with the attention mask
-//! held) against lime's LimeTextExplainer, from `scripts/make_lime_text_fixtures.py`
+//! held) against lime's LimeTextExplainer, from `scripts/fixtures/make_lime_text_fixtures.py`
 //! (tests/data/lime/text/), under the same rule.
 mod common;
 
@@ -321,7 +321,7 @@ fn number(v: f64) -> proto::ParamValue {
 async fn text_mode_on_token_ids_falls_within_lime_spread() {
     // lime's LimeTextExplainer (bow=False, a word per position, hidden words [PAD], the
     // positions that are [PAD] already no features) over 20 seeds:
-    // scripts/make_lime_text_fixtures.py.
+    // scripts/fixtures/make_lime_text_fixtures.py.
     let reference = fixture("text/bert_tiny.json");
     let (server, _dir) = token_server().await;
     assert_eq!(reference["model_sha256"], server.state.repository.get("bert_tiny", "").unwrap().sha256);

@@ -2,7 +2,7 @@
 //! encoder and GPT-2 over `inputs_embeds` (Hugging Face `transformers`), torchvision's ResNet,
 //! MobileNetV3, EfficientNet and ConvNeXt, and a U-Net-style decoder, each by
 //! `torch.onnx.export` at opset 17 and by the dynamo exporter at opset 23
-//! (`tests/data/modern/<case>_<export>`, made by `scripts/make_modern_fixtures.py`).
+//! (`tests/data/modern/<case>_<export>`, made by `scripts/fixtures/make_modern_fixtures.py`).
 //!
 //! Through gRPC, as a user meets them: the model metadata says every one compiles for gradients
 //! and DeepLIFT; saliency, gradient × input and integrated gradients match captum on the PyTorch

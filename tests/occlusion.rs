@@ -1,5 +1,5 @@
 //! Occlusion through gRPC equals the committed brute-force reference
-//! (`scripts/reference_occlusion.py`, captum's semantics, one ONNX Runtime call per window).
+//! (`scripts/fixtures/reference_occlusion.py`, captum's semantics, one ONNX Runtime call per window).
 mod common;
 
 use common::*;

@@ -1,10 +1,10 @@
 //! Integer-input models through gRPC, as users export them: a BERT-family text classifier
 //! (`tests/data/tokens/bert_tiny`: int64 `input_ids` and `attention_mask`, made by
-//! `scripts/make_token_fixtures.py` with transformers and torch.onnx) and a tabular classifier
+//! `scripts/fixtures/make_token_fixtures.py` with transformers and torch.onnx) and a tabular classifier
 //! over int64 category codes (`tests/data/int_tabular`: scikit-learn's OneHotEncoder and
-//! LogisticRegression through skl2onnx, `scripts/make_int_tabular_fixtures.py`).
+//! LogisticRegression through skl2onnx, `scripts/fixtures/make_int_tabular_fixtures.py`).
 //!
-//! A third model (`tests/data/dtypes/mixed`, `scripts/make_dtype_fixtures.py`) takes double,
+//! A third model (`tests/data/dtypes/mixed`, `scripts/fixtures/make_dtype_fixtures.py`) takes double,
 //! int32, bool, float16 and uint8 inputs at once.
 //!
 //! Predictions take the inputs in their declared types; occlusion and Kernel SHAP explain token
@@ -334,7 +334,7 @@ async fn a_plugin_built_against_abi_1_4_is_offered_float32_models_only() {
 #[tokio::test]
 async fn integrated_gradients_at_the_embedding_match_captums_layer_integrated_gradients() {
     let (server, _dirs) = server().await;
-    // captum's setting (scripts/make_token_fixtures.py): Gauss-Legendre, 32 steps, the baseline
+    // captum's setting (scripts/fixtures/make_token_fixtures.py): Gauss-Legendre, 32 steps, the baseline
     // [PAD] everywhere but [CLS] and [SEP].
     let parameters = [
         ("method", text("gausslegendre")),

@@ -1,5 +1,5 @@
 //! The tree-shap plugin through gRPC, on tree ensembles as users export them
-//! (`tests/data/trees/<case>`, made by `scripts/make_tree_fixtures.py`: scikit-learn, XGBoost
+//! (`tests/data/trees/<case>`, made by `scripts/fixtures/make_tree_fixtures.py`: scikit-learn, XGBoost
 //! and LightGBM models through skl2onnx and onnxmltools), against shap's TreeExplainer on the
 //! original library models: interventional values over the background, path-dependent values
 //! with covers counted from the training rows, interaction values; NaN inputs as missing

@@ -6,7 +6,7 @@
 
 Run it after every change to the proto; tests/python/test_client_package.py fails while the
 committed stubs differ from what this writes. It needs grpcio-tools (pinned in
-scripts/requirements.txt, so the output depends only on the proto and that pin).
+scripts/setup/requirements.txt, so the output depends only on the proto and that pin).
 
 protoc names the module after the proto's path (explaind.v1.explaind_pb2), and
 explaind_pb2_grpc.py imports it by that absolute name. The stubs live in

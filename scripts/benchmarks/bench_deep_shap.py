@@ -42,8 +42,8 @@ through PyTorch; the CPU floor table is then left out.
 
 Needs a release build (`target/release/explaind`) and the reference libraries:
     cargo build --release --workspace
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/requirements-bench.txt
-    .venv-bench/bin/python scripts/bench_deep_shap.py
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/setup/requirements-bench.txt
+    .venv-bench/bin/python scripts/benchmarks/bench_deep_shap.py
 
 Prints a Markdown table for BENCHMARKS.md. About 7 minutes on a 2-core machine.
 """
@@ -67,8 +67,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "fixtures"))  # make_*_fixtures (the fixtures' models)
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 
@@ -527,7 +528,7 @@ def main() -> None:
     binary = REPO / "target" / "release" / "explaind"
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(binary.stat().st_mtime))
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
-    print(f"Command: {Path(sys.executable).name} scripts/bench_deep_shap.py ({elapsed:.0f} s in all); "
+    print(f"Command: {Path(sys.executable).name} scripts/benchmarks/bench_deep_shap.py ({elapsed:.0f} s in all); "
           f"target/release/explaind built {built}, sha256 {digest}...")
     print(f"explaind: median of {EXPLAIND_REPEATS} gRPC round trips after one warm-up, registered "
           f"background, cache warm; shap and captum: median of {REFERENCE_REPEATS} "

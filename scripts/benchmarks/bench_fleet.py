@@ -14,7 +14,7 @@ Prints, per run: per-replica cache hits and misses (from /metrics), the fleet's 
 request latency p50/p99 as the client sees it (through nginx), throughput, failed requests,
 and for the removal how many backgrounds moved. Markdown, for BENCHMARKS.md.
 
-Usage: cargo build --release --workspace && .venv/bin/python scripts/bench_fleet.py
+Usage: cargo build --release --workspace && .venv/bin/python scripts/benchmarks/bench_fleet.py
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "python"))
 os.environ.setdefault("EXPLAIND_BIN", str(REPO / "target" / "release" / "explaind"))
 
@@ -67,7 +67,7 @@ def report(name: str, f: fleet.Fleet, load: fleet.LoadResult, wall: float, befor
 
 def main() -> None:
     if fleet.nginx_binary() is None:
-        raise SystemExit("nginx is missing: scripts/setup.sh installs it")
+        raise SystemExit("nginx is missing: scripts/setup/setup.sh installs it")
     work = Path(tempfile.mkdtemp(prefix="explaind-fleet-bench-"))
     for model in MODELS:
         bench_model(work / model, model)

@@ -14,7 +14,7 @@ difference printed and checked against 1e-3).
 
 Usage (from the repository root; release build first):
     cargo build --release --workspace
-    /tmp/bench-venv/bin/python scripts/bench_gradients.py
+    /tmp/bench-venv/bin/python scripts/benchmarks/bench_gradients.py
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from bench_deep_shap import Client, build_repository, fmt_s, mid_cnn, mid_data, timed, values  # noqa: E402
 from benchlib import generate_stubs, start_daemon  # noqa: E402
@@ -46,7 +46,7 @@ SMOOTHGRAD_SAMPLES = 20
 
 
 def digits_torch():
-    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "scripts" / "fixtures"))
     from make_deepshap_fixtures import digits_cnn
     return digits_cnn()
 

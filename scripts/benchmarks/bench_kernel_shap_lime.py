@@ -18,9 +18,9 @@ Cases (wine-mlp, 6 held-out rows, its 50-row default background):
   2^16 - 2 = 65534 coalitions: 1.3 M model rows. explaind only (shap has no patch masks in
   KernelExplainer); time and the daemon's peak RSS.
 
-Needs a release build and the benchmark venv (scripts/requirements-bench.txt):
+Needs a release build and the benchmark venv (scripts/setup/requirements-bench.txt):
     cargo build --release -p explaind -p explaind-plugin-kernel-shap -p explaind-plugin-lime
-    /tmp/bench-venv/bin/python scripts/bench_kernel_shap_lime.py [DAEMON FLAGS...]
+    /tmp/bench-venv/bin/python scripts/benchmarks/bench_kernel_shap_lime.py [DAEMON FLAGS...]
 Flags after the script's name go to `explaind serve` (for example `--intra-op-spinning true`).
 
 Prints Markdown for BENCHMARKS.md.
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 

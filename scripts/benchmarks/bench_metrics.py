@@ -16,8 +16,8 @@ explained by Deep SHAP over its default background for the predicted class. For 
 Times: one untimed call, then the median of REPEATS, as a gRPC round trip for explaind and an
 in-process call for captum. Markdown for BENCHMARKS.md.
 
-Usage (scripts/requirements-bench.txt plus `pip install ./clients/python`):
-    cargo build --release --workspace && /tmp/bench-venv/bin/python scripts/bench_metrics.py
+Usage (scripts/setup/requirements-bench.txt plus `pip install ./clients/python`):
+    cargo build --release --workspace && /tmp/bench-venv/bin/python scripts/benchmarks/bench_metrics.py
 """
 from __future__ import annotations
 

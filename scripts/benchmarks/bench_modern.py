@@ -10,7 +10,7 @@ on two full-size modern models with random weights, in one run:
              769 k of its 86 M parameters)
 
 Each is exported by this script to a temporary model repository (<tmp>/<model>/1/model.onnx,
-never committed) exactly as scripts/make_modern_fixtures.py exports its small twins: the
+never committed) exactly as scripts/fixtures/make_modern_fixtures.py exports its small twins: the
 TorchScript exporter, opset 17, input `x`, output `y`, dynamic batch axis. onnxruntime's output is
 checked against torch's (absolute 1e-3) on the explained input and the background. The release
 daemon (target/release/explaind) serves the repository with `--intra-threads 2` (ONNX Runtime's
@@ -53,7 +53,7 @@ EXPLAIND_BENCH_BACKGROUND change the repeats (3) and the Deep SHAP background ro
 Usage (from the repository root; release build first; about 7 minutes on 2 cores; peak memory
 about 12 GiB in the daemon and 5.5 GiB in this process):
     cargo build --release --workspace
-    /tmp/exp-venv/bin/python scripts/bench_modern.py
+    /tmp/exp-venv/bin/python scripts/benchmarks/bench_modern.py
 """
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "fixtures"))  # make_*_fixtures (the fixtures' models)
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 
@@ -432,7 +433,7 @@ def main() -> int:
           f"({torch.get_num_threads()} threads), torchvision {torchvision.__version__}, transformers "
           f"{transformers.__version__}, captum {captum.__version__}, shap {shap.__version__}, onnxruntime "
           f"{ort.__version__}; explaind --intra-threads {THREADS} --max-batch-rows {BATCH}")
-    print(f"Command: {Path(sys.executable).name} scripts/bench_modern.py ({elapsed:.0f} s in all); "
+    print(f"Command: {Path(sys.executable).name} scripts/benchmarks/bench_modern.py ({elapsed:.0f} s in all); "
           f"median of {REPEATS} after one untimed call (1 where the untimed call took over "
           f"{BUDGET_S / REPEATS:.0f} s); one input, target class: "
           + ", ".join(f"{n} {t}" for n, t in targets.items())

@@ -10,8 +10,8 @@ which is the fastest setting it has.
 
 Needs a release build and a Python with the reference libraries (not part of the test set-up):
     cargo build --release --workspace
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/requirements-bench.txt
-    .venv-bench/bin/python scripts/bench_occlusion.py
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -r scripts/setup/requirements-bench.txt
+    .venv-bench/bin/python scripts/benchmarks/bench_occlusion.py
 
 Prints a Markdown table for BENCHMARKS.md.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "python"))
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 

@@ -5,7 +5,7 @@ CPU) against captum (PyTorch, 2 threads), in one run.
 The model is transformers' BertForSequenceClassification with the BERT-base configuration (hidden
 768, 12 layers, 12 heads, MLP 3072, vocabulary 30522), random weights (torch.manual_seed(0)),
 2 labels, attn_implementation="eager", exported by this script to a temporary model repository
-(never committed) as scripts/make_token_fixtures.py exports its tiny twin: torch.onnx.export
+(never committed) as scripts/fixtures/make_token_fixtures.py exports its tiny twin: torch.onnx.export
 (dynamo=False, opset 17), inputs input_ids and attention_mask (int64 [batch, sequence]), output
 logits. onnxruntime's logits are checked against torch's (absolute 1e-3). The release daemon
 serves it with `--intra-threads 2` (as torch.set_num_threads(2)) and `--max-batch-rows 10` (as
@@ -31,7 +31,7 @@ explaind's time is a whole gRPC round trip from this client; captum's are in-pro
 
 Usage (from the repository root; release build first; a few minutes on 2 cores):
     cargo build --release --workspace
-    /tmp/exp-venv/bin/python scripts/bench_tokens.py
+    /tmp/exp-venv/bin/python scripts/benchmarks/bench_tokens.py
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 
@@ -211,7 +211,7 @@ def main() -> int:
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, captum {captum.__version__}, "
           f"onnxruntime {ort.__version__}; explaind --intra-threads {THREADS} --max-batch-rows {BATCH}")
-    print(f"Command: {Path(sys.executable).name} scripts/bench_tokens.py; BERT-base, {SEQUENCE} positions "
+    print(f"Command: {Path(sys.executable).name} scripts/benchmarks/bench_tokens.py; BERT-base, {SEQUENCE} positions "
           f"({PADDING} padding), one input, target class {target}; median of {REPEATS} after one untimed call\n")
     print("| method | explaind (gRPC) | reference | reference time | reference / explaind | max gap / max |φ| |")
     print("|---|---|---|---|---|---|")

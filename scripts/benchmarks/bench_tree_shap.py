@@ -23,10 +23,10 @@ within a float32 rounding of a threshold goes the other way there, so the two li
 slightly different models on that row; explaind follows onnxruntime). explaind's time is a whole gRPC round trip from Python;
 shap runs in this process (its C++ extension, single-threaded).
 
-Needs a release build and scripts/requirements-trees.txt in a venv:
+Needs a release build and scripts/setup/requirements-trees.txt in a venv:
     cargo build --release --workspace
-    /tmp/tree-venv/bin/pip install -r scripts/requirements-trees.txt grpcio==1.85.1 grpcio-tools==1.85.1
-    /tmp/tree-venv/bin/python scripts/bench_tree_shap.py
+    /tmp/tree-venv/bin/pip install -r scripts/setup/requirements-trees.txt grpcio==1.85.1 grpcio-tools==1.85.1
+    /tmp/tree-venv/bin/python scripts/benchmarks/bench_tree_shap.py
 Prints Markdown for BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 

@@ -11,7 +11,7 @@ Checks, and prints as a Markdown section for BENCHMARKS.md:
 
 Usage (from the repository root; release build first):
     cargo build --release --workspace
-    /tmp/bench-venv/bin/python scripts/soak.py [--requests 5000] [--concurrency 200]
+    /tmp/bench-venv/bin/python scripts/benchmarks/soak.py [--requests 5000] [--concurrency 200]
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "benchmarks"))
 
 from benchlib import generate_stubs, start_daemon  # noqa: E402
 
@@ -118,7 +118,7 @@ def main() -> int:
 
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
           f"load average before the run {os.getloadavg()[0]:.2f}")
-    print(f"Command: `python scripts/soak.py --requests {args.requests} --concurrency {args.concurrency} "
+    print(f"Command: `python scripts/benchmarks/soak.py --requests {args.requests} --concurrency {args.concurrency} "
           f"--waves {args.waves} --fsync-every-ms {args.fsync_every_ms}` (release build; occlusion on wine-mlp, "
           "one row, 13 windows; audit log on: "
           f"{'each batch fdatasync-ed before its answers' if args.fsync_every_ms == 0 else f'each batch written before its answers, synced every {args.fsync_every_ms} ms'})\n")

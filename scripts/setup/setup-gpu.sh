@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Fetches the CUDA build of ONNX Runtime (scripts/requirements-gpu.txt, hash-checked) and puts its
+# Fetches the CUDA build of ONNX Runtime (scripts/setup/requirements-gpu.txt, hash-checked) and puts its
 # libraries in .ort-gpu/, idempotently:
 #   .ort-gpu/libonnxruntime.so                      the library to load (ORT_DYLIB_PATH, --ort-lib)
 #   .ort-gpu/libonnxruntime_providers_shared.so     loaded by it, from the same folder
 #   .ort-gpu/libonnxruntime_providers_cuda.so       the CUDA execution provider (284 MB)
 # CUDA 13 and cuDNN 9 must be on the library path already (see requirements-gpu.txt).
-# Usage: scripts/setup-gpu.sh [WHEEL]   (WHEEL: an already downloaded onnxruntime-gpu wheel)
+# Usage: scripts/setup/setup-gpu.sh [WHEEL]   (WHEEL: an already downloaded onnxruntime-gpu wheel)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
-REQ="scripts/requirements-gpu.txt"
+REQ="scripts/setup/requirements-gpu.txt"
 DEST=".ort-gpu"
 
 wheel="${1:-}"

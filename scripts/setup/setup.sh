@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # Sets up what explaind's tests and run need, idempotently (quick when already done):
-#   .venv/                   Python virtual environment with scripts/requirements.txt installed
+#   .venv/                   Python virtual environment with scripts/setup/requirements.txt installed
 #                            (hash-checked); reinstalled only when that file changes.
 #                            Then the Python client clients/python (explaind_py), reinstalled
 #                            only when one of its files changes.
 #   .ort/libonnxruntime.so   a copy of the ONNX Runtime library from the onnxruntime wheel,
 #                            the library the daemon loads by default.
 #   .venv-oip/               tritonclient (gRPC and HTTP), the Open Inference Protocol's official
-#                            client, from scripts/requirements-oip.txt (hash-checked), in its own
+#                            client, from scripts/setup/requirements-oip.txt (hash-checked), in its own
 #                            environment (it needs protobuf < 7); reinstalled when that changes.
 #   nginx                    Debian's package, for the fleet test (tests/python/test_fleet.py:
 #                            three daemons behind it); installed only when missing, and only
 #                            where apt-get may be run (root), else a note says what to run.
-# Usage: scripts/setup.sh   (from anywhere; paths are relative to the repository root)
+# Usage: scripts/setup/setup.sh   (from anywhere; paths are relative to the repository root)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-REQ="scripts/requirements.txt"
+REQ="scripts/setup/requirements.txt"
 VENV=".venv"
 STAMP="$VENV/.requirements.sha256"
 PY="${PYTHON:-python3}"
@@ -88,7 +88,7 @@ fi
 echo "ONNX Runtime $ort_version library: $ROOT/$dst"
 
 # 5. tritonclient, in an environment of its own (tests/python/test_oip.py runs it there).
-OIP_REQ="scripts/requirements-oip.txt"
+OIP_REQ="scripts/setup/requirements-oip.txt"
 OIP_VENV=".venv-oip"
 OIP_STAMP="$OIP_VENV/.requirements.sha256"
 if [[ -x "$OIP_VENV/bin/python" ]] && ! "$OIP_VENV/bin/python" -c '' >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 //! The Deep SHAP fixture cases (`tests/data/deepshap/<case>`, made by
-//! `scripts/make_deepshap_fixtures.py`): their models as a repository, their inputs, and explain
+//! `scripts/fixtures/make_deepshap_fixtures.py`): their models as a repository, their inputs, and explain
 //! requests for them. The gradient fixtures (`tests/data/gradients`) are for the same cases.
 
 use super::{model, named, read_npy, repo_root};

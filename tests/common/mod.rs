@@ -33,7 +33,7 @@ pub fn runtime() -> &'static OrtRuntime {
         Err(_) => explaind_runtime::DeviceChoice::Cpu,
     };
     let options = RuntimeOptions { device, intra_threads: 1, ..Default::default() };
-    OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e} (tests run `scripts/setup.sh` first)"))
+    OrtRuntime::init(&library, options).unwrap_or_else(|e| panic!("{e} (tests run `scripts/setup/setup.sh` first)"))
 }
 
 /// Compiles a C file against the ABI header into a shared library in `out_dir`.

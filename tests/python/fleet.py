@@ -1,5 +1,5 @@
 """Three explaind replicas behind nginx on loopback: the harness of the fleet test
-(test_fleet.py) and of the fleet benchmark (scripts/bench_fleet.py).
+(test_fleet.py) and of the fleet benchmark (scripts/benchmarks/bench_fleet.py).
 
 nginx runs the committed deploy/nginx/nginx.conf with only what a loopback run must change:
 its three `server` lines point at the daemons, it listens on a free port, keeps its pid and

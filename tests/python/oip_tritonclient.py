@@ -3,7 +3,7 @@ gRPC and HTTP: the calls a Triton or KServe user makes, with no explaind-specifi
 the request parameters of explaind's explain extension.
 
 Run by tests/python/test_oip.py in .venv-oip (tritonclient needs protobuf < 7, see
-scripts/requirements-oip.txt), never imported by the tests:
+scripts/setup/requirements-oip.txt), never imported by the tests:
 
     .venv-oip/bin/python tests/python/oip_tritonclient.py GRPC_ADDR HTTP_ADDR MODEL INPUTS.npy OUT_DIR
 

@@ -1,6 +1,6 @@
 """The Python client package, clients/python (explaind_py), against live daemons.
 
-It is installed into .venv by scripts/setup.sh. Its answers are checked against the raw gRPC
+It is installed into .venv by scripts/setup/setup.sh. Its answers are checked against the raw gRPC
 requests of explaind_client (the tests' own helper), the committed token-model references, and
 the identities of the methods (Deep SHAP's completeness). Besides the shared `server`, two
 daemons of their own: one serving a BERT token model behind a bearer token, and one under
@@ -57,7 +57,7 @@ def test_committed_stubs_are_what_the_proto_generates(tmp_path):
 
 
 def test_installed_package_is_the_source():
-    """scripts/setup.sh installs a copy; it must be the one in clients/python/src."""
+    """scripts/setup/setup.sh installs a copy; it must be the one in clients/python/src."""
     installed = Path(explaind_py.__file__).resolve().parent
     source = PACKAGE / "src" / "explaind_py"
     assert "site-packages" in installed.parts or installed == source, installed
@@ -65,7 +65,7 @@ def test_installed_package_is_the_source():
                  if p.is_file() and "__pycache__" not in p.parts)
     for r in rel:
         assert filecmp.cmp(source / r, installed / r, shallow=False), (
-            f"{installed / r} differs from {source / r}: run scripts/setup.sh")
+            f"{installed / r} differs from {source / r}: run scripts/setup/setup.sh")
 
 
 def test_package_messages_share_descriptors_with_the_test_stubs():

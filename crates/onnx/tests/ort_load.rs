@@ -1,7 +1,7 @@
 //! A model made with the builder must be one ONNX Runtime loads and runs: that is the only
 //! judge of the files the graph compiler will write.
 //!
-//! Needs the ONNX Runtime library that `scripts/setup.sh` puts at `.ort/libonnxruntime.so`
+//! Needs the ONNX Runtime library that `scripts/setup/setup.sh` puts at `.ort/libonnxruntime.so`
 //! (or `ORT_DYLIB_PATH`); without it the test says so and passes, as `cargo test` on a
 //! machine that was never set up should not fail here.
 
@@ -36,7 +36,7 @@ fn relu_linear() -> ModelProto {
 
 #[test]
 fn builder_model_runs_in_onnx_runtime() {
-    let library = ort_library().expect("no ONNX Runtime library: run scripts/setup.sh or set ORT_DYLIB_PATH");
+    let library = ort_library().expect("no ONNX Runtime library: run scripts/setup/setup.sh or set ORT_DYLIB_PATH");
     let model = relu_linear();
     assert_eq!(model.ir_version, Some(10));
     let dir = tempfile::tempdir().unwrap();

@@ -137,11 +137,11 @@ pub struct OrtRuntime {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(
-        "ONNX Runtime library not found at {0}: run `scripts/setup.sh` to fetch it, or point ORT_DYLIB_PATH or --ort-lib at libonnxruntime.so"
+        "ONNX Runtime library not found at {0}: run `scripts/setup/setup.sh` to fetch it, or point ORT_DYLIB_PATH or --ort-lib at libonnxruntime.so"
     )]
     NotFound(PathBuf),
     #[error(
-        "could not load ONNX Runtime from {path}: {reason}. Run `scripts/setup.sh` to fetch the pinned library, or point ORT_DYLIB_PATH or --ort-lib at a libonnxruntime.so 1.31"
+        "could not load ONNX Runtime from {path}: {reason}. Run `scripts/setup/setup.sh` to fetch the pinned library, or point ORT_DYLIB_PATH or --ort-lib at a libonnxruntime.so 1.31"
     )]
     Load { path: PathBuf, reason: String },
     #[error("ONNX Runtime is already initialised from {existing}; one process can load only one library (asked for {requested})")]
@@ -162,7 +162,7 @@ pub(crate) fn lock_gpu() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Where to look for the library: `--ort-lib`, then `ORT_DYLIB_PATH`, then `.ort/libonnxruntime.so`
-/// in the current directory or any ancestor of the executable (where `scripts/setup.sh` puts it).
+/// in the current directory or any ancestor of the executable (where `scripts/setup/setup.sh` puts it).
 pub fn find_library(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();

@@ -1,5 +1,5 @@
 //! The crate against shap's TreeExplainer on real converter output (tests/data/trees, written by
-//! scripts/make_tree_fixtures.py): scikit-learn models exported by skl2onnx, XGBoost and LightGBM models
+//! scripts/fixtures/make_tree_fixtures.py): scikit-learn models exported by skl2onnx, XGBoost and LightGBM models
 //! exported by onnxmltools. For every case:
 //!
 //! * the raw margin (`predict_raw`) equals the library's raw margin, and with `post_transform` applied

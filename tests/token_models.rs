@@ -584,30 +584,79 @@ async fn inputs_of_every_type_reach_the_model_as_declared() {
 }
 
 #[tokio::test]
-async fn faithfulness_metrics_refuse_inputs_they_cannot_perturb() {
+async fn faithfulness_metrics_on_token_ids_replace_them_and_refuse_noise() {
     let (server, _dirs) = server().await;
     let mut client = server.explainer().await;
-    let evaluate = vec![proto::MetricRequest { name: "infidelity".into(), ..Default::default() }];
-    // Integer codes: Gaussian noise on a category code means nothing.
+    let metric = |name: &str, parameters: &[(&str, proto::ParamValue)]| proto::MetricRequest {
+        name: name.into(),
+        parameters: parameters.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+    };
+    // Deletion over token positions: ids replaced by [PAD] (0) in the order of |φ|, the mask
+    // held at each row's values.
+    let integer = |v: i64| proto::ParamValue { kind: Some(Kind::Integer(v)) };
     let request = proto::ExplainRequest {
+        evaluate: vec![metric("deletion", &[("steps", integer(2)), ("baseline", number(0.0))])],
+        ..token_request("occlusion", 0..2, &[("window", integers(&[1]))])
+    };
+    let response = client.explain(request).await.unwrap().into_inner();
+    let phi = floats(response.attributions[0].values.as_ref().unwrap());
+    let curve = response.evaluation[0].extras.iter().find(|e| e.name == "curve").unwrap().tensor.as_ref().unwrap();
+    assert_eq!(curve.shape, vec![2, 3, 3]);
+    let curve = floats(curve);
+    let (ids, mask) = (bert("input_ids.npy"), bert("attention_mask.npy"));
+    let mut models = server.models().await;
+    for n in 0..2 {
+        for t in 0..3 {
+            let row: Vec<f32> = (0..10).map(|i| phi[(n * 3 + t) * 10 + i]).collect();
+            let mut order: Vec<usize> = (0..10).collect();
+            order.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()));
+            for k in 0..3 {
+                let mut removed = rows(&ids, n..n + 1);
+                // Step k of `steps` moves round(k·F/steps) positions, as the metric defines.
+                let (features, steps) = (10, 2);
+                for &i in &order[..(k * features + steps / 2) / steps] {
+                    removed[[0, i]] = 0.0;
+                }
+                let logits = models
+                    .predict(proto::PredictRequest {
+                        model: model("bert_tiny"),
+                        inputs: vec![int64("input_ids", &removed), int64("attention_mask", &rows(&mask, n..n + 1))],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let expected = floats(logits.outputs[0].tensor.as_ref().unwrap())[t];
+                let got = curve[(n * 3 + t) * 3 + k];
+                assert!((got - expected).abs() < 1e-5, "row {n}, target {t}, step {k}: {got} vs {expected}");
+            }
+        }
+    }
+    // A baseline that is no id, and noise on ids, are refused naming the metric.
+    let request = proto::ExplainRequest {
+        evaluate: vec![metric("deletion", &[("baseline", number(0.5))])],
+        ..token_request("occlusion", 0..1, &[("window", integers(&[1]))])
+    };
+    let status = client.explain(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("evaluate.deletion.baseline: 0.5 is not a value of input input_ids (int64)"),
+        "{}",
+        status.message()
+    );
+    let request = proto::ExplainRequest {
+        evaluate: vec![metric("infidelity", &[])],
         model: model("int_tabular"),
         explainer: "occlusion".into(),
         inputs: vec![int64("codes", &tabular("x.npy"))],
         output: "probabilities".into(),
         parameters: [("window".to_string(), integers(&[1]))].into(),
-        evaluate: evaluate.clone(),
         ..Default::default()
     };
     let status = client.explain(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(
-        status.message().starts_with("evaluate: metrics perturb the values of a float input, and codes is int64"),
+        status.message().starts_with("evaluate.infidelity: adds noise to the input, and codes is int64"),
         "{}",
         status.message()
     );
-    // Token ids beside a mask: the ids are integers too (metrics at the embedding are not there yet).
-    let request = proto::ExplainRequest { evaluate, ..token_request("occlusion", 0..1, &[("window", integers(&[1]))]) };
-    let status = client.explain(request).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("and input_ids is int64"), "{}", status.message());
 }

@@ -23,6 +23,7 @@ const INFO: MetricInfo = MetricInfo {
     description: "Σφ − (f(x) − base): how far the attributions are from summing to the output's change",
     params: &PARAMS,
     stream: 1,
+    continuous: false,
 };
 
 impl Metric for Completeness {

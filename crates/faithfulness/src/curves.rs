@@ -106,6 +106,7 @@ pub static DELETION: CurveMetric = CurveMetric {
         description: "Area under the target's output as the most important features are removed first (smaller is more faithful)",
         params: &PARAMS,
         stream: 3,
+        continuous: false,
     },
     direction: Direction::Delete,
 };
@@ -117,6 +118,7 @@ pub static INSERTION: CurveMetric = CurveMetric {
         description: "Area under the target's output as the most important features are added first (larger is more faithful)",
         params: &PARAMS,
         stream: 4,
+        continuous: false,
     },
     direction: Direction::Insert,
 };

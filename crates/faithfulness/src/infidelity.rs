@@ -81,6 +81,7 @@ const INFO: MetricInfo = MetricInfo {
     description: "captum's infidelity: the mean squared error of Iᵀφ as a predictor of f(x) − f(x − I) under Gaussian perturbations I",
     params: &PARAMS,
     stream: 2,
+    continuous: true,
 };
 
 /// A standard normal from two uniforms (Box–Muller, the cosine branch).

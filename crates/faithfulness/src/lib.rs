@@ -158,6 +158,9 @@ pub struct MetricInfo {
     pub description: &'static str,
     pub params: &'static [ParamSpec],
     pub stream: u64,
+    /// It adds noise to the input, so the input must take any value (a float input, not token
+    /// ids or category codes, which only deletion-like replacement suits).
+    pub continuous: bool,
 }
 
 /// One faithfulness metric. See the crate documentation for the list.

@@ -33,6 +33,7 @@ const INFO: MetricInfo = MetricInfo {
     description: "Spearman's rank correlation with another explainer's attributions, and their top-k overlap",
     params: &PARAMS,
     stream: 6,
+    continuous: false,
 };
 
 /// Ranks from 1, ties sharing their mean rank.

@@ -49,6 +49,7 @@ const INFO: MetricInfo = MetricInfo {
     description: "captum's sensitivity_max: the largest relative change of the attributions under small uniform input perturbations",
     params: &PARAMS,
     stream: 5,
+    continuous: true,
 };
 
 impl Metric for SensitivityMax {

@@ -77,13 +77,37 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
             )));
         }
     };
-    let explained = inputs[index].as_f32().ok_or_else(|| {
+    // Integer inputs (token ids, category codes) as float32 values, exactly (up to 2^24).
+    let input = &inputs[index];
+    let name = &model.inputs[index].name;
+    let element_type = input.element_type();
+    let explained = input.to_f32_exact().map_err(|(i, v)| {
         Failure::failed_precondition(format!(
-            "evaluate: metrics perturb the values of a float input, and {} is {} (explain a float input, or an embedding layer's output)",
-            model.inputs[index].name,
-            explaind_runtime::element_type_name(model.inputs[index].element_type)
+            "evaluate: input {name} holds {v} at element {i}, which the metrics cannot carry exactly"
         ))
     })?;
+    if element_type != explaind_runtime::FLOAT {
+        let kind = explaind_runtime::element_type_name(element_type);
+        for r in metrics {
+            let info = r.metric.info();
+            if info.continuous {
+                return Err(Failure::failed_precondition(format!(
+                    "evaluate.{}: adds noise to the input, and {name} is {kind} (token ids or codes): \
+                     use deletion, insertion, completeness or rank_agreement, which replace values",
+                    info.name
+                )));
+            }
+            if let Some(explaind_faithfulness::Param::Number(b)) = r.params.0.get("baseline") {
+                let one = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1]), *b as f32);
+                if (*b as f32) as f64 != *b || Tensor::from_f32_exact(element_type, one).is_err() {
+                    return Err(Failure::invalid_argument(format!(
+                        "evaluate.{}.baseline: {b} is not a value of input {name} ({kind})",
+                        info.name
+                    )));
+                }
+            }
+        }
+    }
     if attributions.shape()[2..] != explained.shape()[1..] {
         return Err(Failure::failed_precondition(format!(
             "evaluate: the attributions {:?} are not over the input {:?} (attributions at a layer cannot be evaluated yet)",
@@ -130,6 +154,7 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
         model,
         inputs,
         explained: index,
+        element_type,
         output_index: outcome.output_index,
         cancel,
         stats: RunStats::default(),
@@ -157,8 +182,9 @@ struct ModelForward<'a> {
     model: &'a Model,
     /// The request's inputs: the ones not explained are held at their row's values.
     inputs: &'a [Tensor],
-    /// The explained input, whose values the metrics set.
+    /// The explained input, whose values the metrics set, and its element type.
     explained: usize,
+    element_type: explaind_runtime::ElementType,
     output_index: usize,
     cancel: &'a CancelToken,
     stats: RunStats,
@@ -173,11 +199,20 @@ impl Forward for ModelForward<'_> {
         // Every other input at the values of the row each perturbed row came from.
         let held: Vec<Option<Tensor>> =
             (0..self.inputs.len()).map(|i| (i != self.explained).then(|| self.inputs[i].select_rows(origin))).collect();
+        // Integer inputs go back to their type (every value a metric sets is one of it).
+        let typed = match self.element_type {
+            explaind_runtime::FLOAT => None,
+            other => Some(
+                Tensor::from_f32_exact(other, rows.to_owned())
+                    .map_err(|(i, v)| MetricError::Stopped(format!("value {v} at element {i} is not one of the input's type")))?,
+            ),
+        };
         let views: Vec<TensorView<'_>> = held
             .iter()
-            .map(|h| match h {
-                Some(t) => t.view(),
-                None => TensorView::from(rows.view()),
+            .map(|h| match (h, &typed) {
+                (Some(t), _) => t.view(),
+                (None, Some(t)) => t.view(),
+                (None, None) => TensorView::from(rows.view()),
             })
             .collect();
         let (outputs, stats) = self.model.run_tensors(&views).map_err(|e| MetricError::Stopped(e.to_string()))?;

@@ -113,10 +113,16 @@ impl Host {
                         .iter()
                         .enumerate()
                         .map(|(i, t)| match i == explained {
-                            true => Tensor::from(rows.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned()),
-                            false => t.select_rows(&vec![row; end - start]),
+                            true => Tensor::from_f32_exact(
+                                t.element_type(),
+                                rows.slice_axis(ndarray::Axis(0), (start..end).into()).to_owned(),
+                            )
+                            .map_err(|(i, v)| {
+                                Failure::internal(format!("re-explained value {v} at {i} is not of the input's type"))
+                            }),
+                            false => Ok(t.select_rows(&vec![row; end - start])),
                         })
-                        .collect();
+                        .collect::<Result<Vec<_>, _>>()?;
                     let job = ExplainJob {
                         model: request.model.clone(),
                         plugin: plugin.clone(),

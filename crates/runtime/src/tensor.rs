@@ -334,6 +334,33 @@ impl Tensor {
             Tensor::Double(a) => exact(a, |v| ((v as f32) as f64 == v).then_some(v as f32)),
         }
     }
+    /// `values` as a tensor of `element_type`, when each value is one of that type exactly
+    /// (an integral value in range for the integer types, 0 or 1 for bool); otherwise the index
+    /// and value of the first that is not. The inverse of [`Tensor::to_f32_exact`].
+    pub fn from_f32_exact(element_type: ElementType, values: ArrayD<f32>) -> Result<Tensor, (usize, f32)> {
+        fn exact<T>(a: &ArrayD<f32>, convert: impl Fn(f32) -> Option<T>) -> Result<ArrayD<T>, (usize, f32)> {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, &v) in a.iter().enumerate() {
+                out.push(convert(v).ok_or((i, v))?);
+            }
+            Ok(ArrayD::from_shape_vec(a.raw_dim(), out).expect("same length"))
+        }
+        let integral = |v: f32, low: f64, high: f64| (v.fract() == 0.0 && (v as f64) >= low && (v as f64) <= high).then_some(v);
+        Ok(match element_type {
+            1 => Tensor::Float(values),
+            2 => Tensor::Uint8(exact(&values, |v| integral(v, 0.0, 255.0).map(|v| v as u8))?),
+            3 => Tensor::Int8(exact(&values, |v| integral(v, -128.0, 127.0).map(|v| v as i8))?),
+            6 => Tensor::Int32(exact(&values, |v| integral(v, i32::MIN as f64, i32::MAX as f64).map(|v| v as i32))?),
+            7 => Tensor::Int64(exact(&values, |v| integral(v, i64::MIN as f64, i64::MAX as f64).map(|v| v as i64))?),
+            9 => Tensor::Bool(exact(&values, |v| (v == 0.0 || v == 1.0).then_some(v == 1.0))?),
+            10 => Tensor::Float16(exact(&values, |v| {
+                let h = half::f16::from_f32(v);
+                (h.to_f32() == v).then_some(h)
+            })?),
+            11 => Tensor::Double(values.mapv(|v| v as f64)),
+            _ => return Err((0, f32::NAN)),
+        })
+    }
     /// Elements in all.
     pub fn len(&self) -> usize {
         self.shape().iter().product()
@@ -352,6 +379,24 @@ impl TensorView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float32_values_go_back_to_each_type_exactly_or_not_at_all() {
+        let values = ndarray::arr1(&[0.0f32, 3.0, 101.0]).into_dyn();
+        for t in [
+            Tensor::Int64(ndarray::arr1(&[0i64, 3, 101]).into_dyn()),
+            Tensor::Int32(ndarray::arr1(&[0i32, 3, 101]).into_dyn()),
+            Tensor::Uint8(ndarray::arr1(&[0u8, 3, 101]).into_dyn()),
+            Tensor::Int8(ndarray::arr1(&[0i8, 3, 101]).into_dyn()),
+        ] {
+            assert_eq!(Tensor::from_f32_exact(t.element_type(), values.clone()).unwrap(), t);
+            assert_eq!(t.to_f32_exact().unwrap(), values, "the inverse");
+        }
+        let bad = ndarray::arr1(&[1.0f32, 2.5]).into_dyn();
+        assert_eq!(Tensor::from_f32_exact(7, bad), Err((1, 2.5)));
+        assert_eq!(Tensor::from_f32_exact(2, ndarray::arr1(&[256.0f32]).into_dyn()), Err((0, 256.0)));
+        assert_eq!(Tensor::from_f32_exact(9, ndarray::arr1(&[1.0f32, 2.0]).into_dyn()), Err((1, 2.0)));
+    }
 
     #[test]
     fn decodes_each_type_from_little_endian_bytes() {

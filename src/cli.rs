@@ -79,8 +79,10 @@ pub struct AuditVerifyArgs {
 /// replica that has it cached (deploy/README.md, "Cache affinity").
 pub const BACKGROUND_HEADER: &str = "x-explaind-background";
 
-/// What `request` puts in [`BACKGROUND_HEADER`]: the registered id it names, or a digest of the
-/// rows it carries; none when it uses the model's default background.
+/// What `request` puts in [`BACKGROUND_HEADER`]: the registered id it names, or for rows it
+/// carries the id the daemon gives them (`explaind_runtime::digest_arrays`, as
+/// RegisterBackground and the Python client compute it), so that a registration and inline
+/// requests of one background reach the same replica; none for the model's default.
 fn background_routing_key(request: &proto::ExplainRequest) -> Option<String> {
     if !request.background_id.is_empty() {
         return request.background_id.bytes().all(|b| b.is_ascii_alphanumeric()).then(|| request.background_id.clone());
@@ -88,11 +90,12 @@ fn background_routing_key(request: &proto::ExplainRequest) -> Option<String> {
     if request.background.is_empty() {
         return None;
     }
-    let mut bytes = Vec::new();
-    for tensor in &request.background {
-        prost::Message::encode(tensor, &mut bytes).expect("a Vec grows as needed");
-    }
-    Some(explaind_audit::sha256_hex(&bytes))
+    let rows: Vec<ndarray::ArrayD<f32>> = request
+        .background
+        .iter()
+        .map(|t| crate::convert::tensor_to_array(t.tensor.as_ref(), "background").ok())
+        .collect::<Option<_>>()?;
+    Some(explaind_runtime::digest_arrays(&rows))
 }
 
 /// Runs an `audit` subcommand (local files only; no daemon needed).
@@ -733,14 +736,13 @@ mod tests {
 
     #[test]
     fn the_background_routing_key_is_the_id_or_a_digest_of_the_rows() {
-        let rows =
-            vec![proto::NamedTensor { name: "x".into(), tensor: Some(proto::Tensor { shape: vec![1], ..Default::default() }) }];
+        let array = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]).into_dyn();
+        let rows = single_input(array.clone());
         let by_id = proto::ExplainRequest { background_id: "ab12".into(), ..Default::default() };
         assert_eq!(background_routing_key(&by_id).as_deref(), Some("ab12"));
-        let inline = proto::ExplainRequest { background: rows.clone(), ..Default::default() };
-        let key = background_routing_key(&inline).unwrap();
-        assert_eq!(key.len(), 64);
-        assert_eq!(background_routing_key(&proto::ExplainRequest { background: rows, ..Default::default() }), Some(key));
+        let inline = proto::ExplainRequest { background: rows, ..Default::default() };
+        // The id RegisterBackground gives the same rows.
+        assert_eq!(background_routing_key(&inline), Some(explaind_runtime::digest_arrays(&[array])));
         assert_eq!(background_routing_key(&proto::ExplainRequest::default()), None);
         // Not a valid metadata value: no header rather than a failed request.
         let odd = proto::ExplainRequest { background_id: "a b\n".into(), ..Default::default() };

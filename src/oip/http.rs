@@ -143,32 +143,20 @@ fn grpc_request<T>(parts: &http::request::Parts, message: T) -> tonic::Request<T
 /// `/v2/models/{m}[/versions/{v}][/{action}]` split into its parts.
 fn model_path(rest: &str) -> Option<(String, String, Option<&str>)> {
     let parts: Vec<&str> = rest.split('/').collect();
-    let decode = |s: &str| percent_decode(s);
     match parts.as_slice() {
-        [m] => Some((decode(m)?, String::new(), None)),
-        [m, action] => Some((decode(m)?, String::new(), Some(*action))),
-        [m, "versions", v] => Some((decode(m)?, decode(v)?, None)),
-        [m, "versions", v, action] => Some((decode(m)?, decode(v)?, Some(*action))),
+        [m] => Some((percent_decode(m)?, String::new(), None)),
+        [m, action] => Some((percent_decode(m)?, String::new(), Some(*action))),
+        [m, "versions", v] => Some((percent_decode(m)?, percent_decode(v)?, None)),
+        [m, "versions", v, action] => Some((percent_decode(m)?, percent_decode(v)?, Some(*action))),
         _ => None,
     }
 }
 
-/// Percent-decoding of a path segment (model names are plain, but clients escape anyway).
+/// Percent-decoding of a path segment (model names are plain, but clients escape anyway); an
+/// empty segment or one that is not UTF-8 names nothing.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().filter(|s| !s.is_empty())
+    let decoded = percent_encoding::percent_decode_str(segment).decode_utf8().ok()?;
+    (!decoded.is_empty()).then(|| decoded.into_owned())
 }
 
 async fn route(

@@ -193,6 +193,22 @@ def test_metrics_over_the_row_budget_are_refused_before_they_run(tmp_path):
         assert d.stop() == 0
 
 
+def test_metrics_over_the_memory_budget_are_refused_before_they_allocate(tmp_path):
+    # 3 rows x 10000 samples x 13 features x 8 bytes = 3.12 MB of perturbed inputs and noise.
+    d = daemon_proc.start(["serve", "--listen", "127.0.0.1:0", "--models", str(MODELS_DIR), "--device", "cpu",
+                           "--max-request-bytes", "1000000"], tmp_path / "log")
+    try:
+        with Client(d.address, timeout=60) as c:
+            with pytest.raises(ExplaindError) as err:
+                c.explain(MODEL, X, "occlusion", window=[1], evaluate={"infidelity": {"samples": 10000}})
+            assert err.value.code == "RESOURCE_EXHAUSTED", err.value
+            assert err.value.message.startswith("evaluate.infidelity: would hold about 3120000 bytes"), err.value
+            # Within the budget, the same request runs.
+            c.explain(MODEL, X, "occlusion", window=[1], evaluate={"infidelity": {"samples": 100}})
+    finally:
+        assert d.stop() == 0
+
+
 def test_the_audit_record_carries_the_metrics(tmp_path):
     key = tmp_path / "audit.key"
     daemon_proc.keygen(key)

@@ -136,7 +136,21 @@ pub fn run(metrics: &[Resolved], subject: Subject<'_>, seed: u64) -> Result<(Vec
     let left = budget.model_rows.saturating_sub(outcome.stats.rows);
     let mut total = 0u64;
     for r in metrics {
-        total = total.saturating_add(r.metric.cost(&explanation, &r.params));
+        let rows = r.metric.cost(&explanation, &r.params);
+        // A metric holds its perturbed rows and their noise at once (float32 each): bounded by
+        // the request's scratch budget, like a plugin's estimate.
+        let bytes = rows.saturating_mul(explanation.features() as u64).saturating_mul(8);
+        if budget.scratch_bytes > 0 && bytes > budget.scratch_bytes {
+            return Err(Failure::new(
+                explaind_abi::EXD_RESOURCE_EXHAUSTED,
+                format!(
+                    "evaluate.{}: would hold about {bytes} bytes of perturbed inputs, over the limit of {} (--max-request-bytes)",
+                    r.metric.name(),
+                    budget.scratch_bytes
+                ),
+            ));
+        }
+        total = total.saturating_add(rows);
         if budget.model_rows > 0 && total > left {
             return Err(Failure::new(
                 explaind_abi::EXD_RESOURCE_EXHAUSTED,

@@ -702,6 +702,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 "outputs": response.outputs.iter().map(|o| (o.name.clone(), o.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
                 "extras": response.extras.iter().map(|e| (e.name.clone(), e.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
                 "info": response.info,
+                "evaluation": response.evaluation.iter().map(|m| (m.name.clone(), json!({
+                    "values": m.values.as_ref().map(tensor_json).unwrap_or_default(),
+                    "extras": m.extras.iter().map(|e| (e.name.clone(), e.tensor.as_ref().map(tensor_json).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+                }))).collect::<serde_json::Map<_, _>>(),
+                "evaluation_seed": response.evaluation_seed,
                 "timing": { "total_ms": timing.total_ms, "model_ms": timing.model_ms, "model_calls": timing.model_calls, "model_rows": timing.model_rows },
             });
             if let Some(path) = args.out {

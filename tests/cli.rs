@@ -178,6 +178,33 @@ fn client_commands_against_the_default_daemon() {
         assert!((sum - gap - reported).abs() <= 1e-3, "target {j}: Σφ {sum}, gap {gap}, reported {reported}");
         assert!(reported.abs() <= 1e-4 * outputs[j].abs().max(1.0), "target {j}: residual {reported}");
     }
+
+    // Faithfulness metrics from the command line: the same residual as the metric's completeness,
+    // and the seed given comes back.
+    let evaluated = client(&[
+        "explain",
+        "--addr",
+        &addr,
+        "--model",
+        "digits-cnn",
+        "--explainer",
+        "deep-shap",
+        "--input",
+        samples.to_str().unwrap(),
+        "--all-targets",
+        "--evaluate",
+        "completeness",
+        "--evaluate",
+        "deletion:steps=4;baseline=0",
+        "--evaluation-seed",
+        "9",
+    ]);
+    assert_eq!(evaluated["evaluation_seed"], 9);
+    let completeness = floats(&evaluated["evaluation"]["completeness"]["values"]);
+    for (metric, plugin) in completeness.iter().zip(&residual) {
+        assert!((metric - plugin).abs() <= 1e-4, "{metric} vs {plugin}");
+    }
+    assert_eq!(evaluated["evaluation"]["deletion"]["extras"]["curve"]["shape"][2], 5);
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub mod cache;
 
 pub use cache::{BoundedCache, CacheStats};
 
-use explaind_graph::{CompileError, DeepLiftRequest, GradientRequest, compile_deeplift, compile_gradient};
+use explaind_graph::{CompileError, DeepLiftRequest, GradientRequest, MaxPoolIndices, compile_deeplift, compile_gradient};
 use explaind_onnx::ModelProto;
 use explaind_runtime::{ExecutionProvider, Input, Model, ModelError, OrtRuntime, Resident, RunStats, TensorView};
 use ndarray::{Array2, ArrayD, ArrayViewD, Axis, IxDyn};
@@ -199,10 +199,12 @@ impl AttributionEngine {
             Ok(proto) => {
                 let output = model.outputs.first().map(|o| o.name.clone()).unwrap_or_default();
                 let inputs: Vec<String> = model.inputs.iter().map(|i| i.name.clone()).collect();
-                let gradient = GradientRequest { outputs: vec![output.clone()], wrt: inputs.clone(), expose: vec![] };
+                let gradient = GradientRequest { outputs: vec![output.clone()], wrt: inputs.clone(), ..Default::default() };
                 Compilability {
                     gradients: compile_gradient(&proto, &gradient).map(drop).map_err(|e| e.to_string()),
-                    deeplift: compile_deeplift(&proto, &DeepLiftRequest { output, inputs }).map(drop).map_err(|e| e.to_string()),
+                    deeplift: compile_deeplift(&proto, &DeepLiftRequest { output, inputs, ..Default::default() })
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
                 }
             }
         });
@@ -232,16 +234,26 @@ impl AttributionEngine {
                 .map(|m| m.with_max_batch_rows(model.max_batch_rows()))
                 .map_err(internal)
         };
+        // The compiled graphs run where the model runs. On the CPU, MaxPool's own indices take
+        // each window's first maximum, as the portable form does, at a fraction of the cost.
+        let max_pool_indices = match model.execution_provider {
+            ExecutionProvider::Cpu => MaxPoolIndices::CpuKernel,
+            ExecutionProvider::Cuda => MaxPoolIndices::Portable,
+        };
         let began = std::time::Instant::now();
         let compiled = match kind {
             Kind::Gradient => {
-                let request = GradientRequest { outputs: vec![output_name], wrt: inputs, expose: vec![] };
+                let request = GradientRequest { outputs: vec![output_name], wrt: inputs, expose: vec![], max_pool_indices };
                 let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
                 Compiled::Gradient { model: load(&compiled.model, "gradient")? }
             }
             Kind::Layer(ref layer) => {
-                let request =
-                    GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![layer.clone()] };
+                let request = GradientRequest {
+                    outputs: vec![output_name],
+                    wrt: vec![layer.clone()],
+                    expose: vec![layer.clone()],
+                    max_pool_indices,
+                };
                 let compiled = compile_gradient(&proto, &request).map_err(|e| unsupported("gradients", e))?;
                 let graph = load(&compiled.model, &format!("layer-gradient:{layer}"))?;
                 let position = |name: &str| graph.outputs.iter().position(|o| o.name == name);
@@ -260,7 +272,8 @@ impl AttributionEngine {
             }
             Kind::FedLayer(ref layer) => {
                 let fed = explaind_graph::feed_layer(&proto, layer).map_err(|e| unsupported("gradients", e))?;
-                let request = GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![] };
+                let request =
+                    GradientRequest { outputs: vec![output_name], wrt: vec![layer.clone()], expose: vec![], max_pool_indices };
                 let compiled = compile_gradient(&fed, &request).map_err(|e| unsupported("gradients", e))?;
                 let graph = load(&compiled.model, &format!("fed-layer-gradient:{layer}"))?;
                 let Some(gradient) = graph.outputs.iter().position(|o| o.name == compiled.gradients[0]) else {
@@ -270,13 +283,13 @@ impl AttributionEngine {
             }
             Kind::FedDeepLift(ref layer) => {
                 let fed = explaind_graph::feed_layer(&proto, layer).map_err(|e| unsupported("DeepLIFT", e))?;
-                let request = DeepLiftRequest { output: output_name, inputs: vec![layer.clone()] };
+                let request = DeepLiftRequest { output: output_name, inputs: vec![layer.clone()], max_pool_indices };
                 let compiled = compile_deeplift(&fed, &request).map_err(|e| unsupported("DeepLIFT", e))?;
                 let graph = load(&compiled.model, &format!("fed-layer-deeplift:{layer}"))?;
                 Compiled::FedDeepLift { model: graph, reference: compiled.references[0].clone(), seed: compiled.seed }
             }
             Kind::DeepLift => {
-                let request = DeepLiftRequest { output: output_name, inputs };
+                let request = DeepLiftRequest { output: output_name, inputs, max_pool_indices };
                 let compiled = compile_deeplift(&proto, &request).map_err(|e| unsupported("DeepLIFT", e))?;
                 let background = match model.execution_provider {
                     ExecutionProvider::Cuda => Some(Box::new(BackgroundSessions {

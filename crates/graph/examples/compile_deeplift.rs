@@ -11,8 +11,8 @@ fn main() {
     };
     let model = ModelProto::load(model).expect("readable model");
     let inputs = model.graph.as_ref().unwrap().input.iter().map(|i| i.name().to_string()).collect();
-    let compiled =
-        compile_deeplift(&model, &DeepLiftRequest { output: output.clone(), inputs }).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = compile_deeplift(&model, &DeepLiftRequest { output: output.clone(), inputs, ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
     let dir = std::path::Path::new(dir);
     compiled.activation_model.save(dir.join("activation.onnx")).unwrap();
     compiled.backward_model.save(dir.join("backward.onnx")).unwrap();

@@ -12,7 +12,7 @@ fn main() {
     };
     let model = ModelProto::load(model).expect("readable model");
     let wrt = model.graph.as_ref().unwrap().runtime_inputs().map(|i| i.name().to_string()).collect();
-    let request = GradientRequest { outputs: vec![output.clone()], wrt, expose: vec![] };
+    let request = GradientRequest { outputs: vec![output.clone()], wrt, expose: vec![], ..Default::default() };
     let compiled = compile_gradient(&model, &request).unwrap_or_else(|e| panic!("{e}"));
     println!("{} nodes", compiled.model.graph.as_ref().unwrap().node.len());
     compiled.model.save(out).unwrap();

@@ -15,9 +15,10 @@
 //!   counts first and the numerator's at the input's deviation (also exact; the symmetric
 //!   split carries terms of ±1/√ε that cancel when a reference row has no variance, which
 //!   float32 cannot add up);
-//! - `Softmax` is decomposed into centring, `Exp`, `ReduceSum` and `Div`, each with its rule;
-//!   logits masked with −∞ or finfo(float32).min (an additive attention mask) get finite
-//!   multipliers, exactly 0;
+//! - `Softmax` is decomposed into centring by the row's maximum (a `Sub` and a `ReduceMax`),
+//!   `Exp`, `ReduceSum` and `Div`, each with its rule; `LogSoftmax` as `z` minus its
+//!   log-sum-exp; logits masked with −∞ or finfo(float32).min (an additive attention mask)
+//!   get finite multipliers, exactly 0;
 //! - `Min`/`Max` with one varying input are rescaled, with two take the two-player Shapley
 //!   rule (with more inputs they are lowered into chains of two first);
 //! - `GatherElements` is linear in its data when its indices do not depend on the attributed
@@ -36,9 +37,9 @@
 //! rules above evaluate their nonlinear parts once per (input, reference) pair, and the seeds
 //! only flow through products with them.
 
-use crate::CompileError;
 use crate::gradient::{Analysis, analyse, backward_sweep, check_opset, emit_sums_as_outputs, float_output};
 use crate::rules::{Emitter, PairLayout, form, max_pool_attrs, max_pool_indices, vjp};
+use crate::{CompileError, MaxPoolIndices};
 use explaind_onnx::{AttributeProto, GraphBuilder, ModelProto, NodeProto, is_default_domain};
 use std::collections::HashMap;
 
@@ -49,6 +50,8 @@ pub struct DeepLiftRequest {
     pub output: String,
     /// The model inputs to attribute to, each paired with a reference input.
     pub inputs: Vec<String>,
+    /// How max-pool rules find each window's maximum on either side.
+    pub max_pool_indices: crate::MaxPoolIndices,
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +176,8 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
             continue;
         }
         let input = node.input[0].clone();
-        let spatial = spatial_sizes.get(&input).map(Vec::as_slice);
+        let spatial =
+            spatial_sizes.get(&input).map(Vec::as_slice).filter(|_| request.max_pool_indices == MaxPoolIndices::Portable);
         let output = &node.output[0];
         let (mask, nodes) = argmax_mask(&mut builder, node, &input, output, spatial)?;
         let (mask_ref, _) = argmax_mask(&mut builder, node, &reference_of[&input], &reference_of[output], spatial)?;
@@ -197,6 +201,7 @@ pub fn compile_deeplift(model: &ModelProto, request: &DeepLiftRequest) -> Result
 
     let mut grads: HashMap<String, Vec<String>> = HashMap::from([(request.output.clone(), vec![seed.clone()])]);
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
+    emit.set_max_pool_indices(request.max_pool_indices);
     emit.use_pair_layout(reference_of.clone(), layout);
     let reference = |name: &str| reference_of.get(name).cloned().unwrap_or_else(|| name.to_string());
     // Every value computed from the attributed inputs' values, through any operator (but not
@@ -497,7 +502,7 @@ fn multipliers(
         let factor = rescale_factor(e, &dy, &dz, &slope);
         let m = e.per_pair(&g0, &factor);
         // For Div the multiplier lives on the output's shape; sum it over broadcast axes.
-        out[z] = Some(if op == "Div" { e.unbroadcast(&m, &x(1)) } else { m });
+        out[z] = Some(if op == "Div" { e.unbroadcast_to_input(&m, node, 1) } else { m });
         return Ok(out);
     }
     match op {
@@ -508,7 +513,7 @@ fn multipliers(
                 let sum = e.node("Add", &[&x(other), &reference(&x(other))], vec![]);
                 let mean = e.node("Mul", &[&sum, &half], vec![]);
                 let m = e.per_pair(&g0, &mean);
-                out[i] = Some(e.unbroadcast(&m, &x(i)));
+                out[i] = Some(e.unbroadcast_to_input(&m, node, i));
             }
         }
         "Div" if varies[0] && varies[1] && normalising_divisions.contains(&y) => {
@@ -523,7 +528,7 @@ fn multipliers(
             let inv_r = e.node("Div", &[&one, &br], vec![]);
             // a: Δa / b_x
             let m_a = e.per_pair(&g0, &inv_x);
-            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            out[0] = Some(e.unbroadcast_to_input(&m_a, node, 0));
             // b: a_r · (1/b_x − 1/b_r), divided by Δb (no multiplier where Δb ≈ 0).
             let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
             let contribution = e.node("Mul", &[&reference(&x(0)), &inv_diff], vec![]);
@@ -531,7 +536,7 @@ fn multipliers(
             let (_, inverse) = guarded_inverse(e, &db, ROUTE_EPSILON);
             let factor = e.node("Mul", &[&contribution, &inverse], vec![]);
             let m_b = e.per_pair(&g0, &factor);
-            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+            out[1] = Some(e.unbroadcast_to_input(&m_b, node, 1));
         }
         "Div" if varies[0] && varies[1] => {
             let half = e.scalar(0.5);
@@ -543,7 +548,7 @@ fn multipliers(
             let sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
             let mean = e.node("Mul", &[&sum, &half], vec![]);
             let m_a = e.per_pair(&g0, &mean);
-            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            out[0] = Some(e.unbroadcast_to_input(&m_a, node, 0));
             // b: (a_x + a_r) / 2 · (1/b_x − 1/b_r), divided by Δb (no multiplier where Δb ≈ 0).
             let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
             let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
@@ -553,7 +558,7 @@ fn multipliers(
             let (_, inverse) = guarded_inverse(e, &db, ROUTE_EPSILON);
             let factor = e.node("Mul", &[&contribution, &inverse], vec![]);
             let m_b = e.per_pair(&g0, &factor);
-            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+            out[1] = Some(e.unbroadcast_to_input(&m_b, node, 1));
         }
         "MatMul" if varies[0] && varies[1] => {
             if e.rank(&x(0)).is_none_or(|r| r < 3) || e.rank(&x(1)).is_none_or(|r| r < 3) {
@@ -564,18 +569,18 @@ fn multipliers(
             let b_mean = e.node("Mul", &[&b_sum, &half], vec![]);
             let b_t = e.swap_last_two(&b_mean, &x(1), node)?;
             let m_a = e.per_pair_matmul(&g0, &b_t, false);
-            out[0] = Some(e.unbroadcast(&m_a, &x(0)));
+            out[0] = Some(e.unbroadcast_matmul_operand(&m_a, node, 0));
             let a_sum = e.node("Add", &[&x(0), &reference(&x(0))], vec![]);
             let a_mean = e.node("Mul", &[&a_sum, &half], vec![]);
             let a_t = e.swap_last_two(&a_mean, &x(0), node)?;
             let m_b = e.per_pair_matmul(&g0, &a_t, true);
-            out[1] = Some(e.unbroadcast(&m_b, &x(1)));
+            out[1] = Some(e.unbroadcast_matmul_operand(&m_b, node, 1));
         }
         "Gemm" if varies[0] && varies[1] => {
             return Err(form(node, "Gemm with two varying operands has no DeepLIFT rule yet"));
         }
         "Softmax" => out[0] = Some(softmax(e, node, &g0, reference)?),
-        "LogSoftmax" => return Err(form(node, "LogSoftmax has no DeepLIFT rule yet")),
+        "LogSoftmax" => out[0] = Some(log_softmax(e, node, &g0, reference)?),
         "MaxPool" => out[0] = Some(max_pool(e, node, &g0, reference, argmax_masks)?),
         // With indices that input and reference share (constants, or computed from shapes and
         // constants), GatherElements picks the same elements on both sides: linear in its data,
@@ -625,7 +630,7 @@ fn min_max(
             let dy = e.node("Sub", &[&y, &reference(&y)], vec![]);
             let factor = rescale_factor(e, &dy, &dz, &masks[z]);
             let m = e.per_pair(g, &factor);
-            out[z] = Some(e.unbroadcast(&m, &x(z)));
+            out[z] = Some(e.unbroadcast_to_input(&m, node, z));
         }
         [a, b] => {
             let (a, b) = (*a, *b);
@@ -647,7 +652,7 @@ fn min_max(
                 let (_, inverse) = guarded_inverse(e, &d, ROUTE_EPSILON);
                 let factor = e.node("Mul", &[&phi, &inverse], vec![]);
                 let m = e.per_pair(g, &factor);
-                out[i] = Some(e.unbroadcast(&m, &x(i)));
+                out[i] = Some(e.unbroadcast_to_input(&m, node, i));
             }
         }
         // No varying input: no multipliers.
@@ -658,11 +663,8 @@ fn min_max(
     Ok(out)
 }
 
-/// `ReduceMax`/`ReduceMin`, routed as `MaxPool` is: of each output's difference `y_x − y_r`,
-/// the part beyond the reference's extreme (`ext(y_x, y_r) − y_r`) goes to x's extreme
-/// elements, the rest (`y_x − ext(y_x, y_r)`) to r's, shared equally between tied elements,
-/// and divided by Δx there (never near zero: at x's extreme, x lies beyond r's extreme and so
-/// beyond r, when that part is not zero; likewise at r's). The batch axis must not be reduced.
+/// `ReduceMax`/`ReduceMin`, routed as `MaxPool` is ([`routing_weights`]). The batch axis must
+/// not be reduced.
 fn reduce_extreme(
     e: &mut Emitter<'_>,
     node: &NodeProto,
@@ -673,26 +675,43 @@ fn reduce_extreme(
     // Pair stage.
     let Reduction { xx, xr, yx, yr } = reduction_pair(e, node, reference)?;
     let extreme = if node.op_type() == "ReduceMax" { "Max" } else { "Min" };
-    let top = e.node(extreme, &[&yx, &yr], vec![]);
-    let beyond = e.node("Sub", &[&top, &yr], vec![]);
-    let rest = e.node("Sub", &[&yx, &top], vec![]);
-    let mut parts = Vec::new();
-    for (side, y, part) in [(&xx, &yx, &beyond), (&xr, &yr, &rest)] {
-        let hit = e.node("Equal", &[side, y], vec![]);
-        let mask = e.float_mask(&hit);
-        let ties = sum_over_reduced(e, node, &mask)?;
-        let share = e.node("Div", &[&mask, &ties], vec![]);
-        parts.push(e.node("Mul", &[&share, part], vec![]));
-    }
-    let weights = e.node("Add", &[&parts[0], &parts[1]], vec![]);
-    let dx = e.node("Sub", &[&xx, &xr], vec![]);
-    let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
-    let weights = e.node("Mul", &[&weights, &inv_dx], vec![]);
+    let weights = routing_weights(e, [&xx, &xr], [&yx, &yr], extreme, &|e, mask| sum_over_reduced(e, node, mask))?;
     // Gradient stage: each output's gradient over its reduced elements, then the weights.
     let (kept, _) = with_kept_axes(e, node, g)?;
     let shape = e.shape(&xx);
     let spread = e.node("Expand", &[&kept, &shape], vec![]);
     Ok(e.per_pair(&spread, &weights))
+}
+
+/// The pair-stage weights that route a max (or min) reduction's difference `y_x − y_r` to its
+/// inputs (`Max` or `Min` in `extreme`): the part beyond the reference's extreme
+/// (`ext(y_x, y_r) − y_r`) goes to x's extreme elements, the rest (`y_x − ext(y_x, y_r)`) to
+/// r's, shared equally between tied elements (`count_ties` sums a 0/1 mask over the reduced
+/// axes, keeping them), and divided by Δx there. That divisor is never near zero where a part
+/// is not zero: at x's extreme, x lies beyond r's extreme and so beyond r; likewise at r's. So
+/// every weight lies in [0, 1], and Σ weight · Δx = Δy.
+fn routing_weights(
+    e: &mut Emitter<'_>,
+    [xx, xr]: [&str; 2],
+    [yx, yr]: [&str; 2],
+    extreme: &str,
+    count_ties: &dyn Fn(&mut Emitter<'_>, &str) -> Result<String, CompileError>,
+) -> Result<String, CompileError> {
+    let top = e.node(extreme, &[yx, yr], vec![]);
+    let beyond = e.node("Sub", &[&top, yr], vec![]);
+    let rest = e.node("Sub", &[yx, &top], vec![]);
+    let mut parts = Vec::new();
+    for (side, y, part) in [(xx, yx, &beyond), (xr, yr, &rest)] {
+        let hit = e.node("Equal", &[side, y], vec![]);
+        let mask = e.float_mask(&hit);
+        let ties = count_ties(e, &mask)?;
+        let share = e.node("Div", &[&mask, &ties], vec![]);
+        parts.push(e.node("Mul", &[&share, part], vec![]));
+    }
+    let weights = e.node("Add", &[&parts[0], &parts[1]], vec![]);
+    let dx = e.node("Sub", &[xx, xr], vec![]);
+    let (_, inv_dx) = guarded_inverse(e, &dx, ROUTE_EPSILON);
+    Ok(e.node("Mul", &[&weights, &inv_dx], vec![]))
 }
 
 /// A reduction's input and output on both sides of the pair, the outputs with the reduced axes
@@ -733,10 +752,8 @@ fn check_batch_kept(e: &Emitter<'_>, node: &NodeProto) -> Result<(), CompileErro
     Ok(())
 }
 
-/// `ReduceLogSumExp` as `c + Log(ReduceSum(Exp(x − c)))` with a pair-stage shift c (the larger
-/// of the two sides' results, so every exponential is at most 1): `Exp` rescaled elementwise,
-/// the sum linear, `Log` rescaled, whose change is the outputs' own (`y_x − y_r`), over that
-/// of the sums (`exp(y − c)`), or `1 / exp(y_x − c)` where those barely differ.
+/// `ReduceLogSumExp`: each output's multiplier spread over its reduced elements, times the
+/// weights of [`log_sum_exp_weights`]. The batch axis must not be reduced.
 fn reduce_log_sum_exp(
     e: &mut Emitter<'_>,
     node: &NodeProto,
@@ -745,23 +762,7 @@ fn reduce_log_sum_exp(
 ) -> Result<String, CompileError> {
     use crate::rules::reduce::with_kept_axes;
     let Reduction { xx, xr, yx, yr } = reduction_pair(e, node, reference)?;
-    // Pair stage.
-    let shift = e.node("Max", &[&yx, &yr], vec![]);
-    let exp_of = |e: &mut Emitter<'_>, v: &str| {
-        let centred = e.node("Sub", &[v, &shift], vec![]);
-        e.node("Exp", &[&centred], vec![])
-    };
-    let (ex, er) = (exp_of(e, &xx), exp_of(e, &xr));
-    let de = e.node("Sub", &[&ex, &er], vec![]);
-    let dx = e.node("Sub", &[&xx, &xr], vec![]);
-    let exp_factor = rescale_factor(e, &de, &dx, &ex);
-    let (sx, sr) = (exp_of(e, &yx), exp_of(e, &yr));
-    let ds = e.node("Sub", &[&sx, &sr], vec![]);
-    let dy = e.node("Sub", &[&yx, &yr], vec![]);
-    let one = e.scalar(1.0);
-    let log_slope = e.node("Div", &[&one, &sx], vec![]);
-    let log_factor = rescale_factor(e, &dy, &ds, &log_slope);
-    let weights = e.node("Mul", &[&exp_factor, &log_factor], vec![]);
+    let weights = log_sum_exp_weights(e, [&xx, &xr], [&yx, &yr]);
     // Gradient stage.
     let (kept, _) = with_kept_axes(e, node, g)?;
     let shape = e.shape(&xx);
@@ -769,11 +770,83 @@ fn reduce_log_sum_exp(
     Ok(e.per_pair(&spread, &weights))
 }
 
-/// Softmax as centring, `Exp`, `ReduceSum` and `Div`, each piece with its DeepLIFT rule.
+/// The pair-stage weights `w` of a log-sum-exp `y = log Σ exp(x)` (outputs with the reduced
+/// axes kept), with `Σ w · Δx = Δy`: `Exp` rescaled elementwise after a shift common to both
+/// sides (the larger of their results, so every exponential is at most 1), the sum linear, and
+/// `Log` rescaled, whose change is the outputs' own over that of the sums (`exp(y − shift)`), or
+/// `1 / exp(y_x − shift)` where those barely differ.
+fn log_sum_exp_weights(e: &mut Emitter<'_>, [xx, xr]: [&str; 2], [yx, yr]: [&str; 2]) -> String {
+    let shift = e.node("Max", &[yx, yr], vec![]);
+    let exp_of = |e: &mut Emitter<'_>, v: &str| {
+        let centred = e.node("Sub", &[v, &shift], vec![]);
+        e.node("Exp", &[&centred], vec![])
+    };
+    let (ex, er) = (exp_of(e, xx), exp_of(e, xr));
+    let de = e.node("Sub", &[&ex, &er], vec![]);
+    let dx = e.node("Sub", &[xx, xr], vec![]);
+    let exp_factor = rescale_factor(e, &de, &dx, &ex);
+    let (sx, sr) = (exp_of(e, yx), exp_of(e, yr));
+    let ds = e.node("Sub", &[&sx, &sr], vec![]);
+    let dy = e.node("Sub", &[yx, yr], vec![]);
+    let one = e.scalar(1.0);
+    let log_slope = e.node("Div", &[&one, &sx], vec![]);
+    let log_factor = rescale_factor(e, &dy, &ds, &log_slope);
+    e.node("Mul", &[&exp_factor, &log_factor], vec![])
+}
+
+/// `LogSoftmax` as `z − log Σ exp(z)`: `z` gets the multiplier directly, and minus its sum over
+/// the axis through the log-sum-exp ([`log_sum_exp_weights`]). Logits masked with −∞ are raised
+/// to the lowest finite float first, so every difference is finite and a masked position gets
+/// a multiplier of exactly 0 from the log-sum-exp. The batch axis must not be the softmax axis.
+fn log_softmax(
+    e: &mut Emitter<'_>,
+    node: &NodeProto,
+    g: &str,
+    reference: &dyn Fn(&str) -> String,
+) -> Result<String, CompileError> {
+    let axis = node.attr_int("axis").unwrap_or(-1);
+    let rank = e.rank(&node.input[0]);
+    if axis == 0 || rank.is_some_and(|r| axis + r as i64 == 0) {
+        return Err(form(node, "DeepLIFT needs the batch axis (0) kept: the softmax axis must be another"));
+    }
+    let axes = e.ints(&[axis]);
+    let lowest = e.scalar(f32::MIN);
+    // Pair stage: each side's logits and log-sum-exp (computed centred by the row's maximum).
+    let side = |e: &mut Emitter<'_>, z: &str| {
+        let z = e.node("Max", &[z, &lowest], vec![]);
+        let max = e.reduce_max(&z, &[axis]);
+        let centred = e.node("Sub", &[&z, &max], vec![]);
+        let exp = e.node("Exp", &[&centred], vec![]);
+        let sum = e.node("ReduceSum", &[&exp, &axes], vec![AttributeProto::int("keepdims", 1)]);
+        let log = e.node("Log", &[&sum], vec![]);
+        let log_sum_exp = e.node("Add", &[&max, &log], vec![]);
+        (z, log_sum_exp)
+    };
+    let (zx, lse_x) = side(e, &node.input[0]);
+    let (zr, lse_r) = side(e, &reference(&node.input[0]));
+    let weights = log_sum_exp_weights(e, [&zx, &zr], [&lse_x, &lse_r]);
+    // Gradient stage.
+    let total = e.node("ReduceSum", &[g, &axes], vec![AttributeProto::int("keepdims", 1)]);
+    let shape = e.shape(&node.input[0]);
+    let total = e.node("Expand", &[&total, &shape], vec![]);
+    let through_sum = e.per_pair(&total, &weights);
+    Ok(e.node("Sub", &[g, &through_sum], vec![]))
+}
+
+/// Softmax as centring by the row's maximum, `Exp`, `ReduceSum` and `Div`, each piece with its
+/// DeepLIFT rule.
+///
+/// Each side is centred by its own maximum, `c = z − max(z)`, so every exponential is at most
+/// 1 and every sum at least 1 on both sides, and the Shapley terms of the division stay
+/// bounded. The centring is a difference of `z` and a `ReduceMax` of it, and takes their rules:
+/// `c`'s multiplier reaches `z` directly, and minus its sum over the row reaches `z` through the
+/// maximum, routed as `ReduceMax` is ([`routing_weights`]). (Rescaling `Δc / Δz` element by
+/// element, as shap's TensorFlow backend does, is not exact: an element whose logit is the same
+/// on both sides, such as a class token's score against itself when that token does not vary,
+/// has Δz = 0 but Δc = −Δmax, and its share of the output's change is lost.)
 fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&str) -> String) -> Result<String, CompileError> {
     let axis = node.attr_int("axis").unwrap_or(-1);
     let axes = e.ints(&[axis]);
-    let (zx, zr) = (node.input[0].clone(), reference(&node.input[0]));
     let keep = || vec![AttributeProto::int("keepdims", 1)];
     // An additive attention mask puts −∞ or finfo(float32).min in both sides' logits at the
     // same positions, where the differences below would be −∞ − (−∞) = NaN or rounded to
@@ -786,32 +859,37 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
         let z = e.node("Max", &[z, &lowest], vec![]);
         let max = e.reduce_max(&z, &[axis]);
         let centred = e.node("Sub", &[&z, &max], vec![]);
-        let centred = e.node("Max", &[&centred, &floor], vec![]);
-        let exp = e.node("Exp", &[&centred], vec![]);
+        let floored = e.node("Max", &[&centred, &floor], vec![]);
+        let exp = e.node("Exp", &[&floored], vec![]);
         let sum = e.node("ReduceSum", &[&exp, &axes], keep());
-        (z, centred, exp, sum)
+        SoftmaxSide { z, max, centred, floored, exp, sum }
     };
     // Pair stage.
-    let (zx, cx, ex, sx) = side(e, &zx);
-    let (zr, cr, er, sr) = side(e, &zr);
+    let x = side(e, &node.input[0]);
+    let r = side(e, &reference(&node.input[0]));
     let half = e.scalar(0.5);
     let one = e.scalar(1.0);
-    let inv_x = e.node("Div", &[&one, &sx], vec![]);
-    let inv_r = e.node("Div", &[&one, &sr], vec![]);
+    let inv_x = e.node("Div", &[&one, &x.sum], vec![]);
+    let inv_r = e.node("Div", &[&one, &r.sum], vec![]);
     let inv_sum = e.node("Add", &[&inv_x, &inv_r], vec![]);
     let inv_mean = e.node("Mul", &[&inv_sum, &half], vec![]);
-    let e_sum = e.node("Add", &[&ex, &er], vec![]);
+    let e_sum = e.node("Add", &[&x.exp, &r.exp], vec![]);
     let e_mean = e.node("Mul", &[&e_sum, &half], vec![]);
     let inv_diff = e.node("Sub", &[&inv_x, &inv_r], vec![]);
     let to_sum = e.node("Mul", &[&e_mean, &inv_diff], vec![]);
-    let ds = e.node("Sub", &[&sx, &sr], vec![]);
+    let ds = e.node("Sub", &[&x.sum, &r.sum], vec![]);
     let (_, inv_ds) = guarded_inverse(e, &ds, ROUTE_EPSILON);
-    let dc = e.node("Sub", &[&cx, &cr], vec![]);
-    let de = e.node("Sub", &[&ex, &er], vec![]);
-    let exp_factor = rescale_factor(e, &de, &dc, &ex);
-    // c = z − max(z): rescaled elementwise from z to c, as shap's TensorFlow backend does.
-    let dz = e.node("Sub", &[&zx, &zr], vec![]);
-    let centring_factor = rescale_factor(e, &dc, &dz, &one);
+    let df = e.node("Sub", &[&x.floored, &r.floored], vec![]);
+    let de = e.node("Sub", &[&x.exp, &r.exp], vec![]);
+    let exp_factor = rescale_factor(e, &de, &df, &x.exp);
+    // The floor is elementwise and 1-Lipschitz: rescaled, with slope 1 above it.
+    let dc = e.node("Sub", &[&x.centred, &r.centred], vec![]);
+    let above = e.node("Greater", &[&x.centred, &floor], vec![]);
+    let above = e.float_mask(&above);
+    let floor_factor = rescale_factor(e, &df, &dc, &above);
+    let routing = routing_weights(e, [&x.z, &r.z], [&x.max, &r.max], "Max", &|e, mask| {
+        Ok(e.node("ReduceSum", &[mask, &axes], vec![AttributeProto::int("keepdims", 1)]))
+    })?;
 
     // Gradient stage. y = e / s, both varying (two-player Shapley rule): e gets g at the mean of
     // 1/s, s gets Σ g · mean(e) · Δ(1/s), divided by Δs.
@@ -821,9 +899,26 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
     let m_s = e.per_pair(&contribution, &inv_ds);
     // s = ReduceSum(e) is linear: its multiplier spreads back over the axis.
     let m_e = e.node("Add", &[&m_e, &m_s], vec![]);
-    // e = Exp(c), then c from z: rescale factors.
-    let both = e.node("Mul", &[&exp_factor, &centring_factor], vec![]);
-    Ok(e.per_pair(&m_e, &both))
+    // e = Exp(floor(c)): rescale factors.
+    let both = e.node("Mul", &[&exp_factor, &floor_factor], vec![]);
+    let m_c = e.per_pair(&m_e, &both);
+    // c = z − max(z): z directly, and through the maximum.
+    let m_max = e.node("ReduceSum", &[&m_c, &axes], keep());
+    let shape = e.shape(&node.input[0]);
+    let m_max = e.node("Expand", &[&m_max, &shape], vec![]);
+    let through_max = e.per_pair(&m_max, &routing);
+    Ok(e.node("Sub", &[&m_c, &through_max], vec![]))
+}
+
+/// One side's values in DeepLIFT's softmax: the logits raised to the lowest finite float, their
+/// maximum, the centred and floored logits, their exponentials and the exponentials' sum.
+struct SoftmaxSide {
+    z: String,
+    max: String,
+    centred: String,
+    floored: String,
+    exp: String,
+    sum: String,
 }
 
 /// MaxPool: each output's difference goes to the argmax of x (the part above the reference's
@@ -888,7 +983,7 @@ fn max_pool(
     let below = e.node("Sub", &[&yx, &top], vec![]);
     let pair_shape = e.pair_shape(&xx);
     let xx_rows = e.node("Expand", &[&xx, &pair_shape], vec![]);
-    let spatial = e.spatial_size(&xx);
+    let spatial = e.portable_spatial_size(&xx);
     let index_x = max_pool_indices(e.builder(), node, &xx_rows, &yx, spatial.as_deref())?;
     let index_r = max_pool_indices(e.builder(), node, &xr, &yr, spatial.as_deref())?;
     let flat = e.ints(&[-1]);

@@ -17,6 +17,8 @@ pub struct GradientRequest {
     pub wrt: Vec<String>,
     /// Intermediate tensors to expose as outputs under their own names.
     pub expose: Vec<String>,
+    /// How max-pool gradients find each window's maximum.
+    pub max_pool_indices: crate::MaxPoolIndices,
 }
 
 /// A compiled gradient model and the names of what it added.
@@ -86,6 +88,7 @@ pub fn compile_gradient(model: &ModelProto, request: &GradientRequest) -> Result
     }
 
     let mut emit = Emitter::new(&mut builder, graph, target_opset);
+    emit.set_max_pool_indices(request.max_pool_indices);
     backward_sweep(&mut emit, graph, &on_path, &varying, &mut grads, &mut |emit, node, output_grads, varies| {
         vjp(emit, node, output_grads, varies)
     })?;

@@ -24,7 +24,7 @@
 //! | `Min`, `Max` with three or more inputs | lowered: a chain of binary ones, `Max(Max(a, b), c)`... (the same tie rule; DeepLIFT's rule at each link) |
 //! | `MatMul`, `Gemm` | rule ([`rules::linalg`]) |
 //! | `Conv`, `ConvTranspose`, `MaxPool`, `AveragePool`, `GlobalAveragePool` | rule ([`rules::conv`]) |
-//! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]); DeepLIFT: `Softmax` decomposed (logits masked with −∞ or finfo(float32).min get multipliers of exactly 0) |
+//! | `BatchNormalization`, `Softmax`, `LogSoftmax` | rule ([`rules::normalization`]); DeepLIFT: `Softmax` decomposed into centring by the row's maximum (routed as `ReduceMax` is), `Exp`, `ReduceSum` and `Div` (logits masked with −∞ or finfo(float32).min get multipliers of exactly 0); `LogSoftmax` as the logits minus their log-sum-exp (the batch axis must not be the softmax axis) |
 //! | `Flatten`, `Reshape`, `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Pad`, `Slice`, `Gather`, `Constant` | rule ([`rules::shape`]) |
 //! | `Expand`, `Tile`, `Split` (sizes as an input, equal parts, `num_outputs`) | rule ([`rules::shape`]) |
 //! | `Where` (the condition carries no gradient) | rule ([`rules::shape`]); DeepLIFT: refused when the condition is computed from the attributed inputs |
@@ -86,11 +86,26 @@ pub mod layers;
 pub mod lower;
 mod ranks;
 pub mod rules;
+mod shapes;
 mod strided;
 
 pub use deeplift::{CompiledDeepLift, DeepLiftRequest, compile_deeplift};
 pub use fed::{expose_layer, feed_layer};
 pub use gradient::{CompiledGradient, GradientRequest, compile_gradient};
+
+/// How compiled graphs find the element each max-pool window takes (its first maximum in
+/// row-major order, as PyTorch and ONNX Runtime's CPU kernel pick it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MaxPoolIndices {
+    /// Explicit windows and a running count ([`rules::max_pool_indices`]): the same on every
+    /// execution provider, where the pool's input has a spatial size the file tells.
+    #[default]
+    Portable,
+    /// `MaxPool`'s own `Indices` output: the same on ONNX Runtime's CPU execution provider and
+    /// several times faster (the portable form was a quarter of ResNet-18's gradient pass);
+    /// under CUDA ties go column-major, so use it for graphs run on the CPU only.
+    CpuKernel,
+}
 
 /// Why a model could not be compiled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -16,7 +16,9 @@ fn check_completeness(model: &ModelProto, output: &str, x: &[ArrayD<f32>], r: &[
     let graph = model.graph.as_ref().unwrap();
     let inputs: Vec<String> = graph.input.iter().map(|i| i.name().to_string()).collect();
     let output_index = graph.output.iter().position(|o| o.name() == output).unwrap();
-    let compiled = compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: inputs.clone() }).unwrap();
+    let compiled =
+        compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: inputs.clone(), ..Default::default() })
+            .unwrap();
     let forward = load(model, &dir, "forward");
     let attribution = load(&compiled.model, &dir, "deeplift");
 
@@ -116,6 +118,52 @@ fn mlp_with_sigmoid_tanh_and_softmax_output() {
         b.add_node("Softmax", &[&logits], vec![AttributeProto::int("axis", 1)])
     });
     check_completeness(&m, &output_name(&m), &[rows(3, &[5], 10)], &[rows(4, &[5], 11)]);
+}
+
+/// Logits that are the same on both sides while the row's maximum moves: the centring's
+/// change (−Δmax) at those elements must reach the inputs through the maximum. An elementwise
+/// rescale from z to the centred logits lost it (Δz = 0 there): a class token that does not vary
+/// lost its share of every attention row in ViTs this way (completeness off by 0.4 % on
+/// ViT-B/16).
+#[test]
+fn softmax_logits_that_do_not_move_while_the_maximum_does() {
+    let m = single_input(&[4], |b, x| b.add_node("Softmax", &[x], vec![AttributeProto::int("axis", 1)]));
+    let x = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![0.5, 2.0, -1.0, 0.3, 1.0, 1.0, 0.0, 4.0]).unwrap();
+    // Row 0 against row 0: elements 0 and 3 unchanged, the maximum moves from 3 to 2; ties in
+    // the second reference row's maximum; the last pair has x's maximum where r's is.
+    let r = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![0.5, -0.2, 3.0, 0.3, 1.0, 1.0, 0.0, -2.0]).unwrap();
+    let worst = check_completeness(&m, &output_name(&m), &[x], &[r]);
+    assert!(worst <= 1e-6, "{worst}");
+}
+
+/// Attention over a constant class token and varying patch tokens (a ViT's first layer): the
+/// class token's score against itself does not move between input and reference.
+#[test]
+fn attention_with_a_constant_class_token_is_complete() {
+    let m = single_input(&[3, 4], |b, x| {
+        let class_token = constant(b, &[1, 1, 4], 150);
+        let batch = b.add_node("Shape", &[x], vec![]);
+        let start = b.add_initializer(explaind_onnx::tensor_i64("start", &[1], &[0]));
+        let end = b.add_initializer(explaind_onnx::tensor_i64("end", &[1], &[1]));
+        let batch = b.add_node("Slice", &[&batch, &start, &end], vec![]);
+        let rest = b.add_initializer(explaind_onnx::tensor_i64("rest", &[2], &[1, 4]));
+        let shape = b.add_node("Concat", &[&batch, &rest], vec![AttributeProto::int("axis", 0)]);
+        let class_token = b.add_node("Expand", &[&class_token, &shape], vec![]);
+        let tokens = b.add_node("Concat", &[&class_token, x], vec![AttributeProto::int("axis", 1)]);
+        let (wq, wk, wv) = (constant(b, &[4, 4], 151), constant(b, &[4, 4], 152), constant(b, &[4, 4], 153));
+        let q = b.add_node("MatMul", &[&tokens, &wq], vec![]);
+        let k = b.add_node("MatMul", &[&tokens, &wk], vec![]);
+        let v = b.add_node("MatMul", &[&tokens, &wv], vec![]);
+        let perm = vec![AttributeProto::ints("perm", [0, 2, 1])];
+        let kt = b.add_node("Transpose", &[&k], perm);
+        let scores = b.add_node("MatMul", &[&q, &kt], vec![]);
+        let three = b.add_initializer(tensor_f32("three", &[], &[3.0]));
+        let scores = b.add_node("Mul", &[&scores, &three], vec![]);
+        let weights = b.add_node("Softmax", &[&scores], vec![AttributeProto::int("axis", -1)]);
+        b.add_node("MatMul", &[&weights, &v], vec![])
+    });
+    let worst = check_completeness(&m, &output_name(&m), &[rows(2, &[3, 4], 154)], &[rows(3, &[3, 4], 155)]);
+    assert!(worst <= 1e-6, "{worst}");
 }
 
 #[test]
@@ -258,7 +306,9 @@ fn demo_models_are_complete_against_their_backgrounds() {
 /// pairs. Returns the backward model's nodes.
 fn check_split_against_pairs(model: &ModelProto, output: &str, x: &ArrayD<f32>, r: &ArrayD<f32>, seeds: usize) -> Vec<NodeProto> {
     let input = model.graph.as_ref().unwrap().input[0].name().to_string();
-    let compiled = compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: vec![input.clone()] }).unwrap();
+    let compiled =
+        compile_deeplift(model, &DeepLiftRequest { output: output.into(), inputs: vec![input.clone()], ..Default::default() })
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let combined = load(&compiled.model, &dir, "combined");
     let activation = load(&compiled.activation_model, &dir, "activation");
@@ -312,7 +362,11 @@ fn the_split_models_compute_what_the_combined_one_does() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let read = |p: &str| explaind_runtime::npy::read_f32_file(&root.join(p)).unwrap();
     let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
-    let compiled = compile_deeplift(&digits, &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()] }).unwrap();
+    let compiled = compile_deeplift(
+        &digits,
+        &DeepLiftRequest { output: "logits".into(), inputs: vec!["image".into()], ..Default::default() },
+    )
+    .unwrap();
     // What the nonlinearities read (both ReLUs' inputs and outputs), and the argmax masks of
     // the two 2×2 max-pools.
     for read in ["conv1", "relu1", "conv2", "relu2"] {
@@ -582,7 +636,8 @@ fn gather_elements_with_shared_indices_is_complete() {
         let t = b.add_node("Tanh", &[x], vec![]);
         b.add_node("GatherElements", &[&t, &top], vec![AttributeProto::int("axis", 1)])
     });
-    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+        .unwrap_err();
     match err {
         explaind_graph::CompileError::UnsupportedForm { op_type, reason, .. } => {
             assert_eq!(op_type, "GatherElements");
@@ -669,7 +724,8 @@ fn expand_tile_split_and_where_stay_complete() {
         let t = b.add_node("Tanh", &[x], vec![]);
         b.add_node("Where", &[&condition, x, &t], vec![])
     });
-    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+        .unwrap_err();
     assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == "Where"), "{err}");
 }
 
@@ -729,7 +785,9 @@ fn reduce_max_min_and_log_sum_exp_are_complete() {
 #[test]
 fn reductions_over_the_batch_are_refused() {
     let refused = |m: ModelProto, op: &str| {
-        let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+        let err =
+            compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+                .unwrap_err();
         assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == op), "{err}");
     };
     // Over every axis, the batch's too.
@@ -751,7 +809,8 @@ fn masks_of_the_inputs_are_refused_and_shape_paths_are_not() {
         let t = b.add_node("Tanh", &[x], vec![]);
         b.add_node("Mul", &[&t, &mask], vec![])
     });
-    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap_err();
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+        .unwrap_err();
     assert!(matches!(&err, explaind_graph::CompileError::UnsupportedForm { op_type, .. } if op_type == "Mul"), "{err}");
 
     // Shapes of the inputs (through Shape, ConstantOfShape) are shared by input and reference.
@@ -920,7 +979,9 @@ fn masked_logits_get_multipliers_of_exactly_zero() {
             b.add_node("MatMul", &[&w, &v], vec![])
         });
         check_completeness(&m, &output_name(&m), &[rows(2, &[4, 4], 96)], &[rows(3, &[4, 4], 97)]);
-        let compiled = compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] }).unwrap();
+        let compiled =
+            compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+                .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let attribution = load(&compiled.model, &dir, "deeplift");
         let (x, r) = (rows(1, &[4, 4], 98) * 3.0, rows(1, &[4, 4], 99));
@@ -934,5 +995,52 @@ fn masked_logits_get_multipliers_of_exactly_zero() {
                 assert_eq!(v, 0.0, "fill {fill}: masked position {p}");
             }
         }
+    }
+}
+
+/// LogSoftmax as the logits minus their log-sum-exp: complete on random rows, and on rows
+/// whose logits partly do not move while the maximum does.
+#[test]
+fn log_softmax_is_complete() {
+    let m = single_input(&[5], |b, x| {
+        let w = constant(b, &[4, 5], 160);
+        let logits = b.add_node("Gemm", &[x, &w], vec![AttributeProto::int("transB", 1), AttributeProto::float("alpha", 3.0)]);
+        b.add_node("LogSoftmax", &[&logits], vec![AttributeProto::int("axis", 1)])
+    });
+    let worst = check_completeness(&m, &output_name(&m), &[rows(3, &[5], 161)], &[rows(4, &[5], 162)]);
+    assert!(worst <= 1e-6, "{worst}");
+    let m = single_input(&[4], |b, x| b.add_node("LogSoftmax", &[x], vec![AttributeProto::int("axis", -1)]));
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![0.5, 2.0, -1.0, 0.3]).unwrap();
+    let r = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![0.5, -0.2, 3.0, 0.3, 0.5, 2.0, -1.0, 0.3]).unwrap();
+    let worst = check_completeness(&m, &output_name(&m), &[x], &[r]);
+    assert!(worst <= 1e-6, "{worst}");
+}
+
+/// LogSoftmax over logits with a masked position (−∞ or finfo(float32).min added), its finite
+/// outputs kept: complete, finite, and the masked logit's multiplier exactly 0.
+#[test]
+fn log_softmax_over_masked_logits_is_complete_and_masked_positions_get_zero() {
+    for fill in [f32::MIN, f32::NEG_INFINITY] {
+        let m = single_input(&[4], |b, x| {
+            let mask = b.add_initializer(tensor_f32("mask", &[1, 4], &[0.0, 0.0, 0.0, fill]));
+            let z = b.add_node("Add", &[x, &mask], vec![]);
+            let y = b.add_node("LogSoftmax", &[&z], vec![AttributeProto::int("axis", 1)]);
+            let (start, end) = (explaind_onnx::tensor_i64("start", &[1], &[0]), explaind_onnx::tensor_i64("end", &[1], &[3]));
+            let (start, end) = (b.add_initializer(start), b.add_initializer(end));
+            let axes = b.add_initializer(explaind_onnx::tensor_i64("axes", &[1], &[1]));
+            b.add_node("Slice", &[&y, &start, &end, &axes], vec![])
+        });
+        let worst = check_completeness(&m, &output_name(&m), &[rows(2, &[4], 163)], &[rows(3, &[4], 164)]);
+        assert!(worst <= 1e-6, "fill {fill}: {worst}");
+        let compiled =
+            compile_deeplift(&m, &DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() })
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let attribution = load(&compiled.model, &dir, "deeplift");
+        let (x, r) = (rows(1, &[4], 165) * 3.0, rows(1, &[4], 166));
+        let seed = ndarray::ArrayD::<f32>::ones(IxDyn(&[1, 3]));
+        let multipliers = attribution.run(&[x.view(), r.view(), seed.view()]).unwrap().0.pop().unwrap();
+        assert!(multipliers.iter().all(|v| v.is_finite()), "fill {fill}: {multipliers:?}");
+        assert_eq!(multipliers.as_slice().unwrap()[3], 0.0, "fill {fill}: the masked logit");
     }
 }

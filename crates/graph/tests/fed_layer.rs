@@ -50,7 +50,8 @@ fn the_cut_model_fed_its_own_embedding_gives_the_logits_and_exact_gradients() {
     assert_eq!(&again[0], logits, "the same computation, from the same embedding");
 
     // The gradient of logit 1 at the embedding, against central differences of the cut model.
-    let request = GradientRequest { outputs: vec![output_name(&model)], wrt: vec![layer.clone()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&model)], wrt: vec![layer.clone()], expose: vec![], ..Default::default() };
     let compiled = compile_gradient(&cut, &request).unwrap();
     let backward = load(&compiled.model, &dir, "backward");
     let mut seeds = ArrayD::<f32>::zeros(IxDyn(&[2, 3]));
@@ -83,7 +84,8 @@ fn deeplift_on_the_cut_model_is_complete_at_the_embedding() {
     let dir = tempfile::tempdir().unwrap();
     let exposed = load(&expose_layer(&model, &layer).unwrap(), &dir, "exposed");
     let cut = feed_layer(&model, &layer).unwrap();
-    let request = explaind_graph::DeepLiftRequest { output: output_name(&model), inputs: vec![layer.clone()] };
+    let request =
+        explaind_graph::DeepLiftRequest { output: output_name(&model), inputs: vec![layer.clone()], ..Default::default() };
     let compiled = explaind_graph::compile_deeplift(&cut, &request).unwrap();
     let pairs = load(&compiled.model, &dir, "pairs");
     let names: Vec<&str> = pairs.inputs.iter().map(|i| i.name.as_str()).collect();

@@ -24,7 +24,8 @@ fn check_gradients_skipping(model: &ModelProto, output: &str, inputs: &[ArrayD<f
     let y = forward.run(&views).unwrap().0.swap_remove(output_index);
     let seed = array(y.shape(), 99, 0.0);
 
-    let request = GradientRequest { outputs: vec![output.into()], wrt: input_names.clone(), expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output.into()], wrt: input_names.clone(), expose: vec![], ..Default::default() };
     let compiled = compile_gradient(model, &request).unwrap();
     let backward = load(&compiled.model, &dir, "backward");
     let mut with_seed = views.clone();
@@ -173,7 +174,8 @@ fn symbolic_spatial(mut m: ModelProto) -> ModelProto {
 /// flipped kernel (`flipped`).
 fn check_conv(shape: &[usize], flipped: bool, body: impl Fn(&mut GraphBuilder, &[String]) -> String) {
     let ops = |m: &ModelProto| -> Vec<String> {
-        let request = GradientRequest { outputs: vec![output_name(m)], wrt: vec!["x0".into()], expose: vec![] };
+        let request =
+            GradientRequest { outputs: vec![output_name(m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
         let compiled = compile_gradient(m, &request).unwrap();
         let forward_nodes = m.graph.as_ref().unwrap().node.len();
         compiled.model.graph.unwrap().node[forward_nodes..].iter().map(|n| n.op_type().to_string()).collect()
@@ -391,8 +393,12 @@ fn intermediate_tensors_can_be_differentiated_and_exposed() {
     let digits = ModelProto::load(root.join("models/digits-cnn/1/model.onnx")).unwrap();
     let graph = digits.graph.as_ref().unwrap();
     let conv = graph.node.iter().rfind(|n| n.op_type() == "Conv").unwrap().output[0].clone();
-    let request =
-        GradientRequest { outputs: vec!["logits".into()], wrt: vec![conv.clone(), "image".into()], expose: vec![conv.clone()] };
+    let request = GradientRequest {
+        outputs: vec!["logits".into()],
+        wrt: vec![conv.clone(), "image".into()],
+        expose: vec![conv.clone()],
+        ..Default::default()
+    };
     let compiled = compile_gradient(&digits, &request).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let model = load(&compiled.model, &dir, "cam");
@@ -411,14 +417,16 @@ fn intermediate_tensors_can_be_differentiated_and_exposed() {
 #[test]
 fn unsupported_operators_are_named() {
     let m = model(&[&[2, 3]], |b, x| b.add_node("Atan", &[&x[0]], vec![]));
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert_eq!(err, CompileError::UnsupportedOp { op_type: "Atan".into(), node: "Atan".into() });
     assert_eq!(err.to_string(), "operator Atan (node \"Atan\") has no gradient rule");
 
-    let request = GradientRequest { outputs: vec!["nope".into()], wrt: vec!["x0".into()], expose: vec![] };
+    let request = GradientRequest { outputs: vec!["nope".into()], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::NotAnOutput("nope".into()));
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["ghost".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["ghost".into()], expose: vec![], ..Default::default() };
     assert_eq!(compile_gradient(&m, &request).unwrap_err(), CompileError::UnknownTensor("ghost".into()));
 }
 
@@ -657,7 +665,12 @@ fn pow_with_a_constant_exponent() {
     });
     // A varying exponent is refused.
     let m = model(&[&[3, 4], &[3, 4]], |b, x| b.add_node("Pow", &[&x[0], &x[1]], vec![]));
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into(), "x1".into()], expose: vec![] };
+    let request = GradientRequest {
+        outputs: vec![output_name(&m)],
+        wrt: vec!["x0".into(), "x1".into()],
+        expose: vec![],
+        ..Default::default()
+    };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(matches!(&err, CompileError::UnsupportedForm { op_type, .. } if op_type == "Pow"), "{err}");
 }
@@ -683,7 +696,8 @@ fn min_and_max_give_ties_to_the_first_input() {
         let doubled = b.add_node("Mul", &[&x[0], &two], vec![]);
         b.add_node("Max", &[&x[0], &doubled, &x[0]], vec![])
     });
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let compiled = compile_gradient(&m, &request).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let backward = load(&compiled.model, &dir, "ties");
@@ -842,7 +856,8 @@ fn max_min_l2_sum_square_and_log_sum_exp_reductions() {
 fn reduce_max_and_min_share_ties_equally() {
     for op in ["ReduceMax", "ReduceMin"] {
         let m = reduction(op, 18, &[2, 3], Some(&[1]), 1);
-        let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+        let request =
+            GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
         let compiled = compile_gradient(&m, &request).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let backward = load(&compiled.model, &dir, "ties");
@@ -864,7 +879,8 @@ fn a_gradient_reaching_an_operator_without_one_stops_there() {
         b.add_node("Mul", &[&t, &floor], vec![])
     });
     let floor = m.graph.as_ref().unwrap().node[0].output[0].clone();
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into(), floor], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into(), floor], expose: vec![], ..Default::default() };
     let compiled = compile_gradient(&m, &request).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let backward = load(&compiled.model, &dir, "floor");
@@ -888,10 +904,11 @@ fn an_operator_of_another_domain_on_the_path_is_refused_never_a_silent_zero_grad
         node.domain = Some("com.example".into());
         y
     });
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(err.to_string().contains("com.example:Relu"), "{err}");
-    let deeplift = explaind_graph::DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()] };
+    let deeplift = explaind_graph::DeepLiftRequest { output: output_name(&m), inputs: vec!["x0".into()], ..Default::default() };
     let err = explaind_graph::compile_deeplift(&m, &deeplift).unwrap_err();
     assert!(err.to_string().contains("com.example:Relu"), "{err}");
 }
@@ -984,12 +1001,14 @@ fn resize_nearest_and_linear_in_every_exported_form() {
 fn resize_refuses_what_it_cannot_build() {
     // A spatial size the file does not tell.
     let m = without_input_shapes(resize_model(13, Some(&[1.0, 1.0, 2.0, 2.0]), None, vec![]));
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(matches!(err, CompileError::UnsupportedForm { .. }) && err.to_string().contains("spatial size"), "{err}");
     // Cubic interpolation.
     let m = resize_model(13, Some(&[1.0, 1.0, 2.0, 2.0]), None, vec![AttributeProto::string("mode", "cubic")]);
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(err.to_string().contains("cubic"), "{err}");
 }
@@ -1006,7 +1025,8 @@ fn resize_to_a_size_computed_at_run_time() {
     }
     // Without the output's shape in the file the interpolation cannot be built: refused, saying why.
     let m = resize_to_skip_model(13, "linear", "half_pixel", false, 1.into());
-    let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+    let request =
+        GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert!(matches!(err, CompileError::UnsupportedForm { .. }) && err.to_string().contains("value_info"), "{err}");
     // Nor when the file does not tell that the batch and channel lengths are kept (all four

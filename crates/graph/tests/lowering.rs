@@ -108,7 +108,7 @@ fn layer_normalization_with_its_statistics_read_is_refused_on_the_gradient_path_
     assert!(matches!(lower(&m), Err(CompileError::UnsupportedForm { .. })));
 
     // With respect to a: the node is off the path, and the model compiles and runs.
-    let request = GradientRequest { outputs: vec![y.clone()], wrt: vec!["a".into()], expose: vec![] };
+    let request = GradientRequest { outputs: vec![y.clone()], wrt: vec!["a".into()], expose: vec![], ..Default::default() };
     let compiled = compile_gradient(&m, &request).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (array(&[2, 4], 1, 0.0), array(&[2, 4], 2, 0.0));
@@ -117,13 +117,13 @@ fn layer_normalization_with_its_statistics_read_is_refused_on_the_gradient_path_
     for ((grad, a), s) in results[1].iter().zip(a.iter()).zip(seed.iter()) {
         assert!((grad - s * (1.0 - a.tanh().powi(2))).abs() <= 1e-5);
     }
-    compile_deeplift(&m, &DeepLiftRequest { output: y.clone(), inputs: vec!["a".into()] }).unwrap();
+    compile_deeplift(&m, &DeepLiftRequest { output: y.clone(), inputs: vec!["a".into()], ..Default::default() }).unwrap();
 
     // With respect to b: refused, saying why.
-    let request = GradientRequest { outputs: vec![y.clone()], wrt: vec!["b".into()], expose: vec![] };
+    let request = GradientRequest { outputs: vec![y.clone()], wrt: vec!["b".into()], expose: vec![], ..Default::default() };
     for err in [
         compile_gradient(&m, &request).unwrap_err(),
-        compile_deeplift(&m, &DeepLiftRequest { output: y, inputs: vec!["b".into()] }).unwrap_err(),
+        compile_deeplift(&m, &DeepLiftRequest { output: y, inputs: vec!["b".into()], ..Default::default() }).unwrap_err(),
     ] {
         match err {
             CompileError::UnsupportedForm { op_type, reason, .. } => {
@@ -152,14 +152,14 @@ fn every_operator_without_a_rule_is_named_at_once() {
         UnsupportedNode { op_type: "TopK".into(), node: "TopK".into() },
         UnsupportedNode { op_type: "Atan".into(), node: "Atan".into() },
     ]);
-    let request = GradientRequest { outputs: vec![s.clone()], wrt: vec!["x".into()], expose: vec![] };
+    let request = GradientRequest { outputs: vec![s.clone()], wrt: vec!["x".into()], expose: vec![], ..Default::default() };
     let err = compile_gradient(&m, &request).unwrap_err();
     assert_eq!(err, want);
     assert_eq!(
         err.to_string(),
         "operators without a gradient rule: Asinh (node \"Asinh\"), TopK (node \"TopK\"), Atan (node \"Atan\")"
     );
-    let err = compile_deeplift(&m, &DeepLiftRequest { output: s, inputs: vec!["x".into()] }).unwrap_err();
+    let err = compile_deeplift(&m, &DeepLiftRequest { output: s, inputs: vec!["x".into()], ..Default::default() }).unwrap_err();
     assert_eq!(err, want);
 }
 
@@ -296,7 +296,8 @@ fn resize_interpolation_matrices_match_onnx_runtime() {
         let original = load(&m, &dir, &format!("resize{k}"));
         let want = original.run(&[x.view()]).unwrap().0.swap_remove(0);
         assert_eq!(want.shape(), &[1, 2, oh, ow], "case {k}");
-        let request = GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![] };
+        let request =
+            GradientRequest { outputs: vec![output_name(&m)], wrt: vec!["x0".into()], expose: vec![], ..Default::default() };
         let compiled = load(&compile_gradient(&m, &request).unwrap().model, &dir, &format!("compiled{k}"));
         let seed = array(&[1, 2, oh, ow], 80, 0.0);
         let kept = compiled.run(&[x.view(), seed.view()]).unwrap().0.swap_remove(0);

@@ -103,3 +103,48 @@ fn ties_go_to_the_first_maximum_in_row_major_order() {
     let expected: Vec<f32> = (0..6).map(|plane| (plane * 4 + 1) as f32).collect();
     assert_eq!(indices, expected);
 }
+
+/// Gradients and DeepLIFT multipliers compiled with the CPU kernel's own indices
+/// (`MaxPoolIndices::CpuKernel`) equal the portable construction's exactly, ties included, on
+/// overlapping and tiling windows; and only the portable graphs build the windows.
+#[test]
+fn compiling_with_the_cpu_kernels_indices_changes_nothing_on_the_cpu() {
+    use explaind_graph::{DeepLiftRequest, GradientRequest, MaxPoolIndices, compile_deeplift, compile_gradient};
+    let dir = tempfile::tempdir().unwrap();
+    // Stride-2 windows of 3 with padding (ResNet's stem), then 2×2 tiling windows.
+    let m = model(&[&[1, 2, 8, 8]], |b, x| {
+        let stem = vec![
+            AttributeProto::ints("kernel_shape", [3, 3]),
+            AttributeProto::ints("strides", [2, 2]),
+            AttributeProto::ints("pads", [1, 1, 1, 1]),
+        ];
+        let y = b.add_node("MaxPool", &[&x[0]], stem);
+        let tiled = vec![AttributeProto::ints("kernel_shape", [2, 2]), AttributeProto::ints("strides", [2, 2])];
+        b.add_node("MaxPool", &[&y], tiled)
+    });
+    let output = output_name(&m);
+    // Values in steps of 0.5: most windows hold their maximum more than once.
+    let rounded = |seed: u64| array(&[1, 2, 8, 8], seed, 0.0).mapv(|v| (v * 2.0).round() / 2.0);
+    let (x, r) = (rounded(170), rounded(171));
+    let seed = array(&[1, 2, 2, 2], 172, 0.0);
+    let mut results = Vec::new();
+    for (i, choice) in [MaxPoolIndices::Portable, MaxPoolIndices::CpuKernel].into_iter().enumerate() {
+        let gradient = GradientRequest {
+            outputs: vec![output.clone()],
+            wrt: vec!["x0".into()],
+            max_pool_indices: choice,
+            ..Default::default()
+        };
+        let gradient = compile_gradient(&m, &gradient).unwrap().model;
+        let deeplift = DeepLiftRequest { output: output.clone(), inputs: vec!["x0".into()], max_pool_indices: choice };
+        let deeplift = compile_deeplift(&m, &deeplift).unwrap().model;
+        let builds_windows = |m: &ModelProto| m.graph.as_ref().unwrap().node.iter().any(|n| n.op_type() == "CumSum");
+        assert_eq!(builds_windows(&gradient), choice == MaxPoolIndices::Portable, "{choice:?}");
+        assert_eq!(builds_windows(&deeplift), choice == MaxPoolIndices::Portable, "{choice:?}");
+        let gradient = load(&gradient, &dir, &format!("gradient{i}")).run(&[x.view(), seed.view()]).unwrap().0;
+        let deeplift = load(&deeplift, &dir, &format!("deeplift{i}")).run(&[x.view(), r.view(), seed.view()]).unwrap().0;
+        results.push((gradient.last().unwrap().clone(), deeplift.last().unwrap().clone()));
+    }
+    assert!(results[0].0.iter().any(|&g| g != 0.0));
+    assert_eq!(results[0], results[1]);
+}

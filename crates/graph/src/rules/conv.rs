@@ -65,7 +65,7 @@ fn max_pool(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, _: &[bool]) -> VjpR
     let mut out = no_gradients(node);
     // Route each output's gradient to the element it took (flat indices over the whole
     // tensor, batch included) and add, so overlapping windows sum their contributions.
-    let spatial = e.spatial_size(x(node, 0));
+    let spatial = e.portable_spatial_size(x(node, 0));
     let indices = max_pool_indices(e.builder(), node, x(node, 0), &node.output[0], spatial.as_deref())?;
     let flat = e.ints(&[-1]);
     let indices = e.node("Reshape", &[&indices, &flat], vec![]);

@@ -70,11 +70,11 @@ fn neg(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, _: &[bool]) -> VjpResult
 fn add_sub(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpResult {
     let mut out = no_gradients(node);
     if varies[0] {
-        out[0] = Some(e.unbroadcast(g0, x(node, 0)));
+        out[0] = Some(e.unbroadcast_to_input(g0, node, 0));
     }
     if varies[1] {
         let g1 = if node.op_type() == "Sub" { e.node("Neg", &[g0], vec![]) } else { g0.to_string() };
-        out[1] = Some(e.unbroadcast(&g1, x(node, 1)));
+        out[1] = Some(e.unbroadcast_to_input(&g1, node, 1));
     }
     Ok(out)
 }
@@ -83,7 +83,7 @@ fn sum(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpR
     let mut out = no_gradients(node);
     for i in 0..node.input.len() {
         if varies[i] {
-            out[i] = Some(e.unbroadcast(g0, x(node, i)));
+            out[i] = Some(e.unbroadcast_to_input(g0, node, i));
         }
     }
     Ok(out)
@@ -93,11 +93,11 @@ fn mul(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpR
     let mut out = no_gradients(node);
     if varies[0] {
         let p = e.node("Mul", &[g0, x(node, 1)], vec![]);
-        out[0] = Some(e.unbroadcast(&p, x(node, 0)));
+        out[0] = Some(e.unbroadcast_to_input(&p, node, 0));
     }
     if varies[1] {
         let p = e.node("Mul", &[g0, x(node, 0)], vec![]);
-        out[1] = Some(e.unbroadcast(&p, x(node, 1)));
+        out[1] = Some(e.unbroadcast_to_input(&p, node, 1));
     }
     Ok(out)
 }
@@ -106,14 +106,14 @@ fn div(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpR
     let mut out = no_gradients(node);
     if varies[0] {
         let p = e.node("Div", &[g0, x(node, 1)], vec![]);
-        out[0] = Some(e.unbroadcast(&p, x(node, 0)));
+        out[0] = Some(e.unbroadcast_to_input(&p, node, 0));
     }
     if varies[1] {
         // d(a/b)/db = -a/b² = -y/b
         let p = e.node("Mul", &[g0, output(node)], vec![]);
         let p = e.node("Div", &[&p, x(node, 1)], vec![]);
         let p = e.node("Neg", &[&p], vec![]);
-        out[1] = Some(e.unbroadcast(&p, x(node, 1)));
+        out[1] = Some(e.unbroadcast_to_input(&p, node, 1));
     }
     Ok(out)
 }
@@ -292,7 +292,7 @@ fn pow(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> VjpR
         return first(node, p);
     }
     // An exponent with several elements may broadcast x.
-    first(node, e.unbroadcast(&p, x(node, 0)))
+    first(node, e.unbroadcast_to_input(&p, node, 0))
 }
 
 /// Whether `Pow`'s exponent is one constant element that cannot broadcast the base to
@@ -342,7 +342,7 @@ fn min_max(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> 
     for (i, mask) in masks.iter().enumerate() {
         if varies[i] {
             let p = e.node("Mul", &[g0, mask], vec![]);
-            out[i] = Some(e.unbroadcast(&p, x(node, i)));
+            out[i] = Some(e.unbroadcast_to_input(&p, node, i));
         }
     }
     Ok(out)

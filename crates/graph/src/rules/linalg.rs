@@ -10,12 +10,12 @@ fn matmul(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> V
     if varies[0] {
         let bt = e.swap_last_two(x(node, 1), x(node, 1), node)?;
         let p = e.node("MatMul", &[g0, &bt], vec![]);
-        out[0] = Some(e.unbroadcast(&p, x(node, 0)));
+        out[0] = Some(e.unbroadcast_matmul_operand(&p, node, 0));
     }
     if varies[1] {
         let at = e.swap_last_two(x(node, 0), x(node, 0), node)?;
         let p = e.node("MatMul", &[&at, g0], vec![]);
-        out[1] = Some(e.unbroadcast(&p, x(node, 1)));
+        out[1] = Some(e.unbroadcast_matmul_operand(&p, node, 1));
     }
     Ok(out)
 }

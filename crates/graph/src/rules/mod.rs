@@ -62,6 +62,9 @@ pub struct Emitter<'a> {
     spatial_sizes: Option<HashMap<String, Vec<i64>>>,
     /// Ranks of the source graph's values ([`crate::ranks::infer`]).
     ranks: HashMap<String, usize>,
+    /// Which of the source graph's values provably share a shape ([`crate::shapes`]).
+    shape_facts: crate::shapes::ShapeFacts,
+    max_pool_indices: crate::MaxPoolIndices,
 }
 
 /// How DeepLIFT's graphs lay out their rows, so that what depends only on an (input,
@@ -85,6 +88,7 @@ pub struct PairLayout {
 
 impl<'a> Emitter<'a> {
     pub fn new(builder: &'a mut GraphBuilder, source: &'a GraphProto, opset: i64) -> Self {
+        let ranks = crate::ranks::infer(source);
         Emitter {
             builder,
             opset,
@@ -97,7 +101,9 @@ impl<'a> Emitter<'a> {
             pair_products: HashMap::new(),
             spatial_sizes: None,
             range_bounds: None,
-            ranks: crate::ranks::infer(source),
+            shape_facts: crate::shapes::ShapeFacts::infer(source, &ranks),
+            max_pool_indices: crate::MaxPoolIndices::Portable,
+            ranks,
         }
     }
 
@@ -353,6 +359,40 @@ impl<'a> Emitter<'a> {
             vec![AttributeProto::int("keepdims", 1), AttributeProto::int("noop_with_empty_axes", 1)],
         );
         self.node("Reshape", &[&reduced, &target_shape], vec![])
+    }
+
+    /// `grad`, shaped like the output of the broadcasting `node` (`Add`, `Mul`, `Where`...),
+    /// summed to the shape of its input `i` ([`Emitter::unbroadcast`]); or `grad` itself where
+    /// the file proves that input has the output's shape ([`crate::shapes`]), which saves the
+    /// run-time reductions' copies of the whole gradient.
+    pub fn unbroadcast_to_input(&mut self, grad: &str, node: &NodeProto, i: usize) -> String {
+        if self.shape_facts.output_has_shape_of_input(node, i) {
+            return grad.to_string();
+        }
+        self.unbroadcast(grad, &node.input[i])
+    }
+
+    /// `MatMul`'s gradient for its operand `i` (`g · otherᵀ` or `otherᵀ · g`, batched over the
+    /// broadcast batch axes), summed to that operand's shape; or itself where the file proves
+    /// the other operand's batch axes broadcast into the operand's ([`crate::shapes`]).
+    pub fn unbroadcast_matmul_operand(&mut self, grad: &str, node: &NodeProto, i: usize) -> String {
+        if self.shape_facts.matmul_keeps_batch_of(node, i) {
+            return grad.to_string();
+        }
+        self.unbroadcast(grad, &node.input[i])
+    }
+
+    pub fn set_max_pool_indices(&mut self, choice: crate::MaxPoolIndices) {
+        self.max_pool_indices = choice;
+    }
+
+    /// The spatial size a max-pool rule passes to [`max_pool_indices`]: the value's, under
+    /// [`crate::MaxPoolIndices::Portable`]; `None` (the pool's own indices) otherwise.
+    pub fn portable_spatial_size(&mut self, name: &str) -> Option<Vec<i64>> {
+        match self.max_pool_indices {
+            crate::MaxPoolIndices::Portable => self.spatial_size(name),
+            crate::MaxPoolIndices::CpuKernel => None,
+        }
     }
 
     /// The spatial size (the axes after N and C) of a value, when the file tells it statically.

@@ -182,13 +182,13 @@ fn where_(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> V
     if varies[1] {
         let p = e.node("Mul", &[g0, &mask], vec![]);
         // The gradient has the output's shape, which the condition broadcasts into.
-        out[1] = Some(e.unbroadcast(&p, x(node, 1)));
+        out[1] = Some(e.unbroadcast_to_input(&p, node, 1));
     }
     if varies[2] {
         let one = e.scalar(1.0);
         let other = e.node("Sub", &[&one, &mask], vec![]);
         let p = e.node("Mul", &[g0, &other], vec![]);
-        out[2] = Some(e.unbroadcast(&p, x(node, 2)));
+        out[2] = Some(e.unbroadcast_to_input(&p, node, 2));
     }
     Ok(out)
 }

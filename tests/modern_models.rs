@@ -132,8 +132,10 @@ async fn gradient_methods_match_captum_on_every_modern_model() {
     }
 }
 
-/// Σφ over each (input, target) against f(x) − base, to 1e-4 of the output's scale, and the
-/// plugin's reported residual against the same sum: what is wrong, if anything.
+/// Σφ over each (input, target) against f(x) − base, to 1e-4 of that gap (floored at 0.01, so
+/// that float32's rounding on a gap near zero is not read as a failure), and the plugin's
+/// reported residual against the same sum: what is wrong, if anything. (A softmax rule that
+/// lost a share where a logit did not move missed the ViTs' gaps by 0.3 %, 8.7e-6 of 0.0029.)
 fn completeness_failure(c: &Case, explainer: &str, response: &proto::ExplainResponse) -> Option<String> {
     let values = attributions(response);
     let outputs = floats(response.outputs.iter().find(|o| o.name == "y").unwrap().tensor.as_ref().unwrap());
@@ -145,11 +147,11 @@ fn completeness_failure(c: &Case, explainer: &str, response: &proto::ExplainResp
     for (pair, (&y, &b)) in outputs.iter().zip(&base).enumerate() {
         let sum: f64 = values[pair * len..(pair + 1) * len].iter().map(|&v| v as f64).sum();
         let gap = y as f64 - b as f64;
-        let scale = (y as f64).abs().max(b as f64).max(1.0);
-        if (sum - gap).abs() > 1e-4 * scale {
+        let tolerance = 1e-4 * gap.abs().max(0.01);
+        if (sum - gap).abs() > tolerance {
             return Some(format!("{} {explainer}: pair {pair}: Σφ {sum} vs f(x) − base {gap}", c.name));
         }
-        if (residual[pair] as f64 - (sum - gap)).abs() > 1e-4 * scale {
+        if (residual[pair] as f64 - (sum - gap)).abs() > tolerance {
             return Some(format!("{} {explainer}: pair {pair}: reported residual {} vs {}", c.name, residual[pair], sum - gap));
         }
     }

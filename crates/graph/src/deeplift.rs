@@ -51,7 +51,7 @@ pub struct DeepLiftRequest {
     /// The model inputs to attribute to, each paired with a reference input.
     pub inputs: Vec<String>,
     /// How max-pool rules find each window's maximum on either side.
-    pub max_pool_indices: crate::MaxPoolIndices,
+    pub max_pool_indices: MaxPoolIndices,
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,31 @@ fn small_integers(tensor: &explaind_onnx::TensorProto) -> Option<Vec<i64>> {
 /// The rank of a node's outputs from the facts about its inputs.
 type RankRule = fn(&NodeProto, &Facts) -> Option<usize>;
 
+/// Operators whose output is the numpy broadcast of all their inputs.
+pub(crate) const BROADCASTING: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "PRelu",
+    "Where",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Mod",
+    "BitShift",
+];
+
 /// Operator families and the rule for the rank of their outputs (every output alike).
 const RANK_RULES: &[(&[&str], RankRule)] = &[
     (crate::layers::RANK_PRESERVING, same_as_first),
@@ -81,31 +106,7 @@ const RANK_RULES: &[(&[&str], RankRule)] = &[
         ],
         same_as_first,
     ),
-    (
-        &[
-            "Add",
-            "Sub",
-            "Mul",
-            "Div",
-            "Pow",
-            "Max",
-            "Min",
-            "Sum",
-            "Mean",
-            "Where",
-            "Equal",
-            "Less",
-            "LessOrEqual",
-            "Greater",
-            "GreaterOrEqual",
-            "And",
-            "Or",
-            "Xor",
-            "Mod",
-            "BitShift",
-        ],
-        largest,
-    ),
+    (BROADCASTING, largest),
     (&["Transpose"], same_as_first),
     (&["MatMul"], matmul),
     (&["Gemm", "Flatten", "NonZero"], |_, _| Some(2)),

@@ -72,30 +72,6 @@ const SHAPE_PRESERVING: &[&str] = &[
     "ThresholdedRelu",
 ];
 
-/// Operators whose output is the numpy broadcast of all their inputs.
-const BROADCASTING: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Min",
-    "Max",
-    "Sum",
-    "Mean",
-    "PRelu",
-    "Where",
-    "Equal",
-    "Less",
-    "LessOrEqual",
-    "Greater",
-    "GreaterOrEqual",
-    "And",
-    "Or",
-    "Xor",
-    "Mod",
-];
-
 /// Reductions whose kept axes keep their sizes.
 const REDUCTIONS: &[&str] = &[
     "ReduceSum",
@@ -197,7 +173,7 @@ impl ShapeFacts {
                 None => (node.attr("value_float").is_some() || node.attr("value_int").is_some()).then(Vec::new),
             },
             _ if SHAPE_PRESERVING.contains(&op) => sizes_of(0).cloned(),
-            _ if BROADCASTING.contains(&op) => {
+            _ if crate::ranks::BROADCASTING.contains(&op) => {
                 let all: Option<Vec<Vec<Size>>> = (0..operands.len()).map(|i| sizes_of(i).cloned()).collect();
                 all.map(|all| self.broadcast(&all.iter().collect::<Vec<_>>()))
             }
@@ -231,7 +207,7 @@ impl ShapeFacts {
             if let Some(&input) = operands.first() {
                 self.union(&out, input);
             }
-        } else if BROADCASTING.contains(&op) {
+        } else if crate::ranks::BROADCASTING.contains(&op) {
             for (i, &operand) in operands.iter().enumerate() {
                 if operands.iter().enumerate().all(|(j, other)| j == i || self.fits_into(other, operand)) {
                     self.union(&out, operand);

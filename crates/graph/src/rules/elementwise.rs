@@ -73,8 +73,10 @@ fn add_sub(e: &mut Emitter<'_>, node: &NodeProto, g0: &str, varies: &[bool]) -> 
         out[0] = Some(e.unbroadcast_to_input(g0, node, 0));
     }
     if varies[1] {
-        let g1 = if node.op_type() == "Sub" { e.node("Neg", &[g0], vec![]) } else { g0.to_string() };
-        out[1] = Some(e.unbroadcast_to_input(&g1, node, 1));
+        // Negated after any reduction to the operand's shape (a mean subtracted from a row is
+        // one value per row), which is exact and smaller.
+        let g1 = e.unbroadcast_to_input(g0, node, 1);
+        out[1] = Some(if node.op_type() == "Sub" { e.node("Neg", &[&g1], vec![]) } else { g1 });
     }
     Ok(out)
 }

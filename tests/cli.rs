@@ -153,7 +153,7 @@ fn client_commands_against_the_default_daemon() {
     // Deep SHAP against the model's default background: the JSON carries the extras, and the
     // reported completeness residual is Σφ − (f(x) − base) computed from the JSON's own values.
     let samples = repo_root().join("models/digits-cnn/1/samples.npy");
-    let result = client(&[
+    let deep_shap = [
         "explain",
         "--addr",
         &addr,
@@ -164,7 +164,8 @@ fn client_commands_against_the_default_daemon() {
         "--input",
         samples.to_str().unwrap(),
         "--all-targets",
-    ]);
+    ];
+    let result = client(&deep_shap);
     let floats =
         |v: &serde_json::Value| -> Vec<f64> { v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
     let (phi, outputs, base) =
@@ -181,24 +182,8 @@ fn client_commands_against_the_default_daemon() {
 
     // Faithfulness metrics from the command line: the same residual as the metric's completeness,
     // and the seed given comes back.
-    let evaluated = client(&[
-        "explain",
-        "--addr",
-        &addr,
-        "--model",
-        "digits-cnn",
-        "--explainer",
-        "deep-shap",
-        "--input",
-        samples.to_str().unwrap(),
-        "--all-targets",
-        "--evaluate",
-        "completeness",
-        "--evaluate",
-        "deletion:steps=4;baseline=0",
-        "--evaluation-seed",
-        "9",
-    ]);
+    let metrics = ["--evaluate", "completeness", "--evaluate", "deletion:steps=4;baseline=0", "--evaluation-seed", "9"];
+    let evaluated = client(&[&deep_shap[..], &metrics].concat());
     assert_eq!(evaluated["evaluation_seed"], 9);
     let completeness = floats(&evaluated["evaluation"]["completeness"]["values"]);
     for (metric, plugin) in completeness.iter().zip(&residual) {

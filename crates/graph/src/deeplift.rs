@@ -678,9 +678,7 @@ fn reduce_extreme(
     let weights = routing_weights(e, [&xx, &xr], [&yx, &yr], extreme, &|e, mask| sum_over_reduced(e, node, mask))?;
     // Gradient stage: each output's gradient over its reduced elements, then the weights.
     let (kept, _) = with_kept_axes(e, node, g)?;
-    let shape = e.shape(&xx);
-    let spread = e.node("Expand", &[&kept, &shape], vec![]);
-    Ok(e.per_pair(&spread, &weights))
+    Ok(spread_weighted(e, &kept, &xx, &weights))
 }
 
 /// The pair-stage weights that route a max (or min) reduction's difference `y_x − y_r` to its
@@ -765,9 +763,26 @@ fn reduce_log_sum_exp(
     let weights = log_sum_exp_weights(e, [&xx, &xr], [&yx, &yr]);
     // Gradient stage.
     let (kept, _) = with_kept_axes(e, node, g)?;
-    let shape = e.shape(&xx);
-    let spread = e.node("Expand", &[&kept, &shape], vec![]);
-    Ok(e.per_pair(&spread, &weights))
+    Ok(spread_weighted(e, &kept, &xx, &weights))
+}
+
+/// A gradient-stage multiplier of a reduction's output (the reduced axes kept, size 1) spread
+/// over the elements each output reduced, shaped like `input`, times the pair-stage `weights`
+/// that route each output's change to them.
+fn spread_weighted(e: &mut Emitter<'_>, kept: &str, input: &str, weights: &str) -> String {
+    let shape = e.shape(input);
+    let spread = e.node("Expand", &[kept, &shape], vec![]);
+    e.per_pair(&spread, weights)
+}
+
+/// One side's logits raised to the lowest finite float (so that logits masked with −∞ give
+/// finite differences), their maximum over `axis` (kept) and the logits centred by it.
+fn centred_by_row_maximum(e: &mut Emitter<'_>, z: &str, axis: i64) -> (String, String, String) {
+    let lowest = e.scalar(f32::MIN);
+    let z = e.node("Max", &[z, &lowest], vec![]);
+    let max = e.reduce_max(&z, &[axis]);
+    let centred = e.node("Sub", &[&z, &max], vec![]);
+    (z, max, centred)
 }
 
 /// The pair-stage weights `w` of a log-sum-exp `y = log Σ exp(x)` (outputs with the reduced
@@ -810,12 +825,9 @@ fn log_softmax(
         return Err(form(node, "DeepLIFT needs the batch axis (0) kept: the softmax axis must be another"));
     }
     let axes = e.ints(&[axis]);
-    let lowest = e.scalar(f32::MIN);
     // Pair stage: each side's logits and log-sum-exp (computed centred by the row's maximum).
     let side = |e: &mut Emitter<'_>, z: &str| {
-        let z = e.node("Max", &[z, &lowest], vec![]);
-        let max = e.reduce_max(&z, &[axis]);
-        let centred = e.node("Sub", &[&z, &max], vec![]);
+        let (z, max, centred) = centred_by_row_maximum(e, z, axis);
         let exp = e.node("Exp", &[&centred], vec![]);
         let sum = e.node("ReduceSum", &[&exp, &axes], vec![AttributeProto::int("keepdims", 1)]);
         let log = e.node("Log", &[&sum], vec![]);
@@ -827,9 +839,7 @@ fn log_softmax(
     let weights = log_sum_exp_weights(e, [&zx, &zr], [&lse_x, &lse_r]);
     // Gradient stage.
     let total = e.node("ReduceSum", &[g, &axes], vec![AttributeProto::int("keepdims", 1)]);
-    let shape = e.shape(&node.input[0]);
-    let total = e.node("Expand", &[&total, &shape], vec![]);
-    let through_sum = e.per_pair(&total, &weights);
+    let through_sum = spread_weighted(e, &total, &node.input[0], &weights);
     Ok(e.node("Sub", &[g, &through_sum], vec![]))
 }
 
@@ -853,12 +863,9 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
     // nothing. The logits are raised to the lowest finite float and the centred ones to
     // SOFTMAX_FLOOR, where Exp is 0 as at −∞: the softmax is unchanged, every difference
     // finite, and a masked position (no change in z, c or e) gets a multiplier of exactly 0.
-    let lowest = e.scalar(f32::MIN);
     let floor = e.scalar(SOFTMAX_FLOOR);
     let side = |e: &mut Emitter<'_>, z: &str| {
-        let z = e.node("Max", &[z, &lowest], vec![]);
-        let max = e.reduce_max(&z, &[axis]);
-        let centred = e.node("Sub", &[&z, &max], vec![]);
+        let (z, max, centred) = centred_by_row_maximum(e, z, axis);
         let floored = e.node("Max", &[&centred, &floor], vec![]);
         let exp = e.node("Exp", &[&floored], vec![]);
         let sum = e.node("ReduceSum", &[&exp, &axes], keep());
@@ -904,9 +911,7 @@ fn softmax(e: &mut Emitter<'_>, node: &NodeProto, g: &str, reference: &dyn Fn(&s
     let m_c = e.per_pair(&m_e, &both);
     // c = z − max(z): z directly, and through the maximum.
     let m_max = e.node("ReduceSum", &[&m_c, &axes], keep());
-    let shape = e.shape(&node.input[0]);
-    let m_max = e.node("Expand", &[&m_max, &shape], vec![]);
-    let through_max = e.per_pair(&m_max, &routing);
+    let through_max = spread_weighted(e, &m_max, &node.input[0], &routing);
     Ok(e.node("Sub", &[&m_c, &through_max], vec![]))
 }
 

@@ -77,6 +77,21 @@ pub(crate) const BROADCASTING: &[&str] = &[
     "BitShift",
 ];
 
+/// The `Reduce*` operators: reduced axes given by `axes` (an attribute, or an input from opset
+/// 18 on), kept or dropped by `keepdims`.
+pub(crate) const REDUCTIONS: &[&str] = &[
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+];
+
 /// Operator families and the rule for the rank of their outputs (every output alike).
 const RANK_RULES: &[(&[&str], RankRule)] = &[
     (crate::layers::RANK_PRESERVING, same_as_first),
@@ -117,23 +132,8 @@ const RANK_RULES: &[(&[&str], RankRule)] = &[
     (&["Unsqueeze"], unsqueeze),
     (&["Squeeze"], squeeze),
     (&["Gather"], gather),
-    (
-        &[
-            "ReduceSum",
-            "ReduceMean",
-            "ReduceMax",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceSumSquare",
-            "ArgMax",
-            "ArgMin",
-        ],
-        reduce,
-    ),
+    (REDUCTIONS, reduce),
+    (&["ArgMax", "ArgMin"], reduce),
     (&["Einsum"], einsum),
 ];
 

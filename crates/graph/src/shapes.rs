@@ -72,19 +72,6 @@ const SHAPE_PRESERVING: &[&str] = &[
     "ThresholdedRelu",
 ];
 
-/// Reductions whose kept axes keep their sizes.
-const REDUCTIONS: &[&str] = &[
-    "ReduceSum",
-    "ReduceMean",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSumExp",
-    "ReduceSumSquare",
-];
-
 /// The size of one axis: known, or a symbol standing for a size fixed at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Size {
@@ -197,7 +184,7 @@ impl ShapeFacts {
                 Some(perm) => perm.iter().filter_map(|&p| sizes.get(p as usize).copied()).collect(),
                 None => sizes.iter().rev().copied().collect(),
             }),
-            _ if REDUCTIONS.contains(&op) => reduced(node, graph, sizes_of(0)),
+            _ if crate::ranks::REDUCTIONS.contains(&op) => reduced(node, graph, sizes_of(0)),
             _ => None,
         };
         if let Some(sizes) = sizes {
